@@ -1,0 +1,496 @@
+"""TOML configuration: bytes in, frozen dataclasses out.
+
+Reading is all-or-nothing.  ``load()`` parses the whole file with the standard
+library's ``tomllib`` and checks every key before it returns; any problem raises
+``ConfigError`` naming the file, the key (``interface[1].address``), the line
+where that key sits when it can be found, and the reason.  Nothing here touches
+devices or the data plane, so a bad file can be rejected while the router keeps
+running on the old one.  Every key is documented in ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from router.datapath import TIMEOUT_DEFAULTS
+
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+ZONE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+NETNS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_INTERFACES = 64
+MAX_ZONES = 32
+ACTIONS = ("accept", "drop")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used, with where and why."""
+
+    def __init__(self, path: str, key: str, reason: str, line: int | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.reason = reason
+        self.line = line
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """One TUN device: one L3 link."""
+
+    name: str
+    address: IPv4Interface
+    zone: str
+    mtu: int = 1500
+    txqueuelen: int = 1000
+    netns: str | None = None
+    host_address: IPv4Interface | None = None
+    host_routes: tuple[IPv4Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    destination: IPv4Network
+    interface: str | None = None
+    gateway: IPv4Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceNat:
+    """Source NAT for new connections leaving through ``interface``.
+
+    ``to`` is None for masquerade: the interface's own address.
+    """
+
+    interface: str
+    sources: tuple[IPv4Network, ...] = ()
+    to: IPv4Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    from_zone: str
+    to_zone: str
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conntrack:
+    max_entries: int = 65536
+    tcp_loose: bool = True
+    checksum: bool = True
+    timeouts: Mapping[str, int] = field(default_factory=lambda: dict(TIMEOUT_DEFAULTS))
+    gc_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Nat:
+    port_min: int = 1024
+    port_max: int = 65535
+    preserve_ports: bool = True
+    rules: tuple[SourceNat, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    interfaces: tuple[Interface, ...]
+    routes: tuple[Route, ...] = ()
+    nat: Nat = Nat()
+    policies: tuple[Policy, ...] = ()
+    forward_default: str = "drop"
+    conntrack: Conntrack = Conntrack()
+    control_socket: str = "/run/router/router.sock"
+    log_level: str = "info"
+    log_format: str = "auto"
+    batch: int = 64
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        """Zone names in a stable order (first use in the file)."""
+        seen: dict[str, None] = {}
+        for i in self.interfaces:
+            seen.setdefault(i.zone, None)
+        return tuple(seen)
+
+
+# ---------------------------------------------------------------------------
+
+
+class _Reader:
+    """Walks a parsed TOML table with the path of every key it reads."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.path, key, reason, _find_line(self.lines, key))
+
+    def table(self, parent: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+        val = parent.get(key, {})
+        if not isinstance(val, dict):
+            raise self.fail(_join(where, key), "must be a table")
+        return val
+
+    def array(self, parent: Mapping[str, Any], key: str, where: str) -> list[Any]:
+        val = parent.get(key, [])
+        if not isinstance(val, list):
+            raise self.fail(_join(where, key), "must be an array")
+        return val
+
+    def known(self, tbl: Mapping[str, Any], where: str, allowed: set[str]) -> None:
+        for k in tbl:
+            if k not in allowed:
+                hint = ", ".join(sorted(allowed))
+                raise self.fail(_join(where, k), f"unknown key (known keys: {hint})")
+
+    def get(
+        self,
+        tbl: Mapping[str, Any],
+        key: str,
+        where: str,
+        typ: type | tuple[type, ...],
+        default: Any = None,
+        required: bool = False,
+    ) -> Any:
+        if key not in tbl:
+            if required:
+                raise self.fail(_join(where, key), "is required")
+            return default
+        val = tbl[key]
+        # bool is an int in Python; never accept one for the other.
+        if isinstance(val, bool) and bool not in _as_tuple(typ):
+            raise self.fail(_join(where, key), f"must be {_typename(typ)}, not a boolean")
+        if not isinstance(val, typ):
+            raise self.fail(_join(where, key), f"must be {_typename(typ)}")
+        return val
+
+    def integer(
+        self, tbl: Mapping[str, Any], key: str, where: str, default: int, lo: int, hi: int
+    ) -> int:
+        val = self.get(tbl, key, where, int, default)
+        if not lo <= val <= hi:
+            raise self.fail(_join(where, key), f"must be between {lo} and {hi}, got {val}")
+        return int(val)
+
+    def choice(
+        self, tbl: Mapping[str, Any], key: str, where: str, choices: tuple[str, ...], default: str
+    ) -> str:
+        val = self.get(tbl, key, where, str, default)
+        if val not in choices:
+            raise self.fail(_join(where, key), f"must be one of {', '.join(choices)}, got {val!r}")
+        return str(val)
+
+    def network(self, val: Any, key: str) -> IPv4Network:
+        if not isinstance(val, str):
+            raise self.fail(key, "must be a string like '192.168.1.0/24'")
+        try:
+            return IPv4Network(val, strict=True)
+        except ValueError as e:
+            raise self.fail(key, f"not an IPv4 network: {e}") from None
+
+    def iface_addr(self, val: Any, key: str) -> IPv4Interface:
+        if not isinstance(val, str) or "/" not in val:
+            raise self.fail(key, "must be an address with a prefix length, like '192.168.1.1/24'")
+        try:
+            addr = IPv4Interface(val)
+        except ValueError as e:
+            raise self.fail(key, f"not an IPv4 address/prefix: {e}") from None
+        if addr.network.prefixlen > 30 and addr.network.prefixlen != 32:
+            raise self.fail(key, "prefix length must be at most 30 (or 32)")
+        if addr.ip in (addr.network.network_address, addr.network.broadcast_address) and (
+            addr.network.prefixlen <= 30
+        ):
+            raise self.fail(key, f"{addr.ip} is the network or broadcast address of the link")
+        _check_unicast(self, addr.ip, key)
+        return addr
+
+    def address(self, val: Any, key: str) -> IPv4Address:
+        if not isinstance(val, str):
+            raise self.fail(key, "must be a string like '192.0.2.1'")
+        try:
+            addr = IPv4Address(val)
+        except ValueError as e:
+            raise self.fail(key, f"not an IPv4 address: {e}") from None
+        _check_unicast(self, addr, key)
+        return addr
+
+
+def _check_unicast(r: _Reader, addr: IPv4Address, key: str) -> None:
+    if addr.is_multicast or addr.is_loopback or addr.is_unspecified or addr.is_reserved:
+        raise r.fail(key, f"{addr} is not a unicast host address")
+
+
+def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
+    return t if isinstance(t, tuple) else (t,)
+
+
+def _typename(t: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", bool: "true or false", float: "a number",
+             list: "an array", dict: "a table"}
+    return " or ".join(names.get(x, x.__name__) for x in _as_tuple(t))
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _find_line(lines: list[str], key: str) -> int | None:
+    """Best-effort line of ``key`` (like ``interface[1].address``) in the file.
+
+    tomllib reports positions only for syntax errors, so this follows table
+    headers the way a reader would.
+    """
+    parts = re.findall(r"([A-Za-z0-9_-]+)(?:\[(\d+)\])?", key)
+    if not parts:
+        return None
+    *tables, (leaf, leaf_idx) = parts
+    want = ".".join(t for t, _ in tables)
+    counts: dict[str, int] = {}
+    current = ""
+    current_ok = not tables
+    header_line = None
+    hdr = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+    for n, line in enumerate(lines, 1):
+        m = hdr.match(line)
+        if m:
+            current = m.group(2)
+            if m.group(1) == "[[":
+                counts[current] = counts.get(current, -1) + 1
+            idx_ok = all(
+                not i or counts.get(".".join(t for t, _ in tables[: k + 1]), 0) == int(i)
+                for k, (_, i) in enumerate(tables)
+            )
+            current_ok = current == want and idx_ok
+            if current_ok and leaf_idx == "" and current.endswith(leaf):
+                header_line = n
+            continue
+        if current_ok and re.match(rf"^\s*{re.escape(leaf)}\s*=", line):
+            return n
+        if current_ok and header_line is None and tables:
+            header_line = n - 1 if n > 1 else n
+    if header_line:
+        return header_line
+    # A key written as a dotted or inline table: fall back to its first mention.
+    for n, line in enumerate(lines, 1):
+        if re.match(rf"^\s*\[*\s*{re.escape(leaf)}\b", line):
+            return n
+    return None
+
+
+# ---------------------------------------------------------------------------
+
+
+def load(path: str | Path) -> Config:
+    """Reads and validates the config file at ``path``."""
+    p = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(p, "", f"cannot read: {e.strerror or e}") from None
+    return parse(raw, p)
+
+
+def parse(raw: bytes, path: str = "<config>") -> Config:
+    """Validates TOML ``raw`` (the contents of ``path``)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, "", f"not UTF-8: {e}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        raise ConfigError(path, "", f"TOML syntax: {e}", int(m.group(1)) if m else None) from None
+    r = _Reader(path, text)
+    r.known(doc, "", {"interface", "route", "nat", "firewall", "conntrack", "control", "log",
+                      "dataplane"})
+
+    interfaces = _interfaces(r, doc)
+    names = {i.name: i for i in interfaces}
+    routes = _routes(r, doc, names)
+    nat = _nat(r, doc, names)
+    policies, forward_default = _firewall(r, doc, {i.zone for i in interfaces})
+    ct = _conntrack(r, doc)
+
+    control = r.table(doc, "control", "")
+    r.known(control, "control", {"socket"})
+    sock = r.get(control, "socket", "control", str, "/run/router/router.sock")
+    if not sock.startswith("/"):
+        raise r.fail("control.socket", "must be an absolute path")
+
+    log = r.table(doc, "log", "")
+    r.known(log, "log", {"level", "format"})
+    level = r.choice(log, "level", "log", LOG_LEVELS, "info")
+    fmt = r.choice(log, "format", "log", LOG_FORMATS, "auto")
+
+    dpl = r.table(doc, "dataplane", "")
+    r.known(dpl, "dataplane", {"batch"})
+    batch = r.integer(dpl, "batch", "dataplane", 64, 1, 1024)
+
+    return Config(path=path, interfaces=interfaces, routes=routes, nat=nat, policies=policies,
+                  forward_default=forward_default, conntrack=ct, control_socket=sock,
+                  log_level=level, log_format=fmt, batch=batch)
+
+
+def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
+    raw = r.array(doc, "interface", "")
+    if not raw:
+        raise r.fail("interface", "at least one [[interface]] is required")
+    if len(raw) > MAX_INTERFACES:
+        raise r.fail("interface", f"at most {MAX_INTERFACES} interfaces")
+    out: list[Interface] = []
+    seen_names: set[str] = set()
+    nets: list[tuple[str, IPv4Network]] = []
+    keys = {"name", "address", "zone", "mtu", "txqueuelen", "netns", "host_address",
+            "host_routes"}
+    for n, t in enumerate(raw):
+        w = f"interface[{n}]"
+        if not isinstance(t, dict):
+            raise r.fail(w, "must be a table")
+        r.known(t, w, keys)
+        name = r.get(t, "name", w, str, required=True)
+        if not IFNAME_RE.match(name):
+            raise r.fail(f"{w}.name", "must be 1-15 letters, digits, '_', '.' or '-'")
+        if name in seen_names:
+            raise r.fail(f"{w}.name", f"duplicate interface name {name!r}")
+        seen_names.add(name)
+        addr = r.iface_addr(r.get(t, "address", w, str, required=True), f"{w}.address")
+        for other, net in nets:
+            if net.overlaps(addr.network):
+                raise r.fail(f"{w}.address", f"{addr.network} overlaps the network of {other}")
+        nets.append((name, addr.network))
+        zone = r.get(t, "zone", w, str, required=True)
+        if not ZONE_RE.match(zone):
+            raise r.fail(f"{w}.zone", "must start with a letter: letters, digits, '_' or '-'")
+        mtu = r.integer(t, "mtu", w, 1500, 576, 65535)
+        txq = r.integer(t, "txqueuelen", w, 1000, 1, 1_000_000)
+        netns = r.get(t, "netns", w, str)
+        if netns is not None and not NETNS_RE.match(netns):
+            raise r.fail(f"{w}.netns", "must be a network namespace name (letters, digits, _.-)")
+        host = None
+        if "host_address" in t:
+            host = r.iface_addr(t["host_address"], f"{w}.host_address")
+            if host.network != addr.network:
+                raise r.fail(f"{w}.host_address", f"must be in {addr.network}, the link's network")
+            if host.ip == addr.ip:
+                raise r.fail(f"{w}.host_address", "must differ from the router's own address")
+        hroutes = tuple(
+            r.network(v, f"{w}.host_routes[{k}]")
+            for k, v in enumerate(r.get(t, "host_routes", w, list, []))
+        )
+        if hroutes and host is None:
+            raise r.fail(f"{w}.host_routes", "needs host_address")
+        out.append(Interface(name=name, address=addr, zone=zone, mtu=mtu, txqueuelen=txq,
+                             netns=netns, host_address=host, host_routes=hroutes))
+    if len({i.zone for i in out}) > MAX_ZONES:
+        raise r.fail("interface", f"at most {MAX_ZONES} zones")
+    return tuple(out)
+
+
+def _routes(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
+            ) -> tuple[Route, ...]:
+    out: list[Route] = []
+    for n, t in enumerate(r.array(doc, "route", "")):
+        w = f"route[{n}]"
+        if not isinstance(t, dict):
+            raise r.fail(w, "must be a table")
+        r.known(t, w, {"destination", "interface", "gateway"})
+        dest = r.network(r.get(t, "destination", w, str, required=True), f"{w}.destination")
+        iface = r.get(t, "interface", w, str)
+        gw = r.address(t["gateway"], f"{w}.gateway") if "gateway" in t else None
+        if iface is None and gw is None:
+            raise r.fail(w, "needs an interface, a gateway, or both")
+        if iface is not None and iface not in ifaces:
+            raise r.fail(f"{w}.interface", f"no interface named {iface!r}")
+        if gw is not None:
+            on = [i for i in ifaces.values() if gw in i.address.network]
+            if not on:
+                raise r.fail(f"{w}.gateway", f"{gw} is not on any interface's network")
+            if iface is not None and on[0].name != iface:
+                raise r.fail(f"{w}.gateway", f"{gw} is not on {iface}'s network")
+            if any(gw == i.address.ip for i in ifaces.values()):
+                raise r.fail(f"{w}.gateway", f"{gw} is the router's own address")
+        if any(x.destination == dest for x in out):
+            raise r.fail(f"{w}.destination", f"duplicate route for {dest}")
+        out.append(Route(destination=dest, interface=iface, gateway=gw))
+    return tuple(out)
+
+
+def _nat(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) -> Nat:
+    t = r.table(doc, "nat", "")
+    r.known(t, "nat", {"port_min", "port_max", "preserve_ports", "masquerade", "snat"})
+    pmin = r.integer(t, "port_min", "nat", 1024, 1, 65535)
+    pmax = r.integer(t, "port_max", "nat", 65535, 1, 65535)
+    if pmin > pmax:
+        raise r.fail("nat.port_min", f"must not exceed port_max ({pmax})")
+    preserve = r.get(t, "preserve_ports", "nat", bool, True)
+    rules: list[SourceNat] = []
+    for kind in ("snat", "masquerade"):
+        for n, rt in enumerate(r.array(t, kind, "nat")):
+            w = f"nat.{kind}[{n}]"
+            if not isinstance(rt, dict):
+                raise r.fail(w, "must be a table")
+            r.known(rt, w, {"interface", "sources", "to"} if kind == "snat"
+                    else {"interface", "sources"})
+            iface = r.get(rt, "interface", w, str, required=True)
+            if iface not in ifaces:
+                raise r.fail(f"{w}.interface", f"no interface named {iface!r}")
+            srcs = tuple(r.network(v, f"{w}.sources[{k}]")
+                         for k, v in enumerate(r.get(rt, "sources", w, list, [])))
+            to = None
+            if kind == "snat":
+                to = r.address(r.get(rt, "to", w, str, required=True), f"{w}.to")
+            rules.append(SourceNat(interface=iface, sources=srcs, to=to))
+    return Nat(port_min=pmin, port_max=pmax, preserve_ports=preserve, rules=tuple(rules))
+
+
+def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
+              ) -> tuple[tuple[Policy, ...], str]:
+    t = r.table(doc, "firewall", "")
+    r.known(t, "firewall", {"forward", "policy"})
+    default = r.choice(t, "forward", "firewall", ACTIONS, "drop")
+    out: list[Policy] = []
+    for n, p in enumerate(r.array(t, "policy", "firewall")):
+        w = f"firewall.policy[{n}]"
+        if not isinstance(p, dict):
+            raise r.fail(w, "must be a table")
+        r.known(p, w, {"from", "to", "action"})
+        src = r.get(p, "from", w, str, required=True)
+        dst = r.get(p, "to", w, str, required=True)
+        for k, z in (("from", src), ("to", dst)):
+            if z not in zones:
+                raise r.fail(f"{w}.{k}", f"no interface is in zone {z!r} "
+                             f"(zones: {', '.join(sorted(zones))})")
+        action = r.choice(p, "action", w, ACTIONS, "accept")
+        if any(x.from_zone == src and x.to_zone == dst for x in out):
+            raise r.fail(w, f"duplicate policy for {src} -> {dst}")
+        out.append(Policy(from_zone=src, to_zone=dst, action=action))
+    return tuple(out), default
+
+
+def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
+    t = r.table(doc, "conntrack", "")
+    r.known(t, "conntrack", {"max", "tcp_loose", "checksum", "timeouts", "gc_interval"})
+    mx = r.integer(t, "max", "conntrack", 65536, 16, 1 << 26)
+    loose = r.get(t, "tcp_loose", "conntrack", bool, True)
+    csum = r.get(t, "checksum", "conntrack", bool, True)
+    gci = r.get(t, "gc_interval", "conntrack", (int, float), 1.0)
+    if not 0.01 <= gci <= 60:
+        raise r.fail("conntrack.gc_interval", f"must be between 0.01 and 60 seconds, got {gci}")
+    to = r.table(t, "timeouts", "conntrack")
+    r.known(to, "conntrack.timeouts", set(TIMEOUT_DEFAULTS))
+    timeouts = dict(TIMEOUT_DEFAULTS)
+    for k in to:
+        timeouts[k] = r.integer(to, k, "conntrack.timeouts", 0, 1, 30 * 86400)
+    return Conntrack(max_entries=mx, tcp_loose=loose, checksum=csum, timeouts=timeouts,
+                     gc_interval=float(gci))

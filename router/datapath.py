@@ -1,0 +1,259 @@
+"""The one importer of the compiled data plane: a checked, typed wrapper.
+
+Every call must come from the event loop thread: the C side has no locks (cffi
+releases the GIL during calls, so this is a rule, not a given).  Names of
+counters, drop reasons, timeouts and TCP states are read from C at import time,
+so Python never repeats a list the C side owns.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING, Any
+
+from router.native import ffi, lib
+
+if TYPE_CHECKING:
+    from router.tables import Tables
+
+
+def _names(n: int, fn: Any) -> tuple[str, ...]:
+    return tuple(ffi.string(fn(i)).decode() for i in range(n))
+
+
+COUNTER_NAMES = _names(lib.rt_n_counters(), lib.rt_counter_name)
+DROP_NAMES = _names(lib.rt_n_drop_reasons(), lib.rt_drop_name)
+TIMEOUT_NAMES = _names(lib.rt_n_timeouts(), lib.rt_timeout_name)
+TCP_STATE_NAMES = _names(lib.rt_n_tcp_states(), lib.rt_tcp_state_name)
+TIMEOUT_DEFAULTS = {name: int(lib.rt_timeout_default(i)) for i, name in enumerate(TIMEOUT_NAMES)}
+
+SEEN_REPLY = int(lib.RT_CT_SEEN_REPLY)
+ASSURED = int(lib.RT_CT_ASSURED)
+SRC_NAT = int(lib.RT_CT_SRC_NAT)
+DST_NAT = int(lib.RT_CT_DST_NAT)
+
+SLOT_SIZE = 65536  # the largest IPv4 packet fits any slot
+DUMP_CHUNK = 256
+
+
+def be32(addr: IPv4Address | None) -> int:
+    """An address as the C side's rt_be32: network-order bytes in a native int."""
+    if addr is None:
+        return 0
+    return int(struct.unpack("=I", addr.packed)[0])
+
+
+class DatapathError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What happened to one packet given to ``process()``."""
+
+    out_iface: int  # -1 when nothing is sent
+    data: bytes     # the packet as sent (empty when nothing is sent)
+    reason: str     # drop reason, "none" when forwarded
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    visited: int
+    expired: int
+    wrapped: bool
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CtEntry:
+    """One tracked connection, both directions."""
+
+    slot: int
+    family: int
+    proto: int
+    state: str | None  # TCP only
+    status: int
+    src: tuple[str, str]
+    dst: tuple[str, str]
+    sport: tuple[int, int]
+    dport: tuple[int, int]
+    timeout_ms: int
+    age_ms: int
+    packets: tuple[int, int]
+    bytes: tuple[int, int]
+
+    @property
+    def assured(self) -> bool:
+        return bool(self.status & ASSURED)
+
+    @property
+    def seen_reply(self) -> bool:
+        return bool(self.status & SEEN_REPLY)
+
+
+def _addr(raw: Any, family: int) -> str:
+    b = bytes(raw)
+    return str(IPv4Address(b[:4])) if family == 4 else str(IPv6Address(b))
+
+
+class Datapath:
+    """A data plane instance: conntrack table, tables, packet slots."""
+
+    def __init__(self, capacity: int, batch: int = 64, seed: int | None = None) -> None:
+        params = ffi.new("struct rt_dp_params *")
+        params.ct_capacity = capacity
+        params.batch = batch
+        params.slot_size = SLOT_SIZE
+        params.seed = seed if seed is not None else int.from_bytes(os.urandom(8), sys.byteorder)
+        dp = lib.rt_dp_new(params)
+        if dp == ffi.NULL:
+            raise DatapathError(f"cannot create the data plane (capacity {capacity}, "
+                                f"batch {batch}): out of range or out of memory")
+        self._dp = ffi.gc(dp, lib.rt_dp_free)
+        self.capacity = capacity
+        self.batch = batch
+        self._entries = ffi.new("struct rt_ct_entry[]", DUMP_CHUNK)
+
+    # -- tables ------------------------------------------------------------
+
+    def load(self, t: Tables) -> None:
+        """Swaps in new tables atomically; raises DatapathError and keeps the
+        old ones if the C side refuses them."""
+        keep = []  # cffi buffers must outlive the call
+        ifaces = ffi.new("struct rt_iface_cfg[]", max(1, len(t.ifaces)))
+        for i, e in enumerate(t.ifaces):
+            ifaces[i].fd = e.fd
+            ifaces[i].addr = be32(e.addr)
+            ifaces[i].mtu = e.mtu
+            ifaces[i].zone = e.zone
+        routes = ffi.new("struct rt_route_cfg[]", max(1, len(t.routes)))
+        for i, r in enumerate(t.routes):
+            routes[i].prefix = be32(r.prefix.network_address)
+            routes[i].plen = r.prefix.prefixlen
+            routes[i].iface = r.iface
+            routes[i].gateway = be32(r.gateway)
+        nat = ffi.new("struct rt_nat_cfg[]", max(1, len(t.nat)))
+        for i, n in enumerate(t.nat):
+            nat[i].src_prefix = be32(n.sources.network_address)
+            nat[i].src_plen = n.sources.prefixlen
+            nat[i].out_iface = n.out_iface
+            nat[i].to_addr = be32(n.to)
+        nz = len(t.zones)
+        policy = ffi.new("uint8_t[]", [int(v) for row in t.policy for v in row] or [0])
+        timeouts = ffi.new("uint32_t[]", list(t.timeouts))
+        keep += [ifaces, routes, nat, policy, timeouts]
+
+        tb = ffi.new("struct rt_tables *")
+        tb.ifaces = ifaces
+        tb.n_ifaces = len(t.ifaces)
+        tb.routes = routes
+        tb.n_routes = len(t.routes)
+        tb.nat = nat
+        tb.n_nat = len(t.nat)
+        tb.n_zones = nz
+        tb.zone_policy = policy
+        tb.timeouts = timeouts
+        tb.n_timeouts = len(t.timeouts)
+        tb.port_min = t.port_min
+        tb.port_max = t.port_max
+        tb.flags = ((lib.RT_F_TCP_LOOSE if t.tcp_loose else 0)
+                    | (lib.RT_F_L4_CSUM if t.checksum else 0)
+                    | (lib.RT_F_PRESERVE_PORTS if t.preserve_ports else 0))
+        if lib.rt_dp_load(self._dp, tb) != 0:
+            raise DatapathError(ffi.string(lib.rt_dp_error(self._dp)).decode())
+
+    # -- packets -----------------------------------------------------------
+
+    def poll(self, iface: int, budget: int, now_ms: int) -> int:
+        """Reads, processes and writes up to ``budget`` packets of ``iface``."""
+        return int(lib.rt_dp_poll(self._dp, iface, budget, now_ms))
+
+    def process(self, packets: list[tuple[int, bytes]], now_ms: int) -> list[Result]:
+        """Runs caller-supplied packets (interface, bytes) through the pipeline."""
+        n = len(packets)
+        if n == 0:
+            return []
+        pkts = ffi.new("struct rt_pkt[]", n)
+        bufs = []
+        for i, (iface, data) in enumerate(packets):
+            buf = ffi.new("uint8_t[]", max(SLOT_SIZE, len(data)))
+            ffi.memmove(buf, data, len(data))
+            bufs.append(buf)
+            pkts[i].data = buf
+            pkts[i].len = len(data)
+            pkts[i].cap = len(buf)
+            pkts[i].in_iface = iface
+        lib.rt_dp_process(self._dp, pkts, n, now_ms)
+        out = []
+        for i in range(n):
+            p = pkts[i]
+            sent = p.out_iface >= 0
+            out.append(Result(
+                out_iface=int(p.out_iface),
+                data=bytes(ffi.buffer(p.data, p.len)) if sent else b"",
+                reason=DROP_NAMES[p.reason],
+            ))
+        return out
+
+    # -- conntrack ---------------------------------------------------------
+
+    def sweep(self, now_ms: int, max_slots: int) -> SweepResult:
+        r = ffi.new("struct rt_sweep_result *")
+        lib.rt_ct_sweep(self._dp, now_ms, max_slots, r)
+        return SweepResult(int(r.visited), int(r.expired), bool(r.wrapped), int(r.count))
+
+    def conntrack(self, now_ms: int) -> list[CtEntry]:
+        """Every live connection, in slot order."""
+        cursor = ffi.new("uint32_t *", 0)
+        out: list[CtEntry] = []
+        while True:
+            k = lib.rt_ct_dump(self._dp, cursor, self._entries, DUMP_CHUNK, now_ms)
+            if k == 0:
+                return out
+            for i in range(k):
+                e = self._entries[i]
+                fam = int(e.family)
+                out.append(CtEntry(
+                    slot=int(e.slot),
+                    family=fam,
+                    proto=int(e.proto),
+                    state=TCP_STATE_NAMES[e.state] if e.proto == 6 else None,
+                    status=int(e.status),
+                    src=(_addr(e.src[0], fam), _addr(e.src[1], fam)),
+                    dst=(_addr(e.dst[0], fam), _addr(e.dst[1], fam)),
+                    sport=(int(e.sport[0]), int(e.sport[1])),
+                    dport=(int(e.dport[0]), int(e.dport[1])),
+                    timeout_ms=int(e.timeout_ms),
+                    age_ms=int(e.age_ms),
+                    packets=(int(e.packets[0]), int(e.packets[1])),
+                    bytes=(int(e.bytes[0]), int(e.bytes[1])),
+                ))
+
+    def count(self) -> int:
+        return int(lib.rt_ct_count(self._dp))
+
+    def flush(self) -> None:
+        lib.rt_ct_flush(self._dp)
+
+    # -- counters ----------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        buf = ffi.new("uint64_t[]", len(COUNTER_NAMES))
+        lib.rt_dp_counters(self._dp, buf, len(COUNTER_NAMES))
+        return {name: int(buf[i]) for i, name in enumerate(COUNTER_NAMES)}
+
+    def drops(self) -> dict[str, int]:
+        buf = ffi.new("uint64_t[]", len(DROP_NAMES))
+        lib.rt_dp_drops(self._dp, buf, len(DROP_NAMES))
+        return {name: int(buf[i]) for i, name in enumerate(DROP_NAMES) if name != "none"}
+
+    def iface_stats(self, iface: int) -> dict[str, int]:
+        st = ffi.new("struct rt_iface_stats *")
+        if lib.rt_dp_iface_stats(self._dp, iface, st) != 0:
+            raise DatapathError(f"no interface {iface}")
+        return {f: int(getattr(st, f)) for f in
+                ("rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_errors")}

@@ -1,0 +1,34 @@
+/*
+ * csum.h - the Internet checksum (RFC 1071) and its incremental update
+ * (RFC 1624).
+ *
+ * All values are handled as they sit in memory.  The one's complement sum
+ * does not depend on byte order as long as every word is taken the same way,
+ * so a field can be updated from the raw old and new bytes with no swaps.
+ */
+#ifndef RT_CSUM_H
+#define RT_CSUM_H
+
+#include "rt_types.h"
+
+/* Adds 'len' bytes at 'data' to the running 32-bit-wide sum 'sum'. */
+uint64_t csum_add_bytes(uint64_t sum, const uint8_t *data, size_t len);
+
+/* Folds a running sum to 16 bits and complements it: the checksum field. */
+uint16_t csum_fold(uint64_t sum);
+
+/* Full checksum of 'len' bytes: 0 when 'data' holds a correct checksum. */
+uint16_t csum_full(const uint8_t *data, size_t len);
+
+/* Running sum of the IPv4 pseudo-header (RFC 9293 3.1, RFC 768). */
+uint64_t csum_pseudo4(rt_be32 src, rt_be32 dst, uint8_t proto, uint32_t l4_len);
+
+/*
+ * RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').  Updates the checksum stored at
+ * 'field' (2 bytes, any alignment) for a 16-bit or 32-bit word of the
+ * covered data changing from 'old' to 'new'.
+ */
+void csum_replace2(uint8_t *field, uint16_t old, uint16_t new_);
+void csum_replace4(uint8_t *field, uint32_t old, uint32_t new_);
+
+#endif /* RT_CSUM_H */

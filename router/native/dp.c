@@ -1,0 +1,739 @@
+/*
+ * dp.c - the per-packet pipeline.
+ *
+ * Theory of operation.  For each packet of a batch:
+ *
+ *   parse -> sanity of addresses -> ICMP error? (RELATED path)
+ *         -> conntrack lookup
+ *              hit:  route on the translated destination, TTL and MTU
+ *                    checks, L4 state update, NAT rewrite, forward
+ *              miss: local destination? (echo answered, rest counted)
+ *                    route, TTL and MTU checks, zone policy for NEW,
+ *                    L4 "may this open a connection", NAT binding,
+ *                    insert, rewrite, forward
+ *
+ * TTL and MTU are checked before the state changes, so a packet that will
+ * be dropped leaves no trace in the table; and an ICMP error the router
+ * sends quotes the packet as it arrived.  Every drop is counted under one
+ * reason; a packet that is dropped but answered (time exceeded, fragmentation
+ * needed, unreachable, echo reply) leaves with out_iface set and a reason.
+ *
+ * Nothing here allocates, blocks or calls the system: see io.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include "dp.h"
+#include "csum.h"
+#include "wire.h"
+
+/* ICMP errors quote at most this much, so that they fit 576 bytes
+ * (RFC 1812 4.3.2.3). */
+#define ICMP_ERR_MAX 576
+#define ICMP_TTL 64
+
+static const char *const drop_names[] = {
+#define X(name, str) str,
+    RT_DROP_REASONS(X)
+#undef X
+};
+static const char *const counter_names[] = {
+#define X(name, str) str,
+    RT_COUNTERS(X)
+#undef X
+};
+static const char *const timeout_names[] = {
+#define X(name, str, secs) str,
+    RT_TIMEOUTS(X)
+#undef X
+};
+static const uint32_t timeout_defaults[] = {
+#define X(name, str, secs) secs,
+    RT_TIMEOUTS(X)
+#undef X
+};
+static const char *const tcp_state_names[] = {
+#define X(name) #name,
+    RT_TCP_STATES(X)
+#undef X
+};
+
+/* ---- addresses ---------------------------------------------------------- */
+
+static bool is_local(const struct rt_dp *dp, rt_be32 a)
+{
+    for (uint32_t i = 0; i < dp->n_ifaces; i++)
+        if (dp->ifaces[i].addr == a && a != 0)
+            return true;
+    return false;
+}
+
+/* Sources no host may use (RFC 1122 3.2.1.3, RFC 5735). */
+static bool martian_src(uint32_t s)
+{
+    uint8_t top = (uint8_t)(s >> 24);
+    return top == 0 || top == 127 || top >= 224;
+}
+
+/* ---- sending ICMP ------------------------------------------------------- */
+
+static void ip4_header(struct rt_dp *dp, uint8_t *ip, uint32_t total,
+                       rt_be32 src, rt_be32 dst)
+{
+    ip[IP4_OFF_VER_IHL] = 0x45;
+    ip[IP4_OFF_TOS] = 0;
+    wire_put_be16(ip + IP4_OFF_TOTLEN, htons((uint16_t)total));
+    wire_put_be16(ip + IP4_OFF_ID, htons(dp->ip_id++));
+    wire_put_be16(ip + IP4_OFF_FRAG, 0);
+    ip[IP4_OFF_TTL] = ICMP_TTL;
+    ip[IP4_OFF_PROTO] = IPPROTO_ICMP_;
+    wire_put_be16(ip + IP4_OFF_CSUM, 0);
+    wire_put_be32(ip + IP4_OFF_SRC, src);
+    wire_put_be32(ip + IP4_OFF_DST, dst);
+    wire_put_be16(ip + IP4_OFF_CSUM, csum_full(ip, IP4_HDR_MIN));
+}
+
+/* Routes a packet the router originates to 'dst'; -1 if no route. */
+static int route_out(struct rt_dp *dp, rt_be32 dst)
+{
+    const struct fib_route *r = fib_lookup(&dp->fib, dst);
+    return r ? r->iface : -1;
+}
+
+/*
+ * Replaces the packet in 'p' by an ICMP error of 'type'/'code' about it,
+ * addressed to its source (RFC 792, RFC 1812 4.3.2).  'info' fills the
+ * second word (the next-hop MTU for "fragmentation needed").  Never answers
+ * an ICMP error, a packet from a non-unicast source, or when the link has
+ * no address to send from.
+ */
+static void send_icmp_error(struct rt_dp *dp, struct rt_pkt *p,
+                            const struct pkt_meta *m, uint8_t type,
+                            uint8_t code, uint32_t info)
+{
+    rt_be32 src = dp->ifaces[p->in_iface].addr;
+    rt_be32 dst = m->tuple.src.v4;
+    if (m->icmp_error || src == 0 || martian_src(ntohl(dst)))
+        return;
+    uint32_t room = p->cap < ICMP_ERR_MAX ? p->cap : ICMP_ERR_MAX;
+    if (room < IP4_HDR_MIN + ICMP_HDR_LEN + m->l3_len + 8u)
+        return;
+    uint32_t quote = m->len;
+    if (quote > room - IP4_HDR_MIN - ICMP_HDR_LEN)
+        quote = room - IP4_HDR_MIN - ICMP_HDR_LEN;
+    int out = route_out(dp, dst);
+    if (out < 0)
+        return;
+    /* The quote moves 28 bytes up: memmove handles the overlap. */
+    memmove(p->data + IP4_HDR_MIN + ICMP_HDR_LEN, p->data, quote);
+    uint32_t total = IP4_HDR_MIN + ICMP_HDR_LEN + quote;
+    ip4_header(dp, p->data, total, src, dst);
+    uint8_t *icmp = p->data + IP4_HDR_MIN;
+    icmp[ICMP_OFF_TYPE] = type;
+    icmp[ICMP_OFF_CODE] = code;
+    wire_put_be16(icmp + ICMP_OFF_CSUM, 0);
+    wire_put_be32(icmp + 4, htonl(info));
+    wire_put_be16(icmp + ICMP_OFF_CSUM,
+                  csum_full(icmp, ICMP_HDR_LEN + quote));
+    p->len = total;
+    p->out_iface = (int16_t)out;
+    dp->counters[RT_CNT_ICMP_SENT]++;
+}
+
+/* Answers an echo request addressed to the router, in place. */
+static void send_echo_reply(struct rt_dp *dp, struct rt_pkt *p,
+                            const struct pkt_meta *m)
+{
+    rt_be32 me = m->tuple.dst.v4, peer = m->tuple.src.v4;
+    int out = route_out(dp, peer);
+    if (out < 0)
+        return;
+    uint8_t *icmp = p->data + m->l4_off;
+    icmp[ICMP_OFF_TYPE] = ICMP_ECHO_REPLY;
+    /* Type 8 -> 0 in the first word of the message. */
+    csum_replace2(icmp + ICMP_OFF_CSUM, htons(ICMP_ECHO << 8),
+                  htons(ICMP_ECHO_REPLY << 8));
+    /* A fresh header: options are not echoed (RFC 1122 3.2.2.6 allows). */
+    if (m->l3_len != IP4_HDR_MIN)
+        memmove(p->data + IP4_HDR_MIN, icmp, m->l4_len);
+    ip4_header(dp, p->data, IP4_HDR_MIN + m->l4_len, me, peer);
+    p->len = IP4_HDR_MIN + m->l4_len;
+    p->out_iface = (int16_t)out;
+    dp->counters[RT_CNT_ICMP_SENT]++;
+}
+
+/* ---- forwarding --------------------------------------------------------- */
+
+static void drop(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r)
+{
+    p->reason = (uint16_t)r;
+    dp->drops[r]++;
+    if (p->in_iface < dp->n_ifaces)
+        dp->ifaces[p->in_iface].st.rx_dropped++;
+}
+
+/*
+ * Checks that 'm' may leave through 'out' (TTL, MTU) and answers with an
+ * ICMP error if not.  Returns true if it may.
+ */
+static bool may_forward(struct rt_dp *dp, struct rt_pkt *p,
+                        const struct pkt_meta *m, int out)
+{
+    if (m->ttl <= 1) {
+        drop(dp, p, RT_DROP_TTL_EXPIRED);
+        send_icmp_error(dp, p, m, ICMP_TIME_EXCEEDED, 0, 0);
+        return false;
+    }
+    uint32_t mtu = dp->ifaces[out].mtu;
+    if (m->len > mtu) {
+        drop(dp, p, RT_DROP_TOO_BIG);
+        if (m->df)
+            send_icmp_error(dp, p, m, ICMP_DEST_UNREACH,
+                            ICMP_UNREACH_NEEDFRAG, mtu & 0xffff);
+        return false;
+    }
+    return true;
+}
+
+/* Decrements the TTL (RFC 1812 5.3.1) and marks the packet for 'out'. */
+static void forward(struct rt_pkt *p, const struct pkt_meta *m, int out)
+{
+    uint8_t *ip = p->data;
+    uint16_t old = wire_be16(ip + IP4_OFF_TTL);
+    ip[IP4_OFF_TTL]--;
+    csum_replace2(ip + IP4_OFF_CSUM, old, wire_be16(ip + IP4_OFF_TTL));
+    p->len = m->len;
+    p->out_iface = (int16_t)out;
+}
+
+static void account(struct ct_conn *c, const struct pkt_meta *m,
+                    enum ct_dir dir)
+{
+    c->packets[dir]++;
+    c->bytes[dir] += m->len;
+    if (dir == CT_DIR_REPLY)
+        c->status |= CT_SEEN_REPLY;
+}
+
+/* An ICMP error: RELATED to the connection of the packet it quotes. */
+static void process_related(struct rt_dp *dp, struct rt_pkt *p,
+                            struct pkt_meta *m, uint64_t now)
+{
+    struct ct_tuple key;
+    enum ct_dir dir;
+    struct ct_conn *c = NULL;
+    if (tuple_invert(&m->inner, &key))
+        c = ct_find(&dp->ct, &key, now, &dir);
+    /* The error must be addressed to the quoted packet's sender. */
+    if (!c || c->tuple[dir].dst.v4 != m->tuple.dst.v4) {
+        if (is_local(dp, m->tuple.dst.v4)) {
+            drop(dp, p, RT_DROP_LOCAL_DROP);
+            return;
+        }
+        dp->counters[RT_CNT_ERROR]++;
+        drop(dp, p, RT_DROP_ICMP_NO_FLOW);
+        return;
+    }
+    int out = route_out(dp, c->tuple[!dir].src.v4);
+    if (out < 0) {
+        drop(dp, p, RT_DROP_NO_ROUTE);
+        return;
+    }
+    if (!may_forward(dp, p, m, out))
+        return;
+    /* An error neither refreshes nor ends the connection (RFC 5508 REQ-6,
+     * RFC 5382 REQ-10). */
+    dp->counters[RT_CNT_RELATED]++;
+    nat_rewrite_icmp_error(m, c, dir);
+    forward(p, m, out);
+}
+
+/* A packet for the router itself. */
+static void process_local(struct rt_dp *dp, struct rt_pkt *p,
+                          struct pkt_meta *m)
+{
+    if (m->proto == IPPROTO_ICMP_ && m->icmp_type == ICMP_ECHO) {
+        drop(dp, p, RT_DROP_LOCAL);
+        send_echo_reply(dp, p, m);
+        return;
+    }
+    drop(dp, p, RT_DROP_LOCAL_DROP);
+}
+
+static const struct dp_nat_rule *nat_match(const struct rt_dp *dp,
+                                           const struct pkt_meta *m, int out)
+{
+    uint32_t src = ntohl(m->tuple.src.v4);
+    for (uint32_t i = 0; i < dp->n_nat; i++) {
+        const struct dp_nat_rule *r = &dp->nat[i];
+        if ((r->out_iface < 0 || r->out_iface == out) &&
+            (src & r->src_mask) == r->src_prefix)
+            return r;
+    }
+    return NULL;
+}
+
+/* A packet no connection knows: may it open one? */
+static void process_new(struct rt_dp *dp, struct rt_pkt *p,
+                        struct pkt_meta *m, uint64_t now)
+{
+    rt_be32 dst = m->tuple.dst.v4;
+    if (is_local(dp, dst)) {
+        process_local(dp, p, m);
+        return;
+    }
+    const struct fib_route *r = fib_lookup(&dp->fib, dst);
+    if (!r) {
+        drop(dp, p, RT_DROP_NO_ROUTE);
+        send_icmp_error(dp, p, m, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0);
+        return;
+    }
+    int out = r->iface;
+    if (!may_forward(dp, p, m, out))
+        return;
+    uint32_t zin = dp->ifaces[p->in_iface].zone;
+    uint32_t zout = dp->ifaces[out].zone;
+    if (!dp->zone_policy[zin][zout]) {
+        drop(dp, p, RT_DROP_POLICY);
+        return;
+    }
+
+    struct ct_conn c;
+    memset(&c, 0, sizeof c);
+    const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
+    if (!l4->new_conn(&c, m, &dp->ctp) ||
+        !tuple_invert(&m->tuple, &c.tuple[CT_DIR_REPLY])) {
+        dp->counters[RT_CNT_INVALID]++;
+        drop(dp, p, m->proto == IPPROTO_TCP_ ? RT_DROP_BAD_TCP_FLAGS
+                                             : RT_DROP_CT_INVALID);
+        return;
+    }
+    c.tuple[CT_DIR_ORIGINAL] = m->tuple;
+    c.created_ms = now;
+
+    const struct dp_nat_rule *nr = nat_match(dp, m, out);
+    if (nr) {
+        rt_be32 to = nr->to_addr ? nr->to_addr : dp->ifaces[out].addr;
+        if (to != m->tuple.src.v4 &&
+            !nat_snat(&dp->ct, &c, to, &dp->np, &dp->rng, now)) {
+            drop(dp, p, RT_DROP_NAT_NO_PORT);
+            return;
+        }
+    }
+    if (l4->update(&c, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
+        dp->counters[RT_CNT_INVALID]++;
+        drop(dp, p, RT_DROP_CT_INVALID);
+        return;
+    }
+    account(&c, m, CT_DIR_ORIGINAL);
+
+    struct ct_conn *slot = ct_alloc(&dp->ct, &c.tuple[CT_DIR_ORIGINAL], now);
+    if (!slot) {
+        drop(dp, p, RT_DROP_CT_FULL);
+        return;
+    }
+    *slot = c;
+    if (!ct_insert(&dp->ct, slot)) {
+        drop(dp, p, RT_DROP_CT_FULL);
+        return;
+    }
+    nat_rewrite(m, slot, CT_DIR_ORIGINAL);
+    forward(p, m, out);
+}
+
+/* A packet of a known connection. */
+static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
+                            struct pkt_meta *m, struct ct_conn *c,
+                            enum ct_dir dir, uint64_t now)
+{
+    dp->counters[RT_CNT_FOUND]++;
+    rt_be32 dst = c->tuple[!dir].src.v4; /* after translation */
+    const struct fib_route *r = fib_lookup(&dp->fib, dst);
+    if (!r) {
+        drop(dp, p, RT_DROP_NO_ROUTE);
+        send_icmp_error(dp, p, m, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0);
+        return;
+    }
+    int out = r->iface;
+    if (!may_forward(dp, p, m, out))
+        return;
+
+    const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
+    switch (l4->update(c, m, dir, &dp->ctp, now)) {
+    case CT_ACCEPT:
+        account(c, m, dir);
+        break;
+    case CT_IGNORE:
+        dp->counters[RT_CNT_IGNORE]++;
+        break;
+    case CT_INVALID:
+        dp->counters[RT_CNT_INVALID]++;
+        drop(dp, p, RT_DROP_CT_INVALID);
+        return;
+    case CT_REOPEN:
+        ct_delete(&dp->ct, c);
+        dp->counters[RT_CNT_DELETED]++;
+        process_new(dp, p, m, now);
+        return;
+    case CT_KILL:
+        account(c, m, dir);
+        nat_rewrite(m, c, dir);
+        forward(p, m, out);
+        ct_delete(&dp->ct, c);
+        dp->counters[RT_CNT_DELETED]++;
+        return;
+    }
+    nat_rewrite(m, c, dir);
+    forward(p, m, out);
+}
+
+static void process_one(struct rt_dp *dp, struct rt_pkt *p, uint64_t now)
+{
+    p->out_iface = -1;
+    p->reason = RT_DROP_NONE;
+    if (p->in_iface >= dp->n_ifaces) {
+        dp->drops[RT_DROP_BAD_IFACE]++;
+        p->reason = RT_DROP_BAD_IFACE;
+        return;
+    }
+    struct dp_iface *in = &dp->ifaces[p->in_iface];
+    in->st.rx_packets++;
+    in->st.rx_bytes += p->len;
+    dp->counters[RT_CNT_RX_PACKETS]++;
+
+    struct pkt_meta m;
+    uint32_t len = p->len <= p->cap ? p->len : p->cap;
+    enum rt_drop_reason r = pkt_parse(p->data, len, dp->l4_csum, &m);
+    if (r != RT_DROP_NONE) {
+        drop(dp, p, r);
+        return;
+    }
+    uint32_t src = ntohl(m.tuple.src.v4), dst = ntohl(m.tuple.dst.v4);
+    if (martian_src(src) || is_local(dp, m.tuple.src.v4) ||
+        (dst >> 24) == 0 || (dst >> 24) == 127) {
+        drop(dp, p, RT_DROP_MARTIAN);
+        return;
+    }
+    if (dst >= 0xe0000000u) {
+        drop(dp, p, RT_DROP_NOT_UNICAST);
+        return;
+    }
+    if (m.icmp_error) {
+        process_related(dp, p, &m, now);
+        return;
+    }
+    enum ct_dir dir;
+    struct ct_conn *c = ct_find(&dp->ct, &m.tuple, now, &dir);
+    if (c)
+        process_tracked(dp, p, &m, c, dir, now);
+    else
+        process_new(dp, p, &m, now);
+}
+
+void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
+                   uint64_t now_ms)
+{
+    dp->counters[RT_CNT_BATCHES]++;
+    for (uint32_t i = 0; i < n; i++)
+        process_one(dp, &pkts[i], now_ms);
+}
+
+/* ---- life cycle and tables ---------------------------------------------- */
+
+struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
+{
+    if (!p || p->batch == 0 || p->batch > 4096 || p->slot_size < 576 ||
+        p->slot_size > 262144)
+        return NULL;
+    struct rt_dp *dp = calloc(1, sizeof *dp);
+    if (!dp)
+        return NULL;
+    if (ct_init(&dp->ct, p->ct_capacity, p->seed, dp->counters) != 0) {
+        free(dp);
+        return NULL;
+    }
+    dp->batch = p->batch;
+    dp->slot_size = p->slot_size;
+    dp->slots = malloc((size_t)p->batch * p->slot_size);
+    dp->pkts = calloc(p->batch, sizeof *dp->pkts);
+    if (!dp->slots || !dp->pkts) {
+        rt_dp_free(dp);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < p->batch; i++) {
+        dp->pkts[i].data = dp->slots + (size_t)i * p->slot_size;
+        dp->pkts[i].cap = p->slot_size;
+    }
+    dp->rng = p->seed ^ 0x9e3779b97f4a7c15ULL;
+    if (dp->rng == 0)
+        dp->rng = 1;
+    for (uint32_t i = 0; i < RT_N_TIMEOUTS; i++)
+        dp->ctp.timeout_ms[i] = (uint64_t)timeout_defaults[i] * 1000;
+    dp->ctp.tcp_loose = true;
+    dp->l4_csum = true;
+    dp->np.port_min = 1024;
+    dp->np.port_max = 65535;
+    dp->np.preserve_ports = true;
+    return dp;
+}
+
+void rt_dp_free(struct rt_dp *dp)
+{
+    if (!dp)
+        return;
+    ct_destroy(&dp->ct);
+    free(dp->fib.routes);
+    free(dp->nat);
+    free(dp->slots);
+    free(dp->pkts);
+    free(dp);
+}
+
+const char *rt_dp_error(const struct rt_dp *dp)
+{
+    return dp->error;
+}
+
+static uint32_t plen_mask(uint32_t plen)
+{
+    return plen == 0 ? 0 : 0xffffffffu << (32 - plen);
+}
+
+#define LOAD_FAIL(...)                                                         \
+    do {                                                                       \
+        snprintf(dp->error, sizeof dp->error, __VA_ARGS__);                    \
+        free(routes);                                                          \
+        free(nat);                                                             \
+        return -1;                                                             \
+    } while (0)
+
+int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
+{
+    struct fib_route *routes = NULL;
+    struct dp_nat_rule *nat = NULL;
+    dp->error[0] = 0;
+    if (t->n_ifaces > RT_MAX_IFACES)
+        LOAD_FAIL("too many interfaces: %u > %u", t->n_ifaces, RT_MAX_IFACES);
+    if (t->n_zones == 0 || t->n_zones > RT_MAX_ZONES)
+        LOAD_FAIL("zone count %u not in 1..%u", t->n_zones, RT_MAX_ZONES);
+    if (t->n_timeouts != RT_N_TIMEOUTS)
+        LOAD_FAIL("%u timeouts given, %u expected", t->n_timeouts,
+                  RT_N_TIMEOUTS);
+    if (t->port_min == 0 || t->port_min > t->port_max || t->port_max > 65535)
+        LOAD_FAIL("bad NAT port range %u-%u", t->port_min, t->port_max);
+    for (uint32_t i = 0; i < t->n_ifaces; i++) {
+        if (t->ifaces[i].zone >= t->n_zones)
+            LOAD_FAIL("interface %u: zone %u out of range", i,
+                      t->ifaces[i].zone);
+        if (t->ifaces[i].mtu < 68 || t->ifaces[i].mtu > dp->slot_size)
+            LOAD_FAIL("interface %u: mtu %u not in 68..%u", i,
+                      t->ifaces[i].mtu, dp->slot_size);
+    }
+    routes = calloc(t->n_routes ? t->n_routes : 1, sizeof *routes);
+    nat = calloc(t->n_nat ? t->n_nat : 1, sizeof *nat);
+    if (!routes || !nat)
+        LOAD_FAIL("out of memory");
+    for (uint32_t i = 0; i < t->n_routes; i++) {
+        const struct rt_route_cfg *c = &t->routes[i];
+        if (c->plen > 32)
+            LOAD_FAIL("route %u: prefix length %u", i, c->plen);
+        if (c->iface < 0 || (uint32_t)c->iface >= t->n_ifaces)
+            LOAD_FAIL("route %u: interface %d out of range", i, c->iface);
+        routes[i].mask = plen_mask(c->plen);
+        routes[i].prefix = ntohl(c->prefix) & routes[i].mask;
+        routes[i].plen = (uint8_t)c->plen;
+        routes[i].iface = c->iface;
+        routes[i].gateway = c->gateway;
+    }
+    fib_sort(routes, t->n_routes);
+    for (uint32_t i = 0; i < t->n_nat; i++) {
+        const struct rt_nat_cfg *c = &t->nat[i];
+        if (c->src_plen > 32)
+            LOAD_FAIL("nat rule %u: prefix length %u", i, c->src_plen);
+        if (c->out_iface >= (int32_t)t->n_ifaces || c->out_iface < -1)
+            LOAD_FAIL("nat rule %u: interface %d out of range", i,
+                      c->out_iface);
+        nat[i].src_mask = plen_mask(c->src_plen);
+        nat[i].src_prefix = ntohl(c->src_prefix) & nat[i].src_mask;
+        nat[i].out_iface = c->out_iface;
+        nat[i].to_addr = c->to_addr;
+    }
+
+    /* Everything checked: swap in. */
+    for (uint32_t i = 0; i < t->n_ifaces; i++) {
+        struct dp_iface *d = &dp->ifaces[i];
+        if (i >= dp->n_ifaces || d->fd != t->ifaces[i].fd)
+            memset(&d->st, 0, sizeof d->st);
+        d->fd = t->ifaces[i].fd;
+        d->addr = t->ifaces[i].addr;
+        d->mtu = t->ifaces[i].mtu;
+        d->zone = t->ifaces[i].zone;
+    }
+    dp->n_ifaces = t->n_ifaces;
+    free(dp->fib.routes);
+    dp->fib.routes = routes;
+    dp->fib.n = t->n_routes;
+    free(dp->nat);
+    dp->nat = nat;
+    dp->n_nat = t->n_nat;
+    dp->n_zones = t->n_zones;
+    memset(dp->zone_policy, 0, sizeof dp->zone_policy);
+    for (uint32_t a = 0; a < t->n_zones; a++)
+        for (uint32_t b = 0; b < t->n_zones; b++)
+            dp->zone_policy[a][b] = t->zone_policy[a * t->n_zones + b] != 0;
+    for (uint32_t i = 0; i < RT_N_TIMEOUTS; i++)
+        dp->ctp.timeout_ms[i] = (uint64_t)t->timeouts[i] * 1000;
+    dp->ctp.tcp_loose = (t->flags & RT_F_TCP_LOOSE) != 0;
+    dp->l4_csum = (t->flags & RT_F_L4_CSUM) != 0;
+    dp->np.port_min = (uint16_t)t->port_min;
+    dp->np.port_max = (uint16_t)t->port_max;
+    dp->np.preserve_ports = (t->flags & RT_F_PRESERVE_PORTS) != 0;
+    return 0;
+}
+
+/* ---- inspection --------------------------------------------------------- */
+
+void rt_ct_sweep(struct rt_dp *dp, uint64_t now_ms, uint32_t max_slots,
+                 struct rt_sweep_result *out)
+{
+    memset(out, 0, sizeof *out);
+    out->wrapped =
+        ct_sweep(&dp->ct, now_ms, max_slots, &out->visited, &out->expired);
+    out->count = dp->ct.count;
+}
+
+uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
+                    struct rt_ct_entry *out, uint32_t n, uint64_t now_ms)
+{
+    uint32_t k = 0;
+    uint32_t i = *cursor;
+    for (; i < dp->ct.capacity && k < n; i++) {
+        const struct ct_conn *c = &dp->ct.conns[i];
+        if (!c->in_use || c->expires_ms <= now_ms)
+            continue;
+        struct rt_ct_entry *e = &out[k++];
+        memset(e, 0, sizeof *e);
+        e->slot = i;
+        e->family = c->tuple[0].family;
+        e->proto = c->tuple[0].proto;
+        e->state = c->tuple[0].proto == IPPROTO_TCP_ ? c->state : 0;
+        e->status = c->status;
+        for (unsigned d = 0; d < CT_DIRS; d++) {
+            memcpy(e->src[d], c->tuple[d].src.b, 16);
+            memcpy(e->dst[d], c->tuple[d].dst.b, 16);
+            e->sport[d] = ntohs(c->tuple[d].sport);
+            e->dport[d] = ntohs(c->tuple[d].dport);
+            e->packets[d] = c->packets[d];
+            e->bytes[d] = c->bytes[d];
+        }
+        e->timeout_ms = c->expires_ms - now_ms;
+        e->age_ms = now_ms - c->created_ms;
+    }
+    *cursor = i;
+    return k;
+}
+
+uint32_t rt_ct_count(const struct rt_dp *dp) { return dp->ct.count; }
+uint32_t rt_ct_capacity(const struct rt_dp *dp) { return dp->ct.capacity; }
+
+void rt_ct_flush(struct rt_dp *dp)
+{
+    ct_flush(&dp->ct);
+}
+
+uint32_t rt_dp_counters(const struct rt_dp *dp, uint64_t *out, uint32_t n)
+{
+    for (uint32_t i = 0; i < n && i < RT_N_COUNTERS; i++)
+        out[i] = dp->counters[i];
+    return RT_N_COUNTERS;
+}
+
+uint32_t rt_dp_drops(const struct rt_dp *dp, uint64_t *out, uint32_t n)
+{
+    for (uint32_t i = 0; i < n && i < RT_DROP_N_REASONS; i++)
+        out[i] = dp->drops[i];
+    return RT_DROP_N_REASONS;
+}
+
+int rt_dp_iface_stats(const struct rt_dp *dp, uint32_t iface,
+                      struct rt_iface_stats *out)
+{
+    if (iface >= dp->n_ifaces)
+        return -1;
+    *out = dp->ifaces[iface].st;
+    return 0;
+}
+
+uint32_t rt_n_counters(void) { return RT_N_COUNTERS; }
+uint32_t rt_n_drop_reasons(void) { return RT_DROP_N_REASONS; }
+uint32_t rt_n_timeouts(void) { return RT_N_TIMEOUTS; }
+uint32_t rt_n_tcp_states(void) { return RT_TCP_N_STATES; }
+
+const char *rt_counter_name(uint32_t i)
+{
+    return i < RT_N_COUNTERS ? counter_names[i] : NULL;
+}
+
+const char *rt_drop_name(uint32_t i)
+{
+    return i < RT_DROP_N_REASONS ? drop_names[i] : NULL;
+}
+
+const char *rt_timeout_name(uint32_t i)
+{
+    return i < RT_N_TIMEOUTS ? timeout_names[i] : NULL;
+}
+
+uint32_t rt_timeout_default(uint32_t i)
+{
+    return i < RT_N_TIMEOUTS ? timeout_defaults[i] : 0;
+}
+
+const char *rt_tcp_state_name(uint32_t i)
+{
+    return i < RT_TCP_N_STATES ? tcp_state_names[i] : NULL;
+}
+
+uint8_t rt_tcp_transition(uint32_t dir, uint32_t flag_class, uint32_t state)
+{
+    return ct_tcp_transition(dir, flag_class, state);
+}
+
+uint32_t rt_tcp_flag_class(uint8_t flags)
+{
+    return ct_tcp_flag_class(flags);
+}
+
+uint16_t rt_csum_full(const uint8_t *data, uint32_t len)
+{
+    return csum_full(data, len);
+}
+
+void rt_csum_replace2(uint8_t *field, uint16_t old, uint16_t new_)
+{
+    csum_replace2(field, old, new_);
+}
+
+void rt_csum_replace4(uint8_t *field, uint32_t old, uint32_t new_)
+{
+    csum_replace4(field, old, new_);
+}
+
+uint32_t rt_abi_sizeof(const char *name)
+{
+#define S(t)                                                                   \
+    if (strcmp(name, #t) == 0)                                                 \
+        return (uint32_t)sizeof(struct t);
+    S(rt_dp_params)
+    S(rt_iface_cfg)
+    S(rt_route_cfg)
+    S(rt_nat_cfg)
+    S(rt_tables)
+    S(rt_pkt)
+    S(rt_iface_stats)
+    S(rt_sweep_result)
+    S(rt_ct_entry)
+#undef S
+    return 0;
+}

@@ -1,0 +1,50 @@
+/*
+ * dp.h - the data plane object, private to the C files.
+ */
+#ifndef RT_DP_H
+#define RT_DP_H
+
+#include "rt.h"
+#include "ct_proto.h"
+#include "fib.h"
+#include "nat.h"
+
+struct dp_iface {
+    int32_t fd;                 /* TUN fd or -1 */
+    rt_be32 addr;               /* the router's address on this link */
+    uint32_t mtu;               /* largest IP packet sent here */
+    uint32_t zone;              /* zone number */
+    struct rt_iface_stats st;   /* counters; kept across reloads */
+};
+
+struct dp_nat_rule {
+    uint32_t src_prefix;        /* host order */
+    uint32_t src_mask;          /* host order */
+    int32_t out_iface;          /* -1 = any */
+    rt_be32 to_addr;            /* 0 = masquerade */
+};
+
+struct rt_dp {
+    struct ct_table ct;                       /* connection table */
+    struct ct_params ctp;                     /* tracker knobs */
+    struct nat_params np;                     /* NAT knobs */
+    uint64_t rng;                             /* xorshift state */
+    bool l4_csum;                             /* verify TCP/UDP checksums */
+    uint16_t ip_id;                           /* id of packets we originate */
+    uint32_t n_ifaces;                        /* interfaces loaded */
+    struct dp_iface ifaces[RT_MAX_IFACES];    /* by interface number */
+    struct fib fib;                           /* routes */
+    struct dp_nat_rule *nat;                  /* NAT rules */
+    uint32_t n_nat;                           /* number of NAT rules */
+    uint32_t n_zones;                         /* zones loaded */
+    uint8_t zone_policy[RT_MAX_ZONES][RT_MAX_ZONES]; /* 1 = accept NEW */
+    uint64_t counters[RT_N_COUNTERS];         /* RT_CNT_* */
+    uint64_t drops[RT_DROP_N_REASONS];        /* by reason */
+    uint32_t batch;                           /* poll budget ceiling */
+    uint32_t slot_size;                       /* bytes per packet slot */
+    uint8_t *slots;                           /* batch * slot_size bytes */
+    struct rt_pkt *pkts;                      /* batch descriptors */
+    char error[160];                          /* last rt_dp_load() error */
+};
+
+#endif /* RT_DP_H */

@@ -1,0 +1,200 @@
+/*
+ * parse.c - the only place that reads raw packet bytes unchecked.
+ *
+ * Theory of operation: pkt_parse() walks the IPv4 header, then the L4
+ * header, checking every length against the bytes actually read before it
+ * touches them, and fills a struct pkt_meta.  Later stages use the offsets
+ * in the metadata and may rely on them: a TCP header is at least 20 bytes
+ * and lies inside the packet, a UDP header 8, an ICMP header 8, and for an
+ * ICMP error the inner IP header and 'inner_l4_avail' bytes of its L4
+ * header are present.  IPv6 packets are recognised and reported as such.
+ */
+#include <string.h>
+#include "parse.h"
+#include "csum.h"
+#include "wire.h"
+
+bool tuple_invert(const struct ct_tuple *t, struct ct_tuple *out)
+{
+    *out = *t;
+    out->src = t->dst;
+    out->dst = t->src;
+    if (t->proto == IPPROTO_ICMP_) {
+        /* The identifier stays in 'sport'; the type flips query <-> reply. */
+        uint8_t type = (uint8_t)(ntohs(t->dport) >> 8);
+        uint8_t code = (uint8_t)ntohs(t->dport);
+        int inv = icmp_query_reply_type(type);
+        if (inv < 0)
+            inv = icmp_reply_query_type(type);
+        if (inv < 0)
+            return false;
+        out->dport = htons((uint16_t)(((unsigned)inv << 8) | code));
+    } else {
+        out->sport = t->dport;
+        out->dport = t->sport;
+    }
+    return true;
+}
+
+static bool icmp_is_error(uint8_t type)
+{
+    return type == ICMP_DEST_UNREACH || type == ICMP_SOURCE_QUENCH ||
+           type == ICMP_REDIRECT || type == ICMP_TIME_EXCEEDED ||
+           type == ICMP_PARAM_PROB;
+}
+
+/* Fills the ports of 't' from the L4 header at 'l4' ('avail' bytes). */
+static void tuple_ports(struct ct_tuple *t, const uint8_t *l4, uint32_t avail)
+{
+    if (t->proto == IPPROTO_TCP_ || t->proto == IPPROTO_UDP_) {
+        if (avail >= 4) {
+            t->sport = wire_be16(l4);
+            t->dport = wire_be16(l4 + 2);
+        }
+    } else if (t->proto == IPPROTO_ICMP_) {
+        if (avail >= 6) {
+            t->sport = wire_be16(l4 + ICMP_OFF_ID);
+            t->dport = htons((uint16_t)((l4[0] << 8) | l4[1]));
+        }
+    }
+}
+
+/*
+ * Parses the packet quoted inside an ICMP error.  RFC 792 promises the IP
+ * header plus 8 bytes; anything beyond is optional.  Bad inner IP checksums
+ * are dropped (RFC 5508 REQ-3a); inner L4 checksums are not checked (3c).
+ */
+static enum rt_drop_reason parse_icmp_inner(struct pkt_meta *m)
+{
+    uint32_t off = m->l4_off + ICMP_HDR_LEN;
+    if (m->len < off + IP4_HDR_MIN)
+        return RT_DROP_L4_SHORT;
+    const uint8_t *ip = m->data + off;
+    if ((ip[0] >> 4) != 4)
+        return RT_DROP_BAD_VERSION;
+    uint32_t ihl = (uint32_t)(ip[0] & 0x0f) * 4;
+    if (ihl < IP4_HDR_MIN || m->len < off + ihl)
+        return RT_DROP_BAD_HDR_LEN;
+    if (csum_full(ip, ihl) != 0)
+        return RT_DROP_BAD_IP_CSUM;
+    uint32_t avail = m->len - off - ihl;
+    uint8_t iproto = ip[IP4_OFF_PROTO];
+    bool ported = iproto == IPPROTO_ICMP_ || iproto == IPPROTO_TCP_ ||
+                  iproto == IPPROTO_UDP_;
+    if (ported && avail < 8)
+        return RT_DROP_L4_SHORT;  /* cannot tell which flow it is about */
+    if (avail > 8)
+        avail = 8;
+    m->inner_off = (uint16_t)off;
+    m->inner_l4_off = (uint16_t)(off + ihl);
+    m->inner_l4_avail = (uint8_t)avail;
+    memset(&m->inner, 0, sizeof m->inner);
+    m->inner.family = 4;
+    m->inner.proto = ip[IP4_OFF_PROTO];
+    m->inner.src.v4 = wire_be32(ip + IP4_OFF_SRC);
+    m->inner.dst.v4 = wire_be32(ip + IP4_OFF_DST);
+    tuple_ports(&m->inner, m->data + m->inner_l4_off, avail);
+    return RT_DROP_NONE;
+}
+
+static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
+{
+    uint8_t *l4 = m->data + m->l4_off;
+    uint32_t n = m->l4_len;
+    struct ct_tuple *t = &m->tuple;
+
+    switch (m->proto) {
+    case IPPROTO_TCP_: {
+        if (n < TCP_HDR_MIN)
+            return RT_DROP_L4_SHORT;
+        uint32_t doff = (uint32_t)(l4[TCP_OFF_DOFF] >> 4) * 4;
+        if (doff < TCP_HDR_MIN || doff > n)
+            return RT_DROP_L4_SHORT;
+        if (l4_csum && csum_fold(csum_add_bytes(
+                           csum_pseudo4(t->src.v4, t->dst.v4, m->proto, n), l4,
+                           n)) != 0)
+            return RT_DROP_BAD_L4_CSUM;
+        m->tcp_flags = l4[TCP_OFF_FLAGS];
+        break;
+    }
+    case IPPROTO_UDP_: {
+        if (n < UDP_HDR_LEN)
+            return RT_DROP_L4_SHORT;
+        uint32_t ulen = wire_h16(l4 + UDP_OFF_LEN);
+        if (ulen < UDP_HDR_LEN || ulen > n)
+            return RT_DROP_L4_SHORT;
+        /* A zero checksum means the sender computed none (RFC 768). */
+        if (l4_csum && wire_be16(l4 + UDP_OFF_CSUM) != 0 &&
+            csum_fold(csum_add_bytes(
+                csum_pseudo4(t->src.v4, t->dst.v4, m->proto, ulen), l4,
+                ulen)) != 0)
+            return RT_DROP_BAD_L4_CSUM;
+        break;
+    }
+    case IPPROTO_ICMP_: {
+        if (n < ICMP_HDR_LEN)
+            return RT_DROP_L4_SHORT;
+        if (csum_full(l4, n) != 0)
+            return RT_DROP_BAD_L4_CSUM;
+        m->icmp_type = l4[ICMP_OFF_TYPE];
+        m->icmp_code = l4[ICMP_OFF_CODE];
+        if (icmp_is_error(m->icmp_type)) {
+            m->icmp_error = 1;
+            enum rt_drop_reason r = parse_icmp_inner(m);
+            if (r != RT_DROP_NONE)
+                return r;
+        } else if (icmp_query_reply_type(m->icmp_type) >= 0 ||
+                   icmp_reply_query_type(m->icmp_type) >= 0) {
+            m->icmp_query = 1;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    tuple_ports(t, l4, n);
+    return RT_DROP_NONE;
+}
+
+enum rt_drop_reason pkt_parse(uint8_t *data, uint32_t len, bool l4_csum,
+                              struct pkt_meta *m)
+{
+    memset(m, 0, sizeof *m);
+    m->data = data;
+    if (len < 1)
+        return RT_DROP_SHORT;
+    unsigned version = data[0] >> 4;
+    if (version == 6) {
+        m->family = 6;
+        return len < IP6_HDR_LEN ? RT_DROP_SHORT : RT_DROP_IPV6;
+    }
+    if (version != 4)
+        return RT_DROP_BAD_VERSION;
+    if (len < IP4_HDR_MIN)
+        return RT_DROP_SHORT;
+    uint32_t ihl = (uint32_t)(data[0] & 0x0f) * 4;
+    if (ihl < IP4_HDR_MIN || ihl > len)
+        return RT_DROP_BAD_HDR_LEN;
+    uint32_t total = wire_h16(data + IP4_OFF_TOTLEN);
+    if (total < ihl || total > len)
+        return RT_DROP_BAD_TOTAL_LEN;
+    if (csum_full(data, ihl) != 0)
+        return RT_DROP_BAD_IP_CSUM;
+
+    m->family = 4;
+    m->len = total;
+    m->l3_len = (uint16_t)ihl;
+    m->l4_off = (uint16_t)ihl;
+    m->l4_len = total - ihl;
+    m->proto = data[IP4_OFF_PROTO];
+    m->ttl = data[IP4_OFF_TTL];
+    uint16_t frag = wire_h16(data + IP4_OFF_FRAG);
+    m->df = (frag & IP4_FRAG_DF) != 0;
+    m->tuple.family = 4;
+    m->tuple.proto = m->proto;
+    m->tuple.src.v4 = wire_be32(data + IP4_OFF_SRC);
+    m->tuple.dst.v4 = wire_be32(data + IP4_OFF_DST);
+    if (frag & (IP4_FRAG_MF | IP4_FRAG_OFFSET))
+        return RT_DROP_FRAGMENT;
+    return parse_l4(m, l4_csum);
+}

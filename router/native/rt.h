@@ -1,0 +1,185 @@
+/*
+ * rt.h - the public API of the data plane: everything Python may call.
+ *
+ * rt.cdef repeats the declarations below for cffi; test_abi.py checks that
+ * the two agree.  All calls must come from one thread (the event loop): the
+ * data plane has no locks.  Time is always an argument ('now_ms', monotonic
+ * milliseconds), so tests can drive expiry with a fake clock.
+ */
+#ifndef RT_H
+#define RT_H
+
+#include "rt_types.h"
+
+#define RT_MAX_IFACES 64
+#define RT_MAX_ZONES 32
+
+/* Flags of struct rt_tables. */
+#define RT_F_TCP_LOOSE 0x1      /* pick up TCP connections mid-stream */
+#define RT_F_L4_CSUM 0x2        /* verify TCP and UDP checksums */
+#define RT_F_PRESERVE_PORTS 0x4 /* NAT keeps a source port when free */
+
+/* Connection status bits in struct rt_ct_entry (Linux IPS_* numbering). */
+#define RT_CT_SEEN_REPLY 0x02
+#define RT_CT_ASSURED 0x04
+#define RT_CT_CONFIRMED 0x08
+#define RT_CT_SRC_NAT 0x10
+#define RT_CT_DST_NAT 0x20
+
+/* Sizes fixed when the data plane is created. */
+struct rt_dp_params {
+    uint32_t ct_capacity; /* maximum tracked connections */
+    uint32_t batch;       /* packets read per rt_dp_poll() at most */
+    uint32_t slot_size;   /* bytes per packet buffer (>= largest MTU) */
+    uint32_t pad;         /* zero */
+    uint64_t seed;        /* hash key and NAT port randomness */
+};
+
+/* One link.  Index in rt_tables.ifaces is the interface number. */
+struct rt_iface_cfg {
+    int32_t fd;    /* TUN file descriptor, -1 when only rt_dp_process runs */
+    rt_be32 addr;  /* the router's IPv4 address on this link, 0 if none */
+    uint32_t mtu;  /* largest IP packet sent out of this link */
+    uint32_t zone; /* zone number, < n_zones */
+};
+
+struct rt_route_cfg {
+    rt_be32 prefix;   /* destination network */
+    uint32_t plen;    /* prefix length, 0..32 */
+    int32_t iface;    /* output interface */
+    rt_be32 gateway;  /* next hop, 0 if directly connected */
+};
+
+/* Source NAT rule, first match wins, applied to new connections. */
+struct rt_nat_cfg {
+    rt_be32 src_prefix; /* match: source network */
+    uint32_t src_plen;  /* match: its prefix length (0 = any) */
+    int32_t out_iface;  /* match: output interface (-1 = any) */
+    rt_be32 to_addr;    /* translate to this address; 0 = the output
+                           interface's own address (masquerade) */
+};
+
+/* Everything the control plane compiles from the config. */
+struct rt_tables {
+    const struct rt_iface_cfg *ifaces;
+    uint32_t n_ifaces;
+    uint32_t n_routes;
+    const struct rt_route_cfg *routes;
+    const struct rt_nat_cfg *nat;
+    uint32_t n_nat;
+    uint32_t n_zones;
+    const uint8_t *zone_policy; /* [from * n_zones + to]: 1 = accept NEW */
+    const uint32_t *timeouts;   /* seconds, enum rt_timeout order */
+    uint32_t n_timeouts;        /* must equal rt_n_timeouts() */
+    uint32_t port_min;          /* NAT port search range */
+    uint32_t port_max;
+    uint32_t flags;             /* RT_F_* */
+};
+
+/* A packet handed to rt_dp_process(). */
+struct rt_pkt {
+    uint8_t *data;      /* packet bytes, rewritten in place */
+    uint32_t len;       /* in: bytes read; out: bytes to send */
+    uint32_t cap;       /* size of 'data': room for a generated answer */
+    uint16_t in_iface;  /* interface it arrived on */
+    int16_t out_iface;  /* out: interface to send on, -1 if none */
+    uint16_t reason;    /* out: enum rt_drop_reason, 0 if forwarded */
+    uint16_t pad;
+};
+
+struct rt_iface_stats {
+    uint64_t rx_packets; /* packets read */
+    uint64_t rx_bytes;
+    uint64_t rx_dropped; /* packets read and dropped */
+    uint64_t tx_packets; /* packets written */
+    uint64_t tx_bytes;
+    uint64_t tx_errors;  /* writes that failed */
+};
+
+struct rt_sweep_result {
+    uint32_t visited;   /* slots looked at */
+    uint32_t expired;   /* connections removed */
+    uint32_t wrapped;   /* 1 if a full pass over the table ended */
+    uint32_t count;     /* connections left */
+};
+
+/* One connection, as `conntrack -L` shows it. */
+struct rt_ct_entry {
+    uint32_t slot;        /* stable while the connection lives */
+    uint8_t family;       /* 4 or 6 */
+    uint8_t proto;        /* IP protocol */
+    uint8_t state;        /* TCP state (enum rt_tcp_state), else 0 */
+    uint8_t pad;
+    uint32_t status;      /* RT_CT_* bits */
+    uint8_t src[2][16];   /* [direction] source address */
+    uint8_t dst[2][16];   /* [direction] destination address */
+    uint16_t sport[2];    /* host order; ICMP: identifier */
+    uint16_t dport[2];    /* host order; ICMP: type << 8 | code */
+    uint64_t timeout_ms;  /* time left */
+    uint64_t age_ms;      /* time since the first packet */
+    uint64_t packets[2];  /* [direction] */
+    uint64_t bytes[2];    /* [direction] */
+};
+
+struct rt_dp;
+
+/* Creates a data plane; NULL if a size is out of range or memory is short. */
+struct rt_dp *rt_dp_new(const struct rt_dp_params *p);
+void rt_dp_free(struct rt_dp *dp);
+
+/* Replaces all tables at once, between batches.  Returns 0, or -1 with the
+ * reason in rt_dp_error(); then nothing changed. */
+int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t);
+const char *rt_dp_error(const struct rt_dp *dp);
+
+/* Runs 'n' caller-supplied packets through the pipeline (tests, fuzzing). */
+void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
+                   uint64_t now_ms);
+
+/* Reads up to 'budget' packets from interface 'iface', processes them and
+ * writes the results out.  Returns the number read, or -errno. */
+int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
+               uint64_t now_ms);
+
+/* Garbage collection: visits up to 'max_slots' table slots. */
+void rt_ct_sweep(struct rt_dp *dp, uint64_t now_ms, uint32_t max_slots,
+                 struct rt_sweep_result *out);
+
+/* Copies up to 'n' connections from '*cursor' on; advances the cursor.
+ * Returns how many were copied; 0 when the table has no more. */
+uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
+                    struct rt_ct_entry *out, uint32_t n, uint64_t now_ms);
+
+uint32_t rt_ct_count(const struct rt_dp *dp);
+uint32_t rt_ct_capacity(const struct rt_dp *dp);
+void rt_ct_flush(struct rt_dp *dp);
+
+/* Copies up to 'n' counters (enum rt_counter order) or drop counters (enum
+ * rt_drop_reason order); returns how many exist. */
+uint32_t rt_dp_counters(const struct rt_dp *dp, uint64_t *out, uint32_t n);
+uint32_t rt_dp_drops(const struct rt_dp *dp, uint64_t *out, uint32_t n);
+int rt_dp_iface_stats(const struct rt_dp *dp, uint32_t iface,
+                      struct rt_iface_stats *out);
+
+/* Names and defaults, so Python never repeats a list the C side owns. */
+uint32_t rt_n_counters(void);
+uint32_t rt_n_drop_reasons(void);
+uint32_t rt_n_timeouts(void);
+uint32_t rt_n_tcp_states(void);
+const char *rt_counter_name(uint32_t i);
+const char *rt_drop_name(uint32_t i);
+const char *rt_timeout_name(uint32_t i);
+uint32_t rt_timeout_default(uint32_t i);
+const char *rt_tcp_state_name(uint32_t i);
+
+/* Test hooks: the TCP transition table and the checksum primitives. */
+uint8_t rt_tcp_transition(uint32_t dir, uint32_t flag_class, uint32_t state);
+uint32_t rt_tcp_flag_class(uint8_t flags);
+uint16_t rt_csum_full(const uint8_t *data, uint32_t len);
+void rt_csum_replace2(uint8_t *field, uint16_t old, uint16_t new_);
+void rt_csum_replace4(uint8_t *field, uint32_t old, uint32_t new_);
+
+/* ABI check: sizeof of the public structs, by name; 0 if unknown. */
+uint32_t rt_abi_sizeof(const char *name);
+
+#endif /* RT_H */

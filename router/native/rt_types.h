@@ -1,0 +1,119 @@
+/*
+ * rt_types.h - types and named lists shared by every file of the data plane.
+ *
+ * Byte order is visible in the types: rt_be16/rt_be32 hold values exactly as
+ * they sit on the wire.  They are plain integers (so they can live in packed
+ * keys and be compared as bytes); the names are the documentation.
+ *
+ * Drop reasons, TCP states, timeouts and counters are X-macros so that the
+ * enum, the name table exported to Python and the stats array cannot drift.
+ */
+#ifndef RT_TYPES_H
+#define RT_TYPES_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdbool.h>
+
+typedef uint16_t rt_be16; /* 16-bit value in network byte order */
+typedef uint32_t rt_be32; /* 32-bit value in network byte order */
+
+/* Why a packet was dropped.  Every drop in the data plane names one. */
+#define RT_DROP_REASONS(X)                                                     \
+    X(NONE, "none")                     /* not dropped */                      \
+    X(SHORT, "short_packet")            /* shorter than its headers */         \
+    X(BAD_VERSION, "bad_ip_version")    /* neither IPv4 nor IPv6 */            \
+    X(BAD_HDR_LEN, "bad_header_length") /* IHL < 5 or beyond the packet */     \
+    X(BAD_TOTAL_LEN, "bad_total_length") /* total length beyond the read */    \
+    X(BAD_IP_CSUM, "bad_ip_checksum")   /* IPv4 header checksum wrong */       \
+    X(BAD_L4_CSUM, "bad_l4_checksum")   /* TCP/UDP/ICMP checksum wrong */      \
+    X(L4_SHORT, "short_l4_header")      /* L4 header truncated */              \
+    X(BAD_TCP_FLAGS, "bad_tcp_flags")   /* flag combination never valid */     \
+    X(FRAGMENT, "fragment")             /* IPv4 fragment (not yet handled) */  \
+    X(IPV6, "ipv6_not_forwarded")       /* IPv6 recognised, not forwarded */   \
+    X(MARTIAN, "martian_address")       /* impossible source or dest */        \
+    X(NOT_UNICAST, "not_unicast")       /* multicast/broadcast destination */  \
+    X(TTL_EXPIRED, "ttl_expired")       /* TTL reached zero here */            \
+    X(NO_ROUTE, "no_route")             /* no route to the destination */      \
+    X(TOO_BIG, "too_big")               /* larger than the output MTU */       \
+    X(CT_INVALID, "ct_invalid")         /* conntrack says INVALID */           \
+    X(CT_FULL, "ct_full")               /* no room in the conntrack table */   \
+    X(NAT_NO_PORT, "nat_no_port")       /* no free NAT port/identifier */      \
+    X(POLICY, "policy")                 /* forward policy drops NEW */         \
+    X(ICMP_NO_FLOW, "icmp_error_no_flow") /* ICMP error for unknown flow */    \
+    X(LOCAL, "local_delivered")         /* consumed by the router itself */    \
+    X(LOCAL_DROP, "local_unhandled")    /* for the router, nothing answers */  \
+    X(BAD_IFACE, "bad_interface")       /* packet from an unknown iface */     \
+    X(TX_ERROR, "tx_error")             /* write() to the output failed */
+
+#define RT_DROP_ENUM__(name, str) RT_DROP_##name,
+enum rt_drop_reason { RT_DROP_REASONS(RT_DROP_ENUM__) RT_DROP_N_REASONS };
+#undef RT_DROP_ENUM__
+
+/* Linux nf_conntrack TCP states, same names and order. */
+#define RT_TCP_STATES(X)                                                       \
+    X(NONE)                                                                    \
+    X(SYN_SENT)                                                                \
+    X(SYN_RECV)                                                                \
+    X(ESTABLISHED)                                                             \
+    X(FIN_WAIT)                                                                \
+    X(CLOSE_WAIT)                                                              \
+    X(LAST_ACK)                                                                \
+    X(TIME_WAIT)                                                               \
+    X(CLOSE)                                                                   \
+    X(SYN_SENT2)
+
+#define RT_TCP_ENUM__(name) RT_TCP_##name,
+enum rt_tcp_state { RT_TCP_STATES(RT_TCP_ENUM__) RT_TCP_N_STATES };
+#undef RT_TCP_ENUM__
+
+/*
+ * Timeouts, in seconds, with Linux's default values (net.netfilter.*).
+ * The config can change every one of them.
+ */
+#define RT_TIMEOUTS(X)                                                         \
+    X(TCP_SYN_SENT, "tcp_syn_sent", 120)                                       \
+    X(TCP_SYN_RECV, "tcp_syn_recv", 60)                                        \
+    X(TCP_ESTABLISHED, "tcp_established", 432000)                              \
+    X(TCP_FIN_WAIT, "tcp_fin_wait", 120)                                       \
+    X(TCP_CLOSE_WAIT, "tcp_close_wait", 60)                                    \
+    X(TCP_LAST_ACK, "tcp_last_ack", 30)                                        \
+    X(TCP_TIME_WAIT, "tcp_time_wait", 120)                                     \
+    X(TCP_CLOSE, "tcp_close", 10)                                              \
+    X(TCP_SYN_SENT2, "tcp_syn_sent2", 120)                                     \
+    X(TCP_UNACK, "tcp_unacknowledged", 300)                                    \
+    X(UDP, "udp", 30)                                                          \
+    X(UDP_STREAM, "udp_stream", 120)                                           \
+    X(ICMP, "icmp", 30)                                                        \
+    X(GENERIC, "generic", 600)
+
+#define RT_TO_ENUM__(name, str, secs) RT_TO_##name,
+enum rt_timeout { RT_TIMEOUTS(RT_TO_ENUM__) RT_N_TIMEOUTS };
+#undef RT_TO_ENUM__
+
+/* Data plane counters, the conntrack ones named as in `conntrack -S`. */
+#define RT_COUNTERS(X)                                                         \
+    X(FOUND, "found")               /* lookup hit an existing entry */        \
+    X(INVALID, "invalid")           /* packet classified INVALID */           \
+    X(IGNORE, "ignore")             /* packet ignored by the TCP tracker */   \
+    X(INSERT, "insert")             /* new entries inserted */                \
+    X(INSERT_FAILED, "insert_failed") /* insert lost (tuple clash) */         \
+    X(DROP, "drop")                 /* table full and nothing to evict */     \
+    X(EARLY_DROP, "early_drop")     /* non-assured entry evicted for room */  \
+    X(ERROR, "error")               /* ICMP errors with no flow */            \
+    X(SEARCH_RESTART, "search_restart") /* always 0: no resizes under use */  \
+    X(EXPIRED, "expired")           /* entries removed because they expired */ \
+    X(DELETED, "deleted")           /* entries removed by request / reopen */ \
+    X(RELATED, "related")           /* ICMP errors matched to a flow */       \
+    X(NAT_PORT_SEARCH, "nat_port_search") /* NAT bindings needing a search */ \
+    X(NAT_PORT_PROBES, "nat_port_probes") /* candidate ports tried */         \
+    X(ICMP_SENT, "icmp_sent")       /* ICMP messages the router sent */       \
+    X(RX_PACKETS, "rx_packets")     /* packets read from all interfaces */    \
+    X(TX_PACKETS, "tx_packets")     /* packets written to all interfaces */   \
+    X(BATCHES, "batches")           /* batch calls */
+
+#define RT_CNT_ENUM__(name, str) RT_CNT_##name,
+enum rt_counter { RT_COUNTERS(RT_CNT_ENUM__) RT_N_COUNTERS };
+#undef RT_CNT_ENUM__
+
+#endif /* RT_TYPES_H */

@@ -1,0 +1,72 @@
+/*
+ * tuple.h - the connection tuple: what identifies one direction of a flow.
+ *
+ * A tuple is a fixed-size, zeroed, network-order key, so it can be hashed and
+ * compared as bytes.  Addresses have room for IPv6; an IPv4 address sits in
+ * the first four bytes and the other twelve stay zero.  Like Linux's
+ * nf_conntrack_tuple, the source part (address and port) is what SNAT
+ * rewrites and the destination part is what DNAT rewrites.
+ *
+ * Changes here must be mirrored in ct_hash() and tuple_invert().
+ */
+#ifndef RT_TUPLE_H
+#define RT_TUPLE_H
+
+#include <assert.h>
+#include "rt_types.h"
+
+/* An IPv4 or IPv6 address in network order. */
+union rt_addr {
+    uint8_t b[16];  /* all 16 bytes, IPv6 */
+    rt_be32 v4;     /* IPv4: first 4 bytes, the rest zero */
+    uint64_t w[2];  /* for hashing */
+};
+
+struct ct_tuple {
+    union rt_addr src;  /* source address */
+    union rt_addr dst;  /* destination address */
+    rt_be16 sport;      /* TCP/UDP source port; ICMP query identifier */
+    rt_be16 dport;      /* TCP/UDP destination port; ICMP (type << 8 | code) */
+    uint8_t proto;      /* IP protocol number */
+    uint8_t family;     /* 4 or 6 */
+    uint16_t zone;      /* conntrack zone, 0 for now; keeps the size round */
+};
+static_assert(sizeof(struct ct_tuple) == 40, "ct_tuple must have no padding");
+
+/* Directions of a connection, as Linux names them. */
+enum ct_dir { CT_DIR_ORIGINAL = 0, CT_DIR_REPLY = 1, CT_DIRS = 2 };
+
+/*
+ * ICMP query types that may start a connection, and their reply types
+ * (RFC 792, RFC 950).  Returns -1 for a type that is not a query.
+ */
+static inline int icmp_query_reply_type(uint8_t type)
+{
+    switch (type) {
+    case 8: return 0;    /* echo */
+    case 13: return 14;  /* timestamp */
+    case 15: return 16;  /* information */
+    case 17: return 18;  /* address mask */
+    default: return -1;
+    }
+}
+
+/* The inverse for a reply type, or -1. */
+static inline int icmp_reply_query_type(uint8_t type)
+{
+    switch (type) {
+    case 0: return 8;
+    case 14: return 13;
+    case 16: return 15;
+    case 18: return 17;
+    default: return -1;
+    }
+}
+
+/*
+ * Writes into 'out' the tuple of the other direction of 't'.  Returns false
+ * if 't' has no inverse (an ICMP type that is neither query nor reply).
+ */
+bool tuple_invert(const struct ct_tuple *t, struct ct_tuple *out);
+
+#endif /* RT_TUPLE_H */

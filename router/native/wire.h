@@ -1,0 +1,126 @@
+/*
+ * wire.h - header offsets and unaligned-safe loads and stores.
+ *
+ * Packets come from read() into byte buffers with no alignment promise, so
+ * every multi-byte field is read and written through memcpy, which compilers
+ * turn into single moves.  Loads named _be return the raw network-order
+ * value; loads named _h convert to host order.
+ */
+#ifndef RT_WIRE_H
+#define RT_WIRE_H
+
+#include <string.h>
+#include <arpa/inet.h>
+#include "rt_types.h"
+
+/* IPv4 header (RFC 791). */
+#define IP4_HDR_MIN 20
+#define IP4_OFF_VER_IHL 0
+#define IP4_OFF_TOS 1
+#define IP4_OFF_TOTLEN 2
+#define IP4_OFF_ID 4
+#define IP4_OFF_FRAG 6
+#define IP4_OFF_TTL 8
+#define IP4_OFF_PROTO 9
+#define IP4_OFF_CSUM 10
+#define IP4_OFF_SRC 12
+#define IP4_OFF_DST 16
+#define IP4_FRAG_DF 0x4000
+#define IP4_FRAG_MF 0x2000
+#define IP4_FRAG_OFFSET 0x1fff
+
+/* IPv6 fixed header (RFC 8200). */
+#define IP6_HDR_LEN 40
+
+/* TCP (RFC 9293). */
+#define TCP_HDR_MIN 20
+#define TCP_OFF_SPORT 0
+#define TCP_OFF_DPORT 2
+#define TCP_OFF_SEQ 4
+#define TCP_OFF_ACK 8
+#define TCP_OFF_DOFF 12
+#define TCP_OFF_FLAGS 13
+#define TCP_OFF_WIN 14
+#define TCP_OFF_CSUM 16
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+#define TCP_URG 0x20
+#define TCP_ECE 0x40
+#define TCP_CWR 0x80
+
+/* UDP (RFC 768). */
+#define UDP_HDR_LEN 8
+#define UDP_OFF_SPORT 0
+#define UDP_OFF_DPORT 2
+#define UDP_OFF_LEN 4
+#define UDP_OFF_CSUM 6
+
+/* ICMP (RFC 792). */
+#define ICMP_HDR_LEN 8
+#define ICMP_OFF_TYPE 0
+#define ICMP_OFF_CODE 1
+#define ICMP_OFF_CSUM 2
+#define ICMP_OFF_ID 4
+#define ICMP_OFF_SEQ 6
+#define ICMP_OFF_MTU 6
+#define ICMP_ECHO_REPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_SOURCE_QUENCH 4
+#define ICMP_REDIRECT 5
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAM_PROB 12
+#define ICMP_TIMESTAMP 13
+#define ICMP_TIMESTAMP_REPLY 14
+#define ICMP_INFO_REQUEST 15
+#define ICMP_INFO_REPLY 16
+#define ICMP_ADDR_MASK 17
+#define ICMP_ADDR_MASK_REPLY 18
+#define ICMP_UNREACH_NET 0
+#define ICMP_UNREACH_PROTO 2
+#define ICMP_UNREACH_PORT 3
+#define ICMP_UNREACH_NEEDFRAG 4
+#define ICMP_UNREACH_ADMIN 13
+
+#define IPPROTO_ICMP_ 1
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+
+static inline uint16_t wire_be16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+static inline uint32_t wire_be32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline uint16_t wire_h16(const uint8_t *p)
+{
+    return ntohs(wire_be16(p));
+}
+
+static inline uint32_t wire_h32(const uint8_t *p)
+{
+    return ntohl(wire_be32(p));
+}
+
+static inline void wire_put_be16(uint8_t *p, rt_be16 v)
+{
+    memcpy(p, &v, 2);
+}
+
+static inline void wire_put_be32(uint8_t *p, rt_be32 v)
+{
+    memcpy(p, &v, 4);
+}
+
+#endif /* RT_WIRE_H */

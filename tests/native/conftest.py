@@ -1,0 +1,82 @@
+"""Fixtures for the C core: a data plane loaded with a small two-zone lab,
+and a plain integer clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from router.config import parse
+from router.datapath import Datapath, Result
+from router.tables import compile_tables
+
+LAN, WAN = 0, 1
+LAN_HOST = "192.168.1.2"
+LAN_HOST2 = "192.168.1.3"
+ROUTER_LAN = "192.168.1.1"
+ROUTER_WAN = "203.0.113.1"
+SERVER = "198.51.100.10"
+
+BASE = """
+[[interface]]
+name = "lan0"
+address = "192.168.1.1/24"
+zone = "lan"
+
+[[interface]]
+name = "wan0"
+address = "203.0.113.1/24"
+zone = "wan"
+mtu = 1500
+
+[[route]]
+destination = "0.0.0.0/0"
+gateway = "203.0.113.254"
+
+[[nat.masquerade]]
+interface = "wan0"
+
+[[firewall.policy]]
+from = "lan"
+to = "wan"
+action = "accept"
+"""
+
+
+@dataclass
+class Lab:
+    """A data plane and a clock in milliseconds."""
+
+    dp: Datapath
+    now: int = 1_000_000
+    sent: list[Result] = field(default_factory=list)
+
+    def send(self, iface: int, pkt: bytes) -> Result:
+        (r,) = self.dp.process([(iface, pkt)], self.now)
+        self.sent.append(r)
+        return r
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1000)
+
+    def entries(self) -> list:  # type: ignore[type-arg]
+        return self.dp.conntrack(self.now)
+
+
+def make_lab(extra: str = "", capacity: int = 1024, seed: int = 7) -> Lab:
+    cfg = parse((BASE + extra).encode(), "test.toml")
+    dp = Datapath(capacity=capacity, batch=64, seed=seed)
+    dp.load(compile_tables(cfg, {}))
+    return Lab(dp)
+
+
+@pytest.fixture
+def lab() -> Lab:
+    return make_lab()
+
+
+@pytest.fixture
+def lab_factory() -> Callable[..., Lab]:
+    return make_lab

@@ -1,0 +1,34 @@
+"""The cdef and the C headers agree on every public struct."""
+
+import pytest
+
+from router.native import ffi, lib
+
+STRUCTS = ["rt_dp_params", "rt_iface_cfg", "rt_route_cfg", "rt_nat_cfg", "rt_tables",
+           "rt_pkt", "rt_iface_stats", "rt_sweep_result", "rt_ct_entry"]
+
+
+@pytest.mark.parametrize("name", STRUCTS)
+def test_struct_sizes_match(name: str) -> None:
+    c_size = lib.rt_abi_sizeof(name.encode())
+    assert c_size > 0, f"C does not know struct {name}"
+    assert ffi.sizeof(f"struct {name}") == c_size
+
+
+def test_unknown_struct_is_zero() -> None:
+    assert lib.rt_abi_sizeof(b"no_such_struct") == 0
+
+
+def test_name_tables_are_complete() -> None:
+    from router import datapath
+
+    assert len(datapath.TCP_STATE_NAMES) == 10
+    assert datapath.TCP_STATE_NAMES[0] == "NONE"
+    assert datapath.TCP_STATE_NAMES[9] == "SYN_SENT2"
+    assert datapath.DROP_NAMES[0] == "none"
+    assert len(set(datapath.DROP_NAMES)) == len(datapath.DROP_NAMES)
+    assert datapath.TIMEOUT_DEFAULTS["tcp_established"] == 432000
+    assert datapath.TIMEOUT_DEFAULTS["udp"] == 30
+    assert datapath.TIMEOUT_DEFAULTS["udp_stream"] == 120
+    assert datapath.TIMEOUT_DEFAULTS["icmp"] == 30
+    assert datapath.TIMEOUT_DEFAULTS["generic"] == 600
