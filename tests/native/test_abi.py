@@ -32,3 +32,17 @@ def test_name_tables_are_complete() -> None:
     assert datapath.TIMEOUT_DEFAULTS["udp_stream"] == 120
     assert datapath.TIMEOUT_DEFAULTS["icmp"] == 30
     assert datapath.TIMEOUT_DEFAULTS["generic"] == 600
+
+
+def test_requested_build_is_the_one_loaded() -> None:
+    """With RT_NATIVE_PATH set (the sanitizer run), that build is in use."""
+    import os
+
+    import router.native as native
+
+    path = os.environ.get("RT_NATIVE_PATH")
+    loaded = native._rt.__file__  # type: ignore[attr-defined]
+    if path:
+        assert loaded.startswith(path), loaded
+    else:
+        assert loaded.startswith(os.path.dirname(native.__file__)), loaded
