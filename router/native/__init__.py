@@ -9,6 +9,6 @@ import os
 if os.environ.get("RT_NATIVE_PATH"):
     __path__.insert(0, os.path.join(os.environ["RT_NATIVE_PATH"], "router", "native"))
 
-from router.native._rt import ffi, lib  # type: ignore[import-not-found]  # noqa: E402
+from router.native._rt import ffi, lib
 
 __all__ = ["ffi", "lib"]

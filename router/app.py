@@ -1,0 +1,283 @@
+"""The running router: event loop, signals, reload, GC pacing, control.
+
+One uvloop event loop does everything.  Each TUN descriptor is registered with
+``add_reader``; a wakeup makes one call into C that reads, processes and
+writes up to ``dataplane.batch`` packets.  Readiness is level-triggered, so a
+busy interface is simply called again on the next loop iteration, after timers,
+signals and control requests had their turn: no interface can starve another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from router import __version__, config, log
+from router.config import Config, ConfigError
+from router.control import CommandError, ControlServer
+from router.ctfmt import entry_json
+from router.datapath import Datapath, DatapathError
+from router.tables import compile_tables
+from router.tun import Tun, open_tun
+
+GC_SLICE_MIN = 1024
+GC_SLICE_MAX = 65536
+GC_DELAY_MIN = 0.01
+STATS_INTERVAL = 10.0
+
+
+def now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+def file_hash(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return ""
+
+
+class Router:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.log = log.get("router")
+        self.dp = Datapath(cfg.conntrack.max_entries, batch=cfg.batch)
+        self.tuns: list[Tun] = []
+        self.started = time.time()
+        self.config_hash = file_hash(cfg.path)
+        self.reloads = {"ok": 0, "failed": 0}
+        self._stop = asyncio.Event()
+        self._poll_errors = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.control = ControlServer(cfg.control_socket, self._handlers())
+
+    # -- life cycle --------------------------------------------------------
+
+    def open_devices(self) -> None:
+        """Opens and configures every TUN device.  Runs before the event loop
+        starts: netlink setup is synchronous and must not run inside it."""
+        try:
+            for iface in self.cfg.interfaces:
+                self.tuns.append(open_tun(iface))
+                self.log.info("tun.opened", interface=iface.name, fd=self.tuns[-1].fd,
+                              netns=iface.netns, address=str(iface.address))
+            self.dp.load(compile_tables(self.cfg, self._fds()))
+        except BaseException:
+            self.close_devices()
+            raise
+
+    def close_devices(self) -> None:
+        for tun in self.tuns:
+            tun.close()
+        self.tuns.clear()
+
+    async def run(self) -> None:
+        """Serves until SIGTERM or SIGINT.  Devices must be open."""
+        loop = asyncio.get_running_loop()
+        try:
+            for n, tun in enumerate(self.tuns):
+                loop.add_reader(tun.fd, self._readable, n)
+            await self.control.start()
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            self._tasks = [asyncio.create_task(self._gc()),
+                           asyncio.create_task(self._stats())]
+            self.log.info("router.started", version=__version__, config=self.cfg.path,
+                          interfaces=[i.name for i in self.cfg.interfaces],
+                          conntrack_max=self.cfg.conntrack.max_entries, pid=os.getpid())
+            await self._stop.wait()
+            self.log.info("router.stopping")
+        finally:
+            await self._shutdown(loop)
+
+    async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await self.control.stop()
+        for tun in self.tuns:
+            loop.remove_reader(tun.fd)
+        self.log.info("router.stopped")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _fds(self) -> dict[str, int]:
+        return {t.iface.name: t.fd for t in self.tuns}
+
+    # -- the data path -----------------------------------------------------
+
+    def _readable(self, n: int) -> None:
+        r = self.dp.poll(n, self.cfg.batch, now_ms())
+        if r < 0:
+            self._poll_errors += 1
+            if self._poll_errors % 1000 == 1:
+                self.log.error("dp.poll_failed", interface=self.cfg.interfaces[n].name,
+                               error=os.strerror(-r), count=self._poll_errors)
+
+    # -- reload ------------------------------------------------------------
+
+    def _on_sighup(self) -> None:
+        self.log.info("config.reload_requested", signal="SIGHUP")
+        self.reload()
+
+    def reload(self) -> dict[str, Any]:
+        """Reads the config file again and applies it atomically, or keeps the
+        running config and every connection if anything is wrong."""
+        path = self.cfg.path
+        try:
+            new = config.load(path)
+            self._check_reloadable(new)
+            tables = compile_tables(new, self._fds())
+            self.dp.load(tables)
+        except (ConfigError, DatapathError) as e:
+            self.reloads["failed"] += 1
+            fields: dict[str, Any] = {"file": path, "reason": str(e)}
+            if isinstance(e, ConfigError):
+                fields |= {"key": e.key, "line": e.line, "reason": e.reason}
+            self.log.error("config.rejected", **fields)
+            return {"applied": False, "error": str(e)}
+        restart = self._needs_restart(new)
+        self.cfg = new
+        self.config_hash = file_hash(path)
+        self.reloads["ok"] += 1
+        self.log.info("config.reloaded", file=path, sha256=self.config_hash[:16],
+                      needs_restart=restart or None)
+        return {"applied": True, "needs_restart": restart}
+
+    def _check_reloadable(self, new: Config) -> None:
+        old_if = [(i.name, i.address, i.mtu, i.txqueuelen, i.netns, i.host_address,
+                   i.host_routes) for i in self.cfg.interfaces]
+        new_if = [(i.name, i.address, i.mtu, i.txqueuelen, i.netns, i.host_address,
+                   i.host_routes) for i in new.interfaces]
+        if old_if != new_if:
+            raise ConfigError(new.path, "interface",
+                              "interfaces were added, removed or changed (other than their "
+                              "zone): that needs a restart; the running config stays")
+
+    def _needs_restart(self, new: Config) -> list[str]:
+        out = []
+        if new.conntrack.max_entries != self.cfg.conntrack.max_entries:
+            out.append("conntrack.max")
+        if new.control_socket != self.cfg.control_socket:
+            out.append("control.socket")
+        if new.batch > self.dp.batch:
+            out.append("dataplane.batch")
+        return out
+
+    # -- periodic work -----------------------------------------------------
+
+    async def _gc(self) -> None:
+        """Sweeps a slice of the table per tick; ticks come faster while many
+        entries expire and slow down to ``gc_interval`` when few do."""
+        cap = self.dp.capacity
+        slice_ = min(max(cap // 16, GC_SLICE_MIN), GC_SLICE_MAX, cap)
+        delay = self.cfg.conntrack.gc_interval
+        while True:
+            await asyncio.sleep(delay)
+            r = self.dp.sweep(now_ms(), slice_)
+            ceiling = self.cfg.conntrack.gc_interval
+            share = r.expired / r.visited if r.visited else 0.0
+            if share > 0.25:
+                delay = max(GC_DELAY_MIN, delay / 2)
+            elif share < 0.05:
+                delay = min(ceiling, delay * 1.5)
+            if r.expired:
+                self.log.debug("ct.swept", visited=r.visited, expired=r.expired,
+                               entries=r.count, next_in=round(delay, 3))
+
+    async def _stats(self) -> None:
+        """Turns counter deltas into log events: C counts, Python logs."""
+        last = self.dp.drops()
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            cur = self.dp.drops()
+            delta = {k: v - last[k] for k, v in cur.items() if v != last[k]}
+            last = cur
+            if delta:
+                self.log.info("dp.drops", **delta)
+
+    # -- control -----------------------------------------------------------
+
+    def _handlers(self) -> dict[str, Any]:
+        return {
+            "status": self._h_status,
+            "conntrack.list": self._h_ct_list,
+            "conntrack.count": self._h_ct_count,
+            "conntrack.flush": self._h_ct_flush,
+            "stats": self._h_stats,
+            "interfaces": self._h_interfaces,
+            "reload": self._h_reload,
+        }
+
+    async def _h_status(self, args: Mapping[str, Any]) -> Any:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 3),
+            "config": self.cfg.path,
+            "config_sha256": self.config_hash,
+            "conntrack": {"count": self.dp.count(), "max": self.dp.capacity},
+            "interfaces": len(self.tuns),
+            "reloads": dict(self.reloads),
+        }
+
+    async def _h_ct_list(self, args: Mapping[str, Any]) -> Any:
+        filt = {k: args[k] for k in ("proto", "src", "dst", "sport", "dport", "state")
+                if args.get(k) is not None}
+        out = []
+        for e in self.dp.conntrack(now_ms()):
+            j = entry_json(e)
+            if _matches(j, filt):
+                out.append(j)
+        return out
+
+    async def _h_ct_count(self, args: Mapping[str, Any]) -> Any:
+        return {"count": self.dp.count(), "max": self.dp.capacity}
+
+    async def _h_ct_flush(self, args: Mapping[str, Any]) -> Any:
+        n = self.dp.count()
+        self.dp.flush()
+        self.log.info("ct.flushed", entries=n)
+        return {"flushed": n}
+
+    async def _h_stats(self, args: Mapping[str, Any]) -> Any:
+        return {"counters": self.dp.counters(), "drops": self.dp.drops(),
+                "conntrack": {"count": self.dp.count(), "max": self.dp.capacity}}
+
+    async def _h_interfaces(self, args: Mapping[str, Any]) -> Any:
+        return [{"name": i.name, "zone": i.zone, "address": str(i.address), "mtu": i.mtu,
+                 "netns": i.netns, **self.dp.iface_stats(n)}
+                for n, i in enumerate(self.cfg.interfaces)]
+
+    async def _h_reload(self, args: Mapping[str, Any]) -> Any:
+        r = self.reload()
+        if not r["applied"]:
+            raise CommandError(f"reload rejected: {r['error']}")
+        return r
+
+
+def _matches(j: Mapping[str, Any], filt: Mapping[str, Any]) -> bool:
+    o = j["original"]
+    for k, v in filt.items():
+        if k == "proto" and str(v) not in (j["proto"], str(j["protonum"])):
+            return False
+        if k == "state" and (j["state"] or "").upper() != str(v).upper():
+            return False
+        if k in ("src", "dst") and str(v) != o[k]:
+            return False
+        if k in ("sport", "dport") and int(v) != o.get(k):
+            return False
+    return True

@@ -1,0 +1,68 @@
+"""``router``: the daemon and its offline tools.
+
+    router run   [-c FILE]   run the router
+    router check [-c FILE]   validate a config file; exit 0 if good, 1 if not
+    router version
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from router import __version__
+
+DEFAULT_CONFIG = "/etc/router/router.toml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="router", description="Userspace NAT router over TUN.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name, helptext in (("run", "run the router"), ("check", "validate a config file")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                       help=f"config file (default {DEFAULT_CONFIG})")
+    sub.add_parser("version", help="print the version")
+    args = ap.parse_args(argv)
+
+    if args.cmd == "version":
+        print(f"router {__version__}")
+        return 0
+
+    from router import config, log
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as e:
+        print(f"router: {e}", file=sys.stderr)
+        return 1
+    if args.cmd == "check":
+        print(f"{args.config}: ok ({len(cfg.interfaces)} interfaces, {len(cfg.routes)} routes, "
+              f"{len(cfg.nat.rules)} NAT rules, zones: {', '.join(cfg.zones)})")
+        return 0
+
+    log.setup(cfg.log_level, cfg.log_format)
+    import uvloop
+
+    from router.app import Router
+    from router.datapath import DatapathError
+    from router.tun import TunError
+
+    try:
+        router = Router(cfg)
+        router.open_devices()
+        try:
+            uvloop.run(router.run())
+        finally:
+            router.close_devices()
+    except (TunError, DatapathError, OSError) as e:
+        log.get("router").error("router.failed", error=str(e))
+        print(f"router: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Connections in the formats of conntrack-tools.
+
+``entry_json()`` turns a data plane entry into the JSON form that the control
+socket serves and ``routerctl --json`` prints; ``entry_line()`` turns that JSON
+form into the exact text of ``conntrack -L`` (with accounting on, so
+``packets=``/``bytes=`` follow each tuple as conntrack-tools prints them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from router.datapath import ASSURED, SEEN_REPLY, CtEntry
+
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 47: "gre", 132: "sctp",
+               136: "udplite", 33: "dccp"}
+
+
+def proto_name(proto: int) -> str:
+    return PROTO_NAMES.get(proto, "unknown")
+
+
+def entry_json(e: CtEntry) -> dict[str, Any]:
+    def tup(d: int) -> dict[str, Any]:
+        t: dict[str, Any] = {"src": e.src[d], "dst": e.dst[d]}
+        if e.proto in (6, 17):
+            t |= {"sport": e.sport[d], "dport": e.dport[d]}
+        elif e.proto == 1:
+            t |= {"type": e.dport[d] >> 8, "code": e.dport[d] & 0xFF, "id": e.sport[d]}
+        t |= {"packets": e.packets[d], "bytes": e.bytes[d]}
+        return t
+
+    return {
+        "id": e.slot,
+        "family": "ipv4" if e.family == 4 else "ipv6",
+        "proto": proto_name(e.proto),
+        "protonum": e.proto,
+        "timeout": (e.timeout_ms + 999) // 1000,
+        "state": e.state,
+        "original": tup(0),
+        "reply": tup(1),
+        "unreplied": not e.status & SEEN_REPLY,
+        "assured": bool(e.status & ASSURED),
+        "status": e.status,
+        "age": e.age_ms // 1000,
+        "mark": 0,
+        "use": 1,
+    }
+
+
+def _tuple_text(t: Mapping[str, Any], proto: int) -> str:
+    parts = [f"src={t['src']}", f"dst={t['dst']}"]
+    if proto in (6, 17):
+        parts += [f"sport={t['sport']}", f"dport={t['dport']}"]
+    elif proto == 1:
+        parts += [f"type={t['type']}", f"code={t['code']}", f"id={t['id']}"]
+    parts.append(f"packets={t['packets']} bytes={t['bytes']}")
+    return " ".join(parts)
+
+
+def entry_line(j: Mapping[str, Any]) -> str:
+    """One ``conntrack -L`` line from the JSON form."""
+    head = f"{j['proto']:<8} {j['protonum']} {j['timeout']}"
+    if j.get("state"):
+        head += f" {j['state']}"
+    out = [head, _tuple_text(j["original"], j["protonum"])]
+    if j["unreplied"]:
+        out.append("[UNREPLIED]")
+    out.append(_tuple_text(j["reply"], j["protonum"]))
+    if j["assured"]:
+        out.append("[ASSURED]")
+    out.append(f"mark={j['mark']} use={j['use']}")
+    return " ".join(out)

@@ -1,0 +1,148 @@
+"""``routerctl``: talk to a running router through its control socket.
+
+    routerctl [-s SOCKET] [--json] conntrack list [-p PROTO] [-s ADDR] [-d ADDR]
+                                                  [--sport N] [--dport N] [--state S]
+    routerctl conntrack count
+    routerctl conntrack flush
+    routerctl stats | interfaces | status | reload
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+from router.ctfmt import entry_line
+
+DEFAULT_SOCKET = "/run/router/router.sock"
+
+
+class CtlError(Exception):
+    pass
+
+
+def request(path: str, cmd: str, args: dict[str, Any] | None = None,
+            timeout: float = 10.0) -> Any:
+    """Sends one request; returns its result or raises CtlError."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except FileNotFoundError:
+        raise CtlError(f"no control socket at {path}: is the router running? "
+                       f"(use -s to name another socket)") from None
+    except PermissionError:
+        raise CtlError(f"permission denied on {path}: run as root or as a member of the "
+                       f"socket's group") from None
+    except ConnectionRefusedError:
+        raise CtlError(f"nothing listens on {path}: the router is not running "
+                       f"(a stale socket file?)") from None
+    except OSError as e:
+        raise CtlError(f"cannot connect to {path}: {e.strerror or e}") from None
+    with s:
+        s.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            try:
+                chunk = s.recv(1 << 20)
+            except TimeoutError:
+                raise CtlError(f"no answer from the router within {timeout} s") from None
+            if not chunk:
+                raise CtlError("the router closed the connection without an answer")
+            buf += chunk
+    msg = json.loads(buf)
+    if not msg.get("ok"):
+        raise CtlError(str(msg.get("error", "unknown error")))
+    return msg["result"]
+
+
+def _print_kv(d: dict[str, Any], indent: str = "") -> None:
+    for k, v in d.items():
+        if isinstance(v, dict):
+            print(f"{indent}{k}:")
+            _print_kv(v, indent + "  ")
+        else:
+            print(f"{indent}{k}: {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="routerctl", description="Control a running router.")
+    ap.add_argument("-S", "--socket", default=os.environ.get("ROUTER_SOCKET", DEFAULT_SOCKET),
+                    help=f"control socket (default {DEFAULT_SOCKET}, or $ROUTER_SOCKET)")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ct = sub.add_parser("conntrack", help="connection tracking table")
+    ctsub = ct.add_subparsers(dest="ctcmd", required=True)
+    ls = ctsub.add_parser("list", help="list connections like conntrack -L")
+    ls.add_argument("-p", "--proto", help="protocol name or number")
+    ls.add_argument("-s", "--src", help="original source address")
+    ls.add_argument("-d", "--dst", help="original destination address")
+    ls.add_argument("--sport", type=int, help="original source port")
+    ls.add_argument("--dport", type=int, help="original destination port")
+    ls.add_argument("--state", help="TCP state, e.g. ESTABLISHED")
+    ctsub.add_parser("count", help="number of connections, like conntrack -C")
+    ctsub.add_parser("flush", help="delete every connection, like conntrack -F")
+    sub.add_parser("stats", help="data plane counters and drops by reason")
+    sub.add_parser("interfaces", help="interfaces and their counters")
+    sub.add_parser("status", help="version, uptime, config, table use")
+    sub.add_parser("reload", help="reload the config file (like SIGHUP) and report")
+    args = ap.parse_args(argv)
+
+    try:
+        if args.cmd == "conntrack":
+            return _conntrack(args)
+        cmd = args.cmd
+        result = request(args.socket, cmd)
+    except CtlError as e:
+        print(f"routerctl: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif cmd == "interfaces":
+        for i in result:
+            print(f"{i['name']}: zone {i['zone']} address {i['address']} mtu {i['mtu']}"
+                  + (f" netns {i['netns']}" if i["netns"] else ""))
+            print(f"    rx {i['rx_packets']} packets {i['rx_bytes']} bytes "
+                  f"{i['rx_dropped']} dropped")
+            print(f"    tx {i['tx_packets']} packets {i['tx_bytes']} bytes "
+                  f"{i['tx_errors']} errors")
+    elif cmd == "stats":
+        c = result["counters"]
+        print("cpu=0\t" + " ".join(f"{k}={c[k]}" for k in (
+            "found", "invalid", "ignore", "insert", "insert_failed", "drop", "early_drop",
+            "error", "search_restart")))
+        _print_kv({"counters": c, "drops": {k: v for k, v in result["drops"].items() if v}})
+    else:
+        _print_kv(result)
+    return 0
+
+
+def _conntrack(args: argparse.Namespace) -> int:
+    if args.ctcmd == "list":
+        filt = {k: getattr(args, k) for k in ("proto", "src", "dst", "sport", "dport", "state")}
+        entries = request(args.socket, "conntrack.list", filt)
+        if args.json:
+            print(json.dumps(entries, indent=2))
+        else:
+            for e in entries:
+                print(entry_line(e))
+            print(f"routerctl: {len(entries)} flow entries have been shown.", file=sys.stderr)
+    elif args.ctcmd == "count":
+        r = request(args.socket, "conntrack.count")
+        print(json.dumps(r) if args.json else r["count"])
+    elif args.ctcmd == "flush":
+        r = request(args.socket, "conntrack.flush")
+        if args.json:
+            print(json.dumps(r))
+        else:
+            print(f"routerctl: connection tracking table has been emptied ({r['flushed']} "
+                  f"entries).", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

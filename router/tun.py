@@ -1,0 +1,85 @@
+"""TUN devices: open, configure, move into a namespace, close.
+
+A device is opened with python-pytun (IFF_TUN | IFF_NO_PI), made non-blocking,
+and handed to the data plane by file descriptor; this module never reads a
+packet.  Links are configured through netlink with pyroute2.  When an interface
+names a network namespace, the device moves there and is configured inside it;
+the descriptor keeps working after the move, so the namespace can act as the
+host on that link.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytun
+from pyroute2 import IPRoute, NetNS
+
+from router.config import Interface
+
+NETNS_DIR = Path("/var/run/netns")
+
+
+class TunError(Exception):
+    pass
+
+
+@dataclass
+class Tun:
+    """An open TUN device."""
+
+    iface: Interface
+    dev: Any  # pytun.TunTapDevice
+
+    @property
+    def fd(self) -> int:
+        return int(self.dev.fileno())
+
+    def close(self) -> None:
+        self.dev.close()
+
+
+def _configure(ipr: Any, iface: Interface) -> None:
+    found = ipr.link_lookup(ifname=iface.name)
+    if not found:
+        raise TunError(f"interface {iface.name}: device vanished during setup")
+    idx = found[0]
+    ipr.link("set", index=idx, mtu=iface.mtu, txqlen=iface.txqueuelen, state="up")
+    if iface.host_address is not None:
+        ipr.addr("replace", index=idx, address=str(iface.host_address.ip),
+                 prefixlen=iface.host_address.network.prefixlen)
+        for net in iface.host_routes:
+            ipr.route("replace", dst=str(net), gateway=str(iface.address.ip), oif=idx)
+
+
+def open_tun(iface: Interface) -> Tun:
+    """Creates (or attaches to) the TUN device of ``iface`` and configures it."""
+    if iface.netns is not None and not (NETNS_DIR / iface.netns).exists():
+        raise TunError(f"interface {iface.name}: network namespace {iface.netns!r} does not "
+                       f"exist (create it with: ip netns add {iface.netns})")
+    try:
+        dev = pytun.TunTapDevice(name=iface.name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+    except pytun.Error as e:
+        raise TunError(f"interface {iface.name}: cannot open /dev/net/tun: {e}") from None
+    tun = Tun(iface, dev)
+    try:
+        os.set_blocking(tun.fd, False)
+        if iface.netns is not None:
+            with IPRoute() as ipr:
+                idx = ipr.link_lookup(ifname=iface.name)[0]
+                ipr.link("set", index=idx, net_ns_fd=iface.netns)
+            with NetNS(iface.netns) as ns:
+                _configure(ns, iface)
+        else:
+            with IPRoute() as ipr:
+                _configure(ipr, iface)
+    except TunError:
+        tun.close()
+        raise
+    except Exception as e:  # netlink errors come in several types
+        tun.close()
+        raise TunError(f"interface {iface.name}: setup failed: {e}") from None
+    return tun
