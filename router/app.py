@@ -28,7 +28,7 @@ from router.tun import Tun, open_tun
 
 GC_SLICE_MIN = 1024
 GC_SLICE_MAX = 65536
-GC_DELAY_MIN = 0.01
+GC_DELAY_MIN = 0.001
 STATS_INTERVAL = 10.0
 
 
@@ -180,20 +180,22 @@ class Router:
     # -- periodic work -----------------------------------------------------
 
     async def _gc(self) -> None:
-        """Sweeps a slice of the table per tick; ticks come faster while many
-        entries expire and slow down to ``gc_interval`` when few do."""
+        """Sweeps the table a slice at a time so that, while few entries
+        expire, a full pass takes ``conntrack.gc_interval`` seconds; while
+        many expire (a quarter of a slice or more), slices come faster."""
         cap = self.dp.capacity
-        slice_ = min(max(cap // 16, GC_SLICE_MIN), GC_SLICE_MAX, cap)
-        delay = self.cfg.conntrack.gc_interval
+        slice_ = min(max(cap // 64, GC_SLICE_MIN), GC_SLICE_MAX, cap)
+        ticks = max(1, -(-cap // slice_))
+        delay = self.cfg.conntrack.gc_interval / ticks
         while True:
             await asyncio.sleep(delay)
             r = self.dp.sweep(now_ms(), slice_)
-            ceiling = self.cfg.conntrack.gc_interval
+            base = self.cfg.conntrack.gc_interval / ticks
             share = r.expired / r.visited if r.visited else 0.0
             if share > 0.25:
                 delay = max(GC_DELAY_MIN, delay / 2)
             elif share < 0.05:
-                delay = min(ceiling, delay * 1.5)
+                delay = min(base, delay * 1.5)
             if r.expired:
                 self.log.debug("ct.swept", visited=r.visited, expired=r.expired,
                                entries=r.count, next_in=round(delay, 3))

@@ -88,7 +88,7 @@ class Conntrack:
     tcp_loose: bool = True
     checksum: bool = True
     timeouts: Mapping[str, int] = field(default_factory=lambda: dict(TIMEOUT_DEFAULTS))
-    gc_interval: float = 1.0
+    gc_interval: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,9 +484,9 @@ def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
     mx = r.integer(t, "max", "conntrack", 65536, 16, 1 << 26)
     loose = r.get(t, "tcp_loose", "conntrack", bool, True)
     csum = r.get(t, "checksum", "conntrack", bool, True)
-    gci = r.get(t, "gc_interval", "conntrack", (int, float), 1.0)
-    if not 0.01 <= gci <= 60:
-        raise r.fail("conntrack.gc_interval", f"must be between 0.01 and 60 seconds, got {gci}")
+    gci = r.get(t, "gc_interval", "conntrack", (int, float), 5.0)
+    if not 0.1 <= gci <= 300:
+        raise r.fail("conntrack.gc_interval", f"must be between 0.1 and 300 seconds, got {gci}")
     to = r.table(t, "timeouts", "conntrack")
     r.known(to, "conntrack.timeouts", set(TIMEOUT_DEFAULTS))
     timeouts = dict(TIMEOUT_DEFAULTS)

@@ -1,0 +1,149 @@
+"""A lab of network namespaces with the real router between them.
+
+Each test gets two fresh namespaces (a LAN host and a WAN server) whose names
+carry the test process id, a config made from conf/router.toml with short
+timeouts, and the router running as a separate process on real TUN devices.
+Everything is torn down afterwards: processes this fixture started are ended
+by their pid, then the namespaces are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS = str(Path(__file__).with_name("peers.py"))
+LAN_HOST = "192.168.77.2"
+ROUTER_LAN = "192.168.77.1"
+ROUTER_WAN = "203.0.113.1"
+SERVER = "203.0.113.10"
+
+SHORT_TIMEOUTS = {"udp": 3, "udp_stream": 4, "icmp": 3, "tcp_time_wait": 3, "tcp_close": 2,
+                  "tcp_fin_wait": 3, "tcp_close_wait": 3, "tcp_last_ack": 3}
+
+
+def run(*cmd: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check)
+
+
+@dataclass
+class NetLab:
+    lan: str
+    wan: str
+    workdir: Path
+    config: Path
+    socket: str
+    router: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def ns(self, ns: str, *cmd: str, timeout: float = 30,
+           check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run("ip", "netns", "exec", ns, *cmd, timeout=timeout, check=check)
+
+    def spawn(self, ns: str, *cmd: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        self.procs.append(p)
+        return p
+
+    def server(self, ns: str, mode: str, addr: str, port: int, lifetime: float = 60) -> None:
+        p = self.spawn(ns, sys.executable, PEERS, mode, addr, str(port), str(lifetime))
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.strip() == "ready", line
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(sys.executable, "-m", "router.ctl", "-S", self.socket, *args, check=check)
+
+    def ctl_json(self, *args: str) -> Any:
+        return json.loads(self.ctl("--json", *args).stdout)
+
+    def start_router(self) -> None:
+        log = open(self.workdir / "router.log", "ab")  # noqa: SIM115
+        self.router = subprocess.Popen([sys.executable, "-m", "router", "run", "-c",
+                                        str(self.config)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.router.poll() is not None:
+                raise AssertionError(f"router exited: {self.log()}")
+            if os.path.exists(self.socket):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"router did not start: {self.log()}")
+
+    def stop_router(self) -> int:
+        assert self.router is not None
+        self.router.send_signal(signal.SIGTERM)
+        rc = self.router.wait(timeout=15)
+        self.router = None
+        return rc
+
+    def log(self) -> str:
+        return (self.workdir / "router.log").read_text(errors="replace")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log().splitlines():
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if ev.get("event") == name:
+                out.append(ev)
+        return out
+
+    def drops(self) -> dict[str, int]:
+        return dict(self.ctl_json("stats")["drops"])
+
+
+def make_config(text: str, lan: str, wan: str, sock: str,
+                timeouts: dict[str, int] | None = None) -> str:
+    text = text.replace('"rtlab-lan"', f'"{lan}"').replace('"rtlab-wan"', f'"{wan}"')
+    text = text.replace('"/run/router/router.sock"', f'"{sock}"')
+    text, n = re.subn(r"(?m)^gc_interval = [0-9.]+", "gc_interval = 1.0", text)
+    assert n == 1
+    for k, v in (timeouts or {}).items():
+        text, n = re.subn(rf"(?m)^{k} = \d+", f"{k} = {v}", text)
+        assert n == 1, k
+    return text
+
+
+@pytest.fixture
+def netlab(tmp_path: Path) -> Iterator[NetLab]:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (network namespaces, /dev/net/tun)")
+    tag = f"rt{os.getpid() % 100000}"
+    lan, wan = f"{tag}l", f"{tag}w"
+    for ns in (lan, wan):
+        run("ip", "netns", "del", ns, check=False)
+        run("ip", "netns", "add", ns)
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+    sock = str(tmp_path / "router.sock")
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(make_config((ROOT / "conf/router.toml").read_text(), lan, wan, sock,
+                               SHORT_TIMEOUTS))
+    lab = NetLab(lan=lan, wan=wan, workdir=tmp_path, config=cfg, socket=sock)
+    try:
+        lab.start_router()
+        yield lab
+    finally:
+        for p in lab.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=10)
+        if lab.router is not None:
+            lab.stop_router()
+        for ns in (lan, wan):
+            run("ip", "netns", "del", ns, check=False)

@@ -1,0 +1,84 @@
+"""Small servers and clients run inside the test namespaces.
+
+    python peers.py http ADDR PORT LIFETIME     answers "you are IP:PORT"
+    python peers.py udp-echo ADDR PORT LIFETIME echoes "from IP:PORT <data>"
+    python peers.py udp-send DST PORT DATA      prints the answer
+    python peers.py raw IFACE HEX...            writes raw frames to a device
+
+Every server stops by itself after LIFETIME seconds.
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import sys
+import threading
+
+
+def http_server(addr: str, port: int, lifetime: float) -> None:
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = f"you are {self.client_address[0]}:{self.client_address[1]}\n".encode()
+            if self.path.startswith("/big"):
+                body += b"x" * 1_000_000
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer((addr, port), H)
+    threading.Timer(lifetime, srv.shutdown).start()
+    print("ready", flush=True)
+    srv.serve_forever()
+
+
+def udp_echo(addr: str, port: int, lifetime: float) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, port))
+    s.settimeout(lifetime)
+    print("ready", flush=True)
+    try:
+        while True:
+            data, peer = s.recvfrom(65535)
+            s.sendto(f"from {peer[0]}:{peer[1]} ".encode() + data, peer)
+    except TimeoutError:
+        pass
+
+
+def udp_send(dst: str, port: int, data: str, sport: int = 0) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if sport:
+        s.bind(("0.0.0.0", sport))
+    s.settimeout(3)
+    s.connect((dst, port))  # connected: an ICMP error surfaces as an exception
+    s.send(data.encode())
+    print(s.recv(65535).decode())
+
+
+def raw(iface: str, frames: list[str]) -> None:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    for f in frames:
+        s.send(bytes.fromhex(f) if f else b"\x00")
+
+
+def main() -> None:
+    mode, *a = sys.argv[1:]
+    if mode == "http":
+        http_server(a[0], int(a[1]), float(a[2]))
+    elif mode == "udp-echo":
+        udp_echo(a[0], int(a[1]), float(a[2]))
+    elif mode == "udp-send":
+        udp_send(a[0], int(a[1]), a[2], int(a[3]) if len(a) > 3 else 0)
+    elif mode == "raw":
+        raw(a[0], a[1:])
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()

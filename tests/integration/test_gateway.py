@@ -1,0 +1,186 @@
+"""End to end: the router process on real TUN devices between namespaces."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import time
+
+import pytest
+
+from tests.integration.conftest import (
+    LAN_HOST,
+    PEERS,
+    ROUTER_LAN,
+    ROUTER_WAN,
+    SERVER,
+    NetLab,
+)
+from tests.packets import IP, TCP, UDP, Raw
+
+pytestmark = pytest.mark.netns
+
+
+def test_ping_through_nat_and_to_router(netlab: NetLab) -> None:
+    r = netlab.ns(netlab.lan, "ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER)
+    assert "3 received" in r.stdout
+    assert "ttl=63" in r.stdout  # one hop: the router
+    for addr in (ROUTER_LAN, ROUTER_WAN):
+        r = netlab.ns(netlab.lan, "ping", "-c", "1", "-W", "2", addr)
+        assert "1 received" in r.stdout and "ttl=64" in r.stdout
+    (e,) = netlab.ctl_json("conntrack", "list", "-p", "icmp")
+    assert e["original"]["src"] == LAN_HOST and e["reply"]["dst"] == ROUTER_WAN
+    assert e["original"]["packets"] == 3 and e["reply"]["packets"] == 3
+
+
+def test_http_through_nat_server_sees_router(netlab: NetLab) -> None:
+    netlab.server(netlab.wan, "http", SERVER, 8080)
+    r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "10", f"http://{SERVER}:8080/")
+    assert r.stdout.startswith(f"you are {ROUTER_WAN}:"), r.stdout
+    # A larger body crosses many segments in both directions.
+    r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "20", "-o", "/dev/null", "-w",
+                  "%{size_download}", f"http://{SERVER}:8080/big")
+    assert int(r.stdout) > 1_000_000
+    lines = netlab.ctl("conntrack", "list", "-p", "tcp").stdout.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        assert line.startswith("tcp      6 ")
+        assert f"src={LAN_HOST} dst={SERVER}" in line
+        assert f"src={SERVER} dst={ROUTER_WAN} sport=8080" in line
+        assert "[ASSURED]" in line and "[UNREPLIED]" not in line
+        assert any(s in line for s in ("TIME_WAIT", "FIN_WAIT", "LAST_ACK", "CLOSE"))
+    entries = netlab.ctl_json("conntrack", "list", "-p", "tcp", "--dport", "8080")
+    big = max(entries, key=lambda e: e["reply"]["bytes"])
+    assert big["reply"]["bytes"] > 1_000_000 and big["original"]["packets"] > 10
+
+
+def test_established_state_shown_while_open(netlab: NetLab) -> None:
+    netlab.server(netlab.wan, "http", SERVER, 8081)
+    code = ("import socket,time;s=socket.create_connection(('%s',8081));time.sleep(3)" % SERVER)
+    p = netlab.spawn(netlab.lan, sys.executable, "-c", code)
+    time.sleep(1)
+    (e,) = netlab.ctl_json("conntrack", "list", "--state", "ESTABLISHED")
+    assert e["assured"] and e["timeout"] > 400000
+    text = netlab.ctl("conntrack", "list", "--state", "established").stdout
+    assert "ESTABLISHED" in text and "[ASSURED]" in text
+    p.wait(timeout=10)
+
+
+def test_udp_exchange_and_expiry(netlab: NetLab) -> None:
+    netlab.server(netlab.wan, "udp-echo", SERVER, 5353)
+    r = netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER, "5353", "hello", "40000")
+    assert r.stdout.strip() == f"from {ROUTER_WAN}:40000 hello"  # port preserved
+    (e,) = netlab.ctl_json("conntrack", "list", "-p", "udp")
+    assert e["original"]["sport"] == 40000 and not e["unreplied"]
+    assert e["timeout"] <= 3  # the test config's udp timeout
+    line = netlab.ctl("conntrack", "list", "-p", "udp").stdout.strip()
+    assert line.startswith("udp      17 ") and "[UNREPLIED]" not in line
+    assert netlab.ctl("conntrack", "count").stdout.strip() == str(
+        len(netlab.ctl_json("conntrack", "list")))
+    time.sleep(4)
+    assert netlab.ctl_json("conntrack", "list", "-p", "udp") == []
+    # The GC removes it from the count too.
+    deadline = time.monotonic() + 10
+    while int(netlab.ctl("conntrack", "count").stdout) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert int(netlab.ctl("conntrack", "count").stdout) == 0
+
+
+def test_wan_cannot_reach_lan_without_connection(netlab: NetLab) -> None:
+    netlab.server(netlab.lan, "http", LAN_HOST, 8082)
+    netlab.ns(netlab.wan, "ip", "route", "add", "192.168.77.0/24", "via", ROUTER_WAN)
+    r = netlab.ns(netlab.wan, "curl", "-sS", "-m", "3", f"http://{LAN_HOST}:8082/", check=False)
+    assert r.returncode != 0
+    r = netlab.ns(netlab.wan, "ping", "-c", "2", "-i", "0.2", "-W", "1", LAN_HOST, check=False)
+    assert "0 received" in r.stdout
+    assert netlab.drops()["policy"] >= 3
+    assert netlab.ctl_json("conntrack", "list") == []
+    # Unsolicited traffic to the router's public address reaches nothing.
+    r = netlab.ns(netlab.wan, "curl", "-sS", "-m", "2", f"http://{ROUTER_WAN}:8082/",
+                  check=False)
+    assert r.returncode != 0
+
+
+def test_ttl_expiry_answered_with_time_exceeded(netlab: NetLab) -> None:
+    r = netlab.ns(netlab.lan, "ping", "-c", "1", "-t", "1", "-W", "2", SERVER, check=False)
+    assert f"From {ROUTER_LAN}" in r.stdout and "Time to live exceeded" in r.stdout
+    assert netlab.drops()["ttl_expired"] == 1
+
+
+def test_udp_to_closed_port_gets_related_icmp(netlab: NetLab) -> None:
+    r = netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER, "9", "x", check=False)
+    assert "ConnectionRefusedError" in r.stderr  # port unreachable translated back
+    assert netlab.ctl_json("stats")["counters"]["related"] == 1
+
+
+def test_survives_malformed_burst_and_keeps_forwarding(netlab: NetLab) -> None:
+    good = bytes(IP(src=LAN_HOST, dst=SERVER) / UDP(sport=1, dport=2) / Raw(b"ok"))
+    bad_csum = bytearray(good)
+    bad_csum[10] ^= 0xFF
+    short_udp = bytearray(good[:24])
+    short_udp[2:4] = struct.pack("!H", 24)
+    frames = [
+        b"", b"\x45", b"\x60\x00", b"\x00" * 40, b"\xff" * 100,
+        good[:10], bytes(bad_csum),
+        bytes(IP(src=LAN_HOST, dst=SERVER) / TCP(sport=1, dport=2, flags="SF")),
+        bytes(IP(src=LAN_HOST, dst=SERVER, ihl=15) / Raw(b"x" * 10)),
+        bytes(IP(src="127.0.0.1", dst=SERVER) / UDP()),
+        bytes(IP(src=LAN_HOST, dst=SERVER, flags="MF") / UDP()),
+    ] * 30
+    netlab.ns(netlab.lan, sys.executable, PEERS, "raw", "lan0",
+              *[f.hex() for f in frames])
+    time.sleep(0.5)
+    assert netlab.router is not None and netlab.router.poll() is None
+    drops = netlab.drops()
+    for reason in ("short_packet", "bad_ip_checksum", "bad_tcp_flags", "martian_address",
+                   "fragment", "bad_ip_version"):
+        assert drops.get(reason, 0) > 0, (reason, drops)
+    r = netlab.ns(netlab.lan, "ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER)
+    assert "2 received" in r.stdout
+    assert netlab.ctl_json("conntrack", "list", "-p", "tcp") == []
+
+
+def test_interfaces_status_and_json(netlab: NetLab) -> None:
+    netlab.ns(netlab.lan, "ping", "-c", "1", "-W", "2", SERVER)
+    ifs = {i["name"]: i for i in netlab.ctl_json("interfaces")}
+    assert ifs["lan0"]["rx_packets"] >= 1 and ifs["wan0"]["tx_packets"] >= 1
+    st = netlab.ctl_json("status")
+    assert st["conntrack"]["max"] == 65536 and st["interfaces"] == 2
+    assert len(st["config_sha256"]) == 64
+    text = netlab.ctl("stats").stdout
+    assert text.startswith("cpu=0\tfound=")
+
+
+def test_sighup_reload_bad_file_keeps_running_config(netlab: NetLab) -> None:
+    netlab.server(netlab.wan, "udp-echo", SERVER, 5354)
+    netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER, "5354", "a", "41000")
+    good = netlab.config.read_text()
+    netlab.config.write_text(good.replace("[[firewall.policy]]", "[[firewall.policy]]\nbogus = 1",
+                                          1))
+    assert netlab.router is not None
+    netlab.router.send_signal(1)  # SIGHUP
+    time.sleep(0.5)
+    (ev,) = netlab.events("config.rejected")
+    assert ev["key"] == "firewall.policy[0].bogus" and ev["line"] and "unknown key" in ev["reason"]
+    r = netlab.ctl("reload", check=False)
+    assert r.returncode == 1 and "firewall.policy[0].bogus" in r.stderr
+    # Still forwarding, and the tracked connection is still there.
+    assert len(netlab.ctl_json("conntrack", "list", "-p", "udp")) == 1
+    r = netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER, "5354", "b", "41001")
+    assert r.stdout.strip() == f"from {ROUTER_WAN}:41001 b"
+    # A good change applies.
+    netlab.config.write_text(good.replace("udp = 3", "udp = 25"))
+    r = netlab.ctl("--json", "reload")
+    assert json.loads(r.stdout)["applied"] is True
+    netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER, "5354", "c", "41002")
+    e = [x for x in netlab.ctl_json("conntrack", "list", "-p", "udp")
+         if x["original"]["sport"] == 41002]
+    assert e and 20 < e[0]["timeout"] <= 25
+    assert len(netlab.events("config.reloaded")) == 1
+
+
+def test_routerctl_without_router_says_so(netlab: NetLab) -> None:
+    netlab.stop_router()
+    r = netlab.ctl("conntrack", "list", check=False)
+    assert r.returncode == 1 and "is the router running?" in r.stderr
