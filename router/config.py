@@ -248,42 +248,51 @@ def _find_line(lines: list[str], key: str) -> int | None:
     """Best-effort line of ``key`` (like ``interface[1].address``) in the file.
 
     tomllib reports positions only for syntax errors, so this follows table
-    headers the way a reader would.
+    headers the way a reader would: the key's line inside its table, else the
+    table's header, else the first line that mentions the key.
     """
-    parts = re.findall(r"([A-Za-z0-9_-]+)(?:\[(\d+)\])?", key)
-    if not parts:
+    comps = re.findall(r"([A-Za-z0-9_-]+)(?:\[(\d+)\])?", key)
+    if not comps:
         return None
-    *tables, (leaf, leaf_idx) = parts
-    want = ".".join(t for t, _ in tables)
+    # An indexed last part is an array value (sources[0]) or an element of an
+    # array of tables (route[0]): try the first reading, then the second.
+    if not comps[-1][1]:
+        return _line_in(lines, comps[:-1], comps[-1][0])
+    found = _line_in(lines, comps[:-1], comps[-1][0], assignment_only=True)
+    return found if found is not None else _line_in(lines, comps, None)
+
+
+def _line_in(lines: list[str], table: list[tuple[str, str]], leaf: str | None,
+             assignment_only: bool = False) -> int | None:
+    want = ".".join(c for c, _ in table)
+    want_idx = next((int(i) for _, i in reversed(table) if i), None)
+    sub = f"{want}.{leaf}" if want and leaf else leaf
     counts: dict[str, int] = {}
-    current = ""
-    current_ok = not tables
+    in_table = want == ""
     header_line = None
-    hdr = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+    hdr = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]")
     for n, line in enumerate(lines, 1):
         m = hdr.match(line)
         if m:
-            current = m.group(2)
+            name = m.group(2)
             if m.group(1) == "[[":
-                counts[current] = counts.get(current, -1) + 1
-            idx_ok = all(
-                not i or counts.get(".".join(t for t, _ in tables[: k + 1]), 0) == int(i)
-                for k, (_, i) in enumerate(tables)
-            )
-            current_ok = current == want and idx_ok
-            if current_ok and leaf_idx == "" and current.endswith(leaf):
+                counts[name] = counts.get(name, -1) + 1
+            if sub and name == sub and not assignment_only:
+                return n
+            in_table = name == want and (want_idx is None or counts.get(name) == want_idx)
+            if in_table and header_line is None:
                 header_line = n
             continue
-        if current_ok and re.match(rf"^\s*{re.escape(leaf)}\s*=", line):
+        if in_table and leaf and re.match(rf"^\s*{re.escape(leaf)}\s*=", line):
             return n
-        if current_ok and header_line is None and tables:
-            header_line = n - 1 if n > 1 else n
+    if assignment_only:
+        return None
     if header_line:
         return header_line
-    # A key written as a dotted or inline table: fall back to its first mention.
-    for n, line in enumerate(lines, 1):
-        if re.match(rf"^\s*\[*\s*{re.escape(leaf)}\b", line):
-            return n
+    if leaf:
+        for n, line in enumerate(lines, 1):
+            if re.search(rf"\b{re.escape(leaf)}\b", line):
+                return n
     return None
 
 

@@ -18,7 +18,7 @@ import threading
 
 def http_server(addr: str, port: int, lifetime: float) -> None:
     class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = f"you are {self.client_address[0]}:{self.client_address[1]}\n".encode()
             if self.path.startswith("/big"):
                 body += b"x" * 1_000_000

@@ -57,7 +57,7 @@ def test_http_through_nat_server_sees_router(netlab: NetLab) -> None:
 
 def test_established_state_shown_while_open(netlab: NetLab) -> None:
     netlab.server(netlab.wan, "http", SERVER, 8081)
-    code = ("import socket,time;s=socket.create_connection(('%s',8081));time.sleep(3)" % SERVER)
+    code = f"import socket,time;s=socket.create_connection(('{SERVER}',8081));time.sleep(3)"
     p = netlab.spawn(netlab.lan, sys.executable, "-c", code)
     time.sleep(1)
     (e,) = netlab.ctl_json("conntrack", "list", "--state", "ESTABLISHED")

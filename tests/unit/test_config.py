@@ -1,0 +1,166 @@
+"""Config validation: every error names the file, the key, the line and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.config import ConfigError, load, parse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MIN = """
+[[interface]]
+name = "lan0"
+address = "192.168.1.1/24"
+zone = "lan"
+
+[[interface]]
+name = "wan0"
+address = "203.0.113.1/24"
+zone = "wan"
+"""
+
+
+def err(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as e:
+        parse(text.encode(), "cfg.toml")
+    return e.value
+
+
+def test_default_config_is_valid() -> None:
+    cfg = load(ROOT / "conf/router.toml")
+    assert [i.name for i in cfg.interfaces] == ["lan0", "wan0"]
+    assert cfg.zones == ("lan", "wan")
+    assert cfg.nat.rules[0].interface == "wan0" and cfg.nat.rules[0].to is None
+    assert cfg.conntrack.timeouts["tcp_established"] == 432000
+
+
+def test_minimal_config_defaults() -> None:
+    cfg = parse(MIN.encode())
+    assert cfg.forward_default == "drop" and cfg.policies == ()
+    assert cfg.conntrack.max_entries == 65536 and cfg.conntrack.tcp_loose
+    assert cfg.control_socket == "/run/router/router.sock"
+    assert cfg.interfaces[0].mtu == 1500
+
+
+def test_config_is_immutable() -> None:
+    cfg = parse(MIN.encode())
+    with pytest.raises(AttributeError):
+        cfg.batch = 5  # type: ignore[misc]
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError) as e:
+        load("/nonexistent/router.toml")
+    assert "/nonexistent/router.toml" in str(e.value) and "cannot read" in str(e.value)
+
+
+def test_syntax_error_has_line() -> None:
+    e = err(MIN + "\n[conntrack\nmax = 5\n")
+    assert e.line == 12 and "TOML syntax" in e.reason and str(e).startswith("cfg.toml:12:")
+
+
+@pytest.mark.parametrize(("extra", "key", "reason"), [
+    ("\n[bogus]\nx = 1\n", "bogus", "unknown key"),
+    ("\n[conntrack]\nmax = 'big'\n", "conntrack.max", "must be an integer"),
+    ("\n[conntrack]\nmax = true\n", "conntrack.max", "not a boolean"),
+    ("\n[conntrack]\nmax = 3\n", "conntrack.max", "between 16 and"),
+    ("\n[conntrack]\ngc_interval = 0\n", "conntrack.gc_interval", "between 0.1 and 300"),
+    ("\n[conntrack.timeouts]\nudp = 0\n", "conntrack.timeouts.udp", "between 1 and"),
+    ("\n[conntrack.timeouts]\nudpp = 5\n", "conntrack.timeouts.udpp", "unknown key"),
+    ("\n[nat]\nport_min = 2000\nport_max = 1000\n", "nat.port_min", "must not exceed"),
+    ("\n[nat]\nport_max = 70000\n", "nat.port_max", "between 1 and 65535"),
+    ("\n[[nat.masquerade]]\ninterface = 'eth9'\n", "nat.masquerade[0].interface",
+     "no interface named 'eth9'"),
+    ("\n[[nat.masquerade]]\n", "nat.masquerade[0].interface", "is required"),
+    ("\n[[nat.masquerade]]\ninterface = 'wan0'\nsources = ['10.0.0.1/8']\n",
+     "nat.masquerade[0].sources[0]", "has host bits set"),
+    ("\n[[nat.snat]]\ninterface = 'wan0'\n", "nat.snat[0].to", "is required"),
+    ("\n[[nat.snat]]\ninterface = 'wan0'\nto = '224.0.0.1'\n", "nat.snat[0].to",
+     "not a unicast"),
+    ("\n[firewall]\nforward = 'maybe'\n", "firewall.forward", "one of accept, drop"),
+    ("\n[[firewall.policy]]\nfrom = 'lan'\nto = 'dmz'\n", "firewall.policy[0].to",
+     "no interface is in zone 'dmz'"),
+    ("\n[[firewall.policy]]\nfrom = 'lan'\nto = 'wan'\n[[firewall.policy]]\nfrom = 'lan'\n"
+     "to = 'wan'\n", "firewall.policy[1]", "duplicate policy"),
+    ("\n[[route]]\ndestination = '10.0.0.0/8'\n", "route[0]", "needs an interface"),
+    ("\n[[route]]\ndestination = '10.0.0.0/8'\ngateway = '10.1.1.1'\n", "route[0].gateway",
+     "not on any interface's network"),
+    ("\n[[route]]\ndestination = '10.0.0.0/8'\ngateway = '192.168.1.1'\n", "route[0].gateway",
+     "router's own address"),
+    ("\n[[route]]\ndestination = '10.0.0.0/8'\ninterface = 'lan0'\ngateway = '203.0.113.9'\n",
+     "route[0].gateway", "not on lan0's network"),
+    ("\n[[route]]\ndestination = '10.0.0.0/33'\ninterface = 'lan0'\n", "route[0].destination",
+     "not an IPv4 network"),
+    ("\n[[route]]\ndestination = '10.0.0.0/8'\ninterface = 'x'\n", "route[0].interface",
+     "no interface named 'x'"),
+    ("\n[control]\nsocket = 'rel.sock'\n", "control.socket", "absolute path"),
+    ("\n[log]\nlevel = 'loud'\n", "log.level", "one of debug"),
+    ("\n[dataplane]\nbatch = 0\n", "dataplane.batch", "between 1 and 1024"),
+])
+def test_bad_values(extra: str, key: str, reason: str) -> None:
+    e = err(MIN + extra)
+    assert e.key == key
+    assert reason in e.reason
+    assert e.path == "cfg.toml"
+    assert e.line is not None
+
+
+IFACE_CASES = [
+    ({"name": "'a b'"}, "interface[0].name", "1-15 letters"),
+    ({"name": "'wan0'"}, "interface[1].name", "duplicate interface name"),
+    ({"address": "'192.168.1.1'"}, "interface[0].address", "with a prefix length"),
+    ({"address": "'192.168.1.0/24'"}, "interface[0].address", "network or broadcast"),
+    ({"address": "'203.0.113.5/24'"}, "interface[1].address", "overlaps the network of lan0"),
+    ({"address": "'127.0.0.1/8'"}, "interface[0].address", "not a unicast"),
+    ({"zone": "'1lan'"}, "interface[0].zone", "must start with a letter"),
+    ({"mtu": "100"}, "interface[0].mtu", "between 576 and 65535"),
+    ({"netns": "'bad/ns'"}, "interface[0].netns", "network namespace name"),
+    ({"host_address": "'10.0.0.2/24'"}, "interface[0].host_address", "must be in"),
+    ({"host_address": "'192.168.1.1/24'"}, "interface[0].host_address", "must differ"),
+    ({"host_routes": "['0.0.0.0/0']"}, "interface[0].host_routes", "needs host_address"),
+    ({"speed": "1"}, "interface[0].speed", "unknown key"),
+]
+
+
+@pytest.mark.parametrize(("change", "key", "reason"), IFACE_CASES)
+def test_bad_interfaces(change: dict[str, str], key: str, reason: str) -> None:
+    lines = MIN.split("\n")
+    first = {"name": 2, "address": 3, "zone": 4}
+    text = MIN
+    for k, v in change.items():
+        if k in first:
+            lines[first[k]] = f"{k} = {v}"
+            text = "\n".join(lines)
+        else:
+            text = text.replace('zone = "lan"', f'zone = "lan"\n{k} = {v}', 1)
+    e = err(text)
+    assert (e.key, e.path) == (key, "cfg.toml")
+    assert reason in e.reason
+
+
+def test_no_interfaces() -> None:
+    e = err("[conntrack]\nmax = 100\n")
+    assert e.key == "interface" and "at least one" in e.reason
+
+
+def test_error_line_points_at_the_key() -> None:
+    text = MIN + '\n[[firewall.policy]]\nfrom = "lan"\nto = "wan"\naction = "maybe"\n'
+    e = err(text)
+    assert e.key == "firewall.policy[0].action"
+    assert text.splitlines()[e.line - 1].startswith("action")  # type: ignore[operator]
+
+
+def test_error_line_in_second_array_element() -> None:
+    text = MIN.replace('address = "203.0.113.1/24"', 'address = "203.0.113.1"')
+    e = err(text)
+    assert e.key == "interface[1].address"
+    assert text.splitlines()[e.line - 1] == 'address = "203.0.113.1"'  # type: ignore[operator]
+
+
+def test_not_utf8() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse(b"\xff\xfe", "x.toml")
+    assert "not UTF-8" in str(e.value)

@@ -1,0 +1,46 @@
+"""The text of `routerctl conntrack list` is the text of `conntrack -L`."""
+
+from router.ctfmt import entry_json, entry_line
+from router.datapath import ASSURED, SEEN_REPLY, SRC_NAT, CtEntry
+
+
+def entry(**kw) -> CtEntry:  # type: ignore[no-untyped-def]
+    base = dict(slot=3, family=4, proto=6, state="TIME_WAIT", status=SEEN_REPLY | ASSURED,
+                src=("127.0.0.1", "127.0.0.1"), dst=("127.0.0.1", "127.0.0.1"),
+                sport=(55238, 8080), dport=(8080, 55238), timeout_ms=118_200, age_ms=5000,
+                packets=(6, 4), bytes=(400, 300))
+    base.update(kw)
+    return CtEntry(**base)  # type: ignore[arg-type]
+
+
+def test_tcp_line() -> None:
+    assert entry_line(entry_json(entry())) == (
+        "tcp      6 119 TIME_WAIT src=127.0.0.1 dst=127.0.0.1 sport=55238 dport=8080 "
+        "packets=6 bytes=400 src=127.0.0.1 dst=127.0.0.1 sport=8080 dport=55238 "
+        "packets=4 bytes=300 [ASSURED] mark=0 use=1")
+
+
+def test_udp_unreplied_with_snat() -> None:
+    e = entry(proto=17, state=None, status=SRC_NAT, src=("127.0.0.1", "127.0.0.2"),
+              dst=("127.0.0.2", "10.99.0.1"), sport=(43924, 5353), dport=(5353, 43924),
+              timeout_ms=29_000, packets=(1, 0), bytes=(60, 0))
+    assert entry_line(entry_json(e)) == (
+        "udp      17 29 src=127.0.0.1 dst=127.0.0.2 sport=43924 dport=5353 packets=1 bytes=60 "
+        "[UNREPLIED] src=127.0.0.2 dst=10.99.0.1 sport=5353 dport=43924 packets=0 bytes=0 "
+        "mark=0 use=1")
+
+
+def test_icmp_line() -> None:
+    e = entry(proto=1, state=None, sport=(10653, 10653), dport=(0x0800, 0x0000),
+              timeout_ms=29_000, status=SEEN_REPLY)
+    assert entry_line(entry_json(e)).startswith(
+        "icmp     1 29 src=127.0.0.1 dst=127.0.0.1 type=8 code=0 id=10653 packets=6 bytes=400 "
+        "src=127.0.0.1 dst=127.0.0.1 type=0 code=0 id=10653 ")
+
+
+def test_json_fields() -> None:
+    j = entry_json(entry())
+    assert j["proto"] == "tcp" and j["state"] == "TIME_WAIT" and j["assured"]
+    assert j["original"] == {"src": "127.0.0.1", "dst": "127.0.0.1", "sport": 55238,
+                             "dport": 8080, "packets": 6, "bytes": 400}
+    assert j["timeout"] == 119 and j["age"] == 5
