@@ -27,6 +27,15 @@ class CommandError(Exception):
     """A request that cannot be served; the message goes to the client."""
 
 
+async def _alive(path: str) -> bool:
+    try:
+        _, w = await asyncio.open_unix_connection(path)
+    except OSError:
+        return False
+    w.close()
+    return True
+
+
 class ControlServer:
     def __init__(self, path: str, handlers: Mapping[str, Handler]) -> None:
         self.path = path
@@ -37,9 +46,10 @@ class ControlServer:
     async def start(self) -> None:
         p = Path(self.path)
         p.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            if p.is_socket():
-                p.unlink()
+        if p.is_socket():
+            if await _alive(self.path):
+                raise OSError(f"another router already listens on {self.path}")
+            p.unlink()  # stale, from a router that did not stop cleanly
         old = os.umask(0o117)
         try:
             self._server = await asyncio.start_unix_server(self._client, path=self.path,
