@@ -1,0 +1,222 @@
+"""Router versus the Linux kernel's own NAT, on the same topology, same run.
+
+    python bench/nat_bench.py [--rounds 3] [--secs 5] [--tests tcp1,ping]
+
+Topology (identical addresses for both):
+
+    bn-lan 192.168.77.2 --- [router] --- 203.0.113.10 bn-wan
+                      .1               .1
+
+* kernel: a third namespace bn-rtr forwards between two veth pairs, with an
+  nftables masquerade on its WAN side (conntrack active).  bn-wan has no
+  route back to the LAN, so traffic only works through the NAT.
+* router: this project's router runs with conf/router.toml; its two TUN
+  devices are moved into bn-lan and bn-wan.
+
+Each round runs every configuration once, interleaved, and the ratio
+router/kernel is taken per round; the summary shows medians and ranges.  Every
+load is bounded in time.  Namespaces and processes are removed at the end, and
+only processes this script started are ended, by pid.  Needs root, iperf3,
+nft, ping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+LAN, RTR, WAN = "bn-lan", "bn-rtr", "bn-wan"
+LAN_HOST, SERVER, ROUTER_WAN = "192.168.77.2", "203.0.113.10", "203.0.113.1"
+
+
+def sh(*cmd: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check)
+
+
+def nsx(ns: str, *cmd: str, timeout: float = 60,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    return sh("ip", "netns", "exec", ns, *cmd, timeout=timeout, check=check)
+
+
+def cleanup_netns() -> None:
+    for ns in (LAN, RTR, WAN):
+        sh("ip", "netns", "del", ns, check=False)
+
+
+def base_netns(with_rtr: bool) -> None:
+    cleanup_netns()
+    for ns in (LAN, WAN) + ((RTR,) if with_rtr else ()):
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+class Kernel:
+    name = "kernel"
+
+    def __enter__(self) -> Kernel:
+        base_netns(with_rtr=True)
+        sh("ip", "link", "add", "lan0", "netns", LAN, "type", "veth", "peer", "lr", "netns", RTR)
+        sh("ip", "link", "add", "wan0", "netns", WAN, "type", "veth", "peer", "wr", "netns", RTR)
+        for ns, dev, addr in ((LAN, "lan0", "192.168.77.2/24"), (RTR, "lr", "192.168.77.1/24"),
+                              (RTR, "wr", "203.0.113.1/24"), (WAN, "wan0", "203.0.113.10/24")):
+            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        sh("ip", "-n", LAN, "route", "add", "default", "via", "192.168.77.1")
+        nsx(RTR, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        nsx(RTR, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting "
+                 "priority 100; }; add rule ip nat post oifname wr masquerade")
+        return self
+
+    def __exit__(self, *a: object) -> None:
+        cleanup_netns()
+
+
+class Router:
+    name = "router"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock = str(workdir / "bench.sock")
+
+    def __enter__(self) -> Router:
+        base_netns(with_rtr=False)
+        text = (ROOT / "conf/router.toml").read_text()
+        text = text.replace('"rtlab-lan"', f'"{LAN}"').replace('"rtlab-wan"', f'"{WAN}"')
+        text = text.replace('"/run/router/router.sock"', f'"{self.sock}"')
+        text = text.replace('level = "info"', 'level = "warning"')
+        cfg = self.workdir / "bench.toml"
+        cfg.write_text(text)
+        log = open(self.workdir / "router.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "router", "run", "-c", str(cfg)],
+                                     stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.sock):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("router did not start: "
+                                   + (self.workdir / "router.log").read_text())
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *a: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=15)
+        cleanup_netns()
+
+
+def tcp_streams(secs: int, streams: int) -> dict[str, Any]:
+    srv = subprocess.Popen(["ip", "netns", "exec", WAN, "iperf3", "-s", "-1", "-J", "-B", SERVER],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        cli = nsx(LAN, "iperf3", "-c", SERVER, "-t", str(secs), "-P", str(streams), "-J",
+                  timeout=secs + 30)
+        out = json.loads(cli.stdout)
+        server_out, _ = srv.communicate(timeout=15)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+    peer = json.loads(server_out)["start"]["connected"][0]["remote_host"]
+    if peer != ROUTER_WAN:
+        raise RuntimeError(f"the server saw {peer}, not the NAT address {ROUTER_WAN}")
+    end = out["end"]
+    return {"gbps": end["sum_received"]["bits_per_second"] / 1e9,
+            "retransmits": end["sum_sent"].get("retransmits", 0)}
+
+
+def ping(count: int = 200) -> dict[str, Any]:
+    r = nsx(LAN, "ping", "-c", str(count), "-i", "0.005", "-W", "1", SERVER,
+            timeout=count * 0.05 + 20)
+    rtts = [float(x) * 1000 for x in re.findall(r"time=([\d.]+) ms", r.stdout)]
+    if len(rtts) < count * 0.9:
+        raise RuntimeError(f"ping lost too much: {len(rtts)}/{count}")
+    rtts.sort()
+    return {"avg_us": statistics.fmean(rtts), "p99_us": rtts[int(len(rtts) * 0.99) - 1]}
+
+
+TESTS = {
+    "tcp1": lambda secs: tcp_streams(secs, 1),
+    "tcp4": lambda secs: tcp_streams(secs, 4),
+    "ping": lambda secs: ping(),
+}
+METRIC = {"tcp1": "gbps", "tcp4": "gbps", "ping": "avg_us"}
+
+
+def fmt_range(vals: list[float], digits: int) -> str:
+    return (f"{statistics.median(vals):.{digits}f} "
+            f"({min(vals):.{digits}f}-{max(vals):.{digits}f})")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--secs", type=int, default=5)
+    ap.add_argument("--tests", default="tcp1,tcp4,ping")
+    ap.add_argument("--out", type=Path, help="write raw results as JSON here")
+    args = ap.parse_args()
+    tests = args.tests.split(",")
+    if os.geteuid() != 0:
+        print("nat_bench: needs root (network namespaces)", file=sys.stderr)
+        return 1
+
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="natbench.") as tmp:
+        try:
+            for rnd in range(args.rounds):
+                for cfg in (Kernel(), Router(Path(tmp))):
+                    with cfg:
+                        nsx(LAN, "ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER)  # warm up
+                        for t in tests:
+                            r = TESTS[t](args.secs)
+                            results.append({"round": rnd, "config": cfg.name, "test": t, **r})
+                            print(f"round {rnd + 1} {cfg.name:<7} {t:<5} "
+                                  + " ".join(f"{k}={v:.3f}" if isinstance(v, float)
+                                             else f"{k}={v}" for k, v in r.items()),
+                                  flush=True)
+        finally:
+            cleanup_netns()
+
+    print()
+    print(f"{'test':<6} {'kernel NAT':>24} {'router':>24} {'router/kernel':>22}")
+    for t in tests:
+        m = METRIC[t]
+        k = [r[m] for r in results if r["test"] == t and r["config"] == "kernel"]
+        u = [r[m] for r in results if r["test"] == t and r["config"] == "router"]
+        ratios = [b / a for a, b in zip(k, u, strict=True)]
+        unit = "Gbit/s" if m == "gbps" else "us"
+        print(f"{t:<6} {fmt_range(k, 2) + ' ' + unit:>24} {fmt_range(u, 2) + ' ' + unit:>24} "
+              f"{fmt_range(ratios, 2):>22}")
+        if t == "ping":
+            kp = [r["p99_us"] for r in results if r["test"] == t and r["config"] == "kernel"]
+            up = [r["p99_us"] for r in results if r["test"] == t and r["config"] == "router"]
+            pr = [b / a for a, b in zip(kp, up, strict=True)]
+            print(f"{'p99':<6} {fmt_range(kp, 1) + ' us':>24} {fmt_range(up, 1) + ' us':>24} "
+                  f"{fmt_range(pr, 2):>22}")
+    meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus "
+                       f"kernel {platform.release()}",
+            "rounds": args.rounds, "secs": args.secs}
+    print(f"\n{meta['date']} {meta['machine']}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
