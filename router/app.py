@@ -222,6 +222,7 @@ class Router:
             "stats": self._h_stats,
             "interfaces": self._h_interfaces,
             "reload": self._h_reload,
+            "config.show": self._h_config_show,
         }
 
     async def _h_status(self, args: Mapping[str, Any]) -> Any:
@@ -263,6 +264,10 @@ class Router:
         return [{"name": i.name, "zone": i.zone, "address": str(i.address), "mtu": i.mtu,
                  "netns": i.netns, **self.dp.iface_stats(n)}
                 for n, i in enumerate(self.cfg.interfaces)]
+
+    async def _h_config_show(self, args: Mapping[str, Any]) -> Any:
+        return {"path": self.cfg.path, "sha256": self.config_hash,
+                "config": config.to_dict(self.cfg)}
 
     async def _h_reload(self, args: Mapping[str, Any]) -> Any:
         r = self.reload()

@@ -503,3 +503,50 @@ def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
         timeouts[k] = r.integer(to, k, "conntrack.timeouts", 0, 1, 30 * 86400)
     return Conntrack(max_entries=mx, tcp_loose=loose, checksum=csum, timeouts=timeouts,
                      gc_interval=float(gci))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain TOML-ready data, every default filled in: what
+    ``routerctl config show`` prints (written with the ``toml`` package)."""
+    def iface(i: Interface) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": i.name, "address": str(i.address), "zone": i.zone,
+                             "mtu": i.mtu, "txqueuelen": i.txqueuelen}
+        if i.netns is not None:
+            d["netns"] = i.netns
+        if i.host_address is not None:
+            d["host_address"] = str(i.host_address)
+            d["host_routes"] = [str(n) for n in i.host_routes]
+        return d
+
+    def route(r: Route) -> dict[str, Any]:
+        d: dict[str, Any] = {"destination": str(r.destination)}
+        if r.interface is not None:
+            d["interface"] = r.interface
+        if r.gateway is not None:
+            d["gateway"] = str(r.gateway)
+        return d
+
+    def nat_rule(n: SourceNat) -> dict[str, Any]:
+        d: dict[str, Any] = {"interface": n.interface, "sources": [str(s) for s in n.sources]}
+        if n.to is not None:
+            d["to"] = str(n.to)
+        return d
+
+    return {
+        "control": {"socket": cfg.control_socket},
+        "log": {"level": cfg.log_level, "format": cfg.log_format},
+        "dataplane": {"batch": cfg.batch},
+        "conntrack": {"max": cfg.conntrack.max_entries, "tcp_loose": cfg.conntrack.tcp_loose,
+                      "checksum": cfg.conntrack.checksum,
+                      "gc_interval": cfg.conntrack.gc_interval,
+                      "timeouts": dict(cfg.conntrack.timeouts)},
+        "nat": {"port_min": cfg.nat.port_min, "port_max": cfg.nat.port_max,
+                "preserve_ports": cfg.nat.preserve_ports,
+                "snat": [nat_rule(n) for n in cfg.nat.rules if n.to is not None],
+                "masquerade": [nat_rule(n) for n in cfg.nat.rules if n.to is None]},
+        "firewall": {"forward": cfg.forward_default,
+                     "policy": [{"from": p.from_zone, "to": p.to_zone, "action": p.action}
+                                for p in cfg.policies]},
+        "interface": [iface(i) for i in cfg.interfaces],
+        "route": [route(r) for r in cfg.routes],
+    }

@@ -5,6 +5,7 @@
     routerctl conntrack count
     routerctl conntrack flush
     routerctl stats | interfaces | status | reload
+    routerctl config show
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import socket
 import sys
 from typing import Any
+
+import toml
 
 from router.ctfmt import entry_line
 
@@ -90,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("interfaces", help="interfaces and their counters")
     sub.add_parser("status", help="version, uptime, config, table use")
     sub.add_parser("reload", help="reload the config file (like SIGHUP) and report")
+    cfg = sub.add_parser("config", help="the running config")
+    cfg.add_argument("what", choices=["show"], help="show: print the running config as TOML")
     args = ap.parse_args(argv)
 
     try:
         if args.cmd == "conntrack":
             return _conntrack(args)
-        cmd = args.cmd
+        cmd = "config.show" if args.cmd == "config" else args.cmd
         result = request(args.socket, cmd)
     except CtlError as e:
         print(f"routerctl: {e}", file=sys.stderr)
@@ -110,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{i['rx_dropped']} dropped")
             print(f"    tx {i['tx_packets']} packets {i['tx_bytes']} bytes "
                   f"{i['tx_errors']} errors")
+    elif cmd == "config.show":
+        print(f"# running config, read from {result['path']} (sha256 {result['sha256'][:16]})")
+        print(toml.dumps(result["config"]), end="")
     elif cmd == "stats":
         c = result["counters"]
         print("cpu=0\t" + " ".join(f"{k}={c[k]}" for k in (

@@ -150,6 +150,10 @@ def test_interfaces_status_and_json(netlab: NetLab) -> None:
     assert len(st["config_sha256"]) == 64
     text = netlab.ctl("stats").stdout
     assert text.startswith("cpu=0\tfound=")
+    shown = netlab.ctl("config", "show").stdout
+    assert shown.startswith(f"# running config, read from {netlab.config}")
+    from router.config import parse
+    assert parse(shown.encode()).interfaces == parse(netlab.config.read_bytes()).interfaces
 
 
 def test_sighup_reload_bad_file_keeps_running_config(netlab: NetLab) -> None:

@@ -164,3 +164,15 @@ def test_not_utf8() -> None:
     with pytest.raises(ConfigError) as e:
         parse(b"\xff\xfe", "x.toml")
     assert "not UTF-8" in str(e.value)
+
+
+def test_to_dict_round_trips_through_toml() -> None:
+    import toml
+
+    from router.config import to_dict
+
+    cfg = load(ROOT / "conf/router.toml")
+    text = toml.dumps(to_dict(cfg))
+    again = parse(text.encode(), "shown.toml")
+    assert to_dict(again) == to_dict(cfg)
+    assert again.interfaces == cfg.interfaces and again.nat == cfg.nat
