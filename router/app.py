@@ -50,6 +50,7 @@ class Router:
         self.log = log.get("router")
         self.dp = Datapath(cfg.conntrack.max_entries, batch=cfg.batch)
         self.tuns: list[Tun] = []
+        self.vnet_hdr = cfg.offload  # fixed while the devices are open
         self.started = time.time()
         self.config_hash = file_hash(cfg.path)
         self.reloads = {"ok": 0, "failed": 0}
@@ -65,10 +66,12 @@ class Router:
         starts: netlink setup is synchronous and must not run inside it."""
         try:
             for iface in self.cfg.interfaces:
-                self.tuns.append(open_tun(iface))
-                self.log.info("tun.opened", interface=iface.name, fd=self.tuns[-1].fd,
-                              netns=iface.netns, address=str(iface.address))
-            self.dp.load(compile_tables(self.cfg, self._fds()))
+                tun = open_tun(iface, vnet_hdr=self.vnet_hdr)
+                self.tuns.append(tun)
+                self.log.info("tun.opened", interface=iface.name, fd=tun.fd,
+                              netns=iface.netns, address=str(iface.address),
+                              offloads=hex(tun.offloads) if self.vnet_hdr else None)
+            self.dp.load(compile_tables(self.cfg, self._fds(), self.vnet_hdr))
         except BaseException:
             self.close_devices()
             raise
@@ -140,7 +143,7 @@ class Router:
         try:
             new = config.load(path)
             self._check_reloadable(new)
-            tables = compile_tables(new, self._fds())
+            tables = compile_tables(new, self._fds(), self.vnet_hdr)
             self.dp.load(tables)
         except (ConfigError, DatapathError) as e:
             self.reloads["failed"] += 1
@@ -175,6 +178,8 @@ class Router:
             out.append("control.socket")
         if new.batch > self.dp.batch:
             out.append("dataplane.batch")
+        if new.offload != self.vnet_hdr:
+            out.append("dataplane.offload")
         return out
 
     # -- periodic work -----------------------------------------------------

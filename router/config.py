@@ -112,6 +112,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "auto"
     batch: int = 64
+    offload: bool = True
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -343,12 +344,13 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     fmt = r.choice(log, "format", "log", LOG_FORMATS, "auto")
 
     dpl = r.table(doc, "dataplane", "")
-    r.known(dpl, "dataplane", {"batch"})
+    r.known(dpl, "dataplane", {"batch", "offload"})
     batch = r.integer(dpl, "batch", "dataplane", 64, 1, 1024)
+    offload = r.get(dpl, "offload", "dataplane", bool, True)
 
     return Config(path=path, interfaces=interfaces, routes=routes, nat=nat, policies=policies,
                   forward_default=forward_default, conntrack=ct, control_socket=sock,
-                  log_level=level, log_format=fmt, batch=batch)
+                  log_level=level, log_format=fmt, batch=batch, offload=offload)
 
 
 def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
@@ -535,7 +537,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return {
         "control": {"socket": cfg.control_socket},
         "log": {"level": cfg.log_level, "format": cfg.log_format},
-        "dataplane": {"batch": cfg.batch},
+        "dataplane": {"batch": cfg.batch, "offload": cfg.offload},
         "conntrack": {"max": cfg.conntrack.max_entries, "tcp_loose": cfg.conntrack.tcp_loose,
                       "checksum": cfg.conntrack.checksum,
                       "gc_interval": cfg.conntrack.gc_interval,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,30 @@ class DatapathError(Exception):
     pass
 
 
+NEEDS_CSUM = int(lib.RT_PKT_NEEDS_CSUM)
+CSUM_VALID = int(lib.RT_PKT_CSUM_VALID)
+GSO_NONE = int(lib.RT_GSO_NONE)
+GSO_TCPV4 = int(lib.RT_GSO_TCPV4)
+GSO_UDP_L4 = int(lib.RT_GSO_UDP_L4)
+GSO_ECN = int(lib.RT_GSO_ECN)
+OFFLOAD_FIELDS = ("csum_flags", "gso_type", "gso_size", "hdr_len", "csum_start", "csum_offset")
+
+
+@dataclass(frozen=True, slots=True)
+class Offload:
+    """A packet's virtio_net_hdr: partial checksum and GSO metadata."""
+
+    csum_flags: int = 0
+    gso_type: int = GSO_NONE
+    gso_size: int = 0
+    hdr_len: int = 0
+    csum_start: int = 0
+    csum_offset: int = 0
+
+
+NO_OFFLOAD = Offload()
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """What happened to one packet given to ``process()``."""
@@ -58,6 +83,7 @@ class Result:
     out_iface: int  # -1 when nothing is sent
     data: bytes     # the packet as sent (empty when nothing is sent)
     reason: str     # drop reason, "none" when forwarded
+    offload: Offload = NO_OFFLOAD  # metadata the packet leaves with
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +156,7 @@ class Datapath:
             ifaces[i].addr = be32(e.addr)
             ifaces[i].mtu = e.mtu
             ifaces[i].zone = e.zone
+            ifaces[i].flags = lib.RT_IF_VNET_HDR if e.vnet_hdr else 0
         routes = ffi.new("struct rt_route_cfg[]", max(1, len(t.routes)))
         for i, r in enumerate(t.routes):
             routes[i].prefix = be32(r.prefix.network_address)
@@ -172,14 +199,18 @@ class Datapath:
         """Reads, processes and writes up to ``budget`` packets of ``iface``."""
         return int(lib.rt_dp_poll(self._dp, iface, budget, now_ms))
 
-    def process(self, packets: list[tuple[int, bytes]], now_ms: int) -> list[Result]:
-        """Runs caller-supplied packets (interface, bytes) through the pipeline."""
+    def process(self, packets: Sequence[tuple[int, bytes] | tuple[int, bytes, Offload]],
+                now_ms: int) -> list[Result]:
+        """Runs caller-supplied packets (interface, bytes[, offload metadata])
+        through the pipeline."""
         n = len(packets)
         if n == 0:
             return []
         pkts = ffi.new("struct rt_pkt[]", n)
         bufs = []
-        for i, (iface, data) in enumerate(packets):
+        for i, item in enumerate(packets):
+            iface, data, *rest = item
+            off = rest[0] if rest else NO_OFFLOAD
             buf = ffi.new("uint8_t[]", max(SLOT_SIZE, len(data)))
             ffi.memmove(buf, data, len(data))
             bufs.append(buf)
@@ -187,6 +218,8 @@ class Datapath:
             pkts[i].len = len(data)
             pkts[i].cap = len(buf)
             pkts[i].in_iface = iface
+            for f in OFFLOAD_FIELDS:
+                setattr(pkts[i], f, getattr(off, f))
         lib.rt_dp_process(self._dp, pkts, n, now_ms)
         out = []
         for i in range(n):
@@ -196,6 +229,7 @@ class Datapath:
                 out_iface=int(p.out_iface),
                 data=bytes(ffi.buffer(p.data, p.len)) if sent else b"",
                 reason=DROP_NAMES[p.reason],
+                offload=Offload(**{f: int(getattr(p, f)) for f in OFFLOAD_FIELDS}),
             ))
         return out
 

@@ -25,6 +25,7 @@ class IfaceEntry:
     addr: IPv4Address
     mtu: int
     zone: int
+    vnet_hdr: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +57,17 @@ class Tables:
     preserve_ports: bool
 
 
-def compile_tables(cfg: Config, fds: Mapping[str, int]) -> Tables:
+def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) -> Tables:
     """Builds the tables for ``cfg``; ``fds`` maps interface names to TUN fds
-    (an interface missing from it gets -1: no device, as in tests)."""
+    (an interface missing from it gets -1: no device, as in tests);
+    ``vnet_hdr`` says the devices were opened with IFF_VNET_HDR."""
     index = {i.name: n for n, i in enumerate(cfg.interfaces)}
     zones = cfg.zones
     zindex = {z: n for n, z in enumerate(zones)}
 
     ifaces = tuple(
-        IfaceEntry(fd=fds.get(i.name, -1), addr=i.address.ip, mtu=i.mtu, zone=zindex[i.zone])
+        IfaceEntry(fd=fds.get(i.name, -1), addr=i.address.ip, mtu=i.mtu, zone=zindex[i.zone],
+                   vnet_hdr=vnet_hdr)
         for i in cfg.interfaces
     )
     routes = [RouteEntry(i.address.network, index[i.name], None) for i in cfg.interfaces]

@@ -10,7 +10,10 @@ host on that link.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,24 @@ from pyroute2 import IPRoute, NetNS
 from router.config import Interface
 
 NETNS_DIR = Path("/var/run/netns")
+
+# linux/if_tun.h
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO_ECN = 0x08
+TUN_F_USO4 = 0x20  # Linux 6.2; not in Debian 12's headers
+TUN_F_USO6 = 0x40
+VNET_HDR_LEN = 10
+
+# What the router can take: checksum offload, TCPv4 and UDP segmentation
+# offload.  TSO6 stays off until IPv6 is forwarded.  USO4 needs USO6 with it.
+OFFLOAD_SETS = (
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN,
+    TUN_F_CSUM,
+)
 
 
 class TunError(Exception):
@@ -33,6 +54,7 @@ class Tun:
 
     iface: Interface
     dev: Any  # pytun.TunTapDevice
+    offloads: int = 0  # TUN_F_* the kernel accepted
 
     @property
     def fd(self) -> int:
@@ -55,18 +77,36 @@ def _configure(ipr: Any, iface: Interface) -> None:
             ipr.route("replace", dst=str(net), gateway=str(iface.address.ip), oif=idx)
 
 
-def open_tun(iface: Interface) -> Tun:
-    """Creates (or attaches to) the TUN device of ``iface`` and configures it."""
+def _enable_offloads(fd: int) -> int:
+    """Declares the offloads the router handles; returns the accepted set."""
+    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+    for flags in OFFLOAD_SETS:
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
+            return flags
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+    return 0
+
+
+def open_tun(iface: Interface, vnet_hdr: bool = False) -> Tun:
+    """Creates (or attaches to) the TUN device of ``iface`` and configures it.
+    With ``vnet_hdr`` every packet carries a virtio_net_hdr and the kernel may
+    hand over GSO super-packets with partial checksums (see io.c)."""
     if iface.netns is not None and not (NETNS_DIR / iface.netns).exists():
         raise TunError(f"interface {iface.name}: network namespace {iface.netns!r} does not "
                        f"exist (create it with: ip netns add {iface.netns})")
+    flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if vnet_hdr else 0)
     try:
-        dev = pytun.TunTapDevice(name=iface.name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+        dev = pytun.TunTapDevice(name=iface.name, flags=flags)
     except pytun.Error as e:
         raise TunError(f"interface {iface.name}: cannot open /dev/net/tun: {e}") from None
     tun = Tun(iface, dev)
     try:
         os.set_blocking(tun.fd, False)
+        if vnet_hdr:
+            tun.offloads = _enable_offloads(tun.fd)
         if iface.netns is not None:
             with IPRoute() as ipr:
                 idx = ipr.link_lookup(ifname=iface.name)[0]

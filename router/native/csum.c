@@ -88,3 +88,14 @@ void csum_replace4(uint8_t *field, uint32_t old, uint32_t new_)
     hc = (uint16_t)~s;
     memcpy(field, &hc, 2);
 }
+
+void csum_replace4_partial(uint8_t *field, uint32_t old, uint32_t new_)
+{
+    uint16_t s;
+    memcpy(&s, field, 2);
+    s = csum16_add(s, (uint16_t)~(uint16_t)old);
+    s = csum16_add(s, (uint16_t)~(uint16_t)(old >> 16));
+    s = csum16_add(s, (uint16_t)new_);
+    s = csum16_add(s, (uint16_t)(new_ >> 16));
+    memcpy(field, &s, 2);
+}

@@ -31,4 +31,13 @@ uint64_t csum_pseudo4(rt_be32 src, rt_be32 dst, uint8_t proto, uint32_t l4_len);
 void csum_replace2(uint8_t *field, uint16_t old, uint16_t new_);
 void csum_replace4(uint8_t *field, uint32_t old, uint32_t new_);
 
+/*
+ * The same update for a field that holds a partial checksum (a packet marked
+ * NEEDS_CSUM): the field carries the folded pseudo-header sum itself, not its
+ * complement, and whoever finishes the checksum adds the rest and complements
+ * it.  So the sum is updated without the complement: S' = S + ~m + m'.
+ * Only pseudo-header words (addresses, length) may change this way.
+ */
+void csum_replace4_partial(uint8_t *field, uint32_t old, uint32_t new_);
+
 #endif /* RT_CSUM_H */

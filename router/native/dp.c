@@ -94,6 +94,16 @@ static void ip4_header(struct rt_dp *dp, uint8_t *ip, uint32_t total,
     wire_put_be16(ip + IP4_OFF_CSUM, csum_full(ip, IP4_HDR_MIN));
 }
 
+void dp_clear_offload(struct rt_pkt *p)
+{
+    p->csum_flags = 0;
+    p->gso_type = RT_GSO_NONE;
+    p->gso_size = 0;
+    p->hdr_len = 0;
+    p->csum_start = 0;
+    p->csum_offset = 0;
+}
+
 /* Routes a packet the router originates to 'dst'; -1 if no route. */
 static int route_out(struct rt_dp *dp, rt_be32 dst)
 {
@@ -138,6 +148,7 @@ static void send_icmp_error(struct rt_dp *dp, struct rt_pkt *p,
                   csum_full(icmp, ICMP_HDR_LEN + quote));
     p->len = total;
     p->out_iface = (int16_t)out;
+    dp_clear_offload(p);
     dp->counters[RT_CNT_ICMP_SENT]++;
 }
 
@@ -160,6 +171,7 @@ static void send_echo_reply(struct rt_dp *dp, struct rt_pkt *p,
     ip4_header(dp, p->data, IP4_HDR_MIN + m->l4_len, me, peer);
     p->len = IP4_HDR_MIN + m->l4_len;
     p->out_iface = (int16_t)out;
+    dp_clear_offload(p);
     dp->counters[RT_CNT_ICMP_SENT]++;
 }
 
@@ -186,7 +198,11 @@ static bool may_forward(struct rt_dp *dp, struct rt_pkt *p,
         return false;
     }
     uint32_t mtu = dp->ifaces[out].mtu;
-    if (m->len > mtu) {
+    /* A GSO packet leaves as segments: each must fit. */
+    uint32_t size = p->gso_type != RT_GSO_NONE
+                        ? (uint32_t)m->l4_off + m->l4_hdr_len + p->gso_size
+                        : m->len;
+    if (size > mtu) {
         drop(dp, p, RT_DROP_TOO_BIG);
         if (m->df)
             send_icmp_error(dp, p, m, ICMP_DEST_UNREACH,
@@ -210,7 +226,7 @@ static void forward(struct rt_pkt *p, const struct pkt_meta *m, int out)
 static void account(struct ct_conn *c, const struct pkt_meta *m,
                     enum ct_dir dir)
 {
-    c->packets[dir]++;
+    c->packets[dir] += m->segs;
     c->bytes[dir] += m->len;
     if (dir == CT_DIR_REPLY)
         c->status |= CT_SEEN_REPLY;
@@ -388,6 +404,41 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
     forward(p, m, out);
 }
 
+/*
+ * Checks the offload metadata against the packet itself: a partial checksum
+ * must sit where TCP or UDP keeps its checksum, and a GSO packet must be TCP
+ * (TCPV4) or UDP (UDP_L4) with a partial checksum and a segment size.
+ * Counts segments for the conntrack counters.
+ */
+static enum rt_drop_reason check_offload(struct rt_dp *dp,
+                                         const struct rt_pkt *p,
+                                         struct pkt_meta *m)
+{
+    m->segs = 1;
+    if (p->csum_flags & RT_PKT_NEEDS_CSUM) {
+        uint32_t coff = m->proto == IPPROTO_TCP_   ? TCP_OFF_CSUM
+                        : m->proto == IPPROTO_UDP_ ? UDP_OFF_CSUM
+                                                   : 0;
+        if (!coff || p->csum_start != m->l4_off || p->csum_offset != coff)
+            return RT_DROP_BAD_OFFLOAD;
+        m->csum_partial = 1;
+        dp->counters[RT_CNT_CSUM_PARTIAL]++;
+    }
+    uint8_t gso = p->gso_type & (uint8_t)~RT_GSO_ECN;
+    if (gso == RT_GSO_NONE)
+        return RT_DROP_NONE;
+    bool fits = (gso == RT_GSO_TCPV4 && m->proto == IPPROTO_TCP_) ||
+                (gso == RT_GSO_UDP_L4 && m->proto == IPPROTO_UDP_);
+    if (!fits || p->gso_size == 0 || !m->csum_partial)
+        return RT_DROP_BAD_OFFLOAD;
+    uint32_t payload = m->l4_len - m->l4_hdr_len;
+    uint32_t segs = (payload + p->gso_size - 1) / p->gso_size;
+    m->segs = (uint16_t)(segs ? segs : 1);
+    dp->counters[RT_CNT_GSO_PACKETS]++;
+    dp->counters[RT_CNT_GSO_SEGMENTS] += m->segs;
+    return RT_DROP_NONE;
+}
+
 static void process_one(struct rt_dp *dp, struct rt_pkt *p, uint64_t now)
 {
     p->out_iface = -1;
@@ -404,7 +455,13 @@ static void process_one(struct rt_dp *dp, struct rt_pkt *p, uint64_t now)
 
     struct pkt_meta m;
     uint32_t len = p->len <= p->cap ? p->len : p->cap;
-    enum rt_drop_reason r = pkt_parse(p->data, len, dp->l4_csum, &m);
+    /* A checksum the sending kernel left to us (NEEDS_CSUM) or already
+     * verified (CSUM_VALID) is not checked again. */
+    bool verify = dp->l4_csum &&
+                  !(p->csum_flags & (RT_PKT_NEEDS_CSUM | RT_PKT_CSUM_VALID));
+    enum rt_drop_reason r = pkt_parse(p->data, len, verify, &m);
+    if (r == RT_DROP_NONE)
+        r = check_offload(dp, p, &m);
     if (r != RT_DROP_NONE) {
         drop(dp, p, r);
         return;
@@ -455,14 +512,15 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
     }
     dp->batch = p->batch;
     dp->slot_size = p->slot_size;
-    dp->slots = malloc((size_t)p->batch * p->slot_size);
+    dp->slots = malloc((size_t)p->batch * (SLOT_HEADROOM + p->slot_size));
     dp->pkts = calloc(p->batch, sizeof *dp->pkts);
     if (!dp->slots || !dp->pkts) {
         rt_dp_free(dp);
         return NULL;
     }
     for (uint32_t i = 0; i < p->batch; i++) {
-        dp->pkts[i].data = dp->slots + (size_t)i * p->slot_size;
+        dp->pkts[i].data =
+            dp->slots + (size_t)i * (SLOT_HEADROOM + p->slot_size) + SLOT_HEADROOM;
         dp->pkts[i].cap = p->slot_size;
     }
     dp->rng = p->seed ^ 0x9e3779b97f4a7c15ULL;
@@ -569,6 +627,7 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
         d->addr = t->ifaces[i].addr;
         d->mtu = t->ifaces[i].mtu;
         d->zone = t->ifaces[i].zone;
+        d->flags = t->ifaces[i].flags;
     }
     dp->n_ifaces = t->n_ifaces;
     free(dp->fib.routes);

@@ -14,6 +14,7 @@ struct dp_iface {
     rt_be32 addr;               /* the router's address on this link */
     uint32_t mtu;               /* largest IP packet sent here */
     uint32_t zone;              /* zone number */
+    uint32_t flags;             /* RT_IF_* */
     struct rt_iface_stats st;   /* counters; kept across reloads */
 };
 
@@ -42,9 +43,18 @@ struct rt_dp {
     uint64_t drops[RT_DROP_N_REASONS];        /* by reason */
     uint32_t batch;                           /* poll budget ceiling */
     uint32_t slot_size;                       /* bytes per packet slot */
-    uint8_t *slots;                           /* batch * slot_size bytes */
+    uint8_t *slots;                           /* batch slots of SLOT_HEADROOM
+                                                 + slot_size bytes */
     struct rt_pkt *pkts;                      /* batch descriptors */
     char error[160];                          /* last rt_dp_load() error */
 };
+
+/* Room before each packet in a slot for the virtio_net_hdr (10 bytes),
+ * rounded up so that the IP header stays aligned. */
+#define SLOT_HEADROOM 16
+
+/* Zeroes the offload metadata of 'p': a packet the router writes itself, or
+ * one read from a descriptor without IFF_VNET_HDR, has none. */
+void dp_clear_offload(struct rt_pkt *p);
 
 #endif /* RT_DP_H */

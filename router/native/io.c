@@ -7,10 +7,55 @@
  * has an output interface.  The descriptor is non-blocking; EAGAIN ends the
  * batch early.  A failed write is counted on the output interface and the
  * packet is lost, as a full transmit queue would lose it.
+ *
+ * With IFF_VNET_HDR a virtio_net_hdr travels in front of every packet, in
+ * both directions: it says whether the L4 checksum is still to be completed
+ * (NEEDS_CSUM) and whether the packet is a GSO super-packet standing for many
+ * segments.  Slots keep SLOT_HEADROOM bytes free in front of the packet, so
+ * the header is read and written in the same system call as the packet, and
+ * the packet is never copied.  The header's 16-bit fields are little-endian
+ * (the legacy virtio layout, native on the machines this runs on).
  */
+#include <endian.h>
 #include <errno.h>
+#include <string.h>
 #include <unistd.h>
 #include "dp.h"
+
+#define VNET_HDR_LEN 10 /* struct virtio_net_hdr */
+
+static uint16_t le16_at(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return le16toh(v);
+}
+
+static void put_le16(uint8_t *p, uint16_t v)
+{
+    v = htole16(v);
+    memcpy(p, &v, 2);
+}
+
+static void vnet_decode(struct rt_pkt *p, const uint8_t *h)
+{
+    p->csum_flags = h[0] & (RT_PKT_NEEDS_CSUM | RT_PKT_CSUM_VALID);
+    p->gso_type = h[1];
+    p->hdr_len = le16_at(h + 2);
+    p->gso_size = le16_at(h + 4);
+    p->csum_start = le16_at(h + 6);
+    p->csum_offset = le16_at(h + 8);
+}
+
+static void vnet_encode(const struct rt_pkt *p, uint8_t *h)
+{
+    h[0] = p->csum_flags & RT_PKT_NEEDS_CSUM;
+    h[1] = p->gso_type;
+    put_le16(h + 2, p->hdr_len);
+    put_le16(h + 4, p->gso_size);
+    put_le16(h + 6, p->csum_start);
+    put_le16(h + 8, p->csum_offset);
+}
 
 int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
                uint64_t now_ms)
@@ -20,11 +65,14 @@ int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
     if (budget > dp->batch)
         budget = dp->batch;
     int fd = dp->ifaces[iface].fd;
+    bool vnet = dp->ifaces[iface].flags & RT_IF_VNET_HDR;
     uint32_t n = 0;
     int err = 0;
     while (n < budget) {
         struct rt_pkt *p = &dp->pkts[n];
-        ssize_t r = read(fd, p->data, p->cap);
+        uint8_t *at = vnet ? p->data - VNET_HDR_LEN : p->data;
+        size_t room = dp->slot_size + (vnet ? VNET_HDR_LEN : 0);
+        ssize_t r = read(fd, at, room);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -32,7 +80,16 @@ int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
                 err = -errno;
             break;
         }
+        if (vnet) {
+            if (r < VNET_HDR_LEN)
+                continue; /* cannot happen with a TUN; nothing to process */
+            vnet_decode(p, at);
+            r -= VNET_HDR_LEN;
+        } else {
+            dp_clear_offload(p);
+        }
         p->len = (uint32_t)r;
+        p->cap = dp->slot_size;
         p->in_iface = (uint16_t)iface;
         n++;
     }
@@ -44,11 +101,25 @@ int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
         if (p->out_iface < 0)
             continue;
         struct dp_iface *out = &dp->ifaces[p->out_iface];
+        uint8_t *at = p->data;
+        size_t len = p->len;
+        if (out->flags & RT_IF_VNET_HDR) {
+            at -= VNET_HDR_LEN;
+            len += VNET_HDR_LEN;
+            vnet_encode(p, at);
+        } else if (p->gso_type != RT_GSO_NONE ||
+                   (p->csum_flags & RT_PKT_NEEDS_CSUM)) {
+            /* All interfaces share one offload mode (see tun.py), so this
+             * only happens if tables were loaded inconsistently. */
+            out->st.tx_errors++;
+            dp->drops[RT_DROP_BAD_OFFLOAD]++;
+            continue;
+        }
         ssize_t w;
         do {
-            w = out->fd >= 0 ? write(out->fd, p->data, p->len) : -1;
+            w = out->fd >= 0 ? write(out->fd, at, len) : -1;
         } while (w < 0 && errno == EINTR);
-        if (w == (ssize_t)p->len) {
+        if (w == (ssize_t)len) {
             out->st.tx_packets++;
             out->st.tx_bytes += p->len;
             dp->counters[RT_CNT_TX_PACKETS]++;

@@ -19,7 +19,12 @@
  * the IPv4 header checksum and, through the pseudo-header, the TCP and UDP
  * checksums; a port change touches the L4 checksum only; an ICMP identifier
  * change touches the ICMP checksum.  A UDP checksum of zero means "none" and
- * stays zero; a computed zero is sent as 0xffff (RFC 768).
+ * stays zero; a computed zero is sent as 0xffff (RFC 768).  A packet marked
+ * NEEDS_CSUM (checksum offload) carries only the pseudo-header sum in its L4
+ * checksum field: address changes update that sum without the complement,
+ * and port changes leave it alone, since whoever completes the checksum sums
+ * the ports then (as Linux's inet_proto_csum_replace4 does for
+ * CHECKSUM_PARTIAL).
  */
 #include "nat.h"
 #include "csum.h"
@@ -88,7 +93,7 @@ static uint32_t l4_csum_off(uint8_t proto)
  * (an ICMP error may quote only 8).
  */
 static void set_addr(uint8_t *ip, uint32_t addr_off, uint8_t *l4,
-                     uint32_t l4_avail, rt_be32 new_)
+                     uint32_t l4_avail, rt_be32 new_, bool partial)
 {
     rt_be32 old = wire_be32(ip + addr_off);
     if (old == new_)
@@ -96,7 +101,14 @@ static void set_addr(uint8_t *ip, uint32_t addr_off, uint8_t *l4,
     wire_put_be32(ip + addr_off, new_);
     csum_replace4(ip + IP4_OFF_CSUM, old, new_);
     uint8_t proto = ip[IP4_OFF_PROTO];
-    if (proto == IPPROTO_TCP_ && l4_avail >= TCP_OFF_CSUM + 2) {
+    if (partial) {
+        /* NEEDS_CSUM: the field holds the pseudo-header sum, uncomplemented
+         * (the trap: updating it like a full checksum corrupts it, and a
+         * receiving namespace never notices because it trusts the flag). */
+        uint32_t coff = proto == IPPROTO_TCP_ ? TCP_OFF_CSUM : UDP_OFF_CSUM;
+        if (l4_avail >= coff + 2)
+            csum_replace4_partial(l4 + coff, old, new_);
+    } else if (proto == IPPROTO_TCP_ && l4_avail >= TCP_OFF_CSUM + 2) {
         csum_replace4(l4 + TCP_OFF_CSUM, old, new_);
     } else if (proto == IPPROTO_UDP_ && l4_avail >= UDP_HDR_LEN &&
                wire_be16(l4 + UDP_OFF_CSUM) != 0) {
@@ -107,16 +119,17 @@ static void set_addr(uint8_t *ip, uint32_t addr_off, uint8_t *l4,
     /* ICMP has no pseudo-header: nothing more to do. */
 }
 
-/* Changes the 16-bit field at 'l4' + 'off' (a port or ICMP identifier). */
+/* Changes the 16-bit field at 'l4' + 'off' (a port or ICMP identifier).  A
+ * partial checksum does not cover it yet: only the field itself changes. */
 static void set_l4_word(uint8_t proto, uint8_t *l4, uint32_t l4_avail,
-                        uint32_t off, rt_be16 new_)
+                        uint32_t off, rt_be16 new_, bool partial)
 {
     rt_be16 old = wire_be16(l4 + off);
     if (old == new_)
         return;
     wire_put_be16(l4 + off, new_);
     uint32_t coff = l4_csum_off(proto);
-    if (!coff || l4_avail < coff + 2)
+    if (partial || !coff || l4_avail < coff + 2)
         return;
     if (proto == IPPROTO_UDP_) {
         if (wire_be16(l4 + coff) == 0)
@@ -134,16 +147,16 @@ static void set_l4_word(uint8_t proto, uint8_t *l4, uint32_t l4_avail,
  * look like tuple 't': addresses, ports or ICMP identifier.
  */
 static void make_like(uint8_t *ip, uint8_t *l4, uint32_t l4_avail,
-                      const struct ct_tuple *t)
+                      const struct ct_tuple *t, bool partial)
 {
     uint8_t proto = ip[IP4_OFF_PROTO];
-    set_addr(ip, IP4_OFF_SRC, l4, l4_avail, t->src.v4);
-    set_addr(ip, IP4_OFF_DST, l4, l4_avail, t->dst.v4);
+    set_addr(ip, IP4_OFF_SRC, l4, l4_avail, t->src.v4, partial);
+    set_addr(ip, IP4_OFF_DST, l4, l4_avail, t->dst.v4, partial);
     if (proto == IPPROTO_TCP_ || proto == IPPROTO_UDP_) {
-        set_l4_word(proto, l4, l4_avail, 0, t->sport);
-        set_l4_word(proto, l4, l4_avail, 2, t->dport);
+        set_l4_word(proto, l4, l4_avail, 0, t->sport, partial);
+        set_l4_word(proto, l4, l4_avail, 2, t->dport, partial);
     } else if (proto == IPPROTO_ICMP_ && l4_avail >= ICMP_HDR_LEN) {
-        set_l4_word(proto, l4, l4_avail, ICMP_OFF_ID, t->sport);
+        set_l4_word(proto, l4, l4_avail, ICMP_OFF_ID, t->sport, false);
     }
 }
 
@@ -168,7 +181,7 @@ void nat_rewrite(struct pkt_meta *m, const struct ct_conn *c, enum ct_dir dir)
         return;
     struct ct_tuple t;
     target_tuple(c, dir, &t);
-    make_like(m->data, m->data + m->l4_off, m->l4_len, &t);
+    make_like(m->data, m->data + m->l4_off, m->l4_len, &t, m->csum_partial);
 }
 
 void nat_rewrite_icmp_error(struct pkt_meta *m, const struct ct_conn *c,
@@ -184,14 +197,14 @@ void nat_rewrite_icmp_error(struct pkt_meta *m, const struct ct_conn *c,
     /* Outer header: to the inside host; the source follows the
      * translation only when the error comes from the flow's own peer. */
     if (wire_be32(ip + IP4_OFF_SRC) == c->tuple[dir].src.v4)
-        set_addr(ip, IP4_OFF_SRC, icmp, 0, t.src.v4);
-    set_addr(ip, IP4_OFF_DST, icmp, 0, t.dst.v4);
+        set_addr(ip, IP4_OFF_SRC, icmp, 0, t.src.v4, false);
+    set_addr(ip, IP4_OFF_DST, icmp, 0, t.dst.v4, false);
 
     /* Quoted packet: it travelled in the other direction, so it must look
      * like the other direction's tuple as its sender sent it. */
     uint8_t *inner = m->data + m->inner_off;
     uint8_t *inner_l4 = m->data + m->inner_l4_off;
-    make_like(inner, inner_l4, m->len - m->inner_l4_off, &c->tuple[!dir]);
+    make_like(inner, inner_l4, m->len - m->inner_l4_off, &c->tuple[!dir], false);
 
     /* The quoted bytes changed under the ICMP checksum: recompute it. */
     wire_put_be16(icmp + ICMP_OFF_CSUM, 0);

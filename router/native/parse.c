@@ -115,6 +115,7 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
                            n)) != 0)
             return RT_DROP_BAD_L4_CSUM;
         m->tcp_flags = l4[TCP_OFF_FLAGS];
+        m->l4_hdr_len = (uint16_t)doff;
         break;
     }
     case IPPROTO_UDP_: {
@@ -129,6 +130,7 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
                 csum_pseudo4(t->src.v4, t->dst.v4, m->proto, ulen), l4,
                 ulen)) != 0)
             return RT_DROP_BAD_L4_CSUM;
+        m->l4_hdr_len = UDP_HDR_LEN;
         break;
     }
     case IPPROTO_ICMP_: {
@@ -136,6 +138,7 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
             return RT_DROP_L4_SHORT;
         if (csum_full(l4, n) != 0)
             return RT_DROP_BAD_L4_CSUM;
+        m->l4_hdr_len = ICMP_HDR_LEN;
         m->icmp_type = l4[ICMP_OFF_TYPE];
         m->icmp_code = l4[ICMP_OFF_CODE];
         if (icmp_is_error(m->icmp_type)) {

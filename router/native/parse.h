@@ -13,6 +13,9 @@ struct pkt_meta {
     uint16_t l3_len;        /* IP header length in bytes */
     uint16_t l4_off;        /* offset of the L4 header (== l3_len) */
     uint32_t l4_len;        /* bytes from the L4 header to the end */
+    uint16_t l4_hdr_len;    /* TCP/UDP/ICMP header length, 0 for others */
+    uint16_t segs;          /* segments this packet stands for (GSO), set
+                               by the caller; 1 for a plain packet */
     uint8_t family;         /* 4 or 6 */
     uint8_t proto;          /* IP protocol */
     uint8_t ttl;            /* IPv4 TTL */
@@ -23,6 +26,8 @@ struct pkt_meta {
     uint8_t icmp_error;     /* ICMP error carrying an inner packet */
     uint8_t icmp_query;     /* ICMP query or query reply (has an id) */
     uint8_t inner_l4_avail; /* bytes of inner L4 header present (<= 8) */
+    uint8_t csum_partial;   /* L4 checksum is partial (NEEDS_CSUM); set by
+                               the caller, not the parser */
     uint16_t inner_off;     /* ICMP error: offset of the inner IP header */
     uint16_t inner_l4_off;  /* ICMP error: offset of the inner L4 header */
     struct ct_tuple tuple;  /* the packet's own tuple */

@@ -19,6 +19,20 @@
 #define RT_F_L4_CSUM 0x2        /* verify TCP and UDP checksums */
 #define RT_F_PRESERVE_PORTS 0x4 /* NAT keeps a source port when free */
 
+/* Flags of struct rt_iface_cfg. */
+#define RT_IF_VNET_HDR 0x1 /* the fd carries a virtio_net_hdr before each packet */
+
+/* Offload metadata of a packet (struct rt_pkt), as virtio_net_hdr has it. */
+#define RT_PKT_NEEDS_CSUM 0x1 /* L4 checksum field holds only the pseudo-header
+                                 sum; whoever sends it on completes it */
+#define RT_PKT_CSUM_VALID 0x2 /* L4 checksum already verified */
+#define RT_GSO_NONE 0
+#define RT_GSO_TCPV4 1
+#define RT_GSO_UDP 3     /* UFO: not accepted */
+#define RT_GSO_TCPV6 4
+#define RT_GSO_UDP_L4 5  /* USO */
+#define RT_GSO_ECN 0x80
+
 /* Connection status bits in struct rt_ct_entry (Linux IPS_* numbering). */
 #define RT_CT_SEEN_REPLY 0x02
 #define RT_CT_ASSURED 0x04
@@ -37,10 +51,11 @@ struct rt_dp_params {
 
 /* One link.  Index in rt_tables.ifaces is the interface number. */
 struct rt_iface_cfg {
-    int32_t fd;    /* TUN file descriptor, -1 when only rt_dp_process runs */
-    rt_be32 addr;  /* the router's IPv4 address on this link, 0 if none */
-    uint32_t mtu;  /* largest IP packet sent out of this link */
-    uint32_t zone; /* zone number, < n_zones */
+    int32_t fd;     /* TUN file descriptor, -1 when only rt_dp_process runs */
+    rt_be32 addr;   /* the router's IPv4 address on this link, 0 if none */
+    uint32_t mtu;   /* largest IP packet sent out of this link */
+    uint32_t zone;  /* zone number, < n_zones */
+    uint32_t flags; /* RT_IF_* */
 };
 
 struct rt_route_cfg {
@@ -76,15 +91,25 @@ struct rt_tables {
     uint32_t flags;             /* RT_F_* */
 };
 
-/* A packet handed to rt_dp_process(). */
+/*
+ * A packet handed to rt_dp_process().  The offload fields mirror the
+ * virtio_net_hdr a TUN with IFF_VNET_HDR passes along; they stay valid on
+ * output (the router never changes header lengths), and are zeroed when the
+ * router replaces the packet by one of its own.
+ */
 struct rt_pkt {
-    uint8_t *data;      /* packet bytes, rewritten in place */
-    uint32_t len;       /* in: bytes read; out: bytes to send */
-    uint32_t cap;       /* size of 'data': room for a generated answer */
-    uint16_t in_iface;  /* interface it arrived on */
-    int16_t out_iface;  /* out: interface to send on, -1 if none */
-    uint16_t reason;    /* out: enum rt_drop_reason, 0 if forwarded */
-    uint16_t pad;
+    uint8_t *data;        /* packet bytes, rewritten in place */
+    uint32_t len;         /* in: bytes read; out: bytes to send */
+    uint32_t cap;         /* size of 'data': room for a generated answer */
+    uint16_t in_iface;    /* interface it arrived on */
+    int16_t out_iface;    /* out: interface to send on, -1 if none */
+    uint16_t reason;      /* out: enum rt_drop_reason, 0 if forwarded */
+    uint8_t csum_flags;   /* RT_PKT_* */
+    uint8_t gso_type;     /* RT_GSO_* */
+    uint16_t gso_size;    /* GSO: payload bytes per segment */
+    uint16_t hdr_len;     /* GSO: bytes of headers (a hint) */
+    uint16_t csum_start;  /* NEEDS_CSUM: offset of the L4 header */
+    uint16_t csum_offset; /* NEEDS_CSUM: checksum field, from csum_start */
 };
 
 struct rt_iface_stats {

@@ -44,6 +44,7 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(LOCAL, "local_delivered")         /* consumed by the router itself */    \
     X(LOCAL_DROP, "local_unhandled")    /* for the router, nothing answers */  \
     X(BAD_IFACE, "bad_interface")       /* packet from an unknown iface */     \
+    X(BAD_OFFLOAD, "bad_offload")       /* inconsistent GSO/checksum metadata */ \
     X(TX_ERROR, "tx_error")             /* write() to the output failed */
 
 #define RT_DROP_ENUM__(name, str) RT_DROP_##name,
@@ -110,7 +111,10 @@ enum rt_timeout { RT_TIMEOUTS(RT_TO_ENUM__) RT_N_TIMEOUTS };
     X(ICMP_SENT, "icmp_sent")       /* ICMP messages the router sent */       \
     X(RX_PACKETS, "rx_packets")     /* packets read from all interfaces */    \
     X(TX_PACKETS, "tx_packets")     /* packets written to all interfaces */   \
-    X(BATCHES, "batches")           /* batch calls */
+    X(BATCHES, "batches")           /* batch calls */                         \
+    X(GSO_PACKETS, "gso_packets")   /* GSO super-packets forwarded whole */   \
+    X(GSO_SEGMENTS, "gso_segments") /* segments those stood for */            \
+    X(CSUM_PARTIAL, "csum_partial") /* packets with a partial L4 checksum */
 
 #define RT_CNT_ENUM__(name, str) RT_CNT_##name,
 enum rt_counter { RT_COUNTERS(RT_CNT_ENUM__) RT_N_COUNTERS };
