@@ -4,6 +4,8 @@
     python peers.py udp-echo ADDR PORT LIFETIME echoes "from IP:PORT <data>"
     python peers.py udp-send DST PORT DATA      prints the answer
     python peers.py raw IFACE HEX...            writes raw frames to a device
+    python peers.py udp-count ADDR PORT SECS    prints datagrams and bytes received
+    python peers.py udp-gso DST PORT N SIZE     one UDP_SEGMENT send of N x SIZE bytes
 
 Every server stops by itself after LIFETIME seconds.
 """
@@ -66,6 +68,32 @@ def raw(iface: str, frames: list[str]) -> None:
         s.send(bytes.fromhex(f) if f else b"\x00")
 
 
+def udp_count(addr: str, port: int, secs: float) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, port))
+    s.settimeout(secs)
+    print("ready", flush=True)
+    n = total = 0
+    try:
+        while True:
+            data = s.recv(65535)
+            n += 1
+            total += len(data)
+            if data.endswith(b"END"):
+                break
+    except TimeoutError:
+        pass
+    print(f"{n} {total}", flush=True)
+
+
+def udp_gso(dst: str, port: int, n: int, size: int) -> None:
+    udp_segment = 103  # linux/udp.h UDP_SEGMENT
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_UDP, udp_segment, size)
+    s.connect((dst, port))
+    s.send(b"u" * (size * n - 3) + b"END")
+
+
 def main() -> None:
     mode, *a = sys.argv[1:]
     if mode == "http":
@@ -76,6 +104,10 @@ def main() -> None:
         udp_send(a[0], int(a[1]), a[2], int(a[3]) if len(a) > 3 else 0)
     elif mode == "raw":
         raw(a[0], a[1:])
+    elif mode == "udp-count":
+        udp_count(a[0], int(a[1]), float(a[2]))
+    elif mode == "udp-gso":
+        udp_gso(a[0], int(a[1]), int(a[2]), int(a[3]))
     else:
         raise SystemExit(f"unknown mode {mode}")
 

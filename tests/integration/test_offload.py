@@ -1,0 +1,98 @@
+"""Offloads end to end, with checksums verified on the receiving side.
+
+Inside namespaces a receiving kernel trusts a packet marked CHECKSUM_PARTIAL,
+so a wrong partial checksum would pass unnoticed.  Here the WAN namespace
+forwards to a server namespace over a veth pair whose sending side has
+checksum offload off (the kernel completes the checksum in software from the
+partial field the router wrote) and whose receiving side has receive
+offload off (the server's kernel verifies every checksum).  A wrong update
+shows as InCsumErrors in the server namespace and a failed transfer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import PEERS, ROUTER_WAN, NetLab, run
+
+pytestmark = pytest.mark.netns
+SRV_IP = "198.18.0.2"
+
+
+@pytest.fixture
+def far_server(netlab: NetLab) -> Iterator[str]:
+    srv = f"{netlab.lan[:-1]}s"
+    run("ip", "netns", "del", srv, check=False)
+    run("ip", "netns", "add", srv)
+    try:
+        run("ip", "-n", srv, "link", "set", "lo", "up")
+        run("ip", "link", "add", "vw", "netns", netlab.wan, "type", "veth", "peer", "vs",
+            "netns", srv)
+        netlab.ns(netlab.wan, "ip", "addr", "add", "198.18.0.1/24", "dev", "vw")
+        netlab.ns(netlab.wan, "ip", "link", "set", "vw", "up")
+        netlab.ns(srv, "ip", "addr", "add", f"{SRV_IP}/24", "dev", "vs")
+        netlab.ns(srv, "ip", "link", "set", "vs", "up")
+        netlab.ns(srv, "ip", "route", "add", "default", "via", "198.18.0.1")
+        netlab.ns(netlab.wan, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        netlab.ns(netlab.wan, "ethtool", "-K", "vw", "tx", "off")
+        netlab.ns(srv, "ethtool", "-K", "vs", "rx", "off")
+        yield srv
+    finally:
+        run("ip", "netns", "del", srv, check=False)
+
+
+def csum_errors(netlab: NetLab, ns: str) -> dict[str, int]:
+    out = netlab.ns(ns, "nstat", "-az", "TcpInCsumErrors", "UdpInCsumErrors",
+                    "IpInHdrErrors").stdout
+    vals = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            vals[parts[0]] = int(parts[1])
+    return vals
+
+
+def test_tcp_upload_with_tso_checked_by_receiver(netlab: NetLab, far_server: str) -> None:
+    srv = far_server
+    sink = netlab.spawn(srv, sys.executable, "-c",
+                        "import socket,hashlib,sys\n"
+                        "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                        f"s.bind(('{SRV_IP}',9000));s.listen();s.settimeout(30)\n"
+                        "print('ready',flush=True)\n"
+                        "c,a=s.accept();h=hashlib.sha256();n=0\n"
+                        "while True:\n"
+                        "  d=c.recv(1<<16)\n"
+                        "  if not d: break\n"
+                        "  h.update(d);n+=len(d)\n"
+                        "print(a[0],n,h.hexdigest(),flush=True)\n")
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    payload = bytes(range(256)) * 32768  # 8 MiB
+    want = hashlib.sha256(payload).hexdigest()
+    sender = ("import socket,sys\n"
+              f"s=socket.create_connection(('{SRV_IP}',9000),timeout=20)\n"
+              "s.sendall(sys.stdin.buffer.read());s.close()\n")
+    p = subprocess.run(["ip", "netns", "exec", netlab.lan, sys.executable, "-c", sender],
+                       input=payload, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    line = sink.stdout.readline().split()
+    assert line == [ROUTER_WAN, str(len(payload)), want]
+    errs = csum_errors(netlab, srv)
+    assert errs.get("TcpInCsumErrors", 0) == 0, errs
+    c = netlab.ctl_json("stats")["counters"]
+    assert c["gso_packets"] > 0 and c["csum_partial"] > 0, c
+
+
+def test_udp_gso_checked_by_receiver(netlab: NetLab, far_server: str) -> None:
+    srv = far_server
+    cnt = netlab.spawn(srv, sys.executable, PEERS, "udp-count", SRV_IP, "9001", "5")
+    assert cnt.stdout is not None and cnt.stdout.readline().strip() == "ready"
+    netlab.ns(netlab.lan, sys.executable, PEERS, "udp-gso", SRV_IP, "9001", "8", "1000")
+    assert cnt.stdout.readline().split() == ["8", "8000"]
+    assert csum_errors(netlab, srv).get("UdpInCsumErrors", 0) == 0
+    c = netlab.ctl_json("stats")["counters"]
+    assert c["gso_packets"] >= 1 and c["gso_segments"] >= 8, c
