@@ -694,6 +694,13 @@ uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
 }
 
 uint32_t rt_ct_count(const struct rt_dp *dp) { return dp->ct.count; }
+
+uint64_t rt_ct_table_bytes(const struct rt_dp *dp)
+{
+    const struct ct_table *ct = &dp->ct;
+    return (uint64_t)ct->capacity * (sizeof *ct->conns + sizeof *ct->free_slots) +
+           ((uint64_t)ct->bucket_mask + 1) * sizeof *ct->buckets;
+}
 uint32_t rt_ct_capacity(const struct rt_dp *dp) { return dp->ct.capacity; }
 
 void rt_ct_flush(struct rt_dp *dp)

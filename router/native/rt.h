@@ -175,6 +175,8 @@ void rt_ct_sweep(struct rt_dp *dp, uint64_t now_ms, uint32_t max_slots,
 uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
                     struct rt_ct_entry *out, uint32_t n, uint64_t now_ms);
 
+/* Bytes the connection table holds: slots, hash index, free list. */
+uint64_t rt_ct_table_bytes(const struct rt_dp *dp);
 uint32_t rt_ct_count(const struct rt_dp *dp);
 uint32_t rt_ct_capacity(const struct rt_dp *dp);
 void rt_ct_flush(struct rt_dp *dp);
