@@ -25,6 +25,7 @@ ZONE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 NETNS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_INTERFACES = 64
 MAX_ZONES = 32
+MAX_TIMEOUT = 20 * 86400  # the data plane keeps deadlines within 2^31 ms
 ACTIONS = ("accept", "drop")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
@@ -502,7 +503,7 @@ def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
     r.known(to, "conntrack.timeouts", set(TIMEOUT_DEFAULTS))
     timeouts = dict(TIMEOUT_DEFAULTS)
     for k in to:
-        timeouts[k] = r.integer(to, k, "conntrack.timeouts", 0, 1, 30 * 86400)
+        timeouts[k] = r.integer(to, k, "conntrack.timeouts", 0, 1, MAX_TIMEOUT)
     return Conntrack(max_entries=mx, tcp_loose=loose, checksum=csum, timeouts=timeouts,
                      gc_interval=float(gci))
 

@@ -1,49 +1,80 @@
 /*
  * ct.c - connection tracking table: index, insertion, eviction, expiry.
  *
- * Theory of operation.  Every connection lives in one slot of a preallocated
- * array and is reachable through two hash chains, one per direction, so a
- * packet of either direction finds it with one lookup (as in Linux, where
- * each nf_conn has two tuplehash entries).  The chains hold node ids, slot *
- * 2 + direction, which keeps the links at four bytes.  The bucket count is
- * the smallest power of two at or above the capacity, so at capacity the
- * average chain has two nodes.
+ * Theory of operation.  Every connection lives in one 128-byte slot of a
+ * preallocated array and is reachable through two hash chains, one per
+ * direction, so a packet of either direction finds it with one lookup (as in
+ * Linux, where each nf_conn has two tuplehash entries).  The chains hold node
+ * ids, slot * 2 + direction, which keeps a link at four bytes.  The bucket
+ * count is the smallest power of two at or above the capacity, so at
+ * capacity the average chain has two nodes; a full table costs 128 bytes per
+ * connection plus 4 bytes of index.
  *
- * Expiry is an absolute deadline written on every packet.  Nothing is timed
- * here: lookups drop expired entries they meet (lazy reaping), and
- * ct_sweep() walks a bounded slice of slots per call, so the control plane
- * decides the pace.  When the table is full, ct_alloc() looks at a few
- * buckets near the new flow for an entry that is expired or not ASSURED and
- * evicts it, exactly one; an ASSURED entry is never evicted.
+ * The array and the index are anonymous mappings, asked to use huge pages
+ * when large: a lookup in a big table is a couple of cache misses, and TLB
+ * misses on top of them would double its cost.  Pages are touched only as
+ * slots are first used.
+ *
+ * Expiry is a deadline written on every packet.  Nothing is timed here:
+ * lookups drop expired entries they meet (lazy reaping), and ct_sweep()
+ * walks a bounded slice of slots per call, so the control plane decides the
+ * pace.  When the table is full, ct_alloc() looks at a few buckets near the
+ * new flow for an entry that is expired or not ASSURED and evicts it, exactly
+ * one; an ASSURED entry is never evicted.
  */
-#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "ct.h"
 
-static uint64_t mix64(uint64_t h)
+#define HUGE_PAGE (2u << 20)
+
+static uint64_t splitmix64(uint64_t *s)
 {
-    /* Final mixer of MurmurHash3 (fmix64). */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
 }
 
-/* Keyed hash of the 40 tuple bytes.  Mirrors struct ct_tuple. */
-static uint32_t ct_hash(const struct ct_table *ct, const struct ct_tuple *t)
+/* 64x64 -> 128-bit multiply, folded: the core step of wyhash. */
+static inline uint64_t mum(uint64_t a, uint64_t b)
+{
+    unsigned __int128 r = (unsigned __int128)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+
+uint32_t ct_hash(const struct ct_table *ct, const struct ct_tuple *t)
 {
     uint64_t w[5];
     memcpy(w, t, sizeof w);
-    uint64_t h = ct->seed;
-    for (int i = 0; i < 5; i++)
-        h = mix64(h ^ w[i]) + 0x9e3779b97f4a7c15ULL;
+    const uint64_t *k = ct->keys;
+    uint64_t h = mum(w[0] ^ k[0], w[1] ^ k[1]) ^ mum(w[2] ^ k[2], w[3] ^ k[3]) ^
+                 mum(w[4] ^ k[4], k[5]);
     return (uint32_t)(h ^ (h >> 32));
+}
+
+static inline bool tuple_eq(const struct ct_tuple *a, const struct ct_tuple *b)
+{
+    uint64_t x[5], y[5];
+    memcpy(x, a, sizeof x);
+    memcpy(y, b, sizeof y);
+    return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) |
+            (x[4] ^ y[4])) == 0;
 }
 
 static inline uint32_t node_slot(uint32_t node) { return node >> 1; }
 static inline unsigned node_dir(uint32_t node) { return node & 1u; }
+
+static void *map(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (bytes >= HUGE_PAGE)
+        (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint; fine if refused */
+    return p;
+}
 
 int ct_init(struct ct_table *ct, uint32_t capacity, uint64_t seed,
             uint64_t *counters)
@@ -54,31 +85,49 @@ int ct_init(struct ct_table *ct, uint32_t capacity, uint64_t seed,
     uint32_t nb = 1;
     while (nb < capacity)
         nb <<= 1;
-    ct->conns = calloc(capacity, sizeof *ct->conns);
-    ct->buckets = malloc((size_t)nb * sizeof *ct->buckets);
-    ct->free_slots = malloc((size_t)capacity * sizeof *ct->free_slots);
-    if (!ct->conns || !ct->buckets || !ct->free_slots) {
+    ct->conns_bytes = (size_t)capacity * sizeof *ct->conns;
+    ct->buckets_bytes = (size_t)nb * sizeof *ct->buckets;
+    ct->conns = map(ct->conns_bytes);
+    ct->buckets = map(ct->buckets_bytes);
+    if (!ct->conns || !ct->buckets) {
         ct_destroy(ct);
         return -1;
     }
-    memset(ct->buckets, 0xff, (size_t)nb * sizeof *ct->buckets);
-    /* Hand out low slots first: the sweep then finds them close together. */
-    for (uint32_t i = 0; i < capacity; i++)
-        ct->free_slots[i] = capacity - 1 - i;
-    ct->n_free = capacity;
+    memset(ct->buckets, 0xff, ct->buckets_bytes);
+    ct->free_head = CT_NIL;
     ct->capacity = capacity;
     ct->bucket_mask = nb - 1;
     ct->seed = seed;
+    uint64_t s = seed;
+    for (int i = 0; i < 6; i++)
+        ct->keys[i] = splitmix64(&s) | 1;
     ct->counters = counters;
     return 0;
 }
 
 void ct_destroy(struct ct_table *ct)
 {
-    free(ct->conns);
-    free(ct->buckets);
-    free(ct->free_slots);
+    if (ct->conns)
+        munmap(ct->conns, ct->conns_bytes);
+    if (ct->buckets)
+        munmap(ct->buckets, ct->buckets_bytes);
     memset(ct, 0, sizeof *ct);
+}
+
+void ct_prefetch_bucket(const struct ct_table *ct, uint32_t hash)
+{
+    __builtin_prefetch(&ct->buckets[hash & ct->bucket_mask]);
+}
+
+void ct_prefetch_head(const struct ct_table *ct, uint32_t hash)
+{
+    uint32_t node = ct->buckets[hash & ct->bucket_mask];
+    if (node != CT_NIL) {
+        /* Both lines: the tuples, and the state a hit updates. */
+        const struct ct_conn *c = &ct->conns[node_slot(node)];
+        __builtin_prefetch(c);
+        __builtin_prefetch((const char *)c + 64);
+    }
 }
 
 static void unlink_node(struct ct_table *ct, struct ct_conn *c, unsigned d)
@@ -98,9 +147,9 @@ static void unlink_node(struct ct_table *ct, struct ct_conn *c, unsigned d)
 
 static void free_slot(struct ct_table *ct, struct ct_conn *c)
 {
-    uint32_t slot = ct_slot(ct, c);
     memset(c, 0, sizeof *c);
-    ct->free_slots[ct->n_free++] = slot;
+    c->next[0] = ct->free_head;
+    ct->free_head = ct_slot(ct, c);
 }
 
 void ct_delete(struct ct_table *ct, struct ct_conn *c)
@@ -111,21 +160,16 @@ void ct_delete(struct ct_table *ct, struct ct_conn *c)
     ct->count--;
 }
 
-void ct_release(struct ct_table *ct, struct ct_conn *c)
-{
-    free_slot(ct, c);
-}
-
 static struct ct_conn *find_node(struct ct_table *ct,
-                                 const struct ct_tuple *key, uint64_t now_ms,
-                                 unsigned *dir)
+                                 const struct ct_tuple *key, uint32_t hash,
+                                 uint64_t now_ms, unsigned *dir)
 {
-    uint32_t node = ct->buckets[ct_hash(ct, key) & ct->bucket_mask];
+    uint32_t node = ct->buckets[hash & ct->bucket_mask];
     while (node != CT_NIL) {
         struct ct_conn *c = &ct->conns[node_slot(node)];
         unsigned d = node_dir(node);
-        if (memcmp(&c->tuple[d], key, sizeof *key) == 0) {
-            if (c->expires_ms <= now_ms) {
+        if (tuple_eq(&c->tuple[d], key)) {
+            if (ct_expired(c, now_ms)) {
                 ct_delete(ct, c);
                 ct->counters[RT_CNT_EXPIRED]++;
                 return NULL;
@@ -139,10 +183,10 @@ static struct ct_conn *find_node(struct ct_table *ct,
 }
 
 struct ct_conn *ct_find(struct ct_table *ct, const struct ct_tuple *key,
-                        uint64_t now_ms, enum ct_dir *dir)
+                        uint32_t hash, uint64_t now_ms, enum ct_dir *dir)
 {
     unsigned d = 0;
-    struct ct_conn *c = find_node(ct, key, now_ms, &d);
+    struct ct_conn *c = find_node(ct, key, hash, now_ms, &d);
     *dir = (enum ct_dir)d;
     return c;
 }
@@ -151,20 +195,19 @@ bool ct_tuple_in_use(struct ct_table *ct, const struct ct_tuple *key,
                      uint64_t now_ms)
 {
     unsigned d;
-    return find_node(ct, key, now_ms, &d) != NULL;
+    return find_node(ct, key, ct_hash(ct, key), now_ms, &d) != NULL;
 }
 
 /* Evicts one expired or non-ASSURED connection found in the buckets at and
- * after the one of 'orig'.  Returns true if one was evicted. */
-static bool early_drop(struct ct_table *ct, const struct ct_tuple *orig,
-                       uint64_t now_ms)
+ * after 'hash's.  Returns true if one was evicted. */
+static bool early_drop(struct ct_table *ct, uint32_t hash, uint64_t now_ms)
 {
-    uint32_t b = ct_hash(ct, orig) & ct->bucket_mask;
+    uint32_t b = hash & ct->bucket_mask;
     for (unsigned i = 0; i < CT_EVICTION_RANGE; i++) {
         uint32_t node = ct->buckets[(b + i) & ct->bucket_mask];
         while (node != CT_NIL) {
             struct ct_conn *c = &ct->conns[node_slot(node)];
-            if (c->expires_ms <= now_ms) {
+            if (ct_expired(c, now_ms)) {
                 ct_delete(ct, c);
                 ct->counters[RT_CNT_EXPIRED]++;
                 return true;
@@ -180,36 +223,41 @@ static bool early_drop(struct ct_table *ct, const struct ct_tuple *orig,
     return false;
 }
 
-struct ct_conn *ct_alloc(struct ct_table *ct, const struct ct_tuple *orig,
-                         uint64_t now_ms)
+struct ct_conn *ct_alloc(struct ct_table *ct, uint32_t hash, uint64_t now_ms)
 {
-    if (ct->n_free == 0 && !early_drop(ct, orig, now_ms)) {
+    if (ct->count >= ct->capacity && !early_drop(ct, hash, now_ms)) {
         ct->counters[RT_CNT_DROP]++;
         return NULL;
     }
-    uint32_t slot = ct->free_slots[--ct->n_free];
-    struct ct_conn *c = &ct->conns[slot];
-    /* Slots are zeroed when freed and at start. */
+    struct ct_conn *c;
+    if (ct->free_head != CT_NIL) {
+        c = &ct->conns[ct->free_head];
+        ct->free_head = c->next[0];
+        c->next[0] = 0;
+    } else {
+        c = &ct->conns[ct->high_water++]; /* untouched, zero */
+    }
     return c;
 }
 
-bool ct_insert(struct ct_table *ct, struct ct_conn *c)
+bool ct_insert(struct ct_table *ct, struct ct_conn *c, uint32_t orig_hash,
+               bool reply_known_free, uint64_t now_ms)
 {
+    uint32_t reply_hash = ct_hash(ct, &c->tuple[CT_DIR_REPLY]);
     unsigned d;
-    if (find_node(ct, &c->tuple[CT_DIR_ORIGINAL], c->created_ms, &d) ||
-        find_node(ct, &c->tuple[CT_DIR_REPLY], c->created_ms, &d)) {
+    if (!reply_known_free &&
+        find_node(ct, &c->tuple[CT_DIR_REPLY], reply_hash, now_ms, &d)) {
         ct->counters[RT_CNT_INSERT_FAILED]++;
-        ct_release(ct, c);
+        free_slot(ct, c);
         return false;
     }
     uint32_t slot = ct_slot(ct, c);
+    uint32_t hashes[CT_DIRS] = {orig_hash, reply_hash};
     for (unsigned dir = 0; dir < CT_DIRS; dir++) {
-        uint32_t *head =
-            &ct->buckets[ct_hash(ct, &c->tuple[dir]) & ct->bucket_mask];
+        uint32_t *head = &ct->buckets[hashes[dir] & ct->bucket_mask];
         c->next[dir] = *head;
         *head = slot * 2 + dir;
     }
-    c->in_use = 1;
     c->status |= CT_CONFIRMED;
     ct->count++;
     ct->counters[RT_CNT_INSERT]++;
@@ -222,18 +270,19 @@ bool ct_sweep(struct ct_table *ct, uint64_t now_ms, uint32_t max_slots,
     bool wrapped = false;
     uint32_t i = ct->sweep_cursor;
     for (uint32_t n = 0; n < max_slots; n++) {
+        if (i >= ct->high_water) { /* nothing above was ever used */
+            i = 0;
+            wrapped = true;
+            break;
+        }
         struct ct_conn *c = &ct->conns[i];
-        if (c->in_use && c->expires_ms <= now_ms) {
+        if (ct_live(c) && ct_expired(c, now_ms)) {
             ct_delete(ct, c);
             ct->counters[RT_CNT_EXPIRED]++;
             (*expired)++;
         }
         (*visited)++;
-        if (++i == ct->capacity) {
-            i = 0;
-            wrapped = true;
-            break;
-        }
+        i++;
     }
     ct->sweep_cursor = i;
     return wrapped;
@@ -241,8 +290,8 @@ bool ct_sweep(struct ct_table *ct, uint64_t now_ms, uint32_t max_slots,
 
 void ct_flush(struct ct_table *ct)
 {
-    for (uint32_t i = 0; i < ct->capacity; i++) {
-        if (ct->conns[i].in_use) {
+    for (uint32_t i = 0; i < ct->high_water; i++) {
+        if (ct_live(&ct->conns[i])) {
             ct_delete(ct, &ct->conns[i]);
             ct->counters[RT_CNT_DELETED]++;
         }

@@ -9,47 +9,63 @@
 /* Status bits, numbered as Linux's enum ip_conntrack_status. */
 #define CT_SEEN_REPLY (1u << 1) /* a packet in the reply direction was seen */
 #define CT_ASSURED (1u << 2)    /* never early-dropped */
-#define CT_CONFIRMED (1u << 3)  /* inserted in the table */
+#define CT_CONFIRMED (1u << 3)  /* in the table (the slot is in use) */
 #define CT_SRC_NAT (1u << 4)    /* the reply tuple differs in its dst */
 #define CT_DST_NAT (1u << 5)    /* the reply tuple differs in its src */
 
-#define CT_NIL UINT32_MAX /* end of a hash chain / no slot */
+#define CT_NIL UINT32_MAX /* end of a hash chain / of the free list */
+
+/* 'created' counts in units of 2^CT_CREATED_SHIFT ms (64 ms): 32 bits last
+ * 8.7 years, and ages are differences, so wrapping is harmless. */
+#define CT_CREATED_SHIFT 6
+
+/* The longest timeout: deadlines are 32-bit milliseconds compared as signed
+ * differences, so they must stay less than 2^31 ms (24.8 days) ahead. */
+#define CT_MAX_TIMEOUT_MS (20ull * 86400 * 1000)
 
 /*
- * One tracked connection.  Both tuples are in the hash table; a lookup hit
- * on tuple[d] means the packet travels in direction d.  NAT is nothing but a
- * reply tuple that is not the plain inverse of the original one.
+ * One tracked connection, exactly two cache lines.  Both tuples are in the
+ * hash table; a lookup hit on tuple[d] means the packet travels in
+ * direction d.  NAT is nothing but a reply tuple that is not the plain
+ * inverse of the original one.
  */
 struct ct_conn {
     struct ct_tuple tuple[CT_DIRS]; /* original and reply tuples */
-    uint64_t expires_ms;            /* absolute deadline, monotonic ms */
-    uint64_t created_ms;            /* when the first packet was seen */
-    uint64_t packets[CT_DIRS];      /* packets seen per direction */
+    uint32_t next[CT_DIRS];         /* chain links of tuple[d] (node ids);
+                                       next[0] links the free list when the
+                                       slot is free */
+    uint32_t expires;               /* deadline, ms (low 32 bits of now_ms) */
+    uint32_t created;               /* first packet, now_ms >> 6 */
     uint64_t bytes[CT_DIRS];        /* IP bytes seen per direction */
-    uint32_t next[CT_DIRS];         /* chain links of tuple[d] (node ids) */
+    uint32_t packets_lo[CT_DIRS];   /* packets seen per direction: low 32 */
+    uint16_t packets_hi[CT_DIRS];   /* ... and high 16 bits (48 in all) */
     uint16_t status;                /* CT_* status bits */
     uint8_t state;                  /* L4 state: enum rt_tcp_state for TCP */
-    uint8_t in_use;                 /* slot holds a connection */
     uint8_t l4_flags;               /* private to the L4 tracker */
-    uint8_t pad[3];                 /* explicit, zero */
 };
+static_assert(sizeof(struct ct_conn) == 128, "ct_conn must be two cache lines");
 
 /*
  * The table: a preallocated array of connections and a chained hash index
  * over node ids ('slot' * 2 + direction).  Sized once at start; nothing is
- * allocated per packet.
+ * allocated per packet.  Slots are handed out from the bottom up
+ * ('high_water'), then recycled through a free list linked by next[0], so
+ * memory is touched only as the table fills.
  */
 struct ct_table {
-    struct ct_conn *conns;   /* 'capacity' slots */
+    struct ct_conn *conns;   /* 'capacity' slots, 128-byte aligned */
     uint32_t *buckets;       /* chain heads, 'bucket_mask' + 1 of them */
-    uint32_t *free_slots;    /* stack of free slot numbers */
-    uint32_t n_free;         /* entries on 'free_slots' */
+    uint32_t free_head;      /* first recycled free slot, CT_NIL if none */
+    uint32_t high_water;     /* slots at and above it were never used */
     uint32_t capacity;       /* maximum number of connections */
     uint32_t count;          /* connections in the table */
     uint32_t bucket_mask;    /* number of buckets - 1 (a power of two) */
     uint32_t sweep_cursor;   /* next slot the sweep looks at */
     uint64_t seed;           /* hash key */
+    uint64_t keys[6];        /* per-word hash keys derived from 'seed' */
     uint64_t *counters;      /* the data plane's RT_CNT_* array */
+    size_t conns_bytes;      /* size of the 'conns' mapping */
+    size_t buckets_bytes;    /* size of the 'buckets' mapping */
 };
 
 /* Number of buckets looked at for an entry to evict when the table is full,
@@ -60,30 +76,39 @@ int ct_init(struct ct_table *ct, uint32_t capacity, uint64_t seed,
             uint64_t *counters);
 void ct_destroy(struct ct_table *ct);
 
-/* Finds the connection holding 'key'; sets '*dir'.  Expired entries found
- * on the way are removed and not returned. */
+/* Keyed hash of a tuple.  Changes to struct ct_tuple must be mirrored. */
+uint32_t ct_hash(const struct ct_table *ct, const struct ct_tuple *t);
+
+/* Prefetches the bucket of 'hash', and then the first connection in it. */
+void ct_prefetch_bucket(const struct ct_table *ct, uint32_t hash);
+void ct_prefetch_head(const struct ct_table *ct, uint32_t hash);
+
+/* Finds the connection holding 'key' (whose hash is 'hash'); sets '*dir'.
+ * Expired entries found on the way are removed and not returned. */
 struct ct_conn *ct_find(struct ct_table *ct, const struct ct_tuple *key,
-                        uint64_t now_ms, enum ct_dir *dir);
+                        uint32_t hash, uint64_t now_ms, enum ct_dir *dir);
 
 /* True if 'key' is a tuple of a live connection. */
 bool ct_tuple_in_use(struct ct_table *ct, const struct ct_tuple *key,
                      uint64_t now_ms);
 
 /*
- * Takes a free slot for a new connection whose original tuple is 'orig'.
- * When the table is full, evicts one expired or non-ASSURED entry from the
- * buckets near 'orig' (counted as early_drop); returns NULL if there is none
- * (counted as drop).  The slot is zeroed and not yet in the index.
+ * Takes a free slot for a new connection whose original tuple hashes to
+ * 'hash'.  When the table is full, evicts one expired or non-ASSURED entry
+ * from the buckets near it (counted as early_drop); returns NULL if there is
+ * none (counted as drop).  The slot is zeroed and not yet in the index.
  */
-struct ct_conn *ct_alloc(struct ct_table *ct, const struct ct_tuple *orig,
-                         uint64_t now_ms);
+struct ct_conn *ct_alloc(struct ct_table *ct, uint32_t hash, uint64_t now_ms);
 
-/* Puts both tuples of 'c' in the index.  Fails, and frees the slot, if
- * either tuple is already there (counted as insert_failed). */
-bool ct_insert(struct ct_table *ct, struct ct_conn *c);
-
-/* Gives back a slot from ct_alloc() that was never inserted. */
-void ct_release(struct ct_table *ct, struct ct_conn *c);
+/*
+ * Puts both tuples of 'c' in the index; 'orig_hash' is the hash of its
+ * original tuple.  The caller has just looked the original tuple up and not
+ * found it; with 'reply_known_free' it has also checked the reply tuple.
+ * Otherwise the reply tuple is checked here, and if it is taken the slot is
+ * freed and false returned (counted as insert_failed).
+ */
+bool ct_insert(struct ct_table *ct, struct ct_conn *c, uint32_t orig_hash,
+               bool reply_known_free, uint64_t now_ms);
 
 /* Removes an inserted connection. */
 void ct_delete(struct ct_table *ct, struct ct_conn *c);
@@ -101,6 +126,55 @@ static inline uint32_t ct_slot(const struct ct_table *ct,
                                const struct ct_conn *c)
 {
     return (uint32_t)(c - ct->conns);
+}
+
+static inline bool ct_live(const struct ct_conn *c)
+{
+    return (c->status & CT_CONFIRMED) != 0;
+}
+
+/* True when 'c' has expired at 'now_ms' (wrap-safe). */
+static inline bool ct_expired(const struct ct_conn *c, uint64_t now_ms)
+{
+    return (int32_t)(c->expires - (uint32_t)now_ms) <= 0;
+}
+
+/* Sets the deadline 'timeout_ms' after 'now_ms'. */
+static inline void ct_set_timeout(struct ct_conn *c, uint64_t now_ms,
+                                  uint64_t timeout_ms)
+{
+    if (timeout_ms > CT_MAX_TIMEOUT_MS)
+        timeout_ms = CT_MAX_TIMEOUT_MS;
+    c->expires = (uint32_t)(now_ms + timeout_ms);
+}
+
+/* Milliseconds left before 'c' expires (0 if it has). */
+static inline uint64_t ct_time_left(const struct ct_conn *c, uint64_t now_ms)
+{
+    int32_t d = (int32_t)(c->expires - (uint32_t)now_ms);
+    return d > 0 ? (uint64_t)d : 0;
+}
+
+/* Milliseconds since the first packet, at a 64 ms resolution. */
+static inline uint64_t ct_age(const struct ct_conn *c, uint64_t now_ms)
+{
+    uint32_t d = (uint32_t)(now_ms >> CT_CREATED_SHIFT) - c->created;
+    return (uint64_t)d << CT_CREATED_SHIFT;
+}
+
+static inline void ct_count_packet(struct ct_conn *c, enum ct_dir d,
+                                   uint32_t segs, uint32_t bytes)
+{
+    uint64_t p = ((uint64_t)c->packets_hi[d] << 32) | c->packets_lo[d];
+    p += segs;
+    c->packets_lo[d] = (uint32_t)p;
+    c->packets_hi[d] = (uint16_t)(p >> 32);
+    c->bytes[d] += bytes;
+}
+
+static inline uint64_t ct_packets(const struct ct_conn *c, enum ct_dir d)
+{
+    return ((uint64_t)c->packets_hi[d] << 32) | c->packets_lo[d];
 }
 
 #endif /* RT_CT_H */

@@ -33,11 +33,11 @@ static enum ct_verdict udp_update(struct ct_conn *c, const struct pkt_meta *m,
 {
     (void)m;
     bool replied = (c->status & CT_SEEN_REPLY) || dir == CT_DIR_REPLY;
-    if (replied && now_ms >= c->created_ms + UDP_STREAM_AFTER_MS) {
+    if (replied && ct_age(c, now_ms) >= UDP_STREAM_AFTER_MS) {
         c->status |= CT_ASSURED;
-        c->expires_ms = now_ms + p->timeout_ms[RT_TO_UDP_STREAM];
+        ct_set_timeout(c, now_ms, p->timeout_ms[RT_TO_UDP_STREAM]);
     } else {
-        c->expires_ms = now_ms + p->timeout_ms[RT_TO_UDP];
+        ct_set_timeout(c, now_ms, p->timeout_ms[RT_TO_UDP]);
     }
     return CT_ACCEPT;
 }
@@ -57,7 +57,7 @@ static enum ct_verdict icmp_update(struct ct_conn *c, const struct pkt_meta *m,
     (void)dir;
     if (!m->icmp_query)
         return CT_INVALID;
-    c->expires_ms = now_ms + p->timeout_ms[RT_TO_ICMP];
+    ct_set_timeout(c, now_ms, p->timeout_ms[RT_TO_ICMP]);
     return CT_ACCEPT;
 }
 
@@ -76,7 +76,7 @@ static enum ct_verdict other_update(struct ct_conn *c,
 {
     (void)m;
     (void)dir;
-    c->expires_ms = now_ms + p->timeout_ms[RT_TO_GENERIC];
+    ct_set_timeout(c, now_ms, p->timeout_ms[RT_TO_GENERIC]);
     return CT_ACCEPT;
 }
 

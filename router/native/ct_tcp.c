@@ -176,7 +176,7 @@ static enum ct_verdict tcp_update(struct ct_conn *c, const struct pkt_meta *m,
     /* A picked-up connection nobody answered does not get 5 days. */
     if (!replied && t > p->timeout_ms[RT_TO_TCP_UNACK])
         t = p->timeout_ms[RT_TO_TCP_UNACK];
-    c->expires_ms = now_ms + t;
+    ct_set_timeout(c, now_ms, t);
     return CT_ACCEPT;
 }
 
