@@ -130,10 +130,11 @@ void ct_prefetch_head(const struct ct_table *ct, uint32_t hash)
     }
 }
 
-static void unlink_node(struct ct_table *ct, struct ct_conn *c, unsigned d)
+static void unlink_node(struct ct_table *ct, struct ct_conn *c, unsigned d,
+                        uint32_t hash)
 {
     uint32_t node = ct_slot(ct, c) * 2 + d;
-    uint32_t *link = &ct->buckets[ct_hash(ct, &c->tuple[d]) & ct->bucket_mask];
+    uint32_t *link = &ct->buckets[hash & ct->bucket_mask];
     /* Chains are short (two nodes on average at capacity). */
     while (*link != CT_NIL) {
         if (*link == node) {
@@ -152,12 +153,19 @@ static void free_slot(struct ct_table *ct, struct ct_conn *c)
     ct->free_head = ct_slot(ct, c);
 }
 
-void ct_delete(struct ct_table *ct, struct ct_conn *c)
+static void delete_hashed(struct ct_table *ct, struct ct_conn *c,
+                          const uint32_t hash[CT_DIRS])
 {
-    unlink_node(ct, c, CT_DIR_ORIGINAL);
-    unlink_node(ct, c, CT_DIR_REPLY);
+    unlink_node(ct, c, CT_DIR_ORIGINAL, hash[CT_DIR_ORIGINAL]);
+    unlink_node(ct, c, CT_DIR_REPLY, hash[CT_DIR_REPLY]);
     free_slot(ct, c);
     ct->count--;
+}
+
+void ct_delete(struct ct_table *ct, struct ct_conn *c)
+{
+    uint32_t hash[CT_DIRS] = {ct_hash(ct, &c->tuple[0]), ct_hash(ct, &c->tuple[1])};
+    delete_hashed(ct, c, hash);
 }
 
 static struct ct_conn *find_node(struct ct_table *ct,
@@ -264,9 +272,17 @@ bool ct_insert(struct ct_table *ct, struct ct_conn *c, uint32_t orig_hash,
     return true;
 }
 
+#define SWEEP_GROUP 16
+
 bool ct_sweep(struct ct_table *ct, uint64_t now_ms, uint32_t max_slots,
               uint32_t *visited, uint32_t *expired)
 {
+    /* Expired connections are gathered a group at a time and their buckets
+     * prefetched before they are unlinked: deletions are bucket misses, and
+     * this lets a group's misses overlap. */
+    struct ct_conn *group[SWEEP_GROUP];
+    uint32_t hash[SWEEP_GROUP][CT_DIRS];
+    unsigned n_group = 0;
     bool wrapped = false;
     uint32_t i = ct->sweep_cursor;
     for (uint32_t n = 0; n < max_slots; n++) {
@@ -277,13 +293,26 @@ bool ct_sweep(struct ct_table *ct, uint64_t now_ms, uint32_t max_slots,
         }
         struct ct_conn *c = &ct->conns[i];
         if (ct_live(c) && ct_expired(c, now_ms)) {
-            ct_delete(ct, c);
-            ct->counters[RT_CNT_EXPIRED]++;
-            (*expired)++;
+            for (unsigned d = 0; d < CT_DIRS; d++) {
+                hash[n_group][d] = ct_hash(ct, &c->tuple[d]);
+                ct_prefetch_bucket(ct, hash[n_group][d]);
+            }
+            group[n_group++] = c;
         }
         (*visited)++;
         i++;
+        if (n_group == SWEEP_GROUP || n + 1 == max_slots) {
+            for (unsigned g = 0; g < n_group; g++)
+                delete_hashed(ct, group[g], hash[g]);
+            ct->counters[RT_CNT_EXPIRED] += n_group;
+            *expired += n_group;
+            n_group = 0;
+        }
     }
+    for (unsigned g = 0; g < n_group; g++)
+        delete_hashed(ct, group[g], hash[g]);
+    ct->counters[RT_CNT_EXPIRED] += n_group;
+    *expired += n_group;
     ct->sweep_cursor = i;
     return wrapped;
 }
