@@ -1,6 +1,6 @@
 """Router versus the Linux kernel's own NAT, on the same topology, same run.
 
-    python bench/nat_bench.py [--rounds 3] [--secs 5] [--tests tcp1,ping]
+    python bench/nat_bench.py [--rounds 3] [--secs 5] [--tests tcp1,tcp4,udp64,ping,crr1,crr4]
 
 Topology (identical addresses for both):
 
@@ -17,7 +17,13 @@ Each round runs every configuration once, interleaved, and the ratio
 router/kernel is taken per round; the summary shows medians and ranges.  Every
 load is bounded in time.  Namespaces and processes are removed at the end, and
 only processes this script started are ended, by pid.  Needs root, iperf3,
-nft, ping.
+nft, ping, gcc.
+
+Tests: tcp1/tcp4 iperf3 TCP throughput with 1 or 4 streams; udp64 64-byte
+UDP datagrams as fast as iperf3 sends them, counted as packets per second
+arriving in the WAN namespace (what the router forwarded); ping 200 echoes
+5 ms apart, average and p99; crr1/crr4 TCP connect-request-response-close
+per second through NAT with 1 or 4 client processes (bench/crr.c).
 """
 
 from __future__ import annotations
@@ -98,6 +104,8 @@ class Router:
         text = text.replace('"rtlab-lan"', f'"{LAN}"').replace('"rtlab-wan"', f'"{WAN}"')
         text = text.replace('"/run/router/router.sock"', f'"{self.sock}"')
         text = text.replace('level = "info"', 'level = "warning"')
+        # As many entries as the kernel's table here: crr leaves many in TIME_WAIT.
+        text = text.replace("max = 65536", "max = 262144")
         cfg = self.workdir / "bench.toml"
         cfg.write_text(text)
         log = open(self.workdir / "router.log", "ab")
@@ -139,6 +147,55 @@ def tcp_streams(secs: int, streams: int) -> dict[str, Any]:
             "retransmits": end["sum_sent"].get("retransmits", 0)}
 
 
+def rx_packets(ns: str, dev: str) -> int:
+    return int(nsx(ns, "cat", f"/sys/class/net/{dev}/statistics/rx_packets").stdout)
+
+
+def udp64(secs: int) -> dict[str, Any]:
+    srv = subprocess.Popen(["ip", "netns", "exec", WAN, "iperf3", "-s", "-1", "-J", "-B", SERVER],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        before = rx_packets(WAN, "wan0")
+        t0 = time.monotonic()
+        cli = nsx(LAN, "iperf3", "-c", SERVER, "-u", "-l", "64", "-b", "0", "-t", str(secs),
+                  "-J", timeout=secs + 30)
+        elapsed = time.monotonic() - t0
+        after = rx_packets(WAN, "wan0")
+        server_out, _ = srv.communicate(timeout=15)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+    peer = json.loads(server_out)["start"]["connected"][0]["remote_host"]
+    if peer != ROUTER_WAN:
+        raise RuntimeError(f"the server saw {peer}, not the NAT address {ROUTER_WAN}")
+    sent = json.loads(cli.stdout)["end"]["sum"]["packets"]
+    return {"kpps": (after - before) / elapsed / 1e3, "offered_kpps": sent / secs / 1e3}
+
+
+CRR: str = ""
+
+
+def crr(secs: int, workers: int) -> dict[str, Any]:
+    nsx(LAN, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535")
+    # Its own session, so that its forked workers end with it.
+    srv = subprocess.Popen(["ip", "netns", "exec", WAN, CRR, "server", SERVER, "7000",
+                            str(secs), "2"], stdout=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        assert srv.stdout is not None
+        if srv.stdout.readline().strip() != "ready":
+            raise RuntimeError("crr server did not start")
+        out = nsx(LAN, CRR, "client", SERVER, "7000", str(secs), str(workers),
+                  timeout=secs + 30).stdout.split()
+    finally:
+        os.killpg(srv.pid, signal.SIGKILL)
+        srv.wait()
+    rate, errors = float(out[0]), int(out[1])
+    return {"conn_per_s": rate, "errors": errors}
+
+
 def ping(count: int = 200) -> dict[str, Any]:
     r = nsx(LAN, "ping", "-c", str(count), "-i", "0.005", "-W", "1", SERVER,
             timeout=count * 0.05 + 20)
@@ -152,9 +209,14 @@ def ping(count: int = 200) -> dict[str, Any]:
 TESTS = {
     "tcp1": lambda secs: tcp_streams(secs, 1),
     "tcp4": lambda secs: tcp_streams(secs, 4),
+    "udp64": udp64,
     "ping": lambda secs: ping(),
+    "crr1": lambda secs: crr(secs, 1),
+    "crr4": lambda secs: crr(secs, 4),
 }
-METRIC = {"tcp1": "gbps", "tcp4": "gbps", "ping": "avg_us"}
+METRIC = {"tcp1": "gbps", "tcp4": "gbps", "udp64": "kpps", "ping": "avg_us",
+          "crr1": "conn_per_s", "crr4": "conn_per_s"}
+UNIT = {"gbps": "Gbit/s", "kpps": "kpps", "avg_us": "us", "conn_per_s": "/s"}
 
 
 def fmt_range(vals: list[float], digits: int) -> str:
@@ -166,7 +228,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--secs", type=int, default=5)
-    ap.add_argument("--tests", default="tcp1,tcp4,ping")
+    ap.add_argument("--tests", default="tcp1,tcp4,udp64,ping,crr1,crr4")
     ap.add_argument("--out", type=Path, help="write raw results as JSON here")
     args = ap.parse_args()
     tests = args.tests.split(",")
@@ -176,6 +238,9 @@ def main() -> int:
 
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="natbench.") as tmp:
+        global CRR
+        CRR = str(Path(tmp) / "crr")
+        sh("gcc", "-O2", "-Wall", "-Wextra", "-o", CRR, str(ROOT / "bench/crr.c"))
         try:
             for rnd in range(args.rounds):
                 for cfg in (Kernel(), Router(Path(tmp))):
@@ -192,21 +257,22 @@ def main() -> int:
             cleanup_netns()
 
     print()
-    print(f"{'test':<6} {'kernel NAT':>24} {'router':>24} {'router/kernel':>22}")
+    print(f"{'test':<6} {'kernel NAT':>26} {'router':>26} {'router/kernel':>20}")
     for t in tests:
         m = METRIC[t]
         k = [r[m] for r in results if r["test"] == t and r["config"] == "kernel"]
         u = [r[m] for r in results if r["test"] == t and r["config"] == "router"]
         ratios = [b / a for a, b in zip(k, u, strict=True)]
-        unit = "Gbit/s" if m == "gbps" else "us"
-        print(f"{t:<6} {fmt_range(k, 2) + ' ' + unit:>24} {fmt_range(u, 2) + ' ' + unit:>24} "
-              f"{fmt_range(ratios, 2):>22}")
+        unit = UNIT[m]
+        d = 0 if m == "conn_per_s" else 2
+        print(f"{t:<6} {fmt_range(k, d) + ' ' + unit:>26} {fmt_range(u, d) + ' ' + unit:>26} "
+              f"{fmt_range(ratios, 2):>20}")
         if t == "ping":
             kp = [r["p99_us"] for r in results if r["test"] == t and r["config"] == "kernel"]
             up = [r["p99_us"] for r in results if r["test"] == t and r["config"] == "router"]
             pr = [b / a for a, b in zip(kp, up, strict=True)]
-            print(f"{'p99':<6} {fmt_range(kp, 1) + ' us':>24} {fmt_range(up, 1) + ' us':>24} "
-                  f"{fmt_range(pr, 2):>22}")
+            print(f"{'p99':<6} {fmt_range(kp, 1) + ' us':>26} {fmt_range(up, 1) + ' us':>26} "
+                  f"{fmt_range(pr, 2):>20}")
     meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus "
                        f"kernel {platform.release()}",
