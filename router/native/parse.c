@@ -43,18 +43,21 @@ static bool icmp_is_error(uint8_t type)
            type == ICMP_PARAM_PROB;
 }
 
-/* Fills the ports of 't' from the L4 header at 'l4' ('avail' bytes). */
-static void tuple_ports(struct ct_tuple *t, const uint8_t *l4, uint32_t avail)
+/* The "ports" of an L4 header at 'l4' ('avail' bytes): TCP/UDP ports, or
+ * the ICMP identifier and (type << 8 | code). */
+static void l4_ports(uint8_t proto, const uint8_t *l4, uint32_t avail,
+                     rt_be16 *sport, rt_be16 *dport)
 {
-    if (t->proto == IPPROTO_TCP_ || t->proto == IPPROTO_UDP_) {
+    *sport = *dport = 0;
+    if (proto == IPPROTO_TCP_ || proto == IPPROTO_UDP_) {
         if (avail >= 4) {
-            t->sport = wire_be16(l4);
-            t->dport = wire_be16(l4 + 2);
+            *sport = wire_be16(l4);
+            *dport = wire_be16(l4 + 2);
         }
-    } else if (t->proto == IPPROTO_ICMP_) {
+    } else if (proto == IPPROTO_ICMP_) {
         if (avail >= 6) {
-            t->sport = wire_be16(l4 + ICMP_OFF_ID);
-            t->dport = htons((uint16_t)((l4[0] << 8) | l4[1]));
+            *sport = wire_be16(l4 + ICMP_OFF_ID);
+            *dport = htons((uint16_t)((l4[0] << 8) | l4[1]));
         }
     }
 }
@@ -88,12 +91,10 @@ static enum rt_drop_reason parse_icmp_inner(struct pkt_meta *m)
     m->inner_off = (uint16_t)off;
     m->inner_l4_off = (uint16_t)(off + ihl);
     m->inner_l4_avail = (uint8_t)avail;
-    memset(&m->inner, 0, sizeof m->inner);
-    m->inner.family = 4;
-    m->inner.proto = ip[IP4_OFF_PROTO];
-    m->inner.src.v4 = wire_be32(ip + IP4_OFF_SRC);
-    m->inner.dst.v4 = wire_be32(ip + IP4_OFF_DST);
-    tuple_ports(&m->inner, m->data + m->inner_l4_off, avail);
+    rt_be16 sp, dp;
+    l4_ports(iproto, m->data + m->inner_l4_off, avail, &sp, &dp);
+    tuple_fill4(&m->inner, wire_be32(ip + IP4_OFF_SRC), wire_be32(ip + IP4_OFF_DST),
+                sp, dp, iproto);
     return RT_DROP_NONE;
 }
 
@@ -101,7 +102,8 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
 {
     uint8_t *l4 = m->data + m->l4_off;
     uint32_t n = m->l4_len;
-    struct ct_tuple *t = &m->tuple;
+    rt_be32 src = wire_be32(m->data + IP4_OFF_SRC);
+    rt_be32 dst = wire_be32(m->data + IP4_OFF_DST);
 
     switch (m->proto) {
     case IPPROTO_TCP_: {
@@ -111,7 +113,7 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
         if (doff < TCP_HDR_MIN || doff > n)
             return RT_DROP_L4_SHORT;
         if (l4_csum && csum_fold(csum_add_bytes(
-                           csum_pseudo4(t->src.v4, t->dst.v4, m->proto, n), l4,
+                           csum_pseudo4(src, dst, m->proto, n), l4,
                            n)) != 0)
             return RT_DROP_BAD_L4_CSUM;
         m->tcp_flags = l4[TCP_OFF_FLAGS];
@@ -127,7 +129,7 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
         /* A zero checksum means the sender computed none (RFC 768). */
         if (l4_csum && wire_be16(l4 + UDP_OFF_CSUM) != 0 &&
             csum_fold(csum_add_bytes(
-                csum_pseudo4(t->src.v4, t->dst.v4, m->proto, ulen), l4,
+                csum_pseudo4(src, dst, m->proto, ulen), l4,
                 ulen)) != 0)
             return RT_DROP_BAD_L4_CSUM;
         m->l4_hdr_len = UDP_HDR_LEN;
@@ -155,7 +157,9 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
     default:
         break;
     }
-    tuple_ports(t, l4, n);
+    rt_be16 sp, dp;
+    l4_ports(m->proto, l4, n, &sp, &dp);
+    tuple_fill4(&m->tuple, src, dst, sp, dp, m->proto);
     return RT_DROP_NONE;
 }
 
@@ -193,11 +197,10 @@ enum rt_drop_reason pkt_parse(uint8_t *data, uint32_t len, bool l4_csum,
     m->ttl = data[IP4_OFF_TTL];
     uint16_t frag = wire_h16(data + IP4_OFF_FRAG);
     m->df = (frag & IP4_FRAG_DF) != 0;
-    m->tuple.family = 4;
-    m->tuple.proto = m->proto;
-    m->tuple.src.v4 = wire_be32(data + IP4_OFF_SRC);
-    m->tuple.dst.v4 = wire_be32(data + IP4_OFF_DST);
-    if (frag & (IP4_FRAG_MF | IP4_FRAG_OFFSET))
+    if (frag & (IP4_FRAG_MF | IP4_FRAG_OFFSET)) {
+        tuple_fill4(&m->tuple, wire_be32(data + IP4_OFF_SRC),
+                    wire_be32(data + IP4_OFF_DST), 0, 0, m->proto);
         return RT_DROP_FRAGMENT;
+    }
     return parse_l4(m, l4_csum);
 }
