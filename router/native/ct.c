@@ -82,8 +82,11 @@ int ct_init(struct ct_table *ct, uint32_t capacity, uint64_t seed,
     memset(ct, 0, sizeof *ct);
     if (capacity == 0 || capacity > (1u << 30))
         return -1;
-    uint32_t nb = 1;
-    while (nb < capacity)
+    /* Twice as many buckets as connections, rounded up to a power of two:
+     * with two nodes per connection a chain then holds one node on average
+     * at capacity, so a lookup usually hits the head it prefetched. */
+    uint32_t nb = 2;
+    while (nb < 2 * (uint64_t)capacity)
         nb <<= 1;
     ct->conns_bytes = (size_t)capacity * sizeof *ct->conns;
     ct->buckets_bytes = (size_t)nb * sizeof *ct->buckets;
