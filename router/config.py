@@ -77,6 +77,22 @@ class SourceNat:
 
 
 @dataclass(frozen=True, slots=True)
+class PortForward:
+    """Destination NAT: connections to ``address`` (default: ``interface``'s
+    own address) on ``protocol`` ports ``port_min``..``port_max`` go to
+    ``to``, ports from ``to_port`` on."""
+
+    interface: str
+    address: IPv4Address
+    protocol: str  # "tcp" or "udp"
+    port_min: int
+    port_max: int
+    to: IPv4Address
+    to_port: int
+    masquerade: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     from_zone: str
     to_zone: str
@@ -98,6 +114,7 @@ class Nat:
     port_max: int = 65535
     preserve_ports: bool = True
     rules: tuple[SourceNat, ...] = ()
+    forwards: tuple[PortForward, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,7 +457,8 @@ def _routes(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
 
 def _nat(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) -> Nat:
     t = r.table(doc, "nat", "")
-    r.known(t, "nat", {"port_min", "port_max", "preserve_ports", "masquerade", "snat"})
+    r.known(t, "nat", {"port_min", "port_max", "preserve_ports", "masquerade", "snat",
+                       "forward"})
     pmin = r.integer(t, "port_min", "nat", 1024, 1, 65535)
     pmax = r.integer(t, "port_max", "nat", 65535, 1, 65535)
     if pmin > pmax:
@@ -463,7 +481,59 @@ def _nat(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) ->
             if kind == "snat":
                 to = r.address(r.get(rt, "to", w, str, required=True), f"{w}.to")
             rules.append(SourceNat(interface=iface, sources=srcs, to=to))
-    return Nat(port_min=pmin, port_max=pmax, preserve_ports=preserve, rules=tuple(rules))
+    forwards = _forwards(r, t, ifaces)
+    return Nat(port_min=pmin, port_max=pmax, preserve_ports=preserve, rules=tuple(rules),
+               forwards=forwards)
+
+
+def _port_range(r: _Reader, val: Any, key: str) -> tuple[int, int]:
+    if isinstance(val, int) and not isinstance(val, bool):
+        lo = hi = val
+    elif isinstance(val, str) and re.fullmatch(r"\d+-\d+", val):
+        lo, hi = (int(x) for x in val.split("-"))
+    else:
+        raise r.fail(key, "must be a port (8080) or a range ('8000-8010')")
+    if not 1 <= lo <= hi <= 65535:
+        raise r.fail(key, f"ports must be 1-65535 and ascending, got {val!r}")
+    return lo, hi
+
+
+def _forwards(r: _Reader, t: Mapping[str, Any], ifaces: Mapping[str, Interface]
+              ) -> tuple[PortForward, ...]:
+    out: list[PortForward] = []
+    own = {i.address.ip for i in ifaces.values()}
+    for n, f in enumerate(r.array(t, "forward", "nat")):
+        w = f"nat.forward[{n}]"
+        if not isinstance(f, dict):
+            raise r.fail(w, "must be a table")
+        r.known(f, w, {"interface", "address", "protocol", "port", "to", "to_port",
+                       "masquerade"})
+        iface = r.get(f, "interface", w, str, required=True)
+        if iface not in ifaces:
+            raise r.fail(f"{w}.interface", f"no interface named {iface!r}")
+        addr = (r.address(f["address"], f"{w}.address") if "address" in f
+                else ifaces[iface].address.ip)
+        protos = r.choice(f, "protocol", w, ("tcp", "udp", "both"), "tcp")
+        if "port" not in f:
+            raise r.fail(f"{w}.port", "is required")
+        lo, hi = _port_range(r, f["port"], f"{w}.port")
+        to = r.address(r.get(f, "to", w, str, required=True), f"{w}.to")
+        if to in own:
+            raise r.fail(f"{w}.to", f"{to} is one of the router's own addresses")
+        to_port = r.integer(f, "to_port", w, lo, 1, 65535)
+        if to_port + (hi - lo) > 65535:
+            raise r.fail(f"{w}.to_port", f"the range {lo}-{hi} from {to_port} passes 65535")
+        masq = r.get(f, "masquerade", w, bool, False)
+        for proto in (("tcp", "udp") if protos == "both" else (protos,)):
+            for o in out:
+                if o.protocol == proto and o.address == addr and not (
+                        hi < o.port_min or lo > o.port_max):
+                    raise r.fail(f"{w}.port", f"{proto} {addr} ports {lo}-{hi} overlap "
+                                 f"another forward ({o.port_min}-{o.port_max})")
+            out.append(PortForward(interface=iface, address=addr, protocol=proto,
+                                   port_min=lo, port_max=hi, to=to, to_port=to_port,
+                                   masquerade=masq))
+    return tuple(out)
 
 
 def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
@@ -546,7 +616,13 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         "nat": {"port_min": cfg.nat.port_min, "port_max": cfg.nat.port_max,
                 "preserve_ports": cfg.nat.preserve_ports,
                 "snat": [nat_rule(n) for n in cfg.nat.rules if n.to is not None],
-                "masquerade": [nat_rule(n) for n in cfg.nat.rules if n.to is None]},
+                "masquerade": [nat_rule(n) for n in cfg.nat.rules if n.to is None],
+                "forward": [{"interface": f.interface, "address": str(f.address),
+                             "protocol": f.protocol,
+                             "port": f.port_min if f.port_min == f.port_max
+                             else f"{f.port_min}-{f.port_max}",
+                             "to": str(f.to), "to_port": f.to_port,
+                             "masquerade": f.masquerade} for f in cfg.nat.forwards]},
         "firewall": {"forward": cfg.forward_default,
                      "policy": [{"from": p.from_zone, "to": p.to_zone, "action": p.action}
                                 for p in cfg.policies]},

@@ -169,10 +169,19 @@ class Datapath:
             nat[i].src_plen = n.sources.prefixlen
             nat[i].out_iface = n.out_iface
             nat[i].to_addr = be32(n.to)
+        dnat = ffi.new("struct rt_dnat_cfg[]", max(1, len(t.dnat)))
+        for i, d in enumerate(t.dnat):
+            dnat[i].addr = be32(d.addr)
+            dnat[i].to_addr = be32(d.to)
+            dnat[i].port_min = d.port_min
+            dnat[i].port_max = d.port_max
+            dnat[i].to_port = d.to_port
+            dnat[i].proto = d.proto
+            dnat[i].masquerade = int(d.masquerade)
         nz = len(t.zones)
         policy = ffi.new("uint8_t[]", [int(v) for row in t.policy for v in row] or [0])
         timeouts = ffi.new("uint32_t[]", list(t.timeouts))
-        keep += [ifaces, routes, nat, policy, timeouts]
+        keep += [ifaces, routes, nat, dnat, policy, timeouts]
 
         tb = ffi.new("struct rt_tables *")
         tb.ifaces = ifaces
@@ -181,6 +190,8 @@ class Datapath:
         tb.n_routes = len(t.routes)
         tb.nat = nat
         tb.n_nat = len(t.nat)
+        tb.dnat = dnat
+        tb.n_dnat = len(t.dnat)
         tb.n_zones = nz
         tb.zone_policy = policy
         tb.timeouts = timeouts

@@ -43,10 +43,22 @@ class NatEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class DnatEntry:
+    addr: IPv4Address
+    proto: int
+    port_min: int
+    port_max: int
+    to: IPv4Address
+    to_port: int
+    masquerade: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Tables:
     ifaces: tuple[IfaceEntry, ...]
     routes: tuple[RouteEntry, ...]
     nat: tuple[NatEntry, ...]
+    dnat: tuple[DnatEntry, ...]
     zones: tuple[str, ...]
     policy: tuple[tuple[bool, ...], ...]  # [from][to]: accept NEW
     timeouts: tuple[int, ...]             # seconds, in the C order
@@ -93,6 +105,9 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         ifaces=ifaces,
         routes=tuple(routes),
         nat=tuple(nat),
+        dnat=tuple(DnatEntry(f.address, 6 if f.protocol == "tcp" else 17, f.port_min,
+                             f.port_max, f.to, f.to_port, f.masquerade)
+                   for f in cfg.nat.forwards),
         zones=zones,
         policy=tuple(tuple(row) for row in policy),
         timeouts=tuple(cfg.conntrack.timeouts[name] for name in TIMEOUT_NAMES),

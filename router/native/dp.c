@@ -289,13 +289,51 @@ static const struct dp_nat_rule *nat_match(const struct rt_dp *dp,
     return NULL;
 }
 
+/* The port forward for a new TCP/UDP packet, or NULL. */
+static const struct rt_dnat_cfg *dnat_match(const struct rt_dp *dp,
+                                            const struct pkt_meta *m)
+{
+    if (m->proto != IPPROTO_TCP_ && m->proto != IPPROTO_UDP_)
+        return NULL;
+    uint16_t dport = ntohs(m->tuple.dport);
+    for (uint32_t i = 0; i < dp->n_dnat; i++) {
+        const struct rt_dnat_cfg *d = &dp->dnat[i];
+        if (d->proto == m->proto && d->addr == m->tuple.dst.v4 &&
+            dport >= d->port_min && dport <= d->port_max)
+            return d;
+    }
+    return NULL;
+}
+
+/*
+ * The address new connection 'm' is source-NATed to, or 0.  A port forward
+ * with full NAT takes the output interface's address; a hairpinned one (it
+ * leaves through the interface it came in on, so the server would answer
+ * the client directly) takes the forward's external address, as RFC 4787
+ * REQ-9a asks; otherwise the SNAT/masquerade rules decide.
+ */
+static rt_be32 snat_address(const struct rt_dp *dp, const struct rt_pkt *p,
+                            const struct pkt_meta *m,
+                            const struct rt_dnat_cfg *dn, int out)
+{
+    if (dn && dn->masquerade)
+        return dp->ifaces[out].addr;
+    if (dn && out == p->in_iface)
+        return dn->addr;
+    const struct dp_nat_rule *nr = nat_match(dp, m, out);
+    if (!nr)
+        return 0;
+    return nr->to_addr ? nr->to_addr : dp->ifaces[out].addr;
+}
+
 /* A packet no connection knows: may it open one?  'hash' is the hash of its
  * tuple, which the caller has just looked up and not found. */
 static void process_new(struct rt_dp *dp, struct rt_pkt *p,
                         struct pkt_meta *m, uint32_t hash, uint64_t now)
 {
-    rt_be32 dst = m->tuple.dst.v4;
-    if (is_local(dp, dst)) {
+    const struct rt_dnat_cfg *dn = dnat_match(dp, m);
+    rt_be32 dst = dn ? dn->to_addr : m->tuple.dst.v4;
+    if (!dn && is_local(dp, dst)) {
         process_local(dp, p, m);
         return;
     }
@@ -308,9 +346,11 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     int out = r->iface;
     if (!may_forward(dp, p, m, out))
         return;
+    /* A port forward is its own permission; anything else needs the zone
+     * pair's policy. */
     uint32_t zin = dp->ifaces[p->in_iface].zone;
     uint32_t zout = dp->ifaces[out].zone;
-    if (!dp->zone_policy[zin][zout]) {
+    if (!dn && !dp->zone_policy[zin][zout]) {
         drop(dp, p, RT_DROP_POLICY);
         return;
     }
@@ -327,18 +367,25 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     }
     c.tuple[CT_DIR_ORIGINAL] = m->tuple;
     c.created = (uint32_t)(now >> CT_CREATED_SHIFT);
+    if (dn) {
+        uint16_t port = (uint16_t)(dn->to_port +
+                                   (ntohs(m->tuple.dport) - dn->port_min));
+        c.tuple[CT_DIR_REPLY].src.v4 = dn->to_addr;
+        c.tuple[CT_DIR_REPLY].sport = htons(port);
+        c.status |= CT_DST_NAT;
+    }
 
     bool reply_free = false;
-    const struct dp_nat_rule *nr = nat_match(dp, m, out);
-    if (nr) {
-        rt_be32 to = nr->to_addr ? nr->to_addr : dp->ifaces[out].addr;
-        if (to != m->tuple.src.v4) {
-            if (!nat_snat(&dp->ct, &c, to, &dp->np, &dp->rng, now)) {
-                drop(dp, p, RT_DROP_NAT_NO_PORT);
-                return;
-            }
-            reply_free = true; /* nat_snat found it unused */
+    rt_be32 to = snat_address(dp, p, m, dn, out);
+    if (to && to != m->tuple.src.v4) {
+        if (!nat_snat(&dp->ct, &c, to, &dp->np, &dp->rng, now)) {
+            drop(dp, p, RT_DROP_NAT_NO_PORT);
+            /* RFC 5508 REQ-8: say so, with "communication administratively
+             * prohibited". */
+            send_icmp_error(dp, p, m, ICMP_DEST_UNREACH, ICMP_UNREACH_ADMIN, 0);
+            return;
         }
+        reply_free = true; /* nat_snat found it unused */
     }
     if (l4->update(&c, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
         dp->counters[RT_CNT_INVALID]++;
@@ -580,6 +627,7 @@ void rt_dp_free(struct rt_dp *dp)
     ct_destroy(&dp->ct);
     free(dp->fib.routes);
     free(dp->nat);
+    free(dp->dnat);
     free(dp->slots);
     free(dp->pkts);
     free(dp);
@@ -600,6 +648,7 @@ static uint32_t plen_mask(uint32_t plen)
         snprintf(dp->error, sizeof dp->error, __VA_ARGS__);                    \
         free(routes);                                                          \
         free(nat);                                                             \
+        free(dnat);                                                            \
         return -1;                                                             \
     } while (0)
 
@@ -607,6 +656,7 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
 {
     struct fib_route *routes = NULL;
     struct dp_nat_rule *nat = NULL;
+    struct rt_dnat_cfg *dnat = NULL;
     dp->error[0] = 0;
     if (t->n_ifaces > RT_MAX_IFACES)
         LOAD_FAIL("too many interfaces: %u > %u", t->n_ifaces, RT_MAX_IFACES);
@@ -627,8 +677,22 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     }
     routes = calloc(t->n_routes ? t->n_routes : 1, sizeof *routes);
     nat = calloc(t->n_nat ? t->n_nat : 1, sizeof *nat);
-    if (!routes || !nat)
+    dnat = calloc(t->n_dnat ? t->n_dnat : 1, sizeof *dnat);
+    if (!routes || !nat || !dnat)
         LOAD_FAIL("out of memory");
+    for (uint32_t i = 0; i < t->n_dnat; i++) {
+        const struct rt_dnat_cfg *d = &t->dnat[i];
+        if (d->proto != IPPROTO_TCP_ && d->proto != IPPROTO_UDP_)
+            LOAD_FAIL("port forward %u: protocol %u is not TCP or UDP", i,
+                      d->proto);
+        if (d->port_min == 0 || d->port_min > d->port_max ||
+            (uint32_t)d->to_port + (d->port_max - d->port_min) > 65535 ||
+            d->to_port == 0)
+            LOAD_FAIL("port forward %u: bad port range", i);
+        if (d->addr == 0 || d->to_addr == 0)
+            LOAD_FAIL("port forward %u: missing address", i);
+        dnat[i] = *d;
+    }
     for (uint32_t i = 0; i < t->n_routes; i++) {
         const struct rt_route_cfg *c = &t->routes[i];
         if (c->plen > 32)
@@ -673,6 +737,9 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     free(dp->nat);
     dp->nat = nat;
     dp->n_nat = t->n_nat;
+    free(dp->dnat);
+    dp->dnat = dnat;
+    dp->n_dnat = t->n_dnat;
     dp->n_zones = t->n_zones;
     memset(dp->zone_policy, 0, sizeof dp->zone_policy);
     for (uint32_t a = 0; a < t->n_zones; a++)
@@ -832,6 +899,7 @@ uint32_t rt_abi_sizeof(const char *name)
     S(rt_iface_cfg)
     S(rt_route_cfg)
     S(rt_nat_cfg)
+    S(rt_dnat_cfg)
     S(rt_tables)
     S(rt_pkt)
     S(rt_iface_stats)

@@ -37,6 +37,8 @@ struct rt_dp {
     struct fib fib;                           /* routes */
     struct dp_nat_rule *nat;                  /* NAT rules */
     uint32_t n_nat;                           /* number of NAT rules */
+    struct rt_dnat_cfg *dnat;                 /* port forwards */
+    uint32_t n_dnat;                          /* number of port forwards */
     uint32_t n_zones;                         /* zones loaded */
     uint8_t zone_policy[RT_MAX_ZONES][RT_MAX_ZONES]; /* 1 = accept NEW */
     uint64_t counters[RT_N_COUNTERS];         /* RT_CNT_* */

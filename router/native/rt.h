@@ -74,6 +74,22 @@ struct rt_nat_cfg {
                            interface's own address (masquerade) */
 };
 
+/*
+ * Destination NAT (port forwarding), matched on new TCP/UDP connections to
+ * 'addr' (from any interface, so that hairpinned connections from inside
+ * match too).  Ports are in host order; a range maps onto a range of the same
+ * size starting at 'to_port'.
+ */
+struct rt_dnat_cfg {
+    rt_be32 addr;        /* external address */
+    rt_be32 to_addr;     /* internal host */
+    uint16_t port_min;   /* external ports, inclusive */
+    uint16_t port_max;
+    uint16_t to_port;    /* first internal port */
+    uint8_t proto;       /* 6 or 17 */
+    uint8_t masquerade;  /* full NAT: also SNAT to the output interface */
+};
+
 /* Everything the control plane compiles from the config. */
 struct rt_tables {
     const struct rt_iface_cfg *ifaces;
@@ -89,6 +105,8 @@ struct rt_tables {
     uint32_t port_min;          /* NAT port search range */
     uint32_t port_max;
     uint32_t flags;             /* RT_F_* */
+    const struct rt_dnat_cfg *dnat; /* port forwards, first match wins */
+    uint32_t n_dnat;
 };
 
 /*

@@ -69,7 +69,11 @@ def test_port_exhaustion_fails_cleanly(lab_factory) -> None:  # type: ignore[no-
         ports.add(IP(r.data)[UDP].sport)
     assert ports == {40000, 40001, 40002, 40003}
     r = lab.send(LAN, udp_out(sport=7000))
-    assert r.out_iface == -1 and r.reason == "nat_no_port"
+    # Dropped, and the sender is told (RFC 5508 REQ-8: unreachable, code 13).
+    assert r.out_iface == LAN and r.reason == "nat_no_port"
+    err = IP(r.data)
+    assert err.dst == LAN_HOST and err[ICMP].type == 3 and err[ICMP].code == 13
+    verify_checksums(r.data)
     assert lab.dp.drops()["nat_no_port"] == 1
     assert lab.dp.counters()["nat_port_probes"] <= 4 * 248 + 248
     assert len(lab.entries()) == 4

@@ -176,3 +176,40 @@ def test_to_dict_round_trips_through_toml() -> None:
     again = parse(text.encode(), "shown.toml")
     assert to_dict(again) == to_dict(cfg)
     assert again.interfaces == cfg.interfaces and again.nat == cfg.nat
+
+
+FWD = MIN + """
+[[nat.forward]]
+interface = "wan0"
+protocol = "both"
+port = "8000-8001"
+to = "192.168.1.5"
+to_port = 80
+"""
+
+
+def test_port_forward_parsed() -> None:
+    cfg = parse(FWD.encode())
+    assert [(f.protocol, f.port_min, f.port_max, str(f.to), f.to_port, str(f.address))
+            for f in cfg.nat.forwards] == [
+        ("tcp", 8000, 8001, "192.168.1.5", 80, "203.0.113.1"),
+        ("udp", 8000, 8001, "192.168.1.5", 80, "203.0.113.1")]
+
+
+@pytest.mark.parametrize(("change", "key", "reason"), [
+    (('port = "8000-8001"', 'port = "9-8"'), "nat.forward[0].port", "ascending"),
+    (('port = "8000-8001"', 'port = "x"'), "nat.forward[0].port", "must be a port"),
+    (('to = "192.168.1.5"', 'to = "192.168.1.1"'), "nat.forward[0].to", "router's own"),
+    (('to_port = 80', 'to_port = 65535'), "nat.forward[0].to_port", "passes 65535"),
+    (('protocol = "both"', 'protocol = "sctp"'), "nat.forward[0].protocol", "one of tcp"),
+    (('interface = "wan0"\nprotocol', 'interface = "wan9"\nprotocol'),
+     "nat.forward[0].interface", "no interface named"),
+])
+def test_bad_port_forwards(change: tuple[str, str], key: str, reason: str) -> None:
+    e = err(FWD.replace(*change))
+    assert e.key == key and reason in e.reason
+
+
+def test_overlapping_port_forwards() -> None:
+    e = err(FWD + '\n[[nat.forward]]\ninterface = "wan0"\nport = 8001\nto = "192.168.1.6"\n')
+    assert e.key == "nat.forward[1].port" and "overlap" in e.reason
