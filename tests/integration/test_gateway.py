@@ -188,3 +188,32 @@ def test_routerctl_without_router_says_so(netlab: NetLab) -> None:
     netlab.stop_router()
     r = netlab.ctl("conntrack", "list", check=False)
     assert r.returncode == 1 and "is the router running?" in r.stderr
+
+
+FORWARD = """
+[[nat.forward]]
+interface = "wan0"
+protocol = "tcp"
+port = 8081
+to = "192.168.77.2"
+to_port = 8080
+"""
+
+
+def test_port_forward_and_hairpin(netlab: NetLab) -> None:
+    netlab.config.write_text(netlab.config.read_text() + FORWARD)
+    netlab.ctl("reload")
+    netlab.server(netlab.lan, "http", LAN_HOST, 8080)
+    # From the WAN: the LAN server sees the real client.
+    r = netlab.ns(netlab.wan, "curl", "-sS", "-m", "5", f"http://{ROUTER_WAN}:8081/")
+    assert r.stdout.startswith(f"you are {SERVER}:"), r.stdout
+    # From the LAN, to the public address (hairpin): it sees the external address.
+    r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "5", f"http://{ROUTER_WAN}:8081/")
+    assert r.stdout.startswith(f"you are {ROUTER_WAN}:"), r.stdout
+    entries = netlab.ctl_json("conntrack", "list", "--dport", "8081")
+    assert {e["original"]["src"] for e in entries} == {SERVER, LAN_HOST}
+    assert all(e["reply"]["src"] == LAN_HOST and e["reply"]["sport"] == 8080 for e in entries)
+    # Other ports stay closed.
+    r = netlab.ns(netlab.wan, "curl", "-sS", "-m", "2", f"http://{ROUTER_WAN}:8080/",
+                  check=False)
+    assert r.returncode != 0
