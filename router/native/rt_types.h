@@ -69,23 +69,27 @@ enum rt_tcp_state { RT_TCP_STATES(RT_TCP_ENUM__) RT_TCP_N_STATES };
 #undef RT_TCP_ENUM__
 
 /*
- * Timeouts, in seconds, with Linux's default values (net.netfilter.*).
- * The config can change every one of them.
+ * Timeouts, in seconds.  The defaults meet the IETF BEHAVE requirements for
+ * NAT, which is where they differ from Linux's (shown after each): TCP
+ * transitory states at least 4 minutes (RFC 5382 REQ-5, RFC 7857 2.1, which
+ * also asks to keep a RST-closed session 4 minutes), UDP mappings at least 2
+ * minutes and 5 once in use both ways (RFC 4787 REQ-5, 5c), ICMP queries at
+ * least 60 s (RFC 5508 REQ-2).  The config can change every one of them.
  */
 #define RT_TIMEOUTS(X)                                                         \
-    X(TCP_SYN_SENT, "tcp_syn_sent", 120)                                       \
-    X(TCP_SYN_RECV, "tcp_syn_recv", 60)                                        \
+    X(TCP_SYN_SENT, "tcp_syn_sent", 240)         /* Linux 120 */               \
+    X(TCP_SYN_RECV, "tcp_syn_recv", 240)         /* Linux 60 */                \
     X(TCP_ESTABLISHED, "tcp_established", 432000)                              \
-    X(TCP_FIN_WAIT, "tcp_fin_wait", 120)                                       \
-    X(TCP_CLOSE_WAIT, "tcp_close_wait", 60)                                    \
-    X(TCP_LAST_ACK, "tcp_last_ack", 30)                                        \
-    X(TCP_TIME_WAIT, "tcp_time_wait", 120)                                     \
-    X(TCP_CLOSE, "tcp_close", 10)                                              \
-    X(TCP_SYN_SENT2, "tcp_syn_sent2", 120)                                     \
+    X(TCP_FIN_WAIT, "tcp_fin_wait", 240)         /* Linux 120 */               \
+    X(TCP_CLOSE_WAIT, "tcp_close_wait", 240)     /* Linux 60 */                \
+    X(TCP_LAST_ACK, "tcp_last_ack", 240)         /* Linux 30 */                \
+    X(TCP_TIME_WAIT, "tcp_time_wait", 240)       /* Linux 120 */               \
+    X(TCP_CLOSE, "tcp_close", 240)               /* Linux 10 */                \
+    X(TCP_SYN_SENT2, "tcp_syn_sent2", 240)       /* Linux 120 */               \
     X(TCP_UNACK, "tcp_unacknowledged", 300)                                    \
-    X(UDP, "udp", 30)                                                          \
-    X(UDP_STREAM, "udp_stream", 120)                                           \
-    X(ICMP, "icmp", 30)                                                        \
+    X(UDP, "udp", 120)                           /* Linux 30 */                \
+    X(UDP_STREAM, "udp_stream", 300)             /* Linux 120 */               \
+    X(ICMP, "icmp", 60)                          /* Linux 30 */                \
     X(GENERIC, "generic", 600)
 
 #define RT_TO_ENUM__(name, str, secs) RT_TO_##name,

@@ -28,11 +28,15 @@ def test_name_tables_are_complete() -> None:
     assert datapath.TCP_STATE_NAMES[9] == "SYN_SENT2"
     assert datapath.DROP_NAMES[0] == "none"
     assert len(set(datapath.DROP_NAMES)) == len(datapath.DROP_NAMES)
-    assert datapath.TIMEOUT_DEFAULTS["tcp_established"] == 432000
-    assert datapath.TIMEOUT_DEFAULTS["udp"] == 30
-    assert datapath.TIMEOUT_DEFAULTS["udp_stream"] == 120
-    assert datapath.TIMEOUT_DEFAULTS["icmp"] == 30
-    assert datapath.TIMEOUT_DEFAULTS["generic"] == 600
+    # Defaults that meet BEHAVE (RFC 4787 REQ-5, RFC 5382 REQ-5, RFC 5508 REQ-2).
+    d = datapath.TIMEOUT_DEFAULTS
+    assert d["tcp_established"] == 432000 >= 7440
+    for state in ("syn_sent", "syn_recv", "fin_wait", "close_wait", "last_ack", "time_wait",
+                  "close", "syn_sent2"):
+        assert d[f"tcp_{state}"] == 240, state
+    assert d["udp"] == 120 and d["udp_stream"] == 300
+    assert d["icmp"] == 60
+    assert d["generic"] == 600
 
 
 def test_requested_build_is_the_one_loaded() -> None:
