@@ -21,7 +21,7 @@ from typing import Any
 from router import __version__, config, log
 from router.config import Config, ConfigError
 from router.control import CommandError, ControlServer
-from router.ctfmt import entry_json
+from router.ctfmt import entry_json, nat_mappings
 from router.datapath import Datapath, DatapathError
 from router.tables import compile_tables
 from router.tun import Tun, open_tun
@@ -228,6 +228,7 @@ class Router:
             "interfaces": self._h_interfaces,
             "reload": self._h_reload,
             "config.show": self._h_config_show,
+            "nat.list": self._h_nat_list,
         }
 
     async def _h_status(self, args: Mapping[str, Any]) -> Any:
@@ -269,6 +270,9 @@ class Router:
         return [{"name": i.name, "zone": i.zone, "address": str(i.address), "mtu": i.mtu,
                  "netns": i.netns, **self.dp.iface_stats(n)}
                 for n, i in enumerate(self.cfg.interfaces)]
+
+    async def _h_nat_list(self, args: Mapping[str, Any]) -> Any:
+        return nat_mappings(self.dp.conntrack(now_ms()))
 
     async def _h_config_show(self, args: Mapping[str, Any]) -> Any:
         return {"path": self.cfg.path, "sha256": self.config_hash,

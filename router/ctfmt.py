@@ -72,3 +72,45 @@ def entry_line(j: Mapping[str, Any]) -> str:
         out.append("[ASSURED]")
     out.append(f"mark={j['mark']} use={j['use']}")
     return " ".join(out)
+
+
+def nat_mappings(entries: list[CtEntry]) -> list[dict[str, Any]]:
+    """The NAT mappings behind the connections: one per (protocol, internal
+    endpoint, external endpoint), with how many connections use it."""
+    from router.datapath import DST_NAT, SRC_NAT
+
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for e in entries:
+        if e.status & DST_NAT:
+            kind = "forward"
+            internal = (e.src[1], e.sport[1])
+            external = (e.dst[0], e.dport[0])
+        elif e.status & SRC_NAT:
+            kind = "snat"
+            internal = (e.src[0], e.sport[0])
+            external = (e.dst[1], e.sport[1] if e.proto == 1 else e.dport[1])
+        else:
+            continue
+        key = (e.proto, kind, internal, external)
+        m = out.get(key)
+        if m is None:
+            m = out[key] = {
+                "proto": proto_name(e.proto), "kind": kind,
+                "internal": f"{internal[0]}:{internal[1]}",
+                "external": f"{external[0]}:{external[1]}",
+                "filtering": "address-and-port-dependent",
+                "connections": 0, "age": 0, "timeout": 0,
+            }
+        m["connections"] += 1
+        m["age"] = max(m["age"], e.age_ms // 1000)
+        m["timeout"] = max(m["timeout"], (e.timeout_ms + 999) // 1000)
+    return sorted(out.values(), key=lambda m: (m["proto"], m["internal"], m["external"]))
+
+
+def mapping_line(m: dict[str, Any]) -> str:
+    return (f"{m['proto']:<5} {m['kind']:<8} {m['internal']:<22} {m['external']:<22} "
+            f"{m['connections']:>5} {m['age']:>8} {m['timeout']:>8}  {m['filtering']}")
+
+
+MAPPING_HEADER = (f"{'proto':<5} {'kind':<8} {'internal':<22} {'external':<22} "
+                  f"{'conns':>5} {'age(s)':>8} {'left(s)':>8}  filtering")

@@ -6,6 +6,7 @@
     routerctl conntrack flush
     routerctl stats | interfaces | status | reload
     routerctl config show
+    routerctl nat list
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import toml
 
-from router.ctfmt import entry_line
+from router.ctfmt import MAPPING_HEADER, entry_line, mapping_line
 
 DEFAULT_SOCKET = "/run/router/router.sock"
 
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("interfaces", help="interfaces and their counters")
     sub.add_parser("status", help="version, uptime, config, table use")
     sub.add_parser("reload", help="reload the config file (like SIGHUP) and report")
+    nat = sub.add_parser("nat", help="NAT mappings")
+    nat.add_argument("what", choices=["list"], help="list: active mappings and their use")
     cfg = sub.add_parser("config", help="the running config")
     cfg.add_argument("what", choices=["show"], help="show: print the running config as TOML")
     args = ap.parse_args(argv)
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "conntrack":
             return _conntrack(args)
-        cmd = "config.show" if args.cmd == "config" else args.cmd
+        cmd = {"config": "config.show", "nat": "nat.list"}.get(args.cmd, args.cmd)
         result = request(args.socket, cmd)
     except CtlError as e:
         print(f"routerctl: {e}", file=sys.stderr)
@@ -115,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{i['rx_dropped']} dropped")
             print(f"    tx {i['tx_packets']} packets {i['tx_bytes']} bytes "
                   f"{i['tx_errors']} errors")
+    elif cmd == "nat.list":
+        print(MAPPING_HEADER)
+        for m in result:
+            print(mapping_line(m))
     elif cmd == "config.show":
         print(f"# running config, read from {result['path']} (sha256 {result['sha256'][:16]})")
         print(toml.dumps(result["config"]), end="")

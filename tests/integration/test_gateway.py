@@ -73,6 +73,9 @@ def test_udp_exchange_and_expiry(netlab: NetLab) -> None:
     assert r.stdout.strip() == f"from {ROUTER_WAN}:40000 hello"  # port preserved
     (e,) = netlab.ctl_json("conntrack", "list", "-p", "udp")
     assert e["original"]["sport"] == 40000 and not e["unreplied"]
+    (m,) = netlab.ctl_json("nat", "list")
+    assert (m["proto"], m["kind"], m["internal"], m["external"], m["connections"]) == (
+        "udp", "snat", f"{LAN_HOST}:40000", f"{ROUTER_WAN}:40000", 1)
     assert e["timeout"] <= 3  # the test config's udp timeout
     line = netlab.ctl("conntrack", "list", "-p", "udp").stdout.strip()
     assert line.startswith("udp      17 ") and "[UNREPLIED]" not in line
@@ -210,6 +213,11 @@ def test_port_forward_and_hairpin(netlab: NetLab) -> None:
     # From the LAN, to the public address (hairpin): it sees the external address.
     r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "5", f"http://{ROUTER_WAN}:8081/")
     assert r.stdout.startswith(f"you are {ROUTER_WAN}:"), r.stdout
+    maps = netlab.ctl_json("nat", "list")
+    fwd = [m for m in maps if m["kind"] == "forward"]
+    assert fwd and all(m["internal"] == f"{LAN_HOST}:8080" and
+                       m["external"] == f"{ROUTER_WAN}:8081" for m in fwd)
+    assert "forward" in netlab.ctl("nat", "list").stdout
     entries = netlab.ctl_json("conntrack", "list", "--dport", "8081")
     assert {e["original"]["src"] for e in entries} == {SERVER, LAN_HOST}
     assert all(e["reply"]["src"] == LAN_HOST and e["reply"]["sport"] == 8080 for e in entries)

@@ -44,3 +44,24 @@ def test_json_fields() -> None:
     assert j["original"] == {"src": "127.0.0.1", "dst": "127.0.0.1", "sport": 55238,
                              "dport": 8080, "packets": 6, "bytes": 400}
     assert j["timeout"] == 119 and j["age"] == 5
+
+
+def test_nat_mappings_group_connections() -> None:
+    from router.ctfmt import mapping_line, nat_mappings
+    from router.datapath import DST_NAT
+
+    a = entry(proto=17, state=None, status=SRC_NAT | SEEN_REPLY,
+              src=("192.168.1.2", "8.8.8.8"), dst=("8.8.8.8", "203.0.113.1"),
+              sport=(5000, 53), dport=(53, 5000), age_ms=7000, timeout_ms=100_000)
+    b = entry(proto=17, state=None, status=SRC_NAT, src=("192.168.1.2", "1.1.1.1"),
+              dst=("1.1.1.1", "203.0.113.1"), sport=(5000, 53), dport=(53, 5000),
+              age_ms=2000, timeout_ms=200_000)
+    fwd = entry(status=DST_NAT | SEEN_REPLY, src=("198.51.100.9", "192.168.1.3"),
+                dst=("203.0.113.1", "198.51.100.9"), sport=(40000, 80), dport=(8080, 40000))
+    plain = entry(status=SEEN_REPLY)
+    maps = nat_mappings([a, b, fwd, plain])
+    assert [(m["proto"], m["kind"], m["internal"], m["external"], m["connections"], m["age"],
+             m["timeout"]) for m in maps] == [
+        ("tcp", "forward", "192.168.1.3:80", "203.0.113.1:8080", 1, 5, 119),
+        ("udp", "snat", "192.168.1.2:5000", "203.0.113.1:5000", 2, 7, 200)]
+    assert mapping_line(maps[1]).startswith("udp   snat     192.168.1.2:5000")
