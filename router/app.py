@@ -272,7 +272,7 @@ class Router:
                 for n, i in enumerate(self.cfg.interfaces)]
 
     async def _h_nat_list(self, args: Mapping[str, Any]) -> Any:
-        return nat_mappings(self.dp.conntrack(now_ms()))
+        return nat_mappings(self.dp.conntrack(now_ms()), self.cfg.nat.filtering)
 
     async def _h_config_show(self, args: Mapping[str, Any]) -> Any:
         return {"path": self.cfg.path, "sha256": self.config_hash,

@@ -27,6 +27,8 @@ MAX_INTERFACES = 64
 MAX_ZONES = 32
 MAX_TIMEOUT = 20 * 86400  # the data plane keeps deadlines within 2^31 ms
 ACTIONS = ("accept", "drop")
+MAPPINGS = ("endpoint-independent", "address-and-port-dependent")
+FILTERINGS = ("endpoint-independent", "address-dependent", "address-and-port-dependent")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 
@@ -113,6 +115,8 @@ class Nat:
     port_min: int = 1024
     port_max: int = 65535
     preserve_ports: bool = True
+    mapping: str = "endpoint-independent"
+    filtering: str = "address-dependent"
     rules: tuple[SourceNat, ...] = ()
     forwards: tuple[PortForward, ...] = ()
 
@@ -458,7 +462,9 @@ def _routes(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
 def _nat(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) -> Nat:
     t = r.table(doc, "nat", "")
     r.known(t, "nat", {"port_min", "port_max", "preserve_ports", "masquerade", "snat",
-                       "forward"})
+                       "forward", "mapping", "filtering"})
+    mapping = r.choice(t, "mapping", "nat", MAPPINGS, "endpoint-independent")
+    filtering = r.choice(t, "filtering", "nat", FILTERINGS, "address-dependent")
     pmin = r.integer(t, "port_min", "nat", 1024, 1, 65535)
     pmax = r.integer(t, "port_max", "nat", 65535, 1, 65535)
     if pmin > pmax:
@@ -482,8 +488,8 @@ def _nat(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) ->
                 to = r.address(r.get(rt, "to", w, str, required=True), f"{w}.to")
             rules.append(SourceNat(interface=iface, sources=srcs, to=to))
     forwards = _forwards(r, t, ifaces)
-    return Nat(port_min=pmin, port_max=pmax, preserve_ports=preserve, rules=tuple(rules),
-               forwards=forwards)
+    return Nat(port_min=pmin, port_max=pmax, preserve_ports=preserve, mapping=mapping,
+               filtering=filtering, rules=tuple(rules), forwards=forwards)
 
 
 def _port_range(r: _Reader, val: Any, key: str) -> tuple[int, int]:
@@ -615,6 +621,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                       "timeouts": dict(cfg.conntrack.timeouts)},
         "nat": {"port_min": cfg.nat.port_min, "port_max": cfg.nat.port_max,
                 "preserve_ports": cfg.nat.preserve_ports,
+                "mapping": cfg.nat.mapping, "filtering": cfg.nat.filtering,
                 "snat": [nat_rule(n) for n in cfg.nat.rules if n.to is not None],
                 "masquerade": [nat_rule(n) for n in cfg.nat.rules if n.to is None],
                 "forward": [{"interface": f.interface, "address": str(f.address),

@@ -74,15 +74,18 @@ def entry_line(j: Mapping[str, Any]) -> str:
     return " ".join(out)
 
 
-def nat_mappings(entries: list[CtEntry]) -> list[dict[str, Any]]:
+def nat_mappings(entries: list[CtEntry], filtering: str = "address-and-port-dependent"
+                 ) -> list[dict[str, Any]]:
     """The NAT mappings behind the connections: one per (protocol, internal
-    endpoint, external endpoint), with how many connections use it."""
-    from router.datapath import DST_NAT, SRC_NAT
+    endpoint, external endpoint), with how many connections use it.
+    Connections let in through an endpoint-independent mapping count with
+    the mapping; port forwards are listed as such."""
+    from router.datapath import DST_NAT, NAT_MAPPED, SRC_NAT
 
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for e in entries:
         if e.status & DST_NAT:
-            kind = "forward"
+            kind = "snat" if e.status & NAT_MAPPED else "forward"
             internal = (e.src[1], e.sport[1])
             external = (e.dst[0], e.dport[0])
         elif e.status & SRC_NAT:
@@ -98,7 +101,7 @@ def nat_mappings(entries: list[CtEntry]) -> list[dict[str, Any]]:
                 "proto": proto_name(e.proto), "kind": kind,
                 "internal": f"{internal[0]}:{internal[1]}",
                 "external": f"{external[0]}:{external[1]}",
-                "filtering": "address-and-port-dependent",
+                "filtering": filtering if kind == "snat" else "forward",
                 "connections": 0, "age": 0, "timeout": 0,
             }
         m["connections"] += 1

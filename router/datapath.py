@@ -36,6 +36,7 @@ SEEN_REPLY = int(lib.RT_CT_SEEN_REPLY)
 ASSURED = int(lib.RT_CT_ASSURED)
 SRC_NAT = int(lib.RT_CT_SRC_NAT)
 DST_NAT = int(lib.RT_CT_DST_NAT)
+NAT_MAPPED = int(lib.RT_CT_NAT_MAPPED)
 
 SLOT_SIZE = 65536  # the largest IPv4 packet fits any slot
 DUMP_CHUNK = 256
@@ -200,7 +201,9 @@ class Datapath:
         tb.port_max = t.port_max
         tb.flags = ((lib.RT_F_TCP_LOOSE if t.tcp_loose else 0)
                     | (lib.RT_F_L4_CSUM if t.checksum else 0)
-                    | (lib.RT_F_PRESERVE_PORTS if t.preserve_ports else 0))
+                    | (lib.RT_F_PRESERVE_PORTS if t.preserve_ports else 0)
+                    | (lib.RT_F_EIM if t.eim else 0))
+        tb.nat_filtering = t.filtering
         if lib.rt_dp_load(self._dp, tb) != 0:
             raise DatapathError(ffi.string(lib.rt_dp_error(self._dp)).decode())
 
@@ -280,6 +283,10 @@ class Datapath:
 
     def count(self) -> int:
         return int(lib.rt_ct_count(self._dp))
+
+    def nat_mappings(self) -> int:
+        """Endpoint-independent mappings in use."""
+        return int(lib.rt_nat_map_count(self._dp))
 
     def flush(self) -> None:
         lib.rt_ct_flush(self._dp)

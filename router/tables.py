@@ -67,6 +67,8 @@ class Tables:
     tcp_loose: bool
     checksum: bool
     preserve_ports: bool
+    eim: bool = True
+    filtering: int = 1  # 0 APDF, 1 ADF, 2 EIF (rt.h RT_FILTER_*)
 
 
 def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) -> Tables:
@@ -116,4 +118,7 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         tcp_loose=cfg.conntrack.tcp_loose,
         checksum=cfg.conntrack.checksum,
         preserve_ports=cfg.nat.preserve_ports,
+        eim=cfg.nat.mapping == "endpoint-independent",
+        filtering={"address-and-port-dependent": 0, "address-dependent": 1,
+                   "endpoint-independent": 2}[cfg.nat.filtering],
     )

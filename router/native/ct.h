@@ -12,6 +12,7 @@
 #define CT_CONFIRMED (1u << 3)  /* in the table (the slot is in use) */
 #define CT_SRC_NAT (1u << 4)    /* the reply tuple differs in its dst */
 #define CT_DST_NAT (1u << 5)    /* the reply tuple differs in its src */
+#define CT_NAT_MAPPED (1u << 12) /* holds a reference on a NAT mapping */
 
 #define CT_NIL UINT32_MAX /* end of a hash chain / of the free list */
 
@@ -64,6 +65,9 @@ struct ct_table {
     uint64_t seed;           /* hash key */
     uint64_t keys[6];        /* per-word hash keys derived from 'seed' */
     uint64_t *counters;      /* the data plane's RT_CNT_* array */
+    void (*on_delete)(void *ctx, const struct ct_conn *c); /* called for
+                                connections with CT_NAT_MAPPED as they go */
+    void *on_delete_ctx;     /* its first argument */
     size_t conns_bytes;      /* size of the 'conns' mapping */
     size_t buckets_bytes;    /* size of the 'buckets' mapping */
 };

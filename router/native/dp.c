@@ -306,24 +306,83 @@ static const struct rt_dnat_cfg *dnat_match(const struct rt_dp *dp,
 }
 
 /*
- * The address new connection 'm' is source-NATed to, or 0.  A port forward
- * with full NAT takes the output interface's address; a hairpinned one (it
- * leaves through the interface it came in on, so the server would answer
- * the client directly) takes the forward's external address, as RFC 4787
+ * Where a new connection is sent when its destination is rewritten: by a
+ * port forward, or by an endpoint-independent mapping that lets it in.
+ */
+struct dnat_target {
+    rt_be32 addr;          /* inside address */
+    rt_be16 port;          /* inside port */
+    rt_be32 ext;           /* the external address it came to */
+    bool masquerade;       /* full NAT */
+    struct nat_map *map;   /* the mapping that let it in, or NULL */
+};
+
+/* A port forward for 'm', or NULL. */
+static bool forward_target(const struct rt_dp *dp, const struct pkt_meta *m,
+                           struct dnat_target *t)
+{
+    const struct rt_dnat_cfg *dn = dnat_match(dp, m);
+    if (!dn)
+        return false;
+    uint16_t port = (uint16_t)(dn->to_port + (ntohs(m->tuple.dport) - dn->port_min));
+    *t = (struct dnat_target){.addr = dn->to_addr, .port = htons(port),
+                              .ext = dn->addr, .masquerade = dn->masquerade != 0};
+    return true;
+}
+
+/*
+ * A mapping that lets 'm' in (RFC 4787 section 5): with endpoint-independent
+ * filtering anyone may reach the mapped port; with address-dependent
+ * filtering only an address the inside endpoint has sent to (or, hairpinned,
+ * an inside host using the external address).  Address-and-port-dependent
+ * filtering lets in only packets of existing connections, which never get
+ * here.
+ */
+static bool mapping_target(struct rt_dp *dp, const struct pkt_meta *m,
+                           struct dnat_target *t)
+{
+    if (dp->np.filtering == NAT_FILTER_APDF ||
+        (m->proto != IPPROTO_TCP_ && m->proto != IPPROTO_UDP_))
+        return false;
+    struct nat_map *mp = nat_map_by_ext(&dp->nm, m->proto, m->tuple.dst.v4,
+                                        m->tuple.dport);
+    if (!mp)
+        return false;
+    if (dp->np.filtering == NAT_FILTER_ADF &&
+        !nat_map_knows_peer(mp, m->tuple.src.v4) &&
+        !nat_map_knows_peer(mp, mp->ext_addr))
+        return false;
+    *t = (struct dnat_target){.addr = mp->int_addr, .port = mp->int_port,
+                              .ext = mp->ext_addr, .map = mp};
+    return true;
+}
+
+/*
+ * The address new connection 'm' is source-NATed to, or 0.  Full NAT takes
+ * the output interface's address; a hairpinned connection (it leaves
+ * through the interface it came in on, so the server would answer the
+ * client directly) takes the external address it was sent to, as RFC 4787
  * REQ-9a asks; otherwise the SNAT/masquerade rules decide.
  */
 static rt_be32 snat_address(const struct rt_dp *dp, const struct rt_pkt *p,
                             const struct pkt_meta *m,
-                            const struct rt_dnat_cfg *dn, int out)
+                            const struct dnat_target *dn, int out)
 {
     if (dn && dn->masquerade)
         return dp->ifaces[out].addr;
     if (dn && out == p->in_iface)
-        return dn->addr;
+        return dn->ext;
     const struct dp_nat_rule *nr = nat_match(dp, m, out);
     if (!nr)
         return 0;
     return nr->to_addr ? nr->to_addr : dp->ifaces[out].addr;
+}
+
+/* Gives up a connection that was being built: its mapping reference. */
+static void abandon(struct rt_dp *dp, const struct ct_conn *c)
+{
+    if (c->status & CT_NAT_MAPPED)
+        nat_map_release(&dp->nm, c);
 }
 
 /* A packet no connection knows: may it open one?  'hash' is the hash of its
@@ -331,12 +390,18 @@ static rt_be32 snat_address(const struct rt_dp *dp, const struct rt_pkt *p,
 static void process_new(struct rt_dp *dp, struct rt_pkt *p,
                         struct pkt_meta *m, uint32_t hash, uint64_t now)
 {
-    const struct rt_dnat_cfg *dn = dnat_match(dp, m);
-    rt_be32 dst = dn ? dn->to_addr : m->tuple.dst.v4;
-    if (!dn && is_local(dp, dst)) {
-        process_local(dp, p, m);
-        return;
+    struct dnat_target tgt;
+    const struct dnat_target *dn = NULL;
+    if (forward_target(dp, m, &tgt))
+        dn = &tgt;
+    else if (is_local(dp, m->tuple.dst.v4)) {
+        if (!mapping_target(dp, m, &tgt)) {
+            process_local(dp, p, m);
+            return;
+        }
+        dn = &tgt;
     }
+    rt_be32 dst = dn ? dn->addr : m->tuple.dst.v4;
     const struct fib_route *r = fib_lookup(&dp->fib, dst);
     if (!r) {
         drop(dp, p, RT_DROP_NO_ROUTE);
@@ -346,8 +411,8 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     int out = r->iface;
     if (!may_forward(dp, p, m, out))
         return;
-    /* A port forward is its own permission; anything else needs the zone
-     * pair's policy. */
+    /* A port forward or a mapping is its own permission; anything else
+     * needs the zone pair's policy. */
     uint32_t zin = dp->ifaces[p->in_iface].zone;
     uint32_t zout = dp->ifaces[out].zone;
     if (!dn && !dp->zone_policy[zin][zout]) {
@@ -368,17 +433,26 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     c.tuple[CT_DIR_ORIGINAL] = m->tuple;
     c.created = (uint32_t)(now >> CT_CREATED_SHIFT);
     if (dn) {
-        uint16_t port = (uint16_t)(dn->to_port +
-                                   (ntohs(m->tuple.dport) - dn->port_min));
-        c.tuple[CT_DIR_REPLY].src.v4 = dn->to_addr;
-        c.tuple[CT_DIR_REPLY].sport = htons(port);
+        c.tuple[CT_DIR_REPLY].src.v4 = dn->addr;
+        c.tuple[CT_DIR_REPLY].sport = dn->port;
         c.status |= CT_DST_NAT;
+        if (dn->map) {
+            dn->map->refs++;
+            c.status |= CT_NAT_MAPPED;
+            dp->counters[RT_CNT_NAT_MAP_INBOUND]++;
+        }
     }
 
     bool reply_free = false;
     rt_be32 to = snat_address(dp, p, m, dn, out);
     if (to && to != m->tuple.src.v4) {
-        if (!nat_snat(&dp->ct, &c, to, &dp->np, &dp->rng, now)) {
+        /* Only one mapping reference per connection: a hairpinned
+         * connection that came in through a mapping keeps that one. */
+        struct nat_params np = dp->np;
+        if (c.status & CT_NAT_MAPPED)
+            np.eim = false;
+        if (!nat_snat(&dp->ct, &dp->nm, &c, to, &np, &dp->rng, now)) {
+            abandon(dp, &c);
             drop(dp, p, RT_DROP_NAT_NO_PORT);
             /* RFC 5508 REQ-8: say so, with "communication administratively
              * prohibited". */
@@ -388,6 +462,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
         reply_free = true; /* nat_snat found it unused */
     }
     if (l4->update(&c, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
+        abandon(dp, &c);
         dp->counters[RT_CNT_INVALID]++;
         drop(dp, p, RT_DROP_CT_INVALID);
         return;
@@ -396,11 +471,13 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
 
     struct ct_conn *slot = ct_alloc(&dp->ct, hash, now);
     if (!slot) {
+        abandon(dp, &c);
         drop(dp, p, RT_DROP_CT_FULL);
         return;
     }
     *slot = c;
     if (!ct_insert(&dp->ct, slot, hash, reply_free, now)) {
+        abandon(dp, &c);
         drop(dp, p, RT_DROP_CT_FULL);
         return;
     }
@@ -582,6 +659,12 @@ void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
 
 /* ---- life cycle and tables ---------------------------------------------- */
 
+static void on_ct_delete(void *ctx, const struct ct_conn *c)
+{
+    struct rt_dp *dp = ctx;
+    nat_map_release(&dp->nm, c);
+}
+
 struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
 {
     if (!p || p->batch == 0 || p->batch > 4096 || p->slot_size < 576 ||
@@ -594,6 +677,15 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
         free(dp);
         return NULL;
     }
+    /* Every mapping has a connection, and most inside endpoints have
+     * several: half the connection count is plenty. */
+    uint32_t maps = p->ct_capacity / 2 > 64 ? p->ct_capacity / 2 : 64;
+    if (nat_maps_init(&dp->nm, maps, p->seed) != 0) {
+        rt_dp_free(dp);
+        return NULL;
+    }
+    dp->ct.on_delete = on_ct_delete;
+    dp->ct.on_delete_ctx = dp;
     dp->batch = p->batch;
     dp->slot_size = p->slot_size;
     dp->slots = malloc((size_t)p->batch * (SLOT_HEADROOM + p->slot_size));
@@ -617,6 +709,8 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
     dp->np.port_min = 1024;
     dp->np.port_max = 65535;
     dp->np.preserve_ports = true;
+    dp->np.eim = true;
+    dp->np.filtering = NAT_FILTER_ADF;
     return dp;
 }
 
@@ -625,6 +719,7 @@ void rt_dp_free(struct rt_dp *dp)
     if (!dp)
         return;
     ct_destroy(&dp->ct);
+    nat_maps_destroy(&dp->nm);
     free(dp->fib.routes);
     free(dp->nat);
     free(dp->dnat);
@@ -667,6 +762,8 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
                   RT_N_TIMEOUTS);
     if (t->port_min == 0 || t->port_min > t->port_max || t->port_max > 65535)
         LOAD_FAIL("bad NAT port range %u-%u", t->port_min, t->port_max);
+    if (t->nat_filtering > RT_FILTER_EIF)
+        LOAD_FAIL("bad NAT filtering %u", t->nat_filtering);
     for (uint32_t i = 0; i < t->n_ifaces; i++) {
         if (t->ifaces[i].zone >= t->n_zones)
             LOAD_FAIL("interface %u: zone %u out of range", i,
@@ -752,6 +849,8 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     dp->np.port_min = (uint16_t)t->port_min;
     dp->np.port_max = (uint16_t)t->port_max;
     dp->np.preserve_ports = (t->flags & RT_F_PRESERVE_PORTS) != 0;
+    dp->np.eim = (t->flags & RT_F_EIM) != 0;
+    dp->np.filtering = (uint8_t)t->nat_filtering;
     return 0;
 }
 
@@ -798,6 +897,7 @@ uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
 }
 
 uint32_t rt_ct_count(const struct rt_dp *dp) { return dp->ct.count; }
+uint32_t rt_nat_map_count(const struct rt_dp *dp) { return dp->nm.count; }
 
 uint64_t rt_ct_table_bytes(const struct rt_dp *dp)
 {

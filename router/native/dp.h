@@ -29,6 +29,7 @@ struct rt_dp {
     struct ct_table ct;                       /* connection table */
     struct ct_params ctp;                     /* tracker knobs */
     struct nat_params np;                     /* NAT knobs */
+    struct nat_maps nm;                       /* EIM mappings */
     uint64_t rng;                             /* xorshift state */
     bool l4_csum;                             /* verify TCP/UDP checksums */
     uint16_t ip_id;                           /* id of packets we originate */

@@ -42,38 +42,257 @@ static bool has_ports(uint8_t proto)
            proto == IPPROTO_ICMP_;
 }
 
-bool nat_snat(struct ct_table *ct, struct ct_conn *c, rt_be32 addr,
-              const struct nat_params *np, uint64_t *rng, uint64_t now_ms)
+/* ---- the mapping table ------------------------------------------------- */
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint32_t map_hash(const struct nat_maps *nm, uint8_t proto, rt_be32 a,
+                         rt_be32 b, rt_be16 port)
+{
+    uint64_t h = ((uint64_t)a << 32 | b) ^ nm->key;
+    h ^= (uint64_t)port << 8 | proto;
+    h *= 0x9e3779b97f4a7c15ULL;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 32;
+    return (uint32_t)h;
+}
+
+int nat_maps_init(struct nat_maps *nm, uint32_t capacity, uint64_t seed)
+{
+    memset(nm, 0, sizeof *nm);
+    uint32_t nb = 2;
+    while (nb < 2 * (uint64_t)capacity)
+        nb <<= 1;
+    nm->maps = calloc(capacity, sizeof *nm->maps);
+    nm->by_int = malloc((size_t)nb * sizeof *nm->by_int);
+    nm->by_ext = malloc((size_t)nb * sizeof *nm->by_ext);
+    if (!nm->maps || !nm->by_int || !nm->by_ext) {
+        nat_maps_destroy(nm);
+        return -1;
+    }
+    memset(nm->by_int, 0xff, (size_t)nb * sizeof *nm->by_int);
+    memset(nm->by_ext, 0xff, (size_t)nb * sizeof *nm->by_ext);
+    nm->mask = nb - 1;
+    nm->capacity = capacity;
+    nm->free_head = CT_NIL;
+    nm->key = seed * 0xd6e8feb86659fd93ULL + 1;
+    return 0;
+}
+
+void nat_maps_destroy(struct nat_maps *nm)
+{
+    free(nm->maps);
+    free(nm->by_int);
+    free(nm->by_ext);
+    memset(nm, 0, sizeof *nm);
+}
+
+static struct nat_map *map_by_int(struct nat_maps *nm, uint8_t proto,
+                                  rt_be32 int_addr, rt_be16 int_port,
+                                  rt_be32 ext_addr)
+{
+    uint32_t i = nm->by_int[map_hash(nm, proto, int_addr, ext_addr, int_port) &
+                            nm->mask];
+    while (i != CT_NIL) {
+        struct nat_map *m = &nm->maps[i];
+        if (m->proto == proto && m->int_addr == int_addr &&
+            m->int_port == int_port && m->ext_addr == ext_addr)
+            return m;
+        i = m->next_int;
+    }
+    return NULL;
+}
+
+struct nat_map *nat_map_by_ext(struct nat_maps *nm, uint8_t proto, rt_be32 addr,
+                               rt_be16 port)
+{
+    uint32_t i = nm->by_ext[map_hash(nm, proto, addr, 0, port) & nm->mask];
+    while (i != CT_NIL) {
+        struct nat_map *m = &nm->maps[i];
+        if (m->proto == proto && m->ext_addr == addr && m->ext_port == port)
+            return m;
+        i = m->next_ext;
+    }
+    return NULL;
+}
+
+static struct nat_map *map_new(struct nat_maps *nm, uint8_t proto,
+                               rt_be32 int_addr, rt_be16 int_port,
+                               rt_be32 ext_addr, rt_be16 ext_port)
+{
+    uint32_t i;
+    if (nm->free_head != CT_NIL) {
+        i = nm->free_head;
+        nm->free_head = nm->maps[i].next_int;
+    } else if (nm->high_water < nm->capacity) {
+        i = nm->high_water++;
+    } else {
+        return NULL;
+    }
+    struct nat_map *m = &nm->maps[i];
+    memset(m, 0, sizeof *m);
+    m->proto = proto;
+    m->int_addr = int_addr;
+    m->int_port = int_port;
+    m->ext_addr = ext_addr;
+    m->ext_port = ext_port;
+    m->in_use = 1;
+    uint32_t *hi = &nm->by_int[map_hash(nm, proto, int_addr, ext_addr, int_port) &
+                               nm->mask];
+    uint32_t *he = &nm->by_ext[map_hash(nm, proto, ext_addr, 0, ext_port) & nm->mask];
+    m->next_int = *hi;
+    *hi = i;
+    m->next_ext = *he;
+    *he = i;
+    nm->count++;
+    return m;
+}
+
+static void map_free(struct nat_maps *nm, struct nat_map *m)
+{
+    uint32_t i = (uint32_t)(m - nm->maps);
+    uint32_t *link = &nm->by_int[map_hash(nm, m->proto, m->int_addr, m->ext_addr,
+                                          m->int_port) & nm->mask];
+    while (*link != CT_NIL && *link != i)
+        link = &nm->maps[*link].next_int;
+    if (*link == i)
+        *link = m->next_int;
+    link = &nm->by_ext[map_hash(nm, m->proto, m->ext_addr, 0, m->ext_port) &
+                       nm->mask];
+    while (*link != CT_NIL && *link != i)
+        link = &nm->maps[*link].next_ext;
+    if (*link == i)
+        *link = m->next_ext;
+    memset(m, 0, sizeof *m);
+    m->next_int = nm->free_head;
+    nm->free_head = i;
+    nm->count--;
+}
+
+void nat_map_release(struct nat_maps *nm, const struct ct_conn *c)
+{
+    const struct ct_tuple *o = &c->tuple[CT_DIR_ORIGINAL];
+    const struct ct_tuple *r = &c->tuple[CT_DIR_REPLY];
+    struct nat_map *m;
+    if (c->status & CT_SRC_NAT) /* outbound: inside is the original source */
+        m = map_by_int(nm, o->proto, o->src.v4, o->sport, r->dst.v4);
+    else                        /* inbound through a mapping */
+        m = map_by_int(nm, o->proto, r->src.v4, r->sport, o->dst.v4);
+    if (m && m->refs && --m->refs == 0)
+        map_free(nm, m);
+}
+
+bool nat_map_knows_peer(const struct nat_map *m, rt_be32 peer)
+{
+    for (unsigned i = 0; i < m->n_peers; i++)
+        if (m->peers[i] == peer)
+            return true;
+    return false;
+}
+
+static void map_add_peer(struct nat_map *m, rt_be32 peer)
+{
+    if (nat_map_knows_peer(m, peer))
+        return;
+    m->peers[m->peer_next] = peer;
+    m->peer_next = (uint8_t)((m->peer_next + 1) % NAT_PEERS);
+    if (m->n_peers < NAT_PEERS)
+        m->n_peers++;
+}
+
+/* ---- choosing a binding ------------------------------------------------ */
+
+/*
+ * May the reply tuple 'r' take its current external port?  No live
+ * connection may use the tuple, and under EIM no other mapping may own the
+ * port.
+ */
+static bool port_free(struct ct_table *ct, struct nat_maps *nm,
+                      const struct ct_tuple *r, rt_be16 port, bool eim,
+                      uint64_t now_ms)
+{
+    if (eim && nm && nat_map_by_ext(nm, r->proto, r->dst.v4, port))
+        return false;
+    return !ct_tuple_in_use(ct, r, now_ms);
+}
+
+bool nat_snat(struct ct_table *ct, struct nat_maps *nm, struct ct_conn *c,
+              rt_be32 addr, const struct nat_params *np, uint64_t *rng,
+              uint64_t now_ms)
 {
     struct ct_tuple *r = &c->tuple[CT_DIR_REPLY];
+    const struct ct_tuple *o = &c->tuple[CT_DIR_ORIGINAL];
     r->dst.v4 = addr;
     c->status |= CT_SRC_NAT;
     if (!has_ports(r->proto))
         return !ct_tuple_in_use(ct, r, now_ms);
-    if (np->preserve_ports && !ct_tuple_in_use(ct, r, now_ms))
-        return true;
-
-    uint32_t lo = np->port_min, hi = np->port_max;
-    if (r->proto == IPPROTO_ICMP_) {
-        lo = 0;  /* identifiers have no reserved range */
-        hi = 65535;
-    }
-    uint32_t range = hi - lo + 1;
-    uint32_t attempts = range < 128 ? range : 128;
     rt_be16 *port = snat_port(r);
-    ct->counters[RT_CNT_NAT_PORT_SEARCH]++;
-    for (;;) {
-        uint32_t off = (uint32_t)(rng_next(rng) % range);
-        for (uint32_t i = 0; i < attempts; i++) {
-            *port = htons((uint16_t)(lo + (off + i) % range));
-            ct->counters[RT_CNT_NAT_PORT_PROBES]++;
-            if (!ct_tuple_in_use(ct, r, now_ms))
+    bool eim = np->eim && nm && nm->capacity;
+
+    if (eim) {
+        struct nat_map *m = map_by_int(nm, o->proto, o->src.v4, o->sport, addr);
+        if (m) {
+            *port = m->ext_port;
+            if (!ct_tuple_in_use(ct, r, now_ms)) {
+                m->refs++;
+                map_add_peer(m, o->dst.v4);
+                c->status |= CT_NAT_MAPPED;
                 return true;
+            }
+            /* The tuple clashes (a port forward on the same port, say):
+             * this connection gets a port of its own, outside the mapping. */
+            eim = false;
+            ct->counters[RT_CNT_NAT_MAP_CLASH]++;
         }
-        if (attempts < 16)
-            return false;
-        attempts /= 2;
     }
+
+    bool found = false;
+    if (np->preserve_ports && port_free(ct, nm, r, *port, eim, now_ms)) {
+        found = true;
+    } else {
+        uint32_t lo = np->port_min, hi = np->port_max;
+        if (r->proto == IPPROTO_ICMP_) {
+            lo = 0;  /* identifiers have no reserved range */
+            hi = 65535;
+        }
+        uint32_t range = hi - lo + 1;
+        uint32_t attempts = range < 128 ? range : 128;
+        /* Port parity (RFC 4787 REQ-4): the first round only tries ports of
+         * the inside port's parity. */
+        uint32_t parity = ntohs(o->sport) & 1u;
+        bool first = r->proto != IPPROTO_ICMP_ && range >= 2;
+        ct->counters[RT_CNT_NAT_PORT_SEARCH]++;
+        while (!found) {
+            uint32_t off = (uint32_t)(rng_next(rng) % range);
+            for (uint32_t i = 0; i < attempts && !found; i++) {
+                uint32_t p = lo + (first ? (off + 2 * i) % range : (off + i) % range);
+                if (first && (p & 1) != parity)
+                    p = p + 1 <= hi ? p + 1 : p - 1;
+                *port = htons((uint16_t)p);
+                ct->counters[RT_CNT_NAT_PORT_PROBES]++;
+                found = port_free(ct, nm, r, *port, eim, now_ms);
+            }
+            first = false;
+            if (found || attempts < 16)
+                break;
+            attempts /= 2;
+        }
+    }
+    if (!found)
+        return false;
+    if (eim) {
+        struct nat_map *m = map_new(nm, o->proto, o->src.v4, o->sport, addr, *port);
+        if (!m) {
+            ct->counters[RT_CNT_NAT_MAP_FULL]++; /* works, but not EIM */
+            return true;
+        }
+        m->refs = 1;
+        map_add_peer(m, o->dst.v4);
+        c->status |= CT_NAT_MAPPED;
+    }
+    return true;
 }
 
 /* Offsets of the L4 checksum for 'proto', or 0 if it has none we keep. */

@@ -18,6 +18,12 @@
 #define RT_F_TCP_LOOSE 0x1      /* pick up TCP connections mid-stream */
 #define RT_F_L4_CSUM 0x2        /* verify TCP and UDP checksums */
 #define RT_F_PRESERVE_PORTS 0x4 /* NAT keeps a source port when free */
+#define RT_F_EIM 0x8            /* endpoint-independent NAT mapping */
+
+/* rt_tables.nat_filtering (RFC 4787 section 5). */
+#define RT_FILTER_APDF 0 /* address and port dependent */
+#define RT_FILTER_ADF 1  /* address dependent */
+#define RT_FILTER_EIF 2  /* endpoint independent */
 
 /* Flags of struct rt_iface_cfg. */
 #define RT_IF_VNET_HDR 0x1 /* the fd carries a virtio_net_hdr before each packet */
@@ -39,6 +45,7 @@
 #define RT_CT_CONFIRMED 0x08
 #define RT_CT_SRC_NAT 0x10
 #define RT_CT_DST_NAT 0x20
+#define RT_CT_NAT_MAPPED 0x1000 /* holds a NAT mapping (not a Linux bit) */
 
 /* Sizes fixed when the data plane is created. */
 struct rt_dp_params {
@@ -107,6 +114,7 @@ struct rt_tables {
     uint32_t flags;             /* RT_F_* */
     const struct rt_dnat_cfg *dnat; /* port forwards, first match wins */
     uint32_t n_dnat;
+    uint32_t nat_filtering;     /* RT_FILTER_* */
 };
 
 /*
@@ -196,6 +204,8 @@ uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
 /* Bytes the connection table holds: slots, hash index, free list. */
 uint64_t rt_ct_table_bytes(const struct rt_dp *dp);
 uint32_t rt_ct_count(const struct rt_dp *dp);
+/* Endpoint-independent NAT mappings in use. */
+uint32_t rt_nat_map_count(const struct rt_dp *dp);
 uint32_t rt_ct_capacity(const struct rt_dp *dp);
 void rt_ct_flush(struct rt_dp *dp);
 

@@ -112,6 +112,9 @@ enum rt_timeout { RT_TIMEOUTS(RT_TO_ENUM__) RT_N_TIMEOUTS };
     X(RELATED, "related")           /* ICMP errors matched to a flow */       \
     X(NAT_PORT_SEARCH, "nat_port_search") /* NAT bindings needing a search */ \
     X(NAT_PORT_PROBES, "nat_port_probes") /* candidate ports tried */         \
+    X(NAT_MAP_CLASH, "nat_map_clash") /* mapped port clashed: own port used */ \
+    X(NAT_MAP_FULL, "nat_map_full")   /* no room for a mapping: not EIM */     \
+    X(NAT_MAP_INBOUND, "nat_map_inbound") /* connections let in by a mapping */ \
     X(ICMP_SENT, "icmp_sent")       /* ICMP messages the router sent */       \
     X(RX_PACKETS, "rx_packets")     /* packets read from all interfaces */    \
     X(TX_PACKETS, "tx_packets")     /* packets written to all interfaces */   \

@@ -59,9 +59,10 @@ def test_nat_mappings_group_connections() -> None:
     fwd = entry(status=DST_NAT | SEEN_REPLY, src=("198.51.100.9", "192.168.1.3"),
                 dst=("203.0.113.1", "198.51.100.9"), sport=(40000, 80), dport=(8080, 40000))
     plain = entry(status=SEEN_REPLY)
-    maps = nat_mappings([a, b, fwd, plain])
+    maps = nat_mappings([a, b, fwd, plain], "address-dependent")
     assert [(m["proto"], m["kind"], m["internal"], m["external"], m["connections"], m["age"],
              m["timeout"]) for m in maps] == [
         ("tcp", "forward", "192.168.1.3:80", "203.0.113.1:8080", 1, 5, 119),
         ("udp", "snat", "192.168.1.2:5000", "203.0.113.1:5000", 2, 7, 200)]
     assert mapping_line(maps[1]).startswith("udp   snat     192.168.1.2:5000")
+    assert maps[1]["filtering"] == "address-dependent" and maps[0]["filtering"] == "forward"
