@@ -247,6 +247,16 @@ class Datapath:
             ))
         return out
 
+    def take_ready(self) -> list[tuple[int, bytes]]:
+        """Fragments that waited for their first one and may go now
+        (``poll()`` sends them itself)."""
+        out = []
+        buf = ffi.new("uint8_t[]", SLOT_SIZE)
+        iface = ffi.new("int16_t *")
+        while (n := lib.rt_dp_take_ready(self._dp, buf, SLOT_SIZE, iface)) > 0:
+            out.append((int(iface[0]), bytes(ffi.buffer(buf, n))))
+        return out
+
     # -- conntrack ---------------------------------------------------------
 
     def sweep(self, now_ms: int, max_slots: int) -> SweepResult:

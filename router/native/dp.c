@@ -177,7 +177,7 @@ static void send_echo_reply(struct rt_dp *dp, struct rt_pkt *p,
 
 /* ---- forwarding --------------------------------------------------------- */
 
-static void drop(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r)
+void dp_drop(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r)
 {
     p->reason = (uint16_t)r;
     dp->drops[r]++;
@@ -193,7 +193,7 @@ static bool may_forward(struct rt_dp *dp, struct rt_pkt *p,
                         const struct pkt_meta *m, int out)
 {
     if (m->ttl <= 1) {
-        drop(dp, p, RT_DROP_TTL_EXPIRED);
+        dp_drop(dp, p, RT_DROP_TTL_EXPIRED);
         send_icmp_error(dp, p, m, ICMP_TIME_EXCEEDED, 0, 0);
         return false;
     }
@@ -203,7 +203,7 @@ static bool may_forward(struct rt_dp *dp, struct rt_pkt *p,
                         ? (uint32_t)m->l4_off + m->l4_hdr_len + p->gso_size
                         : m->len;
     if (size > mtu) {
-        drop(dp, p, RT_DROP_TOO_BIG);
+        dp_drop(dp, p, RT_DROP_TOO_BIG);
         if (m->df)
             send_icmp_error(dp, p, m, ICMP_DEST_UNREACH,
                             ICMP_UNREACH_NEEDFRAG, mtu & 0xffff);
@@ -243,16 +243,16 @@ static void process_related(struct rt_dp *dp, struct rt_pkt *p,
     /* The error must be addressed to the quoted packet's sender. */
     if (!c || c->tuple[dir].dst.v4 != m->tuple.dst.v4) {
         if (is_local(dp, m->tuple.dst.v4)) {
-            drop(dp, p, RT_DROP_LOCAL_DROP);
+            dp_drop(dp, p, RT_DROP_LOCAL_DROP);
             return;
         }
         dp->counters[RT_CNT_ERROR]++;
-        drop(dp, p, RT_DROP_ICMP_NO_FLOW);
+        dp_drop(dp, p, RT_DROP_ICMP_NO_FLOW);
         return;
     }
     int out = route_out(dp, c->tuple[!dir].src.v4);
     if (out < 0) {
-        drop(dp, p, RT_DROP_NO_ROUTE);
+        dp_drop(dp, p, RT_DROP_NO_ROUTE);
         return;
     }
     if (!may_forward(dp, p, m, out))
@@ -268,12 +268,16 @@ static void process_related(struct rt_dp *dp, struct rt_pkt *p,
 static void process_local(struct rt_dp *dp, struct rt_pkt *p,
                           struct pkt_meta *m)
 {
+    if (m->frag) { /* nothing here reassembles */
+        dp_drop(dp, p, RT_DROP_FRAGMENT);
+        return;
+    }
     if (m->proto == IPPROTO_ICMP_ && m->icmp_type == ICMP_ECHO) {
-        drop(dp, p, RT_DROP_LOCAL);
+        dp_drop(dp, p, RT_DROP_LOCAL);
         send_echo_reply(dp, p, m);
         return;
     }
-    drop(dp, p, RT_DROP_LOCAL_DROP);
+    dp_drop(dp, p, RT_DROP_LOCAL_DROP);
 }
 
 static const struct dp_nat_rule *nat_match(const struct rt_dp *dp,
@@ -404,7 +408,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     rt_be32 dst = dn ? dn->addr : m->tuple.dst.v4;
     const struct fib_route *r = fib_lookup(&dp->fib, dst);
     if (!r) {
-        drop(dp, p, RT_DROP_NO_ROUTE);
+        dp_drop(dp, p, RT_DROP_NO_ROUTE);
         send_icmp_error(dp, p, m, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0);
         return;
     }
@@ -416,7 +420,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     uint32_t zin = dp->ifaces[p->in_iface].zone;
     uint32_t zout = dp->ifaces[out].zone;
     if (!dn && !dp->zone_policy[zin][zout]) {
-        drop(dp, p, RT_DROP_POLICY);
+        dp_drop(dp, p, RT_DROP_POLICY);
         return;
     }
 
@@ -426,7 +430,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     if (!l4->new_conn(&c, m, &dp->ctp) ||
         !tuple_invert(&m->tuple, &c.tuple[CT_DIR_REPLY])) {
         dp->counters[RT_CNT_INVALID]++;
-        drop(dp, p, m->proto == IPPROTO_TCP_ ? RT_DROP_BAD_TCP_FLAGS
+        dp_drop(dp, p, m->proto == IPPROTO_TCP_ ? RT_DROP_BAD_TCP_FLAGS
                                              : RT_DROP_CT_INVALID);
         return;
     }
@@ -453,7 +457,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
             np.eim = false;
         if (!nat_snat(&dp->ct, &dp->nm, &c, to, &np, &dp->rng, now)) {
             abandon(dp, &c);
-            drop(dp, p, RT_DROP_NAT_NO_PORT);
+            dp_drop(dp, p, RT_DROP_NAT_NO_PORT);
             /* RFC 5508 REQ-8: say so, with "communication administratively
              * prohibited". */
             send_icmp_error(dp, p, m, ICMP_DEST_UNREACH, ICMP_UNREACH_ADMIN, 0);
@@ -464,7 +468,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     if (l4->update(&c, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
         abandon(dp, &c);
         dp->counters[RT_CNT_INVALID]++;
-        drop(dp, p, RT_DROP_CT_INVALID);
+        dp_drop(dp, p, RT_DROP_CT_INVALID);
         return;
     }
     account(&c, m, CT_DIR_ORIGINAL);
@@ -472,13 +476,13 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     struct ct_conn *slot = ct_alloc(&dp->ct, hash, now);
     if (!slot) {
         abandon(dp, &c);
-        drop(dp, p, RT_DROP_CT_FULL);
+        dp_drop(dp, p, RT_DROP_CT_FULL);
         return;
     }
     *slot = c;
     if (!ct_insert(&dp->ct, slot, hash, reply_free, now)) {
         abandon(dp, &c);
-        drop(dp, p, RT_DROP_CT_FULL);
+        dp_drop(dp, p, RT_DROP_CT_FULL);
         return;
     }
     nat_rewrite(m, slot, CT_DIR_ORIGINAL);
@@ -494,7 +498,7 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
     rt_be32 dst = c->tuple[!dir].src.v4; /* after translation */
     const struct fib_route *r = fib_lookup(&dp->fib, dst);
     if (!r) {
-        drop(dp, p, RT_DROP_NO_ROUTE);
+        dp_drop(dp, p, RT_DROP_NO_ROUTE);
         send_icmp_error(dp, p, m, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0);
         return;
     }
@@ -512,7 +516,7 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
         break;
     case CT_INVALID:
         dp->counters[RT_CNT_INVALID]++;
-        drop(dp, p, RT_DROP_CT_INVALID);
+        dp_drop(dp, p, RT_DROP_CT_INVALID);
         return;
     case CT_REOPEN:
         ct_delete(&dp->ct, c);
@@ -591,7 +595,7 @@ static bool stage_parse(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m)
     if (r == RT_DROP_NONE)
         r = check_offload(dp, p, m);
     if (r != RT_DROP_NONE) {
-        drop(dp, p, r);
+        dp_drop(dp, p, r);
         return false;
     }
     return true;
@@ -604,23 +608,35 @@ static void stage_process(struct rt_dp *dp, struct rt_pkt *p,
     uint32_t src = ntohl(m->tuple.src.v4), dst = ntohl(m->tuple.dst.v4);
     if (martian_src(src) || is_local(dp, m->tuple.src.v4) ||
         (dst >> 24) == 0 || (dst >> 24) == 127) {
-        drop(dp, p, RT_DROP_MARTIAN);
+        dp_drop(dp, p, RT_DROP_MARTIAN);
         return;
     }
     if (dst >= 0xe0000000u) {
-        drop(dp, p, RT_DROP_NOT_UNICAST);
+        dp_drop(dp, p, RT_DROP_NOT_UNICAST);
+        return;
+    }
+    if (m->frag == 2) { /* a later fragment: it follows its first */
+        frag_later(dp, p, m, now);
         return;
     }
     if (m->icmp_error) {
         process_related(dp, p, m, now);
         return;
     }
+    struct frag_key fk;
+    if (m->frag)
+        frag_key_of(m, &fk);
     enum ct_dir dir;
     struct ct_conn *c = ct_find(&dp->ct, &m->tuple, hash, now, &dir);
     if (c)
         process_tracked(dp, p, m, c, dir, hash, now);
     else
         process_new(dp, p, m, hash, now);
+    if (m->frag && p->out_iface >= 0 && p->reason == RT_DROP_NONE) {
+        dp->counters[RT_CNT_FRAGMENTS]++;
+        frag_first_done(dp, &fk, wire_be32(p->data + IP4_OFF_SRC),
+                        wire_be32(p->data + IP4_OFF_DST), p->out_iface, now);
+    }
 }
 
 /*
@@ -686,6 +702,7 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
     }
     dp->ct.on_delete = on_ct_delete;
     dp->ct.on_delete_ctx = dp;
+    dp->frag.key = p->seed * 0x94d049bb133111ebULL + 7;
     dp->batch = p->batch;
     dp->slot_size = p->slot_size;
     dp->slots = malloc((size_t)p->batch * (SLOT_HEADROOM + p->slot_size));

@@ -8,6 +8,7 @@
 #include "ct_proto.h"
 #include "fib.h"
 #include "nat.h"
+#include "frag.h"
 
 struct dp_iface {
     int32_t fd;                 /* TUN fd or -1 */
@@ -49,6 +50,7 @@ struct rt_dp {
     uint8_t *slots;                           /* batch slots of SLOT_HEADROOM
                                                  + slot_size bytes */
     struct rt_pkt *pkts;                      /* batch descriptors */
+    struct frag_state frag;                   /* fragments in flight */
     char error[160];                          /* last rt_dp_load() error */
 };
 
@@ -59,5 +61,8 @@ struct rt_dp {
 /* Zeroes the offload metadata of 'p': a packet the router writes itself, or
  * one read from a descriptor without IFF_VNET_HDR, has none. */
 void dp_clear_offload(struct rt_pkt *p);
+
+/* Counts 'p' as dropped for reason 'r'. */
+void dp_drop(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r);
 
 #endif /* RT_DP_H */

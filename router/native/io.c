@@ -57,6 +57,36 @@ static void vnet_encode(const struct rt_pkt *p, uint8_t *h)
     put_le16(h + 8, p->csum_offset);
 }
 
+/* Fragments that waited for their first one, released by this batch. */
+static void send_ready_fragments(struct rt_dp *dp)
+{
+    struct rt_pkt *p = &dp->pkts[0]; /* the batch is written: reuse a slot */
+    int16_t out;
+    uint32_t len;
+    while ((len = rt_dp_take_ready(dp, p->data, dp->slot_size, &out)) > 0) {
+        struct dp_iface *o = &dp->ifaces[out];
+        uint8_t *at = p->data;
+        size_t n = len;
+        if (o->flags & RT_IF_VNET_HDR) {
+            at -= VNET_HDR_LEN;
+            n += VNET_HDR_LEN;
+            memset(at, 0, VNET_HDR_LEN); /* a plain packet */
+        }
+        ssize_t w;
+        do {
+            w = o->fd >= 0 ? write(o->fd, at, n) : -1;
+        } while (w < 0 && errno == EINTR);
+        if (w == (ssize_t)n) {
+            o->st.tx_packets++;
+            o->st.tx_bytes += len;
+            dp->counters[RT_CNT_TX_PACKETS]++;
+        } else {
+            o->st.tx_errors++;
+            dp->drops[RT_DROP_TX_ERROR]++;
+        }
+    }
+}
+
 int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
                uint64_t now_ms)
 {
@@ -128,5 +158,6 @@ int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
             dp->drops[RT_DROP_TX_ERROR]++;
         }
     }
+    send_ready_fragments(dp);
     return (int)n;
 }

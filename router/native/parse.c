@@ -100,6 +100,8 @@ static enum rt_drop_reason parse_icmp_inner(struct pkt_meta *m)
 
 static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
 {
+    if (m->frag)
+        l4_csum = false; /* the checksum covers the whole datagram */
     uint8_t *l4 = m->data + m->l4_off;
     uint32_t n = m->l4_len;
     rt_be32 src = wire_be32(m->data + IP4_OFF_SRC);
@@ -124,7 +126,8 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
         if (n < UDP_HDR_LEN)
             return RT_DROP_L4_SHORT;
         uint32_t ulen = wire_h16(l4 + UDP_OFF_LEN);
-        if (ulen < UDP_HDR_LEN || ulen > n)
+        /* In a first fragment the datagram goes on in later ones. */
+        if (ulen < UDP_HDR_LEN || (ulen > n && !m->frag))
             return RT_DROP_L4_SHORT;
         /* A zero checksum means the sender computed none (RFC 768). */
         if (l4_csum && wire_be16(l4 + UDP_OFF_CSUM) != 0 &&
@@ -138,7 +141,7 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
     case IPPROTO_ICMP_: {
         if (n < ICMP_HDR_LEN)
             return RT_DROP_L4_SHORT;
-        if (csum_full(l4, n) != 0)
+        if (!m->frag && csum_full(l4, n) != 0)
             return RT_DROP_BAD_L4_CSUM;
         m->l4_hdr_len = ICMP_HDR_LEN;
         m->icmp_type = l4[ICMP_OFF_TYPE];
@@ -197,10 +200,14 @@ enum rt_drop_reason pkt_parse(uint8_t *data, uint32_t len, bool l4_csum,
     m->ttl = data[IP4_OFF_TTL];
     uint16_t frag = wire_h16(data + IP4_OFF_FRAG);
     m->df = (frag & IP4_FRAG_DF) != 0;
-    if (frag & (IP4_FRAG_MF | IP4_FRAG_OFFSET)) {
+    m->ip_id = wire_be16(data + IP4_OFF_ID);
+    if (frag & IP4_FRAG_OFFSET) {
+        m->frag = 2; /* no L4 header here */
         tuple_fill4(&m->tuple, wire_be32(data + IP4_OFF_SRC),
                     wire_be32(data + IP4_OFF_DST), 0, 0, m->proto);
-        return RT_DROP_FRAGMENT;
+        return RT_DROP_NONE;
     }
+    if (frag & IP4_FRAG_MF)
+        m->frag = 1;
     return parse_l4(m, l4_csum);
 }

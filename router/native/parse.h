@@ -21,6 +21,9 @@ struct pkt_meta {
     uint8_t ttl;            /* IPv4 TTL */
     uint8_t tcp_flags;      /* TCP flags byte, 0 otherwise */
     uint8_t df;             /* IPv4 don't-fragment bit set */
+    uint8_t frag;           /* a fragment: 1 the first (offset 0), 2 a later
+                               one (no L4 header), 0 a whole datagram */
+    rt_be16 ip_id;          /* IPv4 identification */
     uint8_t icmp_type;      /* ICMP type, if proto is ICMP */
     uint8_t icmp_code;      /* ICMP code, if proto is ICMP */
     uint8_t icmp_error;     /* ICMP error carrying an inner packet */
@@ -37,8 +40,10 @@ struct pkt_meta {
 /*
  * Parses the packet of 'len' bytes at 'data' into 'm'.  With 'l4_csum' TCP
  * and UDP checksums are verified too (ICMP checksums always are, RFC 5508
- * REQ-3).  Returns RT_DROP_NONE or the reason to drop the packet.  After a
- * success every offset in 'm' lies inside the packet.
+ * REQ-3), except in fragments, which hold only part of what the checksum
+ * covers.  A later fragment (offset > 0) has no L4 header: its tuple has
+ * addresses and protocol only.  Returns RT_DROP_NONE or the reason to drop
+ * the packet.  After a success every offset in 'm' lies inside the packet.
  */
 enum rt_drop_reason pkt_parse(uint8_t *data, uint32_t len, bool l4_csum,
                               struct pkt_meta *m);

@@ -192,6 +192,12 @@ void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
 int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
                uint64_t now_ms);
 
+/* Fragments that waited for their first one and may now go: copies one
+ * into 'buf' and sets '*out_iface'; returns its length, 0 when none is left.
+ * rt_dp_poll() sends them itself. */
+uint32_t rt_dp_take_ready(struct rt_dp *dp, uint8_t *buf, uint32_t cap,
+                          int16_t *out_iface);
+
 /* Garbage collection: visits up to 'max_slots' table slots. */
 void rt_ct_sweep(struct rt_dp *dp, uint64_t now_ms, uint32_t max_slots,
                  struct rt_sweep_result *out);

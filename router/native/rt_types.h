@@ -29,7 +29,9 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(BAD_L4_CSUM, "bad_l4_checksum")   /* TCP/UDP/ICMP checksum wrong */      \
     X(L4_SHORT, "short_l4_header")      /* L4 header truncated */              \
     X(BAD_TCP_FLAGS, "bad_tcp_flags")   /* flag combination never valid */     \
-    X(FRAGMENT, "fragment")             /* IPv4 fragment (not yet handled) */  \
+    X(FRAGMENT, "fragment")             /* fragment for the router itself */   \
+    X(FRAG_NO_ROOM, "fragment_no_room") /* no room to hold an early fragment */ \
+    X(FRAG_EXPIRED, "fragment_expired") /* first fragment never came */        \
     X(IPV6, "ipv6_not_forwarded")       /* IPv6 recognised, not forwarded */   \
     X(MARTIAN, "martian_address")       /* impossible source or dest */        \
     X(NOT_UNICAST, "not_unicast")       /* multicast/broadcast destination */  \
@@ -90,7 +92,8 @@ enum rt_tcp_state { RT_TCP_STATES(RT_TCP_ENUM__) RT_TCP_N_STATES };
     X(UDP, "udp", 120)                           /* Linux 30 */                \
     X(UDP_STREAM, "udp_stream", 300)             /* Linux 120 */               \
     X(ICMP, "icmp", 60)                          /* Linux 30 */                \
-    X(GENERIC, "generic", 600)
+    X(GENERIC, "generic", 600)                                                 \
+    X(FRAGMENT, "fragment", 30)                  /* Linux ipfrag_time */
 
 #define RT_TO_ENUM__(name, str, secs) RT_TO_##name,
 enum rt_timeout { RT_TIMEOUTS(RT_TO_ENUM__) RT_N_TIMEOUTS };
@@ -121,7 +124,9 @@ enum rt_timeout { RT_TIMEOUTS(RT_TO_ENUM__) RT_N_TIMEOUTS };
     X(BATCHES, "batches")           /* batch calls */                         \
     X(GSO_PACKETS, "gso_packets")   /* GSO super-packets forwarded whole */   \
     X(GSO_SEGMENTS, "gso_segments") /* segments those stood for */            \
-    X(CSUM_PARTIAL, "csum_partial") /* packets with a partial L4 checksum */
+    X(CSUM_PARTIAL, "csum_partial") /* packets with a partial L4 checksum */  \
+    X(FRAGMENTS, "fragments")       /* fragments forwarded */                 \
+    X(FRAGMENTS_HELD, "fragments_held") /* fragments that waited for the first */
 
 #define RT_CNT_ENUM__(name, str) RT_CNT_##name,
 enum rt_counter { RT_COUNTERS(RT_CNT_ENUM__) RT_N_COUNTERS };

@@ -225,3 +225,14 @@ def test_port_forward_and_hairpin(netlab: NetLab) -> None:
     r = netlab.ns(netlab.wan, "curl", "-sS", "-m", "2", f"http://{ROUTER_WAN}:8080/",
                   check=False)
     assert r.returncode != 0
+
+
+def test_fragmented_datagrams_cross_the_nat(netlab: NetLab) -> None:
+    r = netlab.ns(netlab.lan, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "4000", SERVER)
+    assert "3 received" in r.stdout, r.stdout
+    netlab.server(netlab.wan, "udp-echo", SERVER, 5355)
+    big = "b" * 6000
+    r = netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER, "5355", big, "42000")
+    assert r.stdout.strip() == f"from {ROUTER_WAN}:42000 {big}"
+    c = netlab.ctl_json("stats")["counters"]
+    assert c["fragments"] >= 2 * (3 * 3 + 5), c

@@ -1,0 +1,71 @@
+/*
+ * frag.h - forwarding IPv4 fragments of tracked flows.
+ */
+#ifndef RT_FRAG_H
+#define RT_FRAG_H
+
+#include "parse.h"
+
+#define FRAG_TABLE 1024  /* datagrams in flight as fragments */
+#define FRAG_PROBES 8    /* linear probes in the table */
+#define FRAG_PENDING 64  /* later fragments waiting for their first */
+#define FRAG_BUF 2048    /* largest fragment that can wait */
+
+/* A datagram's identity: RFC 791's (source, destination, protocol, id). */
+struct frag_key {
+    rt_be32 src;      /* source address, as received */
+    rt_be32 dst;      /* destination address, as received */
+    rt_be16 id;       /* IPv4 identification */
+    uint8_t proto;    /* IP protocol */
+    uint8_t pad;      /* zero */
+};
+
+/* What the first fragment of a datagram became: later ones follow. */
+struct frag_entry {
+    struct frag_key key;  /* the datagram */
+    uint32_t expires;     /* deadline, ms, wrap-safe */
+    rt_be32 new_src;      /* source after NAT */
+    rt_be32 new_dst;      /* destination after NAT */
+    int16_t out_iface;    /* where the fragments go */
+    uint8_t in_use;       /* slot holds an entry */
+    uint8_t pad;          /* zero */
+};
+
+/* A later fragment that came before its first, or one ready to go. */
+struct frag_pending {
+    struct frag_key key;  /* the datagram */
+    uint32_t expires;     /* deadline while waiting */
+    uint16_t len;         /* bytes in 'data' */
+    int16_t out_iface;    /* READY: where it goes */
+    uint8_t state;        /* FRAG_FREE, FRAG_WAITING or FRAG_READY */
+    uint8_t pad[3];       /* zero */
+    uint8_t data[FRAG_BUF];
+};
+
+enum { FRAG_FREE = 0, FRAG_WAITING = 1, FRAG_READY = 2 };
+
+struct frag_state {
+    struct frag_entry table[FRAG_TABLE];
+    struct frag_pending pending[FRAG_PENDING];
+    uint32_t n_ready;     /* pending slots in FRAG_READY */
+    uint64_t key;         /* hash key */
+};
+
+struct rt_dp;
+struct rt_pkt;
+
+/* The key of packet 'm' (before any translation). */
+void frag_key_of(const struct pkt_meta *m, struct frag_key *k);
+
+/* Records that the first fragment with key 'k' left through 'out' with
+ * addresses 'src' and 'dst', and releases the later fragments that waited
+ * for it. */
+void frag_first_done(struct rt_dp *dp, const struct frag_key *k, rt_be32 src,
+                     rt_be32 dst, int out, uint64_t now_ms);
+
+/* Handles a later fragment: forwards it like its first fragment went, or
+ * holds it until the first comes. */
+void frag_later(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
+                uint64_t now_ms);
+
+#endif /* RT_FRAG_H */
