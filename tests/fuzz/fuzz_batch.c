@@ -2,7 +2,8 @@
  * fuzz_batch.c - libFuzzer target for the whole batch path (rt_dp_process).
  *
  * An input is a small program: a header byte picks the config variant (NAT
- * port range, loose pickup, checksum checks), then a series of packets, each
+ * port range, loose pickup, checksum checks, mapping and filtering, a port
+ * forward with or without full NAT), then a series of packets, each
  * [flags][len hi][len lo][bytes], where flags pick the input interface, how
  * far the clock moves, and whether the buffer has spare room (for generated
  * ICMP) or ends exactly at the packet, so that any read past it is caught by
@@ -34,6 +35,9 @@ static struct rt_dp *make_dp(uint8_t variant)
         {.prefix = 0, .plen = (variant & 8) ? 1 : 0, .iface = 1},
     };
     struct rt_nat_cfg nat[1] = {{.src_prefix = 0, .src_plen = 0, .out_iface = 1}};
+    struct rt_dnat_cfg fwd[1] = {{.addr = htonl(0xcb007101), .to_addr = htonl(0xc0a80102),
+                                  .port_min = 80, .port_max = 90, .to_port = 8080,
+                                  .proto = 6, .masquerade = (variant & 128) != 0}};
     uint8_t policy[4] = {1, 1, (variant & 16) ? 1 : 0, 0};
     uint32_t timeouts[64];
     uint32_t n = rt_n_timeouts();
@@ -47,7 +51,10 @@ static struct rt_dp *make_dp(uint8_t variant)
         .port_max = (variant & 2) ? 40003 : 65535,
         .flags = ((variant & 1) ? RT_F_TCP_LOOSE : 0) |
                  ((variant & 4) ? RT_F_L4_CSUM : 0) |
-                 ((variant & 64) ? 0 : RT_F_PRESERVE_PORTS),
+                 ((variant & 64) ? 0 : RT_F_PRESERVE_PORTS) |
+                 ((variant & 8) ? 0 : RT_F_EIM),
+        .dnat = fwd, .n_dnat = 1,
+        .nat_filtering = (variant >> 4) % 3,
     };
     if (rt_dp_load(dp, &t) != 0)
         abort();
@@ -86,6 +93,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (pkts[n].out_iface >= 0 && (pkts[n].len > pkts[n].cap || pkts[n].len < 20))
             abort(); /* a verdict must describe bytes inside the buffer */
         n++;
+        uint8_t ready[2048];
+        int16_t rif;
+        while (rt_dp_take_ready(dp, ready, sizeof ready, &rif) > 0)
+            if (rif < 0 || rif > 1)
+                abort(); /* a held fragment must leave through a real link */
         if ((n & 7) == 0) {
             struct rt_sweep_result r;
             rt_ct_sweep(dp, now, 16, &r);

@@ -20,6 +20,14 @@ def rec(iface: int, pkt: object, room: bool = True, tick: int = 1) -> bytes:
     return struct.pack("!BH", flags, len(b)) + b
 
 
+def _frags() -> list[object]:
+    from scapy.layers.inet import fragment  # type: ignore[import-untyped]
+
+    big = IP(src=LAN, dst=SRV, id=9) / UDP(sport=5000, dport=53) / Raw(b"f" * 1400)
+    parts = fragment(big, fragsize=400)
+    return [parts[2], parts[1], parts[0], parts[3]]  # out of order
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -45,6 +53,12 @@ def main() -> None:
             rec(1, IP(src=SRV, dst=WAN) / ICMP(type=3, code=3) /
                 Raw(bytes(IP(src=WAN, dst=SRV, ttl=63) / UDP(sport=5000, dport=53) /
                           Raw(b"query")))),
+        ],
+        "fragments": [rec(0, f) for f in _frags()],
+        "forward": [
+            rec(1, IP(src=SRV, dst=WAN) / TCP(sport=5555, dport=85, flags="S")),
+            rec(0, IP(src="192.168.1.2", dst=SRV) / TCP(sport=8085, dport=5555, flags="SA",
+                                                       ack=1)),
         ],
         "too_big": [rec(0, IP(src=LAN, dst=SRV, flags="DF") / UDP(sport=1, dport=2) /
                         Raw(b"x" * 1450), room=False)],
