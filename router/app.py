@@ -51,6 +51,7 @@ class Router:
         self.dp = Datapath(cfg.conntrack.max_entries, batch=cfg.batch)
         self.tuns: list[Tun] = []
         self.vnet_hdr = cfg.offload  # fixed while the devices are open
+        self.tables = compile_tables(cfg, {}, self.vnet_hdr)
         self.started = time.time()
         self.config_hash = file_hash(cfg.path)
         self.reloads = {"ok": 0, "failed": 0}
@@ -71,7 +72,8 @@ class Router:
                 self.log.info("tun.opened", interface=iface.name, fd=tun.fd,
                               netns=iface.netns, address=str(iface.address),
                               offloads=hex(tun.offloads) if self.vnet_hdr else None)
-            self.dp.load(compile_tables(self.cfg, self._fds(), self.vnet_hdr))
+            self.tables = compile_tables(self.cfg, self._fds(), self.vnet_hdr)
+            self.dp.load(self.tables)
         except BaseException:
             self.close_devices()
             raise
@@ -145,6 +147,7 @@ class Router:
             self._check_reloadable(new)
             tables = compile_tables(new, self._fds(), self.vnet_hdr)
             self.dp.load(tables)
+            self.tables = tables
         except (ConfigError, DatapathError) as e:
             self.reloads["failed"] += 1
             fields: dict[str, Any] = {"file": path, "reason": str(e)}
@@ -229,6 +232,7 @@ class Router:
             "reload": self._h_reload,
             "config.show": self._h_config_show,
             "nat.list": self._h_nat_list,
+            "lb.list": self._h_lb_list,
         }
 
     async def _h_status(self, args: Mapping[str, Any]) -> Any:
@@ -270,6 +274,20 @@ class Router:
         return [{"name": i.name, "zone": i.zone, "address": str(i.address), "mtu": i.mtu,
                  "netns": i.netns, **self.dp.iface_stats(n)}
                 for n, i in enumerate(self.cfg.interfaces)]
+
+    async def _h_lb_list(self, args: Mapping[str, Any]) -> Any:
+        counts = self.dp.lb_stats()
+        out = []
+        n = 0
+        for lb in self.cfg.loadbalancers:
+            backends = []
+            for b in lb.backends:
+                backends.append({"address": str(b.address), "port": b.port, "weight": b.weight,
+                                 "connections": counts[n] if n < len(counts) else 0})
+                n += 1
+            out.append({"name": lb.name, "address": str(lb.address), "protocol": lb.protocol,
+                        "port": lb.port, "masquerade": lb.masquerade, "backends": backends})
+        return out
 
     async def _h_nat_list(self, args: Mapping[str, Any]) -> Any:
         return nat_mappings(self.dp.conntrack(now_ms()), self.cfg.nat.filtering)

@@ -95,6 +95,28 @@ class PortForward:
 
 
 @dataclass(frozen=True, slots=True)
+class Backend:
+    address: IPv4Address
+    port: int
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancer:
+    """A virtual IP and port in front of several backends (layer 4, NAT
+    mode): each new connection goes to one backend, chosen by consistent
+    (Maglev) hashing; conntrack keeps it there."""
+
+    name: str
+    interface: str
+    address: IPv4Address
+    protocol: str  # "tcp" or "udp"
+    port: int
+    backends: tuple[Backend, ...]
+    masquerade: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     from_zone: str
     to_zone: str
@@ -130,6 +152,7 @@ class Config:
     policies: tuple[Policy, ...] = ()
     forward_default: str = "drop"
     conntrack: Conntrack = Conntrack()
+    loadbalancers: tuple[LoadBalancer, ...] = ()
     control_socket: str = "/run/router/router.sock"
     log_level: str = "info"
     log_format: str = "auto"
@@ -345,13 +368,14 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
         raise ConfigError(path, "", f"TOML syntax: {e}", int(m.group(1)) if m else None) from None
     r = _Reader(path, text)
     r.known(doc, "", {"interface", "route", "nat", "firewall", "conntrack", "control", "log",
-                      "dataplane"})
+                      "dataplane", "loadbalancer"})
 
     interfaces = _interfaces(r, doc)
     names = {i.name: i for i in interfaces}
     routes = _routes(r, doc, names)
     nat = _nat(r, doc, names)
     policies, forward_default = _firewall(r, doc, {i.zone for i in interfaces})
+    lbs = _loadbalancers(r, doc, names, nat.forwards)
     ct = _conntrack(r, doc)
 
     control = r.table(doc, "control", "")
@@ -371,6 +395,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     offload = r.get(dpl, "offload", "dataplane", bool, True)
 
     return Config(path=path, interfaces=interfaces, routes=routes, nat=nat, policies=policies,
+                  loadbalancers=lbs,
                   forward_default=forward_default, conntrack=ct, control_socket=sock,
                   log_level=level, log_format=fmt, batch=batch, offload=offload)
 
@@ -542,6 +567,55 @@ def _forwards(r: _Reader, t: Mapping[str, Any], ifaces: Mapping[str, Interface]
     return tuple(out)
 
 
+def _loadbalancers(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface],
+                   forwards: tuple[PortForward, ...]) -> tuple[LoadBalancer, ...]:
+    out: list[LoadBalancer] = []
+    own = {i.address.ip for i in ifaces.values()}
+    for n, t in enumerate(r.array(doc, "loadbalancer", "")):
+        w = f"loadbalancer[{n}]"
+        if not isinstance(t, dict):
+            raise r.fail(w, "must be a table")
+        r.known(t, w, {"name", "interface", "address", "protocol", "port", "masquerade",
+                       "backend"})
+        name = r.get(t, "name", w, str, required=True)
+        if not ZONE_RE.match(name) or any(lb.name == name for lb in out):
+            raise r.fail(f"{w}.name", "must be a unique name (letters, digits, '_', '-')")
+        iface = r.get(t, "interface", w, str, required=True)
+        if iface not in ifaces:
+            raise r.fail(f"{w}.interface", f"no interface named {iface!r}")
+        addr = (r.address(t["address"], f"{w}.address") if "address" in t
+                else ifaces[iface].address.ip)
+        proto = r.choice(t, "protocol", w, ("tcp", "udp"), "tcp")
+        if "port" not in t:
+            raise r.fail(f"{w}.port", "is required")
+        port = r.integer(t, "port", w, 0, 1, 65535)
+        masq = r.get(t, "masquerade", w, bool, False)
+        backends: list[Backend] = []
+        for k, b in enumerate(r.array(t, "backend", w)):
+            bw = f"{w}.backend[{k}]"
+            if not isinstance(b, dict):
+                raise r.fail(bw, "must be a table")
+            r.known(b, bw, {"address", "port", "weight"})
+            baddr = r.address(r.get(b, "address", bw, str, required=True), f"{bw}.address")
+            if baddr in own:
+                raise r.fail(f"{bw}.address", f"{baddr} is one of the router's own addresses")
+            bport = r.integer(b, "port", bw, port, 1, 65535)
+            weight = r.integer(b, "weight", bw, 1, 1, 100)
+            if any(x.address == baddr and x.port == bport for x in backends):
+                raise r.fail(bw, f"duplicate backend {baddr}:{bport}")
+            backends.append(Backend(baddr, bport, weight))
+        if not backends:
+            raise r.fail(f"{w}.backend", "at least one [[loadbalancer.backend]] is required")
+        clash = [f for f in forwards if f.protocol == proto and f.address == addr
+                 and f.port_min <= port <= f.port_max]
+        clash_lb = [lb for lb in out if lb.protocol == proto and lb.address == addr
+                    and lb.port == port]
+        if clash or clash_lb:
+            raise r.fail(f"{w}.port", f"{proto} {addr}:{port} is already forwarded")
+        out.append(LoadBalancer(name, iface, addr, proto, port, tuple(backends), masq))
+    return tuple(out)
+
+
 def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
               ) -> tuple[tuple[Policy, ...], str]:
     t = r.table(doc, "firewall", "")
@@ -633,6 +707,12 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         "firewall": {"forward": cfg.forward_default,
                      "policy": [{"from": p.from_zone, "to": p.to_zone, "action": p.action}
                                 for p in cfg.policies]},
+        "loadbalancer": [{"name": lb.name, "interface": lb.interface,
+                          "address": str(lb.address), "protocol": lb.protocol,
+                          "port": lb.port, "masquerade": lb.masquerade,
+                          "backend": [{"address": str(b.address), "port": b.port,
+                                       "weight": b.weight} for b in lb.backends]}
+                         for lb in cfg.loadbalancers],
         "interface": [iface(i) for i in cfg.interfaces],
         "route": [route(r) for r in cfg.routes],
     }

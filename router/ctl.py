@@ -7,6 +7,7 @@
     routerctl stats | interfaces | status | reload
     routerctl config show
     routerctl nat list
+    routerctl lb list
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("reload", help="reload the config file (like SIGHUP) and report")
     nat = sub.add_parser("nat", help="NAT mappings")
     nat.add_argument("what", choices=["list"], help="list: active mappings and their use")
+    lbp = sub.add_parser("lb", help="load balancers")
+    lbp.add_argument("what", choices=["list"], help="list: backends and their connections")
     cfg = sub.add_parser("config", help="the running config")
     cfg.add_argument("what", choices=["show"], help="show: print the running config as TOML")
     args = ap.parse_args(argv)
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "conntrack":
             return _conntrack(args)
-        cmd = {"config": "config.show", "nat": "nat.list"}.get(args.cmd, args.cmd)
+        cmd = {"config": "config.show", "nat": "nat.list", "lb": "lb.list"}.get(args.cmd, args.cmd)
         result = request(args.socket, cmd)
     except CtlError as e:
         print(f"routerctl: {e}", file=sys.stderr)
@@ -122,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         print(MAPPING_HEADER)
         for m in result:
             print(mapping_line(m))
+    elif cmd == "lb.list":
+        for lb in result:
+            print(f"{lb['name']}: {lb['protocol']} {lb['address']}:{lb['port']}"
+                  + (" (full NAT)" if lb["masquerade"] else ""))
+            for b in lb["backends"]:
+                print(f"    {b['address']}:{b['port']:<6} weight {b['weight']:<3} "
+                      f"{b['connections']} connections")
     elif cmd == "config.show":
         print(f"# running config, read from {result['path']} (sha256 {result['sha256'][:16]})")
         print(toml.dumps(result["config"]), end="")

@@ -179,10 +179,17 @@ class Datapath:
             dnat[i].to_port = d.to_port
             dnat[i].proto = d.proto
             dnat[i].masquerade = int(d.masquerade)
+            dnat[i].lb_first = d.lb_first
+            dnat[i].lb_size = d.lb_size
+        lb = ffi.new("struct rt_lb_slot[]", max(1, len(t.lb_slots)))
+        for i, sl in enumerate(t.lb_slots):
+            lb[i].addr = be32(sl.addr)
+            lb[i].port = sl.port
+            lb[i].backend = sl.backend
         nz = len(t.zones)
         policy = ffi.new("uint8_t[]", [int(v) for row in t.policy for v in row] or [0])
         timeouts = ffi.new("uint32_t[]", list(t.timeouts))
-        keep += [ifaces, routes, nat, dnat, policy, timeouts]
+        keep += [ifaces, routes, nat, dnat, lb, policy, timeouts]
 
         tb = ffi.new("struct rt_tables *")
         tb.ifaces = ifaces
@@ -204,6 +211,9 @@ class Datapath:
                     | (lib.RT_F_PRESERVE_PORTS if t.preserve_ports else 0)
                     | (lib.RT_F_EIM if t.eim else 0))
         tb.nat_filtering = t.filtering
+        tb.lb_slots = lb
+        tb.n_lb_slots = len(t.lb_slots)
+        tb.n_backends = len(t.backends)
         if lib.rt_dp_load(self._dp, tb) != 0:
             raise DatapathError(ffi.string(lib.rt_dp_error(self._dp)).decode())
 
@@ -312,6 +322,13 @@ class Datapath:
         buf = ffi.new("uint64_t[]", len(DROP_NAMES))
         lib.rt_dp_drops(self._dp, buf, len(DROP_NAMES))
         return {name: int(buf[i]) for i, name in enumerate(DROP_NAMES) if name != "none"}
+
+    def lb_stats(self) -> list[int]:
+        """New connections sent to each backend since the tables were loaded."""
+        n = int(lib.rt_dp_lb_stats(self._dp, ffi.NULL, 0))
+        buf = ffi.new("uint64_t[]", max(1, n))
+        lib.rt_dp_lb_stats(self._dp, buf, n)
+        return [int(buf[i]) for i in range(n)]
 
     def iface_stats(self, iface: int) -> dict[str, int]:
         st = ffi.new("struct rt_iface_stats *")

@@ -9,11 +9,12 @@ prefix, in config order (``snat`` before ``masquerade``): first match wins.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from router.config import Config
+from router.config import Backend, Config
 from router.datapath import TIMEOUT_NAMES
 
 ANY = IPv4Network("0.0.0.0/0")
@@ -51,6 +52,15 @@ class DnatEntry:
     to: IPv4Address
     to_port: int
     masquerade: bool
+    lb_first: int = 0
+    lb_size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LbSlot:
+    addr: IPv4Address
+    port: int
+    backend: int  # global backend number
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +79,8 @@ class Tables:
     preserve_ports: bool
     eim: bool = True
     filtering: int = 1  # 0 APDF, 1 ADF, 2 EIF (rt.h RT_FILTER_*)
+    lb_slots: tuple[LbSlot, ...] = ()
+    backends: tuple[tuple[str, str], ...] = ()  # (load balancer, "addr:port") by number
 
 
 def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) -> Tables:
@@ -98,6 +110,20 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         for src in rule.sources or (ANY,):
             nat.append(NatEntry(src, index[rule.interface], rule.to))
 
+    dnat = [DnatEntry(f.address, 6 if f.protocol == "tcp" else 17, f.port_min, f.port_max,
+                      f.to, f.to_port, f.masquerade) for f in cfg.nat.forwards]
+    slots: list[LbSlot] = []
+    backends: list[tuple[str, str]] = []
+    for lb in cfg.loadbalancers:
+        base = len(backends)
+        backends += [(lb.name, f"{b.address}:{b.port}") for b in lb.backends]
+        table = maglev(lb.backends, lookup_size(len(lb.backends)))
+        first = len(slots)
+        slots += [LbSlot(lb.backends[i].address, lb.backends[i].port, base + i) for i in table]
+        dnat.append(DnatEntry(lb.address, 6 if lb.protocol == "tcp" else 17, lb.port, lb.port,
+                              lb.backends[0].address, lb.backends[0].port, lb.masquerade,
+                              lb_first=first, lb_size=len(table)))
+
     default = cfg.forward_default == "accept"
     policy = [[default] * len(zones) for _ in zones]
     for p in cfg.policies:
@@ -107,9 +133,7 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         ifaces=ifaces,
         routes=tuple(routes),
         nat=tuple(nat),
-        dnat=tuple(DnatEntry(f.address, 6 if f.protocol == "tcp" else 17, f.port_min,
-                             f.port_max, f.to, f.to_port, f.masquerade)
-                   for f in cfg.nat.forwards),
+        dnat=tuple(dnat),
         zones=zones,
         policy=tuple(tuple(row) for row in policy),
         timeouts=tuple(cfg.conntrack.timeouts[name] for name in TIMEOUT_NAMES),
@@ -121,4 +145,45 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         eim=cfg.nat.mapping == "endpoint-independent",
         filtering={"address-and-port-dependent": 0, "address-dependent": 1,
                    "endpoint-independent": 2}[cfg.nat.filtering],
+        lb_slots=tuple(slots),
+        backends=tuple(backends),
     )
+
+
+def lookup_size(n_backends: int) -> int:
+    """A prime well above the backend count: 4099 slots for up to 32 backends
+    (imbalance under 1 %), 65537 beyond."""
+    return 4099 if n_backends <= 32 else 65537
+
+
+def maglev(backends: Sequence[Backend], size: int) -> list[int]:
+    """Maglev's lookup table (Eisenbud et al., NSDI 2016), with weights.
+
+    Each backend has a preference order over the slots, a permutation given
+    by an offset and a skip hashed from its identity (address and port), so it
+    does not depend on the other backends.  Backends take turns claiming their
+    next preferred free slot, each as many per turn as its weight.  Adding or
+    removing a backend therefore moves few slots: mostly those it gains or
+    loses.  Returns the backend index of every slot.
+    """
+    n = len(backends)
+    offset, skip = [], []
+    for b in backends:
+        h = hashlib.sha256(f"{b.address}:{b.port}".encode()).digest()
+        offset.append(int.from_bytes(h[:8], "big") % size)
+        skip.append(int.from_bytes(h[8:16], "big") % (size - 1) + 1)
+    table = [-1] * size
+    nxt = [0] * n
+    filled = 0
+    while True:
+        for i in range(n):
+            for _ in range(backends[i].weight):
+                c = (offset[i] + nxt[i] * skip[i]) % size
+                while table[c] >= 0:
+                    nxt[i] += 1
+                    c = (offset[i] + nxt[i] * skip[i]) % size
+                table[c] = i
+                nxt[i] += 1
+                filled += 1
+                if filled == size:
+                    return table

@@ -319,7 +319,19 @@ struct dnat_target {
     rt_be32 ext;           /* the external address it came to */
     bool masquerade;       /* full NAT */
     struct nat_map *map;   /* the mapping that let it in, or NULL */
+    int32_t backend;       /* load balancer backend number, or -1 */
 };
+
+/* The slot of a load balancer for new connection 'm': a keyed hash of its
+ * tuple, so that one client's connections spread over the backends and a
+ * connection's packets never move (conntrack keeps the choice). */
+static const struct rt_lb_slot *lb_pick(const struct rt_dp *dp,
+                                        const struct rt_dnat_cfg *d,
+                                        const struct pkt_meta *m)
+{
+    uint32_t h = ct_hash(&dp->ct, &m->tuple);
+    return &dp->lb_slots[d->lb_first + h % d->lb_size];
+}
 
 /* A port forward for 'm', or NULL. */
 static bool forward_target(const struct rt_dp *dp, const struct pkt_meta *m,
@@ -328,9 +340,18 @@ static bool forward_target(const struct rt_dp *dp, const struct pkt_meta *m,
     const struct rt_dnat_cfg *dn = dnat_match(dp, m);
     if (!dn)
         return false;
+    if (dn->lb_size) {
+        const struct rt_lb_slot *s = lb_pick(dp, dn, m);
+        *t = (struct dnat_target){.addr = s->addr, .port = htons(s->port),
+                                  .ext = dn->addr,
+                                  .masquerade = dn->masquerade != 0,
+                                  .backend = s->backend};
+        return true;
+    }
     uint16_t port = (uint16_t)(dn->to_port + (ntohs(m->tuple.dport) - dn->port_min));
     *t = (struct dnat_target){.addr = dn->to_addr, .port = htons(port),
-                              .ext = dn->addr, .masquerade = dn->masquerade != 0};
+                              .ext = dn->addr, .masquerade = dn->masquerade != 0,
+                              .backend = -1};
     return true;
 }
 
@@ -357,7 +378,7 @@ static bool mapping_target(struct rt_dp *dp, const struct pkt_meta *m,
         !nat_map_knows_peer(mp, mp->ext_addr))
         return false;
     *t = (struct dnat_target){.addr = mp->int_addr, .port = mp->int_port,
-                              .ext = mp->ext_addr, .map = mp};
+                              .ext = mp->ext_addr, .map = mp, .backend = -1};
     return true;
 }
 
@@ -485,6 +506,8 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
         dp_drop(dp, p, RT_DROP_CT_FULL);
         return;
     }
+    if (dn && dn->backend >= 0 && (uint32_t)dn->backend < dp->n_backends)
+        dp->lb_conns[dn->backend]++;
     nat_rewrite(m, slot, CT_DIR_ORIGINAL);
     forward(p, m, out);
 }
@@ -740,6 +763,8 @@ void rt_dp_free(struct rt_dp *dp)
     free(dp->fib.routes);
     free(dp->nat);
     free(dp->dnat);
+    free(dp->lb_slots);
+    free(dp->lb_conns);
     free(dp->slots);
     free(dp->pkts);
     free(dp);
@@ -761,6 +786,8 @@ static uint32_t plen_mask(uint32_t plen)
         free(routes);                                                          \
         free(nat);                                                             \
         free(dnat);                                                            \
+        free(lb);                                                              \
+        free(lbc);                                                             \
         return -1;                                                             \
     } while (0)
 
@@ -769,6 +796,8 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     struct fib_route *routes = NULL;
     struct dp_nat_rule *nat = NULL;
     struct rt_dnat_cfg *dnat = NULL;
+    struct rt_lb_slot *lb = NULL;
+    uint64_t *lbc = NULL;
     dp->error[0] = 0;
     if (t->n_ifaces > RT_MAX_IFACES)
         LOAD_FAIL("too many interfaces: %u > %u", t->n_ifaces, RT_MAX_IFACES);
@@ -803,9 +832,22 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
             (uint32_t)d->to_port + (d->port_max - d->port_min) > 65535 ||
             d->to_port == 0)
             LOAD_FAIL("port forward %u: bad port range", i);
-        if (d->addr == 0 || d->to_addr == 0)
+        if (d->addr == 0 || (d->to_addr == 0 && d->lb_size == 0))
             LOAD_FAIL("port forward %u: missing address", i);
+        if (d->lb_size && ((uint64_t)d->lb_first + d->lb_size > t->n_lb_slots ||
+                           d->port_min != d->port_max))
+            LOAD_FAIL("load balancer %u: bad slot range or port range", i);
         dnat[i] = *d;
+    }
+    lb = calloc(t->n_lb_slots ? t->n_lb_slots : 1, sizeof *lb);
+    lbc = calloc(t->n_backends ? t->n_backends : 1, sizeof *lbc);
+    if (!lb || !lbc)
+        LOAD_FAIL("out of memory");
+    for (uint32_t i = 0; i < t->n_lb_slots; i++) {
+        if (t->lb_slots[i].backend >= t->n_backends || t->lb_slots[i].addr == 0 ||
+            t->lb_slots[i].port == 0)
+            LOAD_FAIL("load balancer slot %u: bad backend", i);
+        lb[i] = t->lb_slots[i];
     }
     for (uint32_t i = 0; i < t->n_routes; i++) {
         const struct rt_route_cfg *c = &t->routes[i];
@@ -854,6 +896,12 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     free(dp->dnat);
     dp->dnat = dnat;
     dp->n_dnat = t->n_dnat;
+    free(dp->lb_slots);
+    dp->lb_slots = lb;
+    dp->n_lb_slots = t->n_lb_slots;
+    free(dp->lb_conns);
+    dp->lb_conns = lbc;
+    dp->n_backends = t->n_backends;
     dp->n_zones = t->n_zones;
     memset(dp->zone_policy, 0, sizeof dp->zone_policy);
     for (uint32_t a = 0; a < t->n_zones; a++)
@@ -952,6 +1000,13 @@ int rt_dp_iface_stats(const struct rt_dp *dp, uint32_t iface,
     return 0;
 }
 
+uint32_t rt_dp_lb_stats(const struct rt_dp *dp, uint64_t *out, uint32_t n)
+{
+    for (uint32_t i = 0; i < n && i < dp->n_backends; i++)
+        out[i] = dp->lb_conns[i];
+    return dp->n_backends;
+}
+
 uint32_t rt_n_counters(void) { return RT_N_COUNTERS; }
 uint32_t rt_n_drop_reasons(void) { return RT_DROP_N_REASONS; }
 uint32_t rt_n_timeouts(void) { return RT_N_TIMEOUTS; }
@@ -1017,6 +1072,7 @@ uint32_t rt_abi_sizeof(const char *name)
     S(rt_route_cfg)
     S(rt_nat_cfg)
     S(rt_dnat_cfg)
+    S(rt_lb_slot)
     S(rt_tables)
     S(rt_pkt)
     S(rt_iface_stats)

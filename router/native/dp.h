@@ -41,6 +41,10 @@ struct rt_dp {
     uint32_t n_nat;                           /* number of NAT rules */
     struct rt_dnat_cfg *dnat;                 /* port forwards */
     uint32_t n_dnat;                          /* number of port forwards */
+    struct rt_lb_slot *lb_slots;              /* load balancer tables */
+    uint32_t n_lb_slots;                      /* their slots */
+    uint64_t *lb_conns;                       /* new connections per backend */
+    uint32_t n_backends;                      /* size of 'lb_conns' */
     uint32_t n_zones;                         /* zones loaded */
     uint8_t zone_policy[RT_MAX_ZONES][RT_MAX_ZONES]; /* 1 = accept NEW */
     uint64_t counters[RT_N_COUNTERS];         /* RT_CNT_* */

@@ -95,6 +95,17 @@ struct rt_dnat_cfg {
     uint16_t to_port;    /* first internal port */
     uint8_t proto;       /* 6 or 17 */
     uint8_t masquerade;  /* full NAT: also SNAT to the output interface */
+    uint32_t lb_first;   /* load balancer: first of its slots in lb_slots */
+    uint32_t lb_size;    /* load balancer: number of slots; 0 = a plain forward
+                            to to_addr:to_port */
+};
+
+/* One slot of a load balancer's lookup table (Maglev): a new connection
+ * hashes to a slot and goes to its backend. */
+struct rt_lb_slot {
+    rt_be32 addr;        /* backend address */
+    uint16_t port;       /* backend port, host order */
+    uint16_t backend;    /* backend number, for its counter */
 };
 
 /* Everything the control plane compiles from the config. */
@@ -115,6 +126,9 @@ struct rt_tables {
     const struct rt_dnat_cfg *dnat; /* port forwards, first match wins */
     uint32_t n_dnat;
     uint32_t nat_filtering;     /* RT_FILTER_* */
+    const struct rt_lb_slot *lb_slots; /* all load balancers' tables */
+    uint32_t n_lb_slots;
+    uint32_t n_backends;        /* backend numbers are below this */
 };
 
 /*
@@ -232,6 +246,10 @@ const char *rt_drop_name(uint32_t i);
 const char *rt_timeout_name(uint32_t i);
 uint32_t rt_timeout_default(uint32_t i);
 const char *rt_tcp_state_name(uint32_t i);
+
+/* New connections sent to each backend since the last load; returns how
+ * many backends there are. */
+uint32_t rt_dp_lb_stats(const struct rt_dp *dp, uint64_t *out, uint32_t n);
 
 /* Test hooks: the TCP transition table and the checksum primitives. */
 uint8_t rt_tcp_transition(uint32_t dir, uint32_t flag_class, uint32_t state);

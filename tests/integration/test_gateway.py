@@ -240,3 +240,34 @@ def test_fragmented_datagrams_cross_the_nat(netlab: NetLab) -> None:
     assert r.stdout.strip() == f"from {ROUTER_WAN}:42000 {big}"
     c = netlab.ctl_json("stats")["counters"]
     assert c["fragments"] >= 2 * (3 * 3 + 5), c
+
+
+LOADBALANCER = """
+[[loadbalancer]]
+name = "web"
+interface = "wan0"
+protocol = "tcp"
+port = 8088
+[[loadbalancer.backend]]
+address = "192.168.77.2"
+port = 8090
+[[loadbalancer.backend]]
+address = "192.168.77.2"
+port = 8091
+"""
+
+
+def test_load_balancer_spreads_connections(netlab: NetLab) -> None:
+    netlab.config.write_text(netlab.config.read_text() + LOADBALANCER)
+    netlab.ctl("reload")
+    netlab.server(netlab.lan, "http", LAN_HOST, 8090)
+    netlab.server(netlab.lan, "http", LAN_HOST, 8091)
+    for _ in range(30):
+        r = netlab.ns(netlab.wan, "curl", "-sS", "-m", "5", f"http://{ROUTER_WAN}:8088/")
+        assert r.stdout.startswith(f"you are {SERVER}:")
+    ports = {e["reply"]["sport"] for e in netlab.ctl_json("conntrack", "list", "--dport", "8088")}
+    assert ports == {8090, 8091}
+    (lb,) = netlab.ctl_json("lb", "list")
+    counts = [b["connections"] for b in lb["backends"]]
+    assert sum(counts) == 30 and min(counts) > 0
+    assert "weight 1" in netlab.ctl("lb", "list").stdout

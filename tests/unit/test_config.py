@@ -213,3 +213,38 @@ def test_bad_port_forwards(change: tuple[str, str], key: str, reason: str) -> No
 def test_overlapping_port_forwards() -> None:
     e = err(FWD + '\n[[nat.forward]]\ninterface = "wan0"\nport = 8001\nto = "192.168.1.6"\n')
     assert e.key == "nat.forward[1].port" and "overlap" in e.reason
+
+
+LBCFG = MIN + """
+[[loadbalancer]]
+name = "web"
+interface = "wan0"
+port = 80
+[[loadbalancer.backend]]
+address = "192.168.1.10"
+weight = 3
+"""
+
+
+def test_load_balancer_parsed() -> None:
+    (lb,) = parse(LBCFG.encode()).loadbalancers
+    assert (lb.name, lb.protocol, str(lb.address), lb.port) == ("web", "tcp", "203.0.113.1", 80)
+    assert [(str(b.address), b.port, b.weight) for b in lb.backends] == [("192.168.1.10", 80, 3)]
+
+
+@pytest.mark.parametrize(("change", "key", "reason"), [
+    (("weight = 3", "weight = 0"), "loadbalancer[0].backend[0].weight", "between 1 and 100"),
+    (('address = "192.168.1.10"', 'address = "192.168.1.1"'),
+     "loadbalancer[0].backend[0].address", "router's own"),
+    (('name = "web"', 'name = "9"'), "loadbalancer[0].name", "unique name"),
+    (("port = 80", "port = 0"), "loadbalancer[0].port", "between 1 and 65535"),
+])
+def test_bad_load_balancers(change: tuple[str, str], key: str, reason: str) -> None:
+    e = err(LBCFG.replace(*change))
+    assert e.key == key and reason in e.reason
+
+
+def test_load_balancer_needs_backends() -> None:
+    text = LBCFG[: LBCFG.index("[[loadbalancer.backend]]")]
+    e = err(text)
+    assert e.key == "loadbalancer[0].backend" and "at least one" in e.reason
