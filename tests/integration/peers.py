@@ -6,6 +6,8 @@
     python peers.py raw IFACE HEX...            writes raw frames to a device
     python peers.py udp-count ADDR PORT SECS    prints datagrams and bytes received
     python peers.py udp-gso DST PORT N SIZE     one UDP_SEGMENT send of N x SIZE bytes
+    python peers.py tcp-sink ADDR PORT LIFETIME prints "PEER BYTES" for one connection
+    python peers.py tcp-send DST PORT BYTES     sends that many bytes, then closes
 
 Every server stops by itself after LIFETIME seconds.
 """
@@ -94,6 +96,30 @@ def udp_gso(dst: str, port: int, n: int, size: int) -> None:
     s.send(b"u" * (size * n - 3) + b"END")
 
 
+def tcp_sink(addr: str, port: int, lifetime: float) -> None:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen()
+    s.settimeout(lifetime)
+    print("ready", flush=True)
+    c, peer = s.accept()
+    c.settimeout(lifetime)
+    n = 0
+    while data := c.recv(1 << 16):
+        n += len(data)
+    print(f"{peer[0]} {n}", flush=True)
+
+
+def tcp_send(dst: str, port: int, n: int) -> None:
+    s = socket.create_connection((dst, port), timeout=20)
+    chunk = b"m" * 65536
+    while n > 0:
+        s.sendall(chunk[: min(n, len(chunk))])
+        n -= min(n, len(chunk))
+    s.close()
+
+
 def main() -> None:
     mode, *a = sys.argv[1:]
     if mode == "http":
@@ -108,6 +134,10 @@ def main() -> None:
         udp_count(a[0], int(a[1]), float(a[2]))
     elif mode == "udp-gso":
         udp_gso(a[0], int(a[1]), int(a[2]), int(a[3]))
+    elif mode == "tcp-sink":
+        tcp_sink(a[0], int(a[1]), float(a[2]))
+    elif mode == "tcp-send":
+        tcp_send(a[0], int(a[1]), int(a[2]))
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -271,3 +271,24 @@ def test_load_balancer_spreads_connections(netlab: NetLab) -> None:
     counts = [b["connections"] for b in lb["backends"]]
     assert sum(counts) == 30 and min(counts) > 0
     assert "weight 1" in netlab.ctl("lb", "list").stdout
+
+
+def test_path_mtu_discovery_through_a_smaller_wan_mtu(netlab: NetLab) -> None:
+    netlab.stop_router()
+    text = netlab.config.read_text()
+    at = text.index("mtu = 1500", text.index('name = "wan0"'))
+    netlab.config.write_text(text[:at] + "mtu = 1400" + text[at + len("mtu = 1500"):])
+    netlab.start_router()
+    # The server advertises a full-size MSS although its link is smaller, as
+    # a server behind a smaller hop would: only path MTU discovery can help.
+    netlab.ns(netlab.wan, "ip", "route", "change", "203.0.113.0/24", "dev", "wan0",
+              "advmss", "1460")
+    sink = netlab.spawn(netlab.wan, sys.executable, PEERS, "tcp-sink", SERVER, "9100", "30")
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    netlab.ns(netlab.lan, sys.executable, PEERS, "tcp-send", SERVER, "9100", str(2 << 20))
+    assert sink.stdout.readline().split() == [ROUTER_WAN, str(2 << 20)]
+    # The first full-size segments were refused with "fragmentation needed".
+    assert netlab.drops()["too_big"] >= 1
+    assert netlab.ctl_json("stats")["counters"]["icmp_sent"] >= 1
+    r = netlab.ns(netlab.lan, "ip", "route", "get", SERVER)
+    assert "mtu 1400" in r.stdout, r.stdout  # the LAN host learned the path MTU

@@ -104,3 +104,25 @@ def test_hairpin_uses_the_external_address(lab_factory) -> None:  # type: ignore
     q = IP(back.data)
     assert (q.src, q.dst, q[TCP].sport, q[TCP].dport) == (ROUTER_WAN, LAN_HOST2, 8080, 42000)
     verify_checksums(back.data)
+
+
+def test_icmp_error_about_a_forwarded_flow(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    lab = lab_fw(lab_factory)
+    # A WAN client reaches the forwarded UDP service; the server answers; the
+    # client's host says "port unreachable" about that answer.
+    lab.send(WAN, bytes(IP(src=CLIENT, dst=ROUTER_WAN) / UDP(sport=3333, dport=5002)))
+    r = lab.send(LAN, bytes(IP(src=LAN_HOST2, dst=CLIENT) / UDP(sport=6002, dport=3333)))
+    answer = r.data
+    assert IP(answer).src == ROUTER_WAN
+    from tests.packets import ICMP, Raw
+    err = bytes(IP(src=CLIENT, dst=ROUTER_WAN) / ICMP(type=3, code=3) / Raw(answer))
+    r = lab.send(WAN, err)
+    assert r.out_iface == LAN and r.reason == "none"
+    verify_checksums(r.data)
+    p = IP(r.data)
+    assert p.dst == LAN_HOST2
+    inner = IP(bytes(p[ICMP].payload))
+    # The quoted packet is the server's answer as the server sent it.
+    assert (inner.src, inner[UDP].sport, inner.dst, inner[UDP].dport) == (
+        LAN_HOST2, 6002, CLIENT, 3333)
+    verify_checksums(bytes(inner))
