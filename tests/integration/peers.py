@@ -6,6 +6,7 @@
     python peers.py raw IFACE HEX...            writes raw frames to a device
     python peers.py udp-count ADDR PORT SECS    prints datagrams and bytes received
     python peers.py udp-gso DST PORT N SIZE     one UDP_SEGMENT send of N x SIZE bytes
+    python peers.py http-get DST PORT LPORT...  one GET per local port, prints each answer
     python peers.py tcp-sink ADDR PORT LIFETIME prints "PEER BYTES" for one connection
     python peers.py tcp-send DST PORT BYTES     sends that many bytes, then closes
 
@@ -23,7 +24,8 @@ import threading
 def http_server(addr: str, port: int, lifetime: float) -> None:
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = f"you are {self.client_address[0]}:{self.client_address[1]}\n".encode()
+            body = (f"you are {self.client_address[0]}:{self.client_address[1]} "
+                    f"at {self.server.server_address[0]}\n").encode()
             if self.path.startswith("/big"):
                 body += b"x" * 1_000_000
             self.send_response(200)
@@ -96,6 +98,21 @@ def udp_gso(dst: str, port: int, n: int, size: int) -> None:
     s.send(b"u" * (size * n - 3) + b"END")
 
 
+def http_get(dst: str, port: int, lports: list[int]) -> None:
+    for lport in lports:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", lport))
+        s.settimeout(5)
+        s.connect((dst, port))
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        print(lport, data.split(b"\r\n\r\n", 1)[1].decode().strip(), flush=True)
+
+
 def tcp_sink(addr: str, port: int, lifetime: float) -> None:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -134,6 +151,8 @@ def main() -> None:
         udp_count(a[0], int(a[1]), float(a[2]))
     elif mode == "udp-gso":
         udp_gso(a[0], int(a[1]), int(a[2]), int(a[3]))
+    elif mode == "http-get":
+        http_get(a[0], int(a[1]), [int(x) for x in a[2:]])
     elif mode == "tcp-sink":
         tcp_sink(a[0], int(a[1]), float(a[2]))
     elif mode == "tcp-send":
