@@ -76,6 +76,7 @@ class SourceNat:
     interface: str
     sources: tuple[IPv4Network, ...] = ()
     to: IPv4Address | None = None
+    pool: tuple[IPv4Address, ...] = ()  # several addresses, paired per inside host
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,9 +510,21 @@ def _nat(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) ->
             srcs = tuple(r.network(v, f"{w}.sources[{k}]")
                          for k, v in enumerate(r.get(rt, "sources", w, list, [])))
             to = None
+            pool: tuple[IPv4Address, ...] = ()
             if kind == "snat":
-                to = r.address(r.get(rt, "to", w, str, required=True), f"{w}.to")
-            rules.append(SourceNat(interface=iface, sources=srcs, to=to))
+                val = r.get(rt, "to", w, (str, list), required=True)
+                if isinstance(val, list):
+                    if not val:
+                        raise r.fail(f"{w}.to", "needs at least one address")
+                    pool = tuple(r.address(v, f"{w}.to[{k}]") for k, v in enumerate(val))
+                    if len(set(pool)) != len(pool):
+                        raise r.fail(f"{w}.to", "lists an address twice")
+                    to = pool[0]
+                    if len(pool) == 1:
+                        pool = ()
+                else:
+                    to = r.address(val, f"{w}.to")
+            rules.append(SourceNat(interface=iface, sources=srcs, to=to, pool=pool))
     forwards = _forwards(r, t, ifaces)
     return Nat(port_min=pmin, port_max=pmax, preserve_ports=preserve, mapping=mapping,
                filtering=filtering, rules=tuple(rules), forwards=forwards)
@@ -681,7 +694,9 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
     def nat_rule(n: SourceNat) -> dict[str, Any]:
         d: dict[str, Any] = {"interface": n.interface, "sources": [str(s) for s in n.sources]}
-        if n.to is not None:
+        if n.pool:
+            d["to"] = [str(a) for a in n.pool]
+        elif n.to is not None:
             d["to"] = str(n.to)
         return d
 

@@ -170,6 +170,9 @@ class Datapath:
             nat[i].src_plen = n.sources.prefixlen
             nat[i].out_iface = n.out_iface
             nat[i].to_addr = be32(n.to)
+            nat[i].pool_first = n.pool_first
+            nat[i].pool_size = n.pool_size
+        pool = ffi.new("rt_be32[]", [be32(a) for a in t.nat_pool] or [0])
         dnat = ffi.new("struct rt_dnat_cfg[]", max(1, len(t.dnat)))
         for i, d in enumerate(t.dnat):
             dnat[i].addr = be32(d.addr)
@@ -189,7 +192,7 @@ class Datapath:
         nz = len(t.zones)
         policy = ffi.new("uint8_t[]", [int(v) for row in t.policy for v in row] or [0])
         timeouts = ffi.new("uint32_t[]", list(t.timeouts))
-        keep += [ifaces, routes, nat, dnat, lb, policy, timeouts]
+        keep += [ifaces, routes, nat, pool, dnat, lb, policy, timeouts]
 
         tb = ffi.new("struct rt_tables *")
         tb.ifaces = ifaces
@@ -211,6 +214,8 @@ class Datapath:
                     | (lib.RT_F_PRESERVE_PORTS if t.preserve_ports else 0)
                     | (lib.RT_F_EIM if t.eim else 0))
         tb.nat_filtering = t.filtering
+        tb.nat_pool = pool
+        tb.n_nat_pool = len(t.nat_pool)
         tb.lb_slots = lb
         tb.n_lb_slots = len(t.lb_slots)
         tb.n_backends = len(t.backends)

@@ -41,6 +41,8 @@ class NatEntry:
     sources: IPv4Network
     out_iface: int
     to: IPv4Address | None
+    pool_first: int = 0
+    pool_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class Tables:
     preserve_ports: bool
     eim: bool = True
     filtering: int = 1  # 0 APDF, 1 ADF, 2 EIF (rt.h RT_FILTER_*)
+    nat_pool: tuple[IPv4Address, ...] = ()
     lb_slots: tuple[LbSlot, ...] = ()
     backends: tuple[tuple[str, str], ...] = ()  # (load balancer, "addr:port") by number
 
@@ -106,9 +109,12 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         routes.append(RouteEntry(r.destination, out, r.gateway))
 
     nat: list[NatEntry] = []
+    pool: list[IPv4Address] = []
     for rule in cfg.nat.rules:
+        first = len(pool)
+        pool += rule.pool
         for src in rule.sources or (ANY,):
-            nat.append(NatEntry(src, index[rule.interface], rule.to))
+            nat.append(NatEntry(src, index[rule.interface], rule.to, first, len(rule.pool)))
 
     dnat = [DnatEntry(f.address, 6 if f.protocol == "tcp" else 17, f.port_min, f.port_max,
                       f.to, f.to_port, f.masquerade) for f in cfg.nat.forwards]
@@ -145,6 +151,7 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         eim=cfg.nat.mapping == "endpoint-independent",
         filtering={"address-and-port-dependent": 0, "address-dependent": 1,
                    "endpoint-independent": 2}[cfg.nat.filtering],
+        nat_pool=tuple(pool),
         lb_slots=tuple(slots),
         backends=tuple(backends),
     )

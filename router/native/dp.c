@@ -400,6 +400,12 @@ static rt_be32 snat_address(const struct rt_dp *dp, const struct rt_pkt *p,
     const struct dp_nat_rule *nr = nat_match(dp, m, out);
     if (!nr)
         return 0;
+    if (nr->pool_size) {
+        /* "Paired" pooling (RFC 4787 REQ-2): the address is a keyed hash of
+         * the inside address, so every flow of a host uses the same one. */
+        uint64_t h = ((uint64_t)m->tuple.src.v4 ^ dp->ct.seed) * 0x9e3779b97f4a7c15ULL;
+        return dp->nat_pool[nr->pool_first + (uint32_t)(h >> 32) % nr->pool_size];
+    }
     return nr->to_addr ? nr->to_addr : dp->ifaces[out].addr;
 }
 
@@ -765,6 +771,7 @@ void rt_dp_free(struct rt_dp *dp)
     free(dp->dnat);
     free(dp->lb_slots);
     free(dp->lb_conns);
+    free(dp->nat_pool);
     free(dp->slots);
     free(dp->pkts);
     free(dp);
@@ -787,6 +794,7 @@ static uint32_t plen_mask(uint32_t plen)
         free(nat);                                                             \
         free(dnat);                                                            \
         free(lb);                                                              \
+        free(pool);                                                            \
         free(lbc);                                                             \
         return -1;                                                             \
     } while (0)
@@ -798,6 +806,7 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     struct rt_dnat_cfg *dnat = NULL;
     struct rt_lb_slot *lb = NULL;
     uint64_t *lbc = NULL;
+    rt_be32 *pool = NULL;
     dp->error[0] = 0;
     if (t->n_ifaces > RT_MAX_IFACES)
         LOAD_FAIL("too many interfaces: %u > %u", t->n_ifaces, RT_MAX_IFACES);
@@ -873,6 +882,18 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
         nat[i].src_prefix = ntohl(c->src_prefix) & nat[i].src_mask;
         nat[i].out_iface = c->out_iface;
         nat[i].to_addr = c->to_addr;
+        if (c->pool_size && (uint64_t)c->pool_first + c->pool_size > t->n_nat_pool)
+            LOAD_FAIL("nat rule %u: pool out of range", i);
+        nat[i].pool_first = c->pool_first;
+        nat[i].pool_size = c->pool_size;
+    }
+    pool = calloc(t->n_nat_pool ? t->n_nat_pool : 1, sizeof *pool);
+    if (!pool)
+        LOAD_FAIL("out of memory");
+    for (uint32_t i = 0; i < t->n_nat_pool; i++) {
+        if (t->nat_pool[i] == 0)
+            LOAD_FAIL("nat pool address %u is 0.0.0.0", i);
+        pool[i] = t->nat_pool[i];
     }
 
     /* Everything checked: swap in. */
@@ -896,6 +917,9 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     free(dp->dnat);
     dp->dnat = dnat;
     dp->n_dnat = t->n_dnat;
+    free(dp->nat_pool);
+    dp->nat_pool = pool;
+    dp->n_nat_pool = t->n_nat_pool;
     free(dp->lb_slots);
     dp->lb_slots = lb;
     dp->n_lb_slots = t->n_lb_slots;

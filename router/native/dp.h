@@ -24,6 +24,8 @@ struct dp_nat_rule {
     uint32_t src_mask;          /* host order */
     int32_t out_iface;          /* -1 = any */
     rt_be32 to_addr;            /* 0 = masquerade */
+    uint32_t pool_first;        /* pool: first address in 'nat_pool' */
+    uint32_t pool_size;         /* pool size, 0 = no pool */
 };
 
 struct rt_dp {
@@ -41,6 +43,8 @@ struct rt_dp {
     uint32_t n_nat;                           /* number of NAT rules */
     struct rt_dnat_cfg *dnat;                 /* port forwards */
     uint32_t n_dnat;                          /* number of port forwards */
+    rt_be32 *nat_pool;                        /* SNAT pool addresses */
+    uint32_t n_nat_pool;                      /* their number */
     struct rt_lb_slot *lb_slots;              /* load balancer tables */
     uint32_t n_lb_slots;                      /* their slots */
     uint64_t *lb_conns;                       /* new connections per backend */

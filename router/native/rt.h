@@ -79,6 +79,8 @@ struct rt_nat_cfg {
     int32_t out_iface;  /* match: output interface (-1 = any) */
     rt_be32 to_addr;    /* translate to this address; 0 = the output
                            interface's own address (masquerade) */
+    uint32_t pool_first; /* a pool instead: its first address in nat_pool */
+    uint32_t pool_size;  /* number of pool addresses, 0 = no pool */
 };
 
 /*
@@ -126,6 +128,8 @@ struct rt_tables {
     const struct rt_dnat_cfg *dnat; /* port forwards, first match wins */
     uint32_t n_dnat;
     uint32_t nat_filtering;     /* RT_FILTER_* */
+    const rt_be32 *nat_pool;    /* all SNAT pools' addresses */
+    uint32_t n_nat_pool;
     const struct rt_lb_slot *lb_slots; /* all load balancers' tables */
     uint32_t n_lb_slots;
     uint32_t n_backends;        /* backend numbers are below this */

@@ -160,3 +160,24 @@ def test_snat_to_fixed_address(lab_factory) -> None:  # type: ignore[no-untyped-
     back = IP(lab.send(WAN, bytes(IP(src=SERVER, dst="203.0.113.9") /
                                   UDP(sport=53, dport=5000))).data)
     assert back.dst == LAN_HOST2
+
+
+def test_paired_address_pool(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """RFC 4787 REQ-2: every flow of an inside host leaves from one address
+    of the pool; hosts spread over the pool."""
+    lab = lab_factory('\n[[nat.snat]]\ninterface = "wan0"\n'
+                      'to = ["203.0.113.20", "203.0.113.21", "203.0.113.22"]\n')
+    used = set()
+    first = {}
+    for host in range(2, 40):
+        src = f"192.168.1.{host}"
+        addrs = {IP(lab.send(LAN, bytes(IP(src=src, dst=f"198.51.100.{d}") /
+                                       UDP(sport=1000 + d, dport=53))).data).src
+                 for d in range(1, 6)}
+        assert len(addrs) == 1, (src, addrs)  # paired
+        first[src] = addrs.pop()
+        used.add(first[src])
+    assert used == {"203.0.113.20", "203.0.113.21", "203.0.113.22"}
+    back = lab.send(WAN, bytes(IP(src="198.51.100.1", dst=first["192.168.1.2"]) /
+                               UDP(sport=53, dport=1001)))
+    assert back.out_iface == LAN and IP(back.data).dst == "192.168.1.2"

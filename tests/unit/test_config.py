@@ -248,3 +248,12 @@ def test_load_balancer_needs_backends() -> None:
     text = LBCFG[: LBCFG.index("[[loadbalancer.backend]]")]
     e = err(text)
     assert e.key == "loadbalancer[0].backend" and "at least one" in e.reason
+
+
+def test_snat_pool() -> None:
+    cfg = parse((MIN + '\n[[nat.snat]]\ninterface = "wan0"\nto = ["203.0.113.5", "203.0.113.6"]\n'
+                 ).encode())
+    (rule,) = cfg.nat.rules
+    assert [str(a) for a in rule.pool] == ["203.0.113.5", "203.0.113.6"]
+    e = err(MIN + '\n[[nat.snat]]\ninterface = "wan0"\nto = ["203.0.113.5", "203.0.113.5"]\n')
+    assert e.key == "nat.snat[0].to" and "twice" in e.reason
