@@ -126,14 +126,15 @@ class Router:
         cleanup_netns()
 
 
-def tcp_streams(secs: int, streams: int) -> dict[str, Any]:
+def iperf3(client_args: list[str], secs: int) -> dict[str, Any]:
+    """One iperf3 run, LAN client to WAN server; checks that the server saw
+    the NAT address and returns the client's JSON report."""
     srv = subprocess.Popen(["ip", "netns", "exec", WAN, "iperf3", "-s", "-1", "-J", "-B", SERVER],
                            stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.3)
-        cli = nsx(LAN, "iperf3", "-c", SERVER, "-t", str(secs), "-P", str(streams), "-J",
+        cli = nsx(LAN, "iperf3", "-c", SERVER, "-t", str(secs), "-J", *client_args,
                   timeout=secs + 30)
-        out = json.loads(cli.stdout)
         server_out, _ = srv.communicate(timeout=15)
     finally:
         if srv.poll() is None:
@@ -142,7 +143,12 @@ def tcp_streams(secs: int, streams: int) -> dict[str, Any]:
     peer = json.loads(server_out)["start"]["connected"][0]["remote_host"]
     if peer != ROUTER_WAN:
         raise RuntimeError(f"the server saw {peer}, not the NAT address {ROUTER_WAN}")
-    end = out["end"]
+    report: dict[str, Any] = json.loads(cli.stdout)
+    return report
+
+
+def tcp_streams(secs: int, streams: int) -> dict[str, Any]:
+    end = iperf3(["-P", str(streams)], secs)["end"]
     return {"gbps": end["sum_received"]["bits_per_second"] / 1e9,
             "retransmits": end["sum_sent"].get("retransmits", 0)}
 
@@ -152,25 +158,12 @@ def rx_packets(ns: str, dev: str) -> int:
 
 
 def udp64(secs: int) -> dict[str, Any]:
-    srv = subprocess.Popen(["ip", "netns", "exec", WAN, "iperf3", "-s", "-1", "-J", "-B", SERVER],
-                           stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.3)
-        before = rx_packets(WAN, "wan0")
-        t0 = time.monotonic()
-        cli = nsx(LAN, "iperf3", "-c", SERVER, "-u", "-l", "64", "-b", "0", "-t", str(secs),
-                  "-J", timeout=secs + 30)
-        elapsed = time.monotonic() - t0
-        after = rx_packets(WAN, "wan0")
-        server_out, _ = srv.communicate(timeout=15)
-    finally:
-        if srv.poll() is None:
-            srv.kill()
-            srv.wait()
-    peer = json.loads(server_out)["start"]["connected"][0]["remote_host"]
-    if peer != ROUTER_WAN:
-        raise RuntimeError(f"the server saw {peer}, not the NAT address {ROUTER_WAN}")
-    sent = json.loads(cli.stdout)["end"]["sum"]["packets"]
+    before = rx_packets(WAN, "wan0")
+    t0 = time.monotonic()
+    report = iperf3(["-u", "-l", "64", "-b", "0"], secs)
+    elapsed = time.monotonic() - t0 - 0.3  # less iperf3's start-up pause
+    after = rx_packets(WAN, "wan0")
+    sent = report["end"]["sum"]["packets"]
     return {"kpps": (after - before) / elapsed / 1e3, "offered_kpps": sent / secs / 1e3}
 
 

@@ -194,6 +194,25 @@ class _Reader:
             raise self.fail(_join(where, key), "must be an array")
         return val
 
+    def tables(self, parent: Mapping[str, Any], key: str, where: str
+               ) -> list[tuple[str, Mapping[str, Any]]]:
+        """The elements of an array of tables, each with its key path."""
+        out: list[tuple[str, Mapping[str, Any]]] = []
+        for n, t in enumerate(self.array(parent, key, where)):
+            w = f"{_join(where, key)}[{n}]"
+            if not isinstance(t, dict):
+                raise self.fail(w, "must be a table")
+            out.append((w, t))
+        return out
+
+    def interface(self, tbl: Mapping[str, Any], where: str,
+                  ifaces: Mapping[str, Interface]) -> str:
+        """The required ``interface`` key, naming a configured interface."""
+        name = self.get(tbl, "interface", where, str, required=True)
+        if name not in ifaces:
+            raise self.fail(f"{where}.interface", f"no interface named {name!r}")
+        return str(name)
+
     def known(self, tbl: Mapping[str, Any], where: str, allowed: set[str]) -> None:
         for k in tbl:
             if k not in allowed:
@@ -412,10 +431,7 @@ def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
     nets: list[tuple[str, IPv4Network]] = []
     keys = {"name", "address", "zone", "mtu", "txqueuelen", "netns", "host_address",
             "host_routes"}
-    for n, t in enumerate(raw):
-        w = f"interface[{n}]"
-        if not isinstance(t, dict):
-            raise r.fail(w, "must be a table")
+    for w, t in r.tables(doc, "interface", ""):
         r.known(t, w, keys)
         name = r.get(t, "name", w, str, required=True)
         if not IFNAME_RE.match(name):
@@ -459,10 +475,7 @@ def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
 def _routes(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
             ) -> tuple[Route, ...]:
     out: list[Route] = []
-    for n, t in enumerate(r.array(doc, "route", "")):
-        w = f"route[{n}]"
-        if not isinstance(t, dict):
-            raise r.fail(w, "must be a table")
+    for w, t in r.tables(doc, "route", ""):
         r.known(t, w, {"destination", "interface", "gateway"})
         dest = r.network(r.get(t, "destination", w, str, required=True), f"{w}.destination")
         iface = r.get(t, "interface", w, str)
@@ -498,15 +511,10 @@ def _nat(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) ->
     preserve = r.get(t, "preserve_ports", "nat", bool, True)
     rules: list[SourceNat] = []
     for kind in ("snat", "masquerade"):
-        for n, rt in enumerate(r.array(t, kind, "nat")):
-            w = f"nat.{kind}[{n}]"
-            if not isinstance(rt, dict):
-                raise r.fail(w, "must be a table")
+        for w, rt in r.tables(t, kind, "nat"):
             r.known(rt, w, {"interface", "sources", "to"} if kind == "snat"
                     else {"interface", "sources"})
-            iface = r.get(rt, "interface", w, str, required=True)
-            if iface not in ifaces:
-                raise r.fail(f"{w}.interface", f"no interface named {iface!r}")
+            iface = r.interface(rt, w, ifaces)
             srcs = tuple(r.network(v, f"{w}.sources[{k}]")
                          for k, v in enumerate(r.get(rt, "sources", w, list, [])))
             to = None
@@ -546,15 +554,10 @@ def _forwards(r: _Reader, t: Mapping[str, Any], ifaces: Mapping[str, Interface]
               ) -> tuple[PortForward, ...]:
     out: list[PortForward] = []
     own = {i.address.ip for i in ifaces.values()}
-    for n, f in enumerate(r.array(t, "forward", "nat")):
-        w = f"nat.forward[{n}]"
-        if not isinstance(f, dict):
-            raise r.fail(w, "must be a table")
+    for w, f in r.tables(t, "forward", "nat"):
         r.known(f, w, {"interface", "address", "protocol", "port", "to", "to_port",
                        "masquerade"})
-        iface = r.get(f, "interface", w, str, required=True)
-        if iface not in ifaces:
-            raise r.fail(f"{w}.interface", f"no interface named {iface!r}")
+        iface = r.interface(f, w, ifaces)
         addr = (r.address(f["address"], f"{w}.address") if "address" in f
                 else ifaces[iface].address.ip)
         protos = r.choice(f, "protocol", w, ("tcp", "udp", "both"), "tcp")
@@ -584,18 +587,13 @@ def _loadbalancers(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Inte
                    forwards: tuple[PortForward, ...]) -> tuple[LoadBalancer, ...]:
     out: list[LoadBalancer] = []
     own = {i.address.ip for i in ifaces.values()}
-    for n, t in enumerate(r.array(doc, "loadbalancer", "")):
-        w = f"loadbalancer[{n}]"
-        if not isinstance(t, dict):
-            raise r.fail(w, "must be a table")
+    for w, t in r.tables(doc, "loadbalancer", ""):
         r.known(t, w, {"name", "interface", "address", "protocol", "port", "masquerade",
                        "backend"})
         name = r.get(t, "name", w, str, required=True)
         if not ZONE_RE.match(name) or any(lb.name == name for lb in out):
             raise r.fail(f"{w}.name", "must be a unique name (letters, digits, '_', '-')")
-        iface = r.get(t, "interface", w, str, required=True)
-        if iface not in ifaces:
-            raise r.fail(f"{w}.interface", f"no interface named {iface!r}")
+        iface = r.interface(t, w, ifaces)
         addr = (r.address(t["address"], f"{w}.address") if "address" in t
                 else ifaces[iface].address.ip)
         proto = r.choice(t, "protocol", w, ("tcp", "udp"), "tcp")
@@ -604,10 +602,7 @@ def _loadbalancers(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Inte
         port = r.integer(t, "port", w, 0, 1, 65535)
         masq = r.get(t, "masquerade", w, bool, False)
         backends: list[Backend] = []
-        for k, b in enumerate(r.array(t, "backend", w)):
-            bw = f"{w}.backend[{k}]"
-            if not isinstance(b, dict):
-                raise r.fail(bw, "must be a table")
+        for bw, b in r.tables(t, "backend", w):
             r.known(b, bw, {"address", "port", "weight"})
             baddr = r.address(r.get(b, "address", bw, str, required=True), f"{bw}.address")
             if baddr in own:
@@ -635,10 +630,7 @@ def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
     r.known(t, "firewall", {"forward", "policy"})
     default = r.choice(t, "forward", "firewall", ACTIONS, "drop")
     out: list[Policy] = []
-    for n, p in enumerate(r.array(t, "policy", "firewall")):
-        w = f"firewall.policy[{n}]"
-        if not isinstance(p, dict):
-            raise r.fail(w, "must be a table")
+    for w, p in r.tables(t, "policy", "firewall"):
         r.known(p, w, {"from", "to", "action"})
         src = r.get(p, "from", w, str, required=True)
         dst = r.get(p, "to", w, str, required=True)

@@ -57,34 +57,53 @@ static void vnet_encode(const struct rt_pkt *p, uint8_t *h)
     put_le16(h + 8, p->csum_offset);
 }
 
+/*
+ * Writes 'len' bytes of packet at 'data' to interface 'out', with a
+ * virtio_net_hdr made from 'meta' in front when the interface takes one (the
+ * SLOT_HEADROOM bytes before 'data' are free for it).  Counts the result.
+ */
+static void write_out(struct rt_dp *dp, int16_t out, uint8_t *data, uint32_t len,
+                      const struct rt_pkt *meta)
+{
+    struct dp_iface *o = &dp->ifaces[out];
+    uint8_t *at = data;
+    size_t n = len;
+    if (o->flags & RT_IF_VNET_HDR) {
+        at -= VNET_HDR_LEN;
+        n += VNET_HDR_LEN;
+        vnet_encode(meta, at);
+    } else if (meta->gso_type != RT_GSO_NONE ||
+               (meta->csum_flags & RT_PKT_NEEDS_CSUM)) {
+        /* All interfaces share one offload mode (see tun.py), so this only
+         * happens if tables were loaded inconsistently. */
+        o->st.tx_errors++;
+        dp->drops[RT_DROP_BAD_OFFLOAD]++;
+        return;
+    }
+    ssize_t w;
+    do {
+        w = o->fd >= 0 ? write(o->fd, at, n) : -1;
+    } while (w < 0 && errno == EINTR);
+    if (w == (ssize_t)n) {
+        o->st.tx_packets++;
+        o->st.tx_bytes += len;
+        dp->counters[RT_CNT_TX_PACKETS]++;
+    } else {
+        o->st.tx_errors++;
+        dp->drops[RT_DROP_TX_ERROR]++;
+    }
+}
+
 /* Fragments that waited for their first one, released by this batch. */
 static void send_ready_fragments(struct rt_dp *dp)
 {
     struct rt_pkt *p = &dp->pkts[0]; /* the batch is written: reuse a slot */
+    struct rt_pkt plain;
+    memset(&plain, 0, sizeof plain); /* no offload metadata */
     int16_t out;
     uint32_t len;
-    while ((len = rt_dp_take_ready(dp, p->data, dp->slot_size, &out)) > 0) {
-        struct dp_iface *o = &dp->ifaces[out];
-        uint8_t *at = p->data;
-        size_t n = len;
-        if (o->flags & RT_IF_VNET_HDR) {
-            at -= VNET_HDR_LEN;
-            n += VNET_HDR_LEN;
-            memset(at, 0, VNET_HDR_LEN); /* a plain packet */
-        }
-        ssize_t w;
-        do {
-            w = o->fd >= 0 ? write(o->fd, at, n) : -1;
-        } while (w < 0 && errno == EINTR);
-        if (w == (ssize_t)n) {
-            o->st.tx_packets++;
-            o->st.tx_bytes += len;
-            dp->counters[RT_CNT_TX_PACKETS]++;
-        } else {
-            o->st.tx_errors++;
-            dp->drops[RT_DROP_TX_ERROR]++;
-        }
-    }
+    while ((len = rt_dp_take_ready(dp, p->data, dp->slot_size, &out)) > 0)
+        write_out(dp, out, p->data, len, &plain);
 }
 
 int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
@@ -128,35 +147,8 @@ int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
     rt_dp_process(dp, dp->pkts, n, now_ms);
     for (uint32_t i = 0; i < n; i++) {
         struct rt_pkt *p = &dp->pkts[i];
-        if (p->out_iface < 0)
-            continue;
-        struct dp_iface *out = &dp->ifaces[p->out_iface];
-        uint8_t *at = p->data;
-        size_t len = p->len;
-        if (out->flags & RT_IF_VNET_HDR) {
-            at -= VNET_HDR_LEN;
-            len += VNET_HDR_LEN;
-            vnet_encode(p, at);
-        } else if (p->gso_type != RT_GSO_NONE ||
-                   (p->csum_flags & RT_PKT_NEEDS_CSUM)) {
-            /* All interfaces share one offload mode (see tun.py), so this
-             * only happens if tables were loaded inconsistently. */
-            out->st.tx_errors++;
-            dp->drops[RT_DROP_BAD_OFFLOAD]++;
-            continue;
-        }
-        ssize_t w;
-        do {
-            w = out->fd >= 0 ? write(out->fd, at, len) : -1;
-        } while (w < 0 && errno == EINTR);
-        if (w == (ssize_t)len) {
-            out->st.tx_packets++;
-            out->st.tx_bytes += p->len;
-            dp->counters[RT_CNT_TX_PACKETS]++;
-        } else {
-            out->st.tx_errors++;
-            dp->drops[RT_DROP_TX_ERROR]++;
-        }
+        if (p->out_iface >= 0)
+            write_out(dp, p->out_iface, p->data, p->len, p);
     }
     send_ready_fragments(dp);
     return (int)n;
