@@ -233,6 +233,7 @@ class Router:
             "config.show": self._h_config_show,
             "nat.list": self._h_nat_list,
             "lb.list": self._h_lb_list,
+            "firewall.list": self._h_fw_list,
         }
 
     async def _h_status(self, args: Mapping[str, Any]) -> Any:
@@ -274,6 +275,18 @@ class Router:
         return [{"name": i.name, "zone": i.zone, "address": str(i.address), "mtu": i.mtu,
                  "netns": i.netns, **self.dp.iface_stats(n)}
                 for n, i in enumerate(self.cfg.interfaces)]
+
+    async def _h_fw_list(self, args: Mapping[str, Any]) -> Any:
+        stats = self.dp.fw_stats()
+        rules = []
+        for n, rule in enumerate(self.cfg.rules):
+            packets, nbytes = stats[n] if n < len(stats) else (0, 0)
+            rules.append({"number": n, **config.rule_dict(rule), "packets": packets,
+                          "bytes": nbytes})
+        return {"forward": self.cfg.forward_default, "input": self.cfg.input_default,
+                "policies": [{"from": p.from_zone, "to": p.to_zone, "action": p.action}
+                             for p in self.cfg.policies],
+                "rules": rules}
 
     async def _h_lb_list(self, args: Mapping[str, Any]) -> Any:
         counts = self.dp.lb_stats()

@@ -57,6 +57,7 @@ class Interface:
     netns: str | None = None
     host_address: IPv4Interface | None = None
     host_routes: tuple[IPv4Network, ...] = ()
+    rp_filter: str = "strict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,24 @@ class LoadBalancer:
 
 
 @dataclass(frozen=True, slots=True)
+class Rule:
+    """A firewall rule; fields left out match anything."""
+
+    chain: str  # "forward" or "input"
+    action: str  # "accept", "drop" or "reject"
+    from_zone: str | None = None
+    to_zone: str | None = None
+    source: IPv4Network | None = None
+    destination: IPv4Network | None = None
+    protocol: int = 0
+    port_min: int = 0
+    port_max: int = 0
+    icmp_type: int | None = None
+    states: tuple[str, ...] = ()
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     from_zone: str
     to_zone: str
@@ -152,6 +171,8 @@ class Config:
     nat: Nat = Nat()
     policies: tuple[Policy, ...] = ()
     forward_default: str = "drop"
+    input_default: str = "accept"
+    rules: tuple[Rule, ...] = ()
     conntrack: Conntrack = Conntrack()
     loadbalancers: tuple[LoadBalancer, ...] = ()
     control_socket: str = "/run/router/router.sock"
@@ -394,7 +415,8 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     names = {i.name: i for i in interfaces}
     routes = _routes(r, doc, names)
     nat = _nat(r, doc, names)
-    policies, forward_default = _firewall(r, doc, {i.zone for i in interfaces})
+    policies, forward_default, input_default, fw_rules = _firewall(
+        r, doc, {i.zone for i in interfaces})
     lbs = _loadbalancers(r, doc, names, nat.forwards)
     ct = _conntrack(r, doc)
 
@@ -415,7 +437,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     offload = r.get(dpl, "offload", "dataplane", bool, True)
 
     return Config(path=path, interfaces=interfaces, routes=routes, nat=nat, policies=policies,
-                  loadbalancers=lbs,
+                  loadbalancers=lbs, input_default=input_default, rules=fw_rules,
                   forward_default=forward_default, conntrack=ct, control_socket=sock,
                   log_level=level, log_format=fmt, batch=batch, offload=offload)
 
@@ -430,7 +452,7 @@ def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
     seen_names: set[str] = set()
     nets: list[tuple[str, IPv4Network]] = []
     keys = {"name", "address", "zone", "mtu", "txqueuelen", "netns", "host_address",
-            "host_routes"}
+            "host_routes", "rp_filter"}
     for w, t in r.tables(doc, "interface", ""):
         r.known(t, w, keys)
         name = r.get(t, "name", w, str, required=True)
@@ -465,8 +487,10 @@ def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
         )
         if hroutes and host is None:
             raise r.fail(f"{w}.host_routes", "needs host_address")
+        rpf = r.choice(t, "rp_filter", w, ("strict", "loose", "off"), "strict")
         out.append(Interface(name=name, address=addr, zone=zone, mtu=mtu, txqueuelen=txq,
-                             netns=netns, host_address=host, host_routes=hroutes))
+                             netns=netns, host_address=host, host_routes=hroutes,
+                             rp_filter=rpf))
     if len({i.zone for i in out}) > MAX_ZONES:
         raise r.fail("interface", f"at most {MAX_ZONES} zones")
     return tuple(out)
@@ -624,25 +648,80 @@ def _loadbalancers(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Inte
     return tuple(out)
 
 
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "gre": 47}
+STATES = ("new", "established", "related")
+
+
 def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
-              ) -> tuple[tuple[Policy, ...], str]:
+              ) -> tuple[tuple[Policy, ...], str, str, tuple[Rule, ...]]:
     t = r.table(doc, "firewall", "")
-    r.known(t, "firewall", {"forward", "policy"})
+    r.known(t, "firewall", {"forward", "input", "policy", "rule"})
     default = r.choice(t, "forward", "firewall", ACTIONS, "drop")
+    input_default = r.choice(t, "input", "firewall", ("accept", "drop", "reject"), "accept")
     out: list[Policy] = []
+
+    def zone(tbl: Mapping[str, Any], key: str, w: str, required: bool) -> str | None:
+        z = r.get(tbl, key, w, str, required=required)
+        if z is None:
+            return None
+        if z not in zones:
+            raise r.fail(f"{w}.{key}", f"no interface is in zone {z!r} "
+                         f"(zones: {', '.join(sorted(zones))})")
+        return str(z)
+
     for w, p in r.tables(t, "policy", "firewall"):
         r.known(p, w, {"from", "to", "action"})
-        src = r.get(p, "from", w, str, required=True)
-        dst = r.get(p, "to", w, str, required=True)
-        for k, z in (("from", src), ("to", dst)):
-            if z not in zones:
-                raise r.fail(f"{w}.{k}", f"no interface is in zone {z!r} "
-                             f"(zones: {', '.join(sorted(zones))})")
+        src = zone(p, "from", w, True)
+        dst = zone(p, "to", w, True)
         action = r.choice(p, "action", w, ACTIONS, "accept")
         if any(x.from_zone == src and x.to_zone == dst for x in out):
             raise r.fail(w, f"duplicate policy for {src} -> {dst}")
-        out.append(Policy(from_zone=src, to_zone=dst, action=action))
-    return tuple(out), default
+        out.append(Policy(from_zone=str(src), to_zone=str(dst), action=action))
+
+    rules: list[Rule] = []
+    for w, p in r.tables(t, "rule", "firewall"):
+        r.known(p, w, {"chain", "action", "from", "to", "source", "destination", "protocol",
+                       "port", "icmp_type", "state", "comment"})
+        chain = r.choice(p, "chain", w, ("forward", "input"), "forward")
+        action = r.choice(p, "action", w, ("accept", "drop", "reject"), "accept")
+        if "action" not in p:
+            raise r.fail(f"{w}.action", "is required")
+        src_zone = zone(p, "from", w, False)
+        dst_zone = zone(p, "to", w, False)
+        if dst_zone is not None and chain == "input":
+            raise r.fail(f"{w}.to", "the input chain has no output zone")
+        source = r.network(p["source"], f"{w}.source") if "source" in p else None
+        dest = r.network(p["destination"], f"{w}.destination") if "destination" in p else None
+        proto = 0
+        if "protocol" in p:
+            val = p["protocol"]
+            if isinstance(val, str) and val in PROTOCOLS:
+                proto = PROTOCOLS[val]
+            elif isinstance(val, int) and not isinstance(val, bool) and 1 <= val <= 255:
+                proto = val
+            else:
+                raise r.fail(f"{w}.protocol", f"must be one of {', '.join(PROTOCOLS)} "
+                             "or a protocol number 1-255")
+        lo = hi = 0
+        if "port" in p:
+            if proto not in (6, 17):
+                raise r.fail(f"{w}.port", "needs protocol tcp or udp")
+            lo, hi = _port_range(r, p["port"], f"{w}.port")
+        icmp_type = None
+        if "icmp_type" in p:
+            if proto != 1:
+                raise r.fail(f"{w}.icmp_type", "needs protocol icmp")
+            icmp_type = r.integer(p, "icmp_type", w, 0, 0, 255)
+        states = r.get(p, "state", w, list, [])
+        for k, s in enumerate(states):
+            if s not in STATES:
+                raise r.fail(f"{w}.state[{k}]", f"must be one of {', '.join(STATES)}")
+        comment = r.get(p, "comment", w, str, "")
+        rules.append(Rule(chain=chain, action=action, from_zone=src_zone, to_zone=dst_zone,
+                          source=source, destination=dest, protocol=proto, port_min=lo,
+                          port_max=hi, icmp_type=icmp_type, states=tuple(states),
+                          comment=comment))
+    return tuple(out), default, input_default, tuple(rules)
 
 
 def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
@@ -668,7 +747,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     ``routerctl config show`` prints (written with the ``toml`` package)."""
     def iface(i: Interface) -> dict[str, Any]:
         d: dict[str, Any] = {"name": i.name, "address": str(i.address), "zone": i.zone,
-                             "mtu": i.mtu, "txqueuelen": i.txqueuelen}
+                             "mtu": i.mtu, "txqueuelen": i.txqueuelen,
+                             "rp_filter": i.rp_filter}
         if i.netns is not None:
             d["netns"] = i.netns
         if i.host_address is not None:
@@ -711,9 +791,10 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                              else f"{f.port_min}-{f.port_max}",
                              "to": str(f.to), "to_port": f.to_port,
                              "masquerade": f.masquerade} for f in cfg.nat.forwards]},
-        "firewall": {"forward": cfg.forward_default,
+        "firewall": {"forward": cfg.forward_default, "input": cfg.input_default,
                      "policy": [{"from": p.from_zone, "to": p.to_zone, "action": p.action}
-                                for p in cfg.policies]},
+                                for p in cfg.policies],
+                     "rule": [rule_dict(x) for x in cfg.rules]},
         "loadbalancer": [{"name": lb.name, "interface": lb.interface,
                           "address": str(lb.address), "protocol": lb.protocol,
                           "port": lb.port, "masquerade": lb.masquerade,
@@ -723,3 +804,28 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         "interface": [iface(i) for i in cfg.interfaces],
         "route": [route(r) for r in cfg.routes],
     }
+
+
+def rule_dict(x: Rule) -> dict[str, Any]:
+    """A firewall rule as TOML-ready data (only the keys that are set)."""
+    names = {v: k for k, v in PROTOCOLS.items()}
+    d: dict[str, Any] = {"chain": x.chain, "action": x.action}
+    if x.from_zone is not None:
+        d["from"] = x.from_zone
+    if x.to_zone is not None:
+        d["to"] = x.to_zone
+    if x.source is not None:
+        d["source"] = str(x.source)
+    if x.destination is not None:
+        d["destination"] = str(x.destination)
+    if x.protocol:
+        d["protocol"] = names.get(x.protocol, x.protocol)
+    if x.port_min:
+        d["port"] = x.port_min if x.port_min == x.port_max else f"{x.port_min}-{x.port_max}"
+    if x.icmp_type is not None:
+        d["icmp_type"] = x.icmp_type
+    if x.states:
+        d["state"] = list(x.states)
+    if x.comment:
+        d["comment"] = x.comment
+    return d

@@ -8,6 +8,7 @@
     routerctl config show
     routerctl nat list
     routerctl lb list
+    routerctl firewall list
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("reload", help="reload the config file (like SIGHUP) and report")
     nat = sub.add_parser("nat", help="NAT mappings")
     nat.add_argument("what", choices=["list"], help="list: active mappings and their use")
+    fwp = sub.add_parser("firewall", help="firewall rules")
+    fwp.add_argument("what", choices=["list"], help="list: rules with their counters")
     lbp = sub.add_parser("lb", help="load balancers")
     lbp.add_argument("what", choices=["list"], help="list: backends and their connections")
     cfg = sub.add_parser("config", help="the running config")
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "conntrack":
             return _conntrack(args)
-        cmd = {"config": "config.show", "nat": "nat.list", "lb": "lb.list"}.get(args.cmd, args.cmd)
+        cmd = {"config": "config.show", "nat": "nat.list", "lb": "lb.list",
+               "firewall": "firewall.list"}.get(args.cmd, args.cmd)
         result = request(args.socket, cmd)
     except CtlError as e:
         print(f"routerctl: {e}", file=sys.stderr)
@@ -125,6 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         print(MAPPING_HEADER)
         for m in result:
             print(mapping_line(m))
+    elif cmd == "firewall.list":
+        print(f"forward: new connections between zones without a policy: {result['forward']}")
+        for p in result["policies"]:
+            print(f"  policy {p['from']} -> {p['to']}: {p['action']}")
+        print(f"input: packets for the router without a matching rule: {result['input']}")
+        for r in result["rules"]:
+            match = " ".join(f"{k}={v}" for k, v in r.items()
+                             if k not in ("number", "chain", "action", "packets", "bytes",
+                                          "comment"))
+            print(f"{r['number']:>3} {r['chain']:<7} {r['action']:<6} {r['packets']:>10} pkts "
+                  f"{r['bytes']:>12} bytes  {match}"
+                  + (f"  # {r['comment']}" if r.get("comment") else ""))
     elif cmd == "lb.list":
         for lb in result:
             print(f"{lb['name']}: {lb['protocol']} {lb['address']}:{lb['port']}"

@@ -158,6 +158,7 @@ class Datapath:
             ifaces[i].mtu = e.mtu
             ifaces[i].zone = e.zone
             ifaces[i].flags = lib.RT_IF_VNET_HDR if e.vnet_hdr else 0
+            ifaces[i].rp_filter = e.rp_filter
         routes = ffi.new("struct rt_route_cfg[]", max(1, len(t.routes)))
         for i, r in enumerate(t.routes):
             routes[i].prefix = be32(r.prefix.network_address)
@@ -192,7 +193,22 @@ class Datapath:
         nz = len(t.zones)
         policy = ffi.new("uint8_t[]", [int(v) for row in t.policy for v in row] or [0])
         timeouts = ffi.new("uint32_t[]", list(t.timeouts))
-        keep += [ifaces, routes, nat, pool, dnat, lb, policy, timeouts]
+        fw = ffi.new("struct rt_fw_rule[]", max(1, len(t.fw)))
+        for i, rule in enumerate(t.fw):
+            fw[i].chain = rule.chain
+            fw[i].action = rule.action
+            fw[i].proto = rule.proto
+            fw[i].states = rule.states
+            fw[i].from_zone = rule.from_zone
+            fw[i].to_zone = rule.to_zone
+            fw[i].src = be32(rule.src.network_address)
+            fw[i].src_plen = rule.src.prefixlen
+            fw[i].dst = be32(rule.dst.network_address)
+            fw[i].dst_plen = rule.dst.prefixlen
+            fw[i].icmp_type = rule.icmp_type
+            fw[i].port_min = rule.port_min
+            fw[i].port_max = rule.port_max
+        keep += [ifaces, routes, nat, pool, dnat, lb, fw, policy, timeouts]
 
         tb = ffi.new("struct rt_tables *")
         tb.ifaces = ifaces
@@ -214,6 +230,9 @@ class Datapath:
                     | (lib.RT_F_PRESERVE_PORTS if t.preserve_ports else 0)
                     | (lib.RT_F_EIM if t.eim else 0))
         tb.nat_filtering = t.filtering
+        tb.fw_rules = fw
+        tb.n_fw_rules = len(t.fw)
+        tb.input_policy = t.input_policy
         tb.nat_pool = pool
         tb.n_nat_pool = len(t.nat_pool)
         tb.lb_slots = lb
@@ -327,6 +346,13 @@ class Datapath:
         buf = ffi.new("uint64_t[]", len(DROP_NAMES))
         lib.rt_dp_drops(self._dp, buf, len(DROP_NAMES))
         return {name: int(buf[i]) for i, name in enumerate(DROP_NAMES) if name != "none"}
+
+    def fw_stats(self) -> list[tuple[int, int]]:
+        """(packets, bytes) each firewall rule matched since the tables were loaded."""
+        n = int(lib.rt_dp_fw_stats(self._dp, ffi.NULL, 0))
+        buf = ffi.new("uint64_t[]", max(2, 2 * n))
+        lib.rt_dp_fw_stats(self._dp, buf, 2 * n)
+        return [(int(buf[2 * i]), int(buf[2 * i + 1])) for i in range(n)]
 
     def lb_stats(self) -> list[int]:
         """New connections sent to each backend since the tables were loaded."""

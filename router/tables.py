@@ -27,6 +27,7 @@ class IfaceEntry:
     mtu: int
     zone: int
     vnet_hdr: bool = False
+    rp_filter: int = 2  # RT_RPF_*: 0 off, 1 loose, 2 strict
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,25 @@ class LbSlot:
 
 
 @dataclass(frozen=True, slots=True)
+class FwEntry:
+    chain: int    # 0 forward, 1 input
+    action: int   # 0 accept, 1 drop, 2 reject
+    proto: int
+    states: int   # bits: 1 new, 2 established, 4 related; 0 = new
+    from_zone: int
+    to_zone: int
+    src: IPv4Network
+    dst: IPv4Network
+    icmp_type: int
+    port_min: int
+    port_max: int
+
+
+ACTION_CODES = {"accept": 0, "drop": 1, "reject": 2}
+STATE_BITS = {"new": 1, "established": 2, "related": 4}
+
+
+@dataclass(frozen=True, slots=True)
 class Tables:
     ifaces: tuple[IfaceEntry, ...]
     routes: tuple[RouteEntry, ...]
@@ -82,6 +102,8 @@ class Tables:
     eim: bool = True
     filtering: int = 1  # 0 APDF, 1 ADF, 2 EIF (rt.h RT_FILTER_*)
     nat_pool: tuple[IPv4Address, ...] = ()
+    fw: tuple[FwEntry, ...] = ()
+    input_policy: int = 0
     lb_slots: tuple[LbSlot, ...] = ()
     backends: tuple[tuple[str, str], ...] = ()  # (load balancer, "addr:port") by number
 
@@ -96,7 +118,8 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
 
     ifaces = tuple(
         IfaceEntry(fd=fds.get(i.name, -1), addr=i.address.ip, mtu=i.mtu, zone=zindex[i.zone],
-                   vnet_hdr=vnet_hdr)
+                   vnet_hdr=vnet_hdr,
+                   rp_filter={"off": 0, "loose": 1, "strict": 2}[i.rp_filter])
         for i in cfg.interfaces
     )
     routes = [RouteEntry(i.address.network, index[i.name], None) for i in cfg.interfaces]
@@ -152,6 +175,16 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         filtering={"address-and-port-dependent": 0, "address-dependent": 1,
                    "endpoint-independent": 2}[cfg.nat.filtering],
         nat_pool=tuple(pool),
+        fw=tuple(
+            FwEntry(chain=0 if x.chain == "forward" else 1, action=ACTION_CODES[x.action],
+                    proto=x.protocol, states=sum(STATE_BITS[s] for s in x.states),
+                    from_zone=zindex[x.from_zone] if x.from_zone else -1,
+                    to_zone=zindex[x.to_zone] if x.to_zone else -1,
+                    src=x.source or ANY, dst=x.destination or ANY,
+                    icmp_type=-1 if x.icmp_type is None else x.icmp_type,
+                    port_min=x.port_min, port_max=x.port_max)
+            for x in cfg.rules),
+        input_policy=ACTION_CODES[cfg.input_default],
         lb_slots=tuple(slots),
         backends=tuple(backends),
     )

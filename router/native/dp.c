@@ -231,6 +231,117 @@ static void account(struct ct_conn *c, const struct pkt_meta *m,
         c->status |= CT_SEEN_REPLY;
 }
 
+/* ---- firewall ------------------------------------------------------------ */
+
+static bool in_prefix(rt_be32 addr, rt_be32 net, uint8_t plen)
+{
+    uint32_t mask = plen ? 0xffffffffu << (32 - plen) : 0;
+    return ((ntohl(addr) ^ ntohl(net)) & mask) == 0;
+}
+
+/*
+ * The first rule of 'chain' matching packet 'm' in conntrack state 'state'
+ * (RT_FW_NEW, _ESTABLISHED or _RELATED), leaving through 'out' (-1 for the
+ * input chain) towards 'dst':'dport' (after any destination NAT).  Counts
+ * the match and returns the rule's action, or -1 if no rule matches.  A rule
+ * without states matches new connections only: replies and related packets
+ * of accepted connections pass unless a rule names those states.
+ */
+static int fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
+                   const struct pkt_meta *m, uint8_t chain, int out,
+                   uint8_t state, rt_be32 dst, rt_be16 dport)
+{
+    uint32_t zin = dp->ifaces[p->in_iface].zone;
+    uint32_t zout = out >= 0 ? dp->ifaces[out].zone : UINT32_MAX;
+    uint16_t port = ntohs(dport);
+    bool ported = m->proto == IPPROTO_TCP_ || m->proto == IPPROTO_UDP_;
+    for (uint32_t i = 0; i < dp->n_fw; i++) {
+        const struct rt_fw_rule *r = &dp->fw[i];
+        if (r->chain != chain || !((r->states ? r->states : RT_FW_NEW) & state))
+            continue;
+        if ((r->proto && r->proto != m->proto) ||
+            (r->from_zone >= 0 && (uint32_t)r->from_zone != zin) ||
+            (r->to_zone >= 0 && (uint32_t)r->to_zone != zout) ||
+            !in_prefix(m->tuple.src.v4, r->src, r->src_plen) ||
+            !in_prefix(dst, r->dst, r->dst_plen))
+            continue;
+        if (r->port_min && (!ported || m->frag == 2 || port < r->port_min ||
+                            port > r->port_max))
+            continue;
+        if (r->icmp_type >= 0 &&
+            (m->proto != IPPROTO_ICMP_ || r->icmp_type != m->icmp_type))
+            continue;
+        dp->fw_counts[2 * i]++;
+        dp->fw_counts[2 * i + 1] += m->len;
+        return r->action;
+    }
+    return -1;
+}
+
+/*
+ * Answers 'm' with a TCP RST (RFC 9293 3.10.7.1), in place, as if from its
+ * destination.
+ */
+static void send_tcp_reset(struct rt_dp *dp, struct rt_pkt *p,
+                           const struct pkt_meta *m)
+{
+    const uint8_t *th = m->data + m->l4_off;
+    uint8_t flags = m->tcp_flags;
+    if ((flags & TCP_RST) || m->l4_len < TCP_HDR_MIN || p->cap < 40)
+        return;
+    int out = route_out(dp, m->tuple.src.v4);
+    if (out < 0)
+        return;
+    uint32_t seg = m->l4_len - m->l4_hdr_len + ((flags & TCP_SYN) ? 1 : 0) +
+                   ((flags & TCP_FIN) ? 1 : 0);
+    uint32_t seq = 0, ack = 0;
+    uint8_t rflags = TCP_RST;
+    if (flags & TCP_ACK) {
+        seq = wire_h32(th + TCP_OFF_ACK);
+    } else {
+        ack = wire_h32(th + TCP_OFF_SEQ) + seg;
+        rflags |= TCP_ACK;
+    }
+    rt_be16 sport = wire_be16(th + TCP_OFF_DPORT), dport = wire_be16(th + TCP_OFF_SPORT);
+    rt_be32 src = m->tuple.dst.v4, dst = m->tuple.src.v4;
+    uint8_t *ip = p->data;
+    ip4_header(dp, ip, 40, src, dst);
+    ip[IP4_OFF_PROTO] = IPPROTO_TCP_;
+    wire_put_be16(ip + IP4_OFF_CSUM, 0);
+    wire_put_be16(ip + IP4_OFF_CSUM, csum_full(ip, IP4_HDR_MIN));
+    uint8_t *t = ip + IP4_HDR_MIN;
+    memset(t, 0, TCP_HDR_MIN);
+    wire_put_be16(t + TCP_OFF_SPORT, sport);
+    wire_put_be16(t + TCP_OFF_DPORT, dport);
+    wire_put_be32(t + TCP_OFF_SEQ, htonl(seq));
+    wire_put_be32(t + TCP_OFF_ACK, htonl(ack));
+    t[TCP_OFF_DOFF] = 5 << 4;
+    t[TCP_OFF_FLAGS] = rflags;
+    wire_put_be16(t + TCP_OFF_CSUM,
+                  csum_fold(csum_add_bytes(csum_pseudo4(src, dst, IPPROTO_TCP_,
+                                                        TCP_HDR_MIN),
+                                           t, TCP_HDR_MIN)));
+    p->len = 40;
+    p->out_iface = (int16_t)out;
+    dp_clear_offload(p);
+    dp->counters[RT_CNT_ICMP_SENT]++;
+}
+
+/* Carries out a drop or reject verdict of the firewall. */
+static void fw_refuse(struct rt_dp *dp, struct rt_pkt *p,
+                      const struct pkt_meta *m, int action)
+{
+    if (action != RT_FW_REJECT) {
+        dp_drop(dp, p, RT_DROP_FW_DROP);
+        return;
+    }
+    dp_drop(dp, p, RT_DROP_FW_REJECT);
+    if (m->proto == IPPROTO_TCP_ && m->frag != 2)
+        send_tcp_reset(dp, p, m);
+    else
+        send_icmp_error(dp, p, m, ICMP_DEST_UNREACH, ICMP_UNREACH_ADMIN, 0);
+}
+
 /* An ICMP error: RELATED to the connection of the packet it quotes. */
 static void process_related(struct rt_dp *dp, struct rt_pkt *p,
                             struct pkt_meta *m, uint64_t now)
@@ -257,6 +368,14 @@ static void process_related(struct rt_dp *dp, struct rt_pkt *p,
     }
     if (!may_forward(dp, p, m, out))
         return;
+    if (dp->fw_states & RT_FW_RELATED) {
+        int a = fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_RELATED,
+                        c->tuple[!dir].src.v4, 0);
+        if (a == RT_FW_DROP || a == RT_FW_REJECT) {
+            fw_refuse(dp, p, m, a);
+            return;
+        }
+    }
     /* An error neither refreshes nor ends the connection (RFC 5508 REQ-6,
      * RFC 5382 REQ-10). */
     dp->counters[RT_CNT_RELATED]++;
@@ -268,6 +387,14 @@ static void process_related(struct rt_dp *dp, struct rt_pkt *p,
 static void process_local(struct rt_dp *dp, struct rt_pkt *p,
                           struct pkt_meta *m)
 {
+    int a = fw_eval(dp, p, m, RT_FW_INPUT, -1, RT_FW_NEW, m->tuple.dst.v4,
+                    m->tuple.dport);
+    if (a < 0)
+        a = dp->input_policy;
+    if (a != RT_FW_ACCEPT) {
+        fw_refuse(dp, p, m, a);
+        return;
+    }
     if (m->frag) { /* nothing here reassembles */
         dp_drop(dp, p, RT_DROP_FRAGMENT);
         return;
@@ -442,11 +569,18 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     int out = r->iface;
     if (!may_forward(dp, p, m, out))
         return;
-    /* A port forward or a mapping is its own permission; anything else
-     * needs the zone pair's policy. */
+    /* Firewall rules first; without a matching rule, a port forward or a
+     * mapping is its own permission and anything else needs the zone pair's
+     * policy. */
+    int a = fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_NEW, dst,
+                    dn ? dn->port : m->tuple.dport);
+    if (a == RT_FW_DROP || a == RT_FW_REJECT) {
+        fw_refuse(dp, p, m, a);
+        return;
+    }
     uint32_t zin = dp->ifaces[p->in_iface].zone;
     uint32_t zout = dp->ifaces[out].zone;
-    if (!dn && !dp->zone_policy[zin][zout]) {
+    if (a < 0 && !dn && !dp->zone_policy[zin][zout]) {
         dp_drop(dp, p, RT_DROP_POLICY);
         return;
     }
@@ -534,6 +668,14 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
     int out = r->iface;
     if (!may_forward(dp, p, m, out))
         return;
+    if (dp->fw_states & RT_FW_ESTABLISHED) {
+        int a = fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_ESTABLISHED, dst,
+                        c->tuple[!dir].sport);
+        if (a == RT_FW_DROP || a == RT_FW_REJECT) {
+            fw_refuse(dp, p, m, a);
+            return;
+        }
+    }
 
     const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
     switch (l4->update(c, m, dir, &dp->ctp, now)) {
@@ -643,6 +785,16 @@ static void stage_process(struct rt_dp *dp, struct rt_pkt *p,
     if (dst >= 0xe0000000u) {
         dp_drop(dp, p, RT_DROP_NOT_UNICAST);
         return;
+    }
+    uint32_t rpf = dp->ifaces[p->in_iface].rp_filter;
+    if (rpf != RT_RPF_OFF) {
+        /* Would a reply to this source leave through the interface this
+         * came in on (strict), or at all (loose)?  RFC 3704. */
+        const struct fib_route *back = fib_lookup(&dp->fib, m->tuple.src.v4);
+        if (!back || (rpf == RT_RPF_STRICT && back->iface != p->in_iface)) {
+            dp_drop(dp, p, RT_DROP_SPOOFED);
+            return;
+        }
     }
     if (m->frag == 2) { /* a later fragment: it follows its first */
         frag_later(dp, p, m, now);
@@ -772,6 +924,8 @@ void rt_dp_free(struct rt_dp *dp)
     free(dp->lb_slots);
     free(dp->lb_conns);
     free(dp->nat_pool);
+    free(dp->fw);
+    free(dp->fw_counts);
     free(dp->slots);
     free(dp->pkts);
     free(dp);
@@ -795,6 +949,8 @@ static uint32_t plen_mask(uint32_t plen)
         free(dnat);                                                            \
         free(lb);                                                              \
         free(pool);                                                            \
+        free(fw);                                                              \
+        free(fwc);                                                             \
         free(lbc);                                                             \
         return -1;                                                             \
     } while (0)
@@ -807,6 +963,9 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     struct rt_lb_slot *lb = NULL;
     uint64_t *lbc = NULL;
     rt_be32 *pool = NULL;
+    struct rt_fw_rule *fw = NULL;
+    uint64_t *fwc = NULL;
+    uint8_t fw_states = 0;
     dp->error[0] = 0;
     if (t->n_ifaces > RT_MAX_IFACES)
         LOAD_FAIL("too many interfaces: %u > %u", t->n_ifaces, RT_MAX_IFACES);
@@ -847,6 +1006,23 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
                            d->port_min != d->port_max))
             LOAD_FAIL("load balancer %u: bad slot range or port range", i);
         dnat[i] = *d;
+    }
+    fw = calloc(t->n_fw_rules ? t->n_fw_rules : 1, sizeof *fw);
+    fwc = calloc(2 * (size_t)(t->n_fw_rules ? t->n_fw_rules : 1), sizeof *fwc);
+    if (!fw || !fwc)
+        LOAD_FAIL("out of memory");
+    if (t->input_policy > RT_FW_REJECT)
+        LOAD_FAIL("bad input policy %u", t->input_policy);
+    for (uint32_t i = 0; i < t->n_fw_rules; i++) {
+        const struct rt_fw_rule *r = &t->fw_rules[i];
+        if (r->chain > RT_FW_INPUT || r->action > RT_FW_REJECT ||
+            r->src_plen > 32 || r->dst_plen > 32 ||
+            r->from_zone >= (int32_t)t->n_zones ||
+            r->to_zone >= (int32_t)t->n_zones || r->port_min > r->port_max ||
+            (r->states & ~(RT_FW_NEW | RT_FW_ESTABLISHED | RT_FW_RELATED)))
+            LOAD_FAIL("firewall rule %u: field out of range", i);
+        fw[i] = *r;
+        fw_states |= r->states;
     }
     lb = calloc(t->n_lb_slots ? t->n_lb_slots : 1, sizeof *lb);
     lbc = calloc(t->n_backends ? t->n_backends : 1, sizeof *lbc);
@@ -906,6 +1082,7 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
         d->mtu = t->ifaces[i].mtu;
         d->zone = t->ifaces[i].zone;
         d->flags = t->ifaces[i].flags;
+        d->rp_filter = t->ifaces[i].rp_filter;
     }
     dp->n_ifaces = t->n_ifaces;
     free(dp->fib.routes);
@@ -917,6 +1094,13 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     free(dp->dnat);
     dp->dnat = dnat;
     dp->n_dnat = t->n_dnat;
+    free(dp->fw);
+    dp->fw = fw;
+    dp->n_fw = t->n_fw_rules;
+    free(dp->fw_counts);
+    dp->fw_counts = fwc;
+    dp->fw_states = fw_states;
+    dp->input_policy = (uint8_t)t->input_policy;
     free(dp->nat_pool);
     dp->nat_pool = pool;
     dp->n_nat_pool = t->n_nat_pool;
@@ -1024,6 +1208,13 @@ int rt_dp_iface_stats(const struct rt_dp *dp, uint32_t iface,
     return 0;
 }
 
+uint32_t rt_dp_fw_stats(const struct rt_dp *dp, uint64_t *out, uint32_t n)
+{
+    for (uint32_t i = 0; i < n && i < 2 * dp->n_fw; i++)
+        out[i] = dp->fw_counts[i];
+    return dp->n_fw;
+}
+
 uint32_t rt_dp_lb_stats(const struct rt_dp *dp, uint64_t *out, uint32_t n)
 {
     for (uint32_t i = 0; i < n && i < dp->n_backends; i++)
@@ -1097,6 +1288,7 @@ uint32_t rt_abi_sizeof(const char *name)
     S(rt_nat_cfg)
     S(rt_dnat_cfg)
     S(rt_lb_slot)
+    S(rt_fw_rule)
     S(rt_tables)
     S(rt_pkt)
     S(rt_iface_stats)

@@ -16,6 +16,7 @@ struct dp_iface {
     uint32_t mtu;               /* largest IP packet sent here */
     uint32_t zone;              /* zone number */
     uint32_t flags;             /* RT_IF_* */
+    uint32_t rp_filter;         /* RT_RPF_* */
     struct rt_iface_stats st;   /* counters; kept across reloads */
 };
 
@@ -58,6 +59,11 @@ struct rt_dp {
     uint8_t *slots;                           /* batch slots of SLOT_HEADROOM
                                                  + slot_size bytes */
     struct rt_pkt *pkts;                      /* batch descriptors */
+    struct rt_fw_rule *fw;                    /* firewall rules */
+    uint32_t n_fw;                            /* number of rules */
+    uint64_t *fw_counts;                      /* [2 * rule]: packets, bytes */
+    uint8_t fw_states;                        /* states any rule names */
+    uint8_t input_policy;                     /* RT_FW_* without a match */
     struct frag_state frag;                   /* fragments in flight */
     char error[160];                          /* last rt_dp_load() error */
 };

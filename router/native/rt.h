@@ -63,6 +63,7 @@ struct rt_iface_cfg {
     uint32_t mtu;   /* largest IP packet sent out of this link */
     uint32_t zone;  /* zone number, < n_zones */
     uint32_t flags; /* RT_IF_* */
+    uint32_t rp_filter; /* RT_RPF_* */
 };
 
 struct rt_route_cfg {
@@ -110,6 +111,37 @@ struct rt_lb_slot {
     uint16_t backend;    /* backend number, for its counter */
 };
 
+/* Firewall rules, first match wins (see docs/firewall.md). */
+#define RT_FW_FORWARD 0   /* chain: packets the router forwards */
+#define RT_FW_INPUT 1     /* chain: packets for the router itself */
+#define RT_FW_ACCEPT 0
+#define RT_FW_DROP 1
+#define RT_FW_REJECT 2    /* TCP: RST; else ICMP administratively prohibited */
+#define RT_FW_NEW 0x1         /* conntrack states a rule may match */
+#define RT_FW_ESTABLISHED 0x2
+#define RT_FW_RELATED 0x4
+
+struct rt_fw_rule {
+    uint8_t chain;       /* RT_FW_FORWARD or RT_FW_INPUT */
+    uint8_t action;      /* RT_FW_ACCEPT, _DROP or _REJECT */
+    uint8_t proto;       /* IP protocol, 0 = any */
+    uint8_t states;      /* RT_FW_* state bits, 0 = any */
+    int16_t from_zone;   /* zone the packet came in from, -1 = any */
+    int16_t to_zone;     /* zone it leaves to (forward chain), -1 = any */
+    rt_be32 src;         /* source network */
+    rt_be32 dst;         /* destination network */
+    uint8_t src_plen;    /* its prefix length, 0 = any */
+    uint8_t dst_plen;
+    int16_t icmp_type;   /* ICMP type, -1 = any */
+    uint16_t port_min;   /* destination port range, host order; 0 = any */
+    uint16_t port_max;
+};
+
+/* Reverse-path check of an interface's incoming sources (anti-spoofing). */
+#define RT_RPF_OFF 0
+#define RT_RPF_LOOSE 1   /* the source must be routable */
+#define RT_RPF_STRICT 2  /* ... back out of the interface it came in on */
+
 /* Everything the control plane compiles from the config. */
 struct rt_tables {
     const struct rt_iface_cfg *ifaces;
@@ -133,6 +165,10 @@ struct rt_tables {
     const struct rt_lb_slot *lb_slots; /* all load balancers' tables */
     uint32_t n_lb_slots;
     uint32_t n_backends;        /* backend numbers are below this */
+    const struct rt_fw_rule *fw_rules;
+    uint32_t n_fw_rules;
+    uint32_t input_policy;      /* RT_FW_ACCEPT/_DROP/_REJECT when no rule
+                                   of the input chain matches */
 };
 
 /*
@@ -250,6 +286,10 @@ const char *rt_drop_name(uint32_t i);
 const char *rt_timeout_name(uint32_t i);
 uint32_t rt_timeout_default(uint32_t i);
 const char *rt_tcp_state_name(uint32_t i);
+
+/* Packets and bytes each firewall rule matched since the last load (two
+ * entries per rule); returns how many rules there are. */
+uint32_t rt_dp_fw_stats(const struct rt_dp *dp, uint64_t *out, uint32_t n);
 
 /* New connections sent to each backend since the last load; returns how
  * many backends there are. */

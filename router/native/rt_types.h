@@ -41,7 +41,10 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(CT_INVALID, "ct_invalid")         /* conntrack says INVALID */           \
     X(CT_FULL, "ct_full")               /* no room in the conntrack table */   \
     X(NAT_NO_PORT, "nat_no_port")       /* no free NAT port/identifier */      \
-    X(POLICY, "policy")                 /* forward policy drops NEW */         \
+    X(POLICY, "policy")                 /* zone policy drops NEW */            \
+    X(FW_DROP, "firewall_drop")         /* a firewall rule drops it */         \
+    X(FW_REJECT, "firewall_reject")     /* a firewall rule rejects it */       \
+    X(SPOOFED, "spoofed_source")        /* fails the reverse-path check */     \
     X(ICMP_NO_FLOW, "icmp_error_no_flow") /* ICMP error for unknown flow */    \
     X(LOCAL, "local_delivered")         /* consumed by the router itself */    \
     X(LOCAL_DROP, "local_unhandled")    /* for the router, nothing answers */  \

@@ -257,3 +257,40 @@ def test_snat_pool() -> None:
     assert [str(a) for a in rule.pool] == ["203.0.113.5", "203.0.113.6"]
     e = err(MIN + '\n[[nat.snat]]\ninterface = "wan0"\nto = ["203.0.113.5", "203.0.113.5"]\n')
     assert e.key == "nat.snat[0].to" and "twice" in e.reason
+
+
+FWRULE = MIN + """
+[[firewall.rule]]
+from = "wan"
+protocol = "tcp"
+port = 22
+action = "reject"
+state = ["new"]
+"""
+
+
+def test_firewall_rule_parsed() -> None:
+    cfg = parse(FWRULE.encode())
+    (r,) = cfg.rules
+    assert (r.chain, r.action, r.from_zone, r.protocol, r.port_min, r.states) == (
+        "forward", "reject", "wan", 6, 22, ("new",))
+    assert cfg.input_default == "accept"
+    assert cfg.interfaces[0].rp_filter == "strict"
+
+
+@pytest.mark.parametrize(("change", "key", "reason"), [
+    (('action = "reject"', 'action = "maybe"'), "firewall.rule[0].action", "one of accept"),
+    (('protocol = "tcp"', 'protocol = "icmp"'), "firewall.rule[0].port", "needs protocol tcp"),
+    (('protocol = "tcp"', 'protocol = "xtp"'), "firewall.rule[0].protocol", "must be one of"),
+    (('state = ["new"]', 'state = ["old"]'), "firewall.rule[0].state[0]", "must be one of"),
+    (('from = "wan"', 'from = "dmz"'), "firewall.rule[0].from", "no interface is in zone"),
+    (('from = "wan"', 'chain = "input"\nto = "lan"'), "firewall.rule[0].to", "no output zone"),
+])
+def test_bad_firewall_rules(change: tuple[str, str], key: str, reason: str) -> None:
+    e = err(FWRULE.replace(*change))
+    assert e.key == key and reason in e.reason
+
+
+def test_bad_rp_filter() -> None:
+    e = err(MIN.replace('zone = "lan"', 'zone = "lan"\nrp_filter = "paranoid"'))
+    assert e.key == "interface[0].rp_filter" and "one of strict" in e.reason

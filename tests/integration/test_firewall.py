@@ -1,0 +1,57 @@
+"""The firewall end to end: crafted packets from the namespaces."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from tests.integration.conftest import LAN_HOST, PEERS, ROUTER_WAN, SERVER, NetLab
+from tests.packets import IP, UDP, Raw
+
+pytestmark = pytest.mark.netns
+
+RULES = """
+[[firewall.rule]]
+from = "lan"
+protocol = "tcp"
+port = 8025
+action = "reject"
+
+[[firewall.rule]]
+chain = "input"
+from = "wan"
+action = "drop"
+"""
+
+
+def test_reject_drop_input_and_spoofing(netlab: NetLab) -> None:
+    netlab.config.write_text(netlab.config.read_text() + RULES)
+    netlab.ctl("reload")
+    netlab.server(netlab.wan, "http", SERVER, 8025)
+    # Rejected: the client is told at once (RST), not left to time out.
+    t0 = time.monotonic()
+    r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "5", f"http://{SERVER}:8025/", check=False)
+    assert r.returncode == 7, r.stderr  # connection refused; a timeout would be 28
+    assert time.monotonic() - t0 < 2
+    # The WAN may not ping the router; the LAN may.
+    r = netlab.ns(netlab.wan, "ping", "-c", "1", "-W", "1", ROUTER_WAN, check=False)
+    assert "0 received" in r.stdout
+    r = netlab.ns(netlab.lan, "ping", "-c", "1", "-W", "2", ROUTER_WAN)
+    assert "1 received" in r.stdout
+    # A LAN host forging a WAN source address gets nowhere.
+    forged = bytes(IP(src="198.51.100.9", dst=SERVER) / UDP(sport=9, dport=9) / Raw(b"x"))
+    netlab.ns(netlab.lan, sys.executable, PEERS, "raw", "lan0", *[forged.hex()] * 5)
+    time.sleep(0.3)
+    drops = netlab.drops()
+    assert drops["spoofed_source"] >= 5 and drops["firewall_reject"] >= 1
+    assert drops["firewall_drop"] >= 1
+    listing = netlab.ctl_json("firewall", "list")
+    assert [r["packets"] >= 1 for r in listing["rules"]] == [True, True]
+    assert "reject" in netlab.ctl("firewall", "list").stdout
+    # Unsolicited connections from the WAN to the LAN host still get nothing.
+    netlab.ns(netlab.wan, "ip", "route", "add", "192.168.77.0/24", "via", ROUTER_WAN)
+    r = netlab.ns(netlab.wan, "curl", "-sS", "-m", "2", f"http://{LAN_HOST}:8025/",
+                  check=False)
+    assert r.returncode != 0
