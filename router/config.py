@@ -172,6 +172,7 @@ class Config:
     policies: tuple[Policy, ...] = ()
     forward_default: str = "drop"
     input_default: str = "accept"
+    icmp_rate: int = 1000
     rules: tuple[Rule, ...] = ()
     conntrack: Conntrack = Conntrack()
     loadbalancers: tuple[LoadBalancer, ...] = ()
@@ -415,7 +416,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     names = {i.name: i for i in interfaces}
     routes = _routes(r, doc, names)
     nat = _nat(r, doc, names)
-    policies, forward_default, input_default, fw_rules = _firewall(
+    policies, forward_default, input_default, fw_rules, icmp_rate = _firewall(
         r, doc, {i.zone for i in interfaces})
     lbs = _loadbalancers(r, doc, names, nat.forwards)
     ct = _conntrack(r, doc)
@@ -438,6 +439,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
 
     return Config(path=path, interfaces=interfaces, routes=routes, nat=nat, policies=policies,
                   loadbalancers=lbs, input_default=input_default, rules=fw_rules,
+                  icmp_rate=icmp_rate,
                   forward_default=forward_default, conntrack=ct, control_socket=sock,
                   log_level=level, log_format=fmt, batch=batch, offload=offload)
 
@@ -653,9 +655,9 @@ STATES = ("new", "established", "related")
 
 
 def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
-              ) -> tuple[tuple[Policy, ...], str, str, tuple[Rule, ...]]:
+              ) -> tuple[tuple[Policy, ...], str, str, tuple[Rule, ...], int]:
     t = r.table(doc, "firewall", "")
-    r.known(t, "firewall", {"forward", "input", "policy", "rule"})
+    r.known(t, "firewall", {"forward", "input", "policy", "rule", "icmp_rate"})
     default = r.choice(t, "forward", "firewall", ACTIONS, "drop")
     input_default = r.choice(t, "input", "firewall", ("accept", "drop", "reject"), "accept")
     out: list[Policy] = []
@@ -721,7 +723,8 @@ def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
                           source=source, destination=dest, protocol=proto, port_min=lo,
                           port_max=hi, icmp_type=icmp_type, states=tuple(states),
                           comment=comment))
-    return tuple(out), default, input_default, tuple(rules)
+    icmp_rate = r.integer(t, "icmp_rate", "firewall", 1000, 0, 1_000_000)
+    return tuple(out), default, input_default, tuple(rules), icmp_rate
 
 
 def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
@@ -792,6 +795,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                              "to": str(f.to), "to_port": f.to_port,
                              "masquerade": f.masquerade} for f in cfg.nat.forwards]},
         "firewall": {"forward": cfg.forward_default, "input": cfg.input_default,
+                     "icmp_rate": cfg.icmp_rate,
                      "policy": [{"from": p.from_zone, "to": p.to_zone, "action": p.action}
                                 for p in cfg.policies],
                      "rule": [rule_dict(x) for x in cfg.rules]},

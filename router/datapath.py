@@ -233,6 +233,7 @@ class Datapath:
         tb.fw_rules = fw
         tb.n_fw_rules = len(t.fw)
         tb.input_policy = t.input_policy
+        tb.icmp_rate = t.icmp_rate
         tb.nat_pool = pool
         tb.n_nat_pool = len(t.nat_pool)
         tb.lb_slots = lb

@@ -104,6 +104,7 @@ class Tables:
     nat_pool: tuple[IPv4Address, ...] = ()
     fw: tuple[FwEntry, ...] = ()
     input_policy: int = 0
+    icmp_rate: int = 1000
     lb_slots: tuple[LbSlot, ...] = ()
     backends: tuple[tuple[str, str], ...] = ()  # (load balancer, "addr:port") by number
 
@@ -185,6 +186,7 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
                     port_min=x.port_min, port_max=x.port_max)
             for x in cfg.rules),
         input_policy=ACTION_CODES[cfg.input_default],
+        icmp_rate=cfg.icmp_rate,
         lb_slots=tuple(slots),
         backends=tuple(backends),
     )

@@ -104,6 +104,29 @@ void dp_clear_offload(struct rt_pkt *p)
     p->csum_offset = 0;
 }
 
+/*
+ * Token bucket for the errors and resets the router sends (RFC 1812
+ * 4.3.2.8): 'icmp_rate' per second, bursts of as many.  Returns false, and
+ * counts it, when the bucket is empty.
+ */
+static bool icmp_allowed(struct rt_dp *dp)
+{
+    if (!dp->icmp_rate)
+        return true;
+    uint64_t cap = (uint64_t)dp->icmp_rate * 1000;
+    uint64_t dt = dp->now_ms - dp->icmp_refill_ms;
+    dp->icmp_refill_ms = dp->now_ms;
+    uint64_t add = dt * dp->icmp_rate;
+    dp->icmp_tokens = add >= cap || dp->icmp_tokens + add >= cap ? cap
+                                                                  : dp->icmp_tokens + add;
+    if (dp->icmp_tokens < 1000) {
+        dp->counters[RT_CNT_ICMP_RATE_LIMITED]++;
+        return false;
+    }
+    dp->icmp_tokens -= 1000;
+    return true;
+}
+
 /* Routes a packet the router originates to 'dst'; -1 if no route. */
 static int route_out(struct rt_dp *dp, rt_be32 dst)
 {
@@ -124,7 +147,7 @@ static void send_icmp_error(struct rt_dp *dp, struct rt_pkt *p,
 {
     rt_be32 src = dp->ifaces[p->in_iface].addr;
     rt_be32 dst = m->tuple.src.v4;
-    if (m->icmp_error || src == 0 || martian_src(ntohl(dst)))
+    if (m->icmp_error || src == 0 || martian_src(ntohl(dst)) || !icmp_allowed(dp))
         return;
     uint32_t room = p->cap < ICMP_ERR_MAX ? p->cap : ICMP_ERR_MAX;
     if (room < IP4_HDR_MIN + ICMP_HDR_LEN + m->l3_len + 8u)
@@ -287,7 +310,8 @@ static void send_tcp_reset(struct rt_dp *dp, struct rt_pkt *p,
 {
     const uint8_t *th = m->data + m->l4_off;
     uint8_t flags = m->tcp_flags;
-    if ((flags & TCP_RST) || m->l4_len < TCP_HDR_MIN || p->cap < 40)
+    if ((flags & TCP_RST) || m->l4_len < TCP_HDR_MIN || p->cap < 40 ||
+        !icmp_allowed(dp))
         return;
     int out = route_out(dp, m->tuple.src.v4);
     if (out < 0)
@@ -835,6 +859,7 @@ void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
     uint32_t hash[CHUNK];
     bool ok[CHUNK];
     dp->counters[RT_CNT_BATCHES]++;
+    dp->now_ms = now_ms;
     for (uint32_t base = 0; base < n; base += CHUNK) {
         uint32_t k = n - base < CHUNK ? n - base : CHUNK;
         struct rt_pkt *p = pkts + base;
@@ -1101,6 +1126,11 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     dp->fw_counts = fwc;
     dp->fw_states = fw_states;
     dp->input_policy = (uint8_t)t->input_policy;
+    if (dp->icmp_rate != t->icmp_rate) {
+        dp->icmp_rate = t->icmp_rate;
+        dp->icmp_tokens = (uint64_t)t->icmp_rate * 1000; /* start full */
+        dp->icmp_refill_ms = dp->now_ms;
+    }
     free(dp->nat_pool);
     dp->nat_pool = pool;
     dp->n_nat_pool = t->n_nat_pool;

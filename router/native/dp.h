@@ -64,6 +64,10 @@ struct rt_dp {
     uint64_t *fw_counts;                      /* [2 * rule]: packets, bytes */
     uint8_t fw_states;                        /* states any rule names */
     uint8_t input_policy;                     /* RT_FW_* without a match */
+    uint32_t icmp_rate;                       /* errors per second, 0 = any */
+    uint64_t icmp_tokens;                     /* token bucket, in 1/1000 */
+    uint64_t icmp_refill_ms;                  /* when it was last refilled */
+    uint64_t now_ms;                          /* time of the current batch */
     struct frag_state frag;                   /* fragments in flight */
     char error[160];                          /* last rt_dp_load() error */
 };

@@ -169,6 +169,9 @@ struct rt_tables {
     uint32_t n_fw_rules;
     uint32_t input_policy;      /* RT_FW_ACCEPT/_DROP/_REJECT when no rule
                                    of the input chain matches */
+    uint32_t icmp_rate;         /* ICMP errors and RSTs the router sends per
+                                   second at most (burst as large); 0 = no
+                                   limit */
 };
 
 /*

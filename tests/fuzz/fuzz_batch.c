@@ -26,8 +26,19 @@ static struct rt_dp *make_dp(uint8_t variant)
         abort();
     /* lan0 192.168.1.1/24 (zone 0), wan0 203.0.113.1/24 (zone 1, mtu 1400). */
     struct rt_iface_cfg ifs[2] = {
-        {.fd = -1, .addr = htonl(0xc0a80101), .mtu = 1500, .zone = 0},
-        {.fd = -1, .addr = htonl(0xcb007101), .mtu = 1400, .zone = 1},
+        {.fd = -1, .addr = htonl(0xc0a80101), .mtu = 1500, .zone = 0,
+         .rp_filter = variant % 3},
+        {.fd = -1, .addr = htonl(0xcb007101), .mtu = 1400, .zone = 1,
+         .rp_filter = (variant >> 2) % 3},
+    };
+    struct rt_fw_rule fw[3] = {
+        {.chain = RT_FW_FORWARD, .action = RT_FW_REJECT, .proto = 6, .from_zone = 0,
+         .to_zone = -1, .icmp_type = -1, .port_min = 25, .port_max = 25},
+        {.chain = RT_FW_FORWARD, .action = RT_FW_DROP, .proto = 6,
+         .states = RT_FW_ESTABLISHED | RT_FW_RELATED, .from_zone = -1, .to_zone = -1,
+         .icmp_type = -1, .port_min = 8443, .port_max = 8443},
+        {.chain = RT_FW_INPUT, .action = RT_FW_REJECT, .from_zone = 1, .to_zone = -1,
+         .icmp_type = -1},
     };
     struct rt_route_cfg routes[3] = {
         {.prefix = htonl(0xc0a80100), .plen = 24, .iface = 0},
@@ -54,6 +65,8 @@ static struct rt_dp *make_dp(uint8_t variant)
                  ((variant & 64) ? 0 : RT_F_PRESERVE_PORTS) |
                  ((variant & 8) ? 0 : RT_F_EIM),
         .dnat = fwd, .n_dnat = 1,
+        .fw_rules = fw, .n_fw_rules = (variant & 32) ? 3 : 0,
+        .input_policy = variant % 3,
         .nat_filtering = (variant >> 4) % 3,
     };
     if (rt_dp_load(dp, &t) != 0)

@@ -150,3 +150,18 @@ def test_loose_and_off(lab_factory) -> None:  # type: ignore[no-untyped-def]
     off = BASE.replace('zone = "lan"', 'zone = "lan"\nrp_filter = "off"')
     lab.dp.load(compile_tables(parse(off.encode()), {}))
     assert lab.send(LAN, spoof("10.77.0.1")).out_iface == WAN
+
+
+def test_icmp_errors_are_rate_limited(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    lab = lab_factory("\n[firewall]\nicmp_rate = 10\n")
+
+    def expire_ttl() -> bool:
+        r = lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER, ttl=1) / UDP(sport=1, dport=2)))
+        assert r.reason == "ttl_expired"
+        return r.out_iface == LAN
+
+    sent = sum(expire_ttl() for _ in range(30))
+    assert sent == 10  # a full bucket, then nothing
+    assert lab.dp.counters()["icmp_rate_limited"] == 20
+    lab.advance(0.5)  # five tokens back
+    assert sum(expire_ttl() for _ in range(10)) == 5
