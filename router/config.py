@@ -173,6 +173,8 @@ class Config:
     forward_default: str = "drop"
     input_default: str = "accept"
     icmp_rate: int = 1000
+    max_conns_per_source: int = 0
+    new_conns_per_source: int = 0
     rules: tuple[Rule, ...] = ()
     conntrack: Conntrack = Conntrack()
     loadbalancers: tuple[LoadBalancer, ...] = ()
@@ -416,8 +418,8 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     names = {i.name: i for i in interfaces}
     routes = _routes(r, doc, names)
     nat = _nat(r, doc, names)
-    policies, forward_default, input_default, fw_rules, icmp_rate = _firewall(
-        r, doc, {i.zone for i in interfaces})
+    policies, forward_default, input_default, fw_rules, (icmp_rate, src_cap, src_rate) = (
+        _firewall(r, doc, {i.zone for i in interfaces}))
     lbs = _loadbalancers(r, doc, names, nat.forwards)
     ct = _conntrack(r, doc)
 
@@ -439,7 +441,8 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
 
     return Config(path=path, interfaces=interfaces, routes=routes, nat=nat, policies=policies,
                   loadbalancers=lbs, input_default=input_default, rules=fw_rules,
-                  icmp_rate=icmp_rate,
+                  icmp_rate=icmp_rate, max_conns_per_source=src_cap,
+                  new_conns_per_source=src_rate,
                   forward_default=forward_default, conntrack=ct, control_socket=sock,
                   log_level=level, log_format=fmt, batch=batch, offload=offload)
 
@@ -655,9 +658,10 @@ STATES = ("new", "established", "related")
 
 
 def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
-              ) -> tuple[tuple[Policy, ...], str, str, tuple[Rule, ...], int]:
+              ) -> tuple[tuple[Policy, ...], str, str, tuple[Rule, ...], tuple[int, int, int]]:
     t = r.table(doc, "firewall", "")
-    r.known(t, "firewall", {"forward", "input", "policy", "rule", "icmp_rate"})
+    r.known(t, "firewall", {"forward", "input", "policy", "rule", "icmp_rate",
+                            "max_connections_per_source", "new_connections_per_source"})
     default = r.choice(t, "forward", "firewall", ACTIONS, "drop")
     input_default = r.choice(t, "input", "firewall", ("accept", "drop", "reject"), "accept")
     out: list[Policy] = []
@@ -724,7 +728,9 @@ def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
                           port_max=hi, icmp_type=icmp_type, states=tuple(states),
                           comment=comment))
     icmp_rate = r.integer(t, "icmp_rate", "firewall", 1000, 0, 1_000_000)
-    return tuple(out), default, input_default, tuple(rules), icmp_rate
+    cap = r.integer(t, "max_connections_per_source", "firewall", 0, 0, 1 << 26)
+    rate = r.integer(t, "new_connections_per_source", "firewall", 0, 0, 1_000_000)
+    return tuple(out), default, input_default, tuple(rules), (icmp_rate, cap, rate)
 
 
 def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
@@ -796,6 +802,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                              "masquerade": f.masquerade} for f in cfg.nat.forwards]},
         "firewall": {"forward": cfg.forward_default, "input": cfg.input_default,
                      "icmp_rate": cfg.icmp_rate,
+                     "max_connections_per_source": cfg.max_conns_per_source,
+                     "new_connections_per_source": cfg.new_conns_per_source,
                      "policy": [{"from": p.from_zone, "to": p.to_zone, "action": p.action}
                                 for p in cfg.policies],
                      "rule": [rule_dict(x) for x in cfg.rules]},

@@ -234,6 +234,8 @@ class Datapath:
         tb.n_fw_rules = len(t.fw)
         tb.input_policy = t.input_policy
         tb.icmp_rate = t.icmp_rate
+        tb.src_conn_cap = t.src_conn_cap
+        tb.src_new_rate = t.src_new_rate
         tb.nat_pool = pool
         tb.n_nat_pool = len(t.nat_pool)
         tb.lb_slots = lb

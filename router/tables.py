@@ -105,6 +105,8 @@ class Tables:
     fw: tuple[FwEntry, ...] = ()
     input_policy: int = 0
     icmp_rate: int = 1000
+    src_conn_cap: int = 0
+    src_new_rate: int = 0
     lb_slots: tuple[LbSlot, ...] = ()
     backends: tuple[tuple[str, str], ...] = ()  # (load balancer, "addr:port") by number
 
@@ -187,6 +189,8 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
             for x in cfg.rules),
         input_policy=ACTION_CODES[cfg.input_default],
         icmp_rate=cfg.icmp_rate,
+        src_conn_cap=cfg.max_conns_per_source,
+        src_new_rate=cfg.new_conns_per_source,
         lb_slots=tuple(slots),
         backends=tuple(backends),
     )

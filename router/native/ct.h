@@ -13,6 +13,7 @@
 #define CT_SRC_NAT (1u << 4)    /* the reply tuple differs in its dst */
 #define CT_DST_NAT (1u << 5)    /* the reply tuple differs in its src */
 #define CT_NAT_MAPPED (1u << 12) /* holds a reference on a NAT mapping */
+#define CT_HOST_COUNTED (1u << 13) /* counted against its source's limit */
 
 #define CT_NIL UINT32_MAX /* end of a hash chain / of the free list */
 
@@ -66,7 +67,8 @@ struct ct_table {
     uint64_t keys[6];        /* per-word hash keys derived from 'seed' */
     uint64_t *counters;      /* the data plane's RT_CNT_* array */
     void (*on_delete)(void *ctx, const struct ct_conn *c); /* called for
-                                connections with CT_NAT_MAPPED as they go */
+                                connections with CT_NAT_MAPPED or
+                                CT_HOST_COUNTED as they go */
     void *on_delete_ctx;     /* its first argument */
     size_t conns_bytes;      /* size of the 'conns' mapping */
     size_t buckets_bytes;    /* size of the 'buckets' mapping */

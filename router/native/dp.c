@@ -560,6 +560,39 @@ static rt_be32 snat_address(const struct rt_dp *dp, const struct rt_pkt *p,
     return nr->to_addr ? nr->to_addr : dp->ifaces[out].addr;
 }
 
+/*
+ * The firewall's per-source limits for a new connection from 'src': its
+ * bucket of new connections per second and its cap on tracked connections.
+ * Sets '*host' to the source's entry (NULL if the table had no room: then
+ * the source is not limited).
+ */
+static enum rt_drop_reason source_limits(struct rt_dp *dp, rt_be32 src,
+                                         struct host_entry **host)
+{
+    struct host_entry *e = host_get(&dp->hosts, src, true);
+    *host = e;
+    if (!e)
+        return RT_DROP_NONE;
+    if (dp->src_new_rate) {
+        uint64_t cap = (uint64_t)dp->src_new_rate * 1000;
+        uint32_t now = (uint32_t)dp->now_ms;
+        uint64_t t = e->tokens == UINT32_MAX ? cap
+                     : e->tokens + (uint64_t)(uint32_t)(now - e->refill_ms) *
+                                       dp->src_new_rate;
+        e->refill_ms = now;
+        if (t > cap)
+            t = cap;
+        if (t < 1000) {
+            e->tokens = (uint32_t)t;
+            return RT_DROP_SRC_RATE_LIMIT;
+        }
+        e->tokens = (uint32_t)(t - 1000);
+    }
+    if (dp->src_conn_cap && e->conns >= dp->src_conn_cap)
+        return RT_DROP_SRC_CONN_LIMIT;
+    return RT_DROP_NONE;
+}
+
 /* Gives up a connection that was being built: its mapping reference. */
 static void abandon(struct rt_dp *dp, const struct ct_conn *c)
 {
@@ -607,6 +640,14 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     if (a < 0 && !dn && !dp->zone_policy[zin][zout]) {
         dp_drop(dp, p, RT_DROP_POLICY);
         return;
+    }
+    struct host_entry *host = NULL;
+    if (dp->src_conn_cap || dp->src_new_rate) {
+        enum rt_drop_reason why = source_limits(dp, m->tuple.src.v4, &host);
+        if (why != RT_DROP_NONE) {
+            dp_drop(dp, p, why);
+            return;
+        }
     }
 
     struct ct_conn c;
@@ -672,6 +713,10 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     }
     if (dn && dn->backend >= 0 && (uint32_t)dn->backend < dp->n_backends)
         dp->lb_conns[dn->backend]++;
+    if (host) {
+        host->conns++;
+        slot->status |= CT_HOST_COUNTED;
+    }
     nat_rewrite(m, slot, CT_DIR_ORIGINAL);
     forward(p, m, out);
 }
@@ -884,7 +929,14 @@ void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
 static void on_ct_delete(void *ctx, const struct ct_conn *c)
 {
     struct rt_dp *dp = ctx;
-    nat_map_release(&dp->nm, c);
+    if (c->status & CT_NAT_MAPPED)
+        nat_map_release(&dp->nm, c);
+    if (c->status & CT_HOST_COUNTED) {
+        struct host_entry *e =
+            host_get(&dp->hosts, c->tuple[CT_DIR_ORIGINAL].src.v4, false);
+        if (e && e->conns)
+            e->conns--;
+    }
 }
 
 struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
@@ -909,6 +961,10 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
     dp->ct.on_delete = on_ct_delete;
     dp->ct.on_delete_ctx = dp;
     dp->frag.key = p->seed * 0x94d049bb133111ebULL + 7;
+    if (host_init(&dp->hosts, maps, p->seed) != 0) {
+        rt_dp_free(dp);
+        return NULL;
+    }
     dp->batch = p->batch;
     dp->slot_size = p->slot_size;
     dp->slots = malloc((size_t)p->batch * (SLOT_HEADROOM + p->slot_size));
@@ -943,6 +999,7 @@ void rt_dp_free(struct rt_dp *dp)
         return;
     ct_destroy(&dp->ct);
     nat_maps_destroy(&dp->nm);
+    host_destroy(&dp->hosts);
     free(dp->fib.routes);
     free(dp->nat);
     free(dp->dnat);
@@ -1126,6 +1183,8 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     dp->fw_counts = fwc;
     dp->fw_states = fw_states;
     dp->input_policy = (uint8_t)t->input_policy;
+    dp->src_conn_cap = t->src_conn_cap;
+    dp->src_new_rate = t->src_new_rate;
     if (dp->icmp_rate != t->icmp_rate) {
         dp->icmp_rate = t->icmp_rate;
         dp->icmp_tokens = (uint64_t)t->icmp_rate * 1000; /* start full */

@@ -9,6 +9,7 @@
 #include "fib.h"
 #include "nat.h"
 #include "frag.h"
+#include "host.h"
 
 struct dp_iface {
     int32_t fd;                 /* TUN fd or -1 */
@@ -68,6 +69,9 @@ struct rt_dp {
     uint64_t icmp_tokens;                     /* token bucket, in 1/1000 */
     uint64_t icmp_refill_ms;                  /* when it was last refilled */
     uint64_t now_ms;                          /* time of the current batch */
+    struct host_table hosts;                  /* per-source accounting */
+    uint32_t src_conn_cap;                    /* conns per source, 0 = any */
+    uint32_t src_new_rate;                    /* new conns/s per source */
     struct frag_state frag;                   /* fragments in flight */
     char error[160];                          /* last rt_dp_load() error */
 };

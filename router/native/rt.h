@@ -172,6 +172,9 @@ struct rt_tables {
     uint32_t icmp_rate;         /* ICMP errors and RSTs the router sends per
                                    second at most (burst as large); 0 = no
                                    limit */
+    uint32_t src_conn_cap;      /* tracked connections per source, 0 = any */
+    uint32_t src_new_rate;      /* new connections per second per source
+                                   (burst as large), 0 = any */
 };
 
 /*

@@ -45,6 +45,8 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(FW_DROP, "firewall_drop")         /* a firewall rule drops it */         \
     X(FW_REJECT, "firewall_reject")     /* a firewall rule rejects it */       \
     X(SPOOFED, "spoofed_source")        /* fails the reverse-path check */     \
+    X(SRC_CONN_LIMIT, "source_conn_limit") /* source has too many conns */    \
+    X(SRC_RATE_LIMIT, "source_rate_limit") /* source opens them too fast */   \
     X(ICMP_NO_FLOW, "icmp_error_no_flow") /* ICMP error for unknown flow */    \
     X(LOCAL, "local_delivered")         /* consumed by the router itself */    \
     X(LOCAL_DROP, "local_unhandled")    /* for the router, nothing answers */  \

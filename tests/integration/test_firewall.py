@@ -55,3 +55,26 @@ def test_reject_drop_input_and_spoofing(netlab: NetLab) -> None:
     r = netlab.ns(netlab.wan, "curl", "-sS", "-m", "2", f"http://{LAN_HOST}:8025/",
                   check=False)
     assert r.returncode != 0
+
+
+def test_connection_cap_per_source(netlab: NetLab) -> None:
+    netlab.config.write_text(netlab.config.read_text().replace(
+        '[firewall]\n', '[firewall]\nmax_connections_per_source = 3\n', 1))
+    netlab.ctl("reload")
+    netlab.server(netlab.wan, "http", SERVER, 8030)
+    netlab.ns(netlab.lan, "ip", "addr", "add", "192.168.77.3/24", "dev", "lan0")
+    hold = ("import socket,time\n"
+            f"s=[socket.create_connection(('{SERVER}',8030)) for _ in range(3)]\n"
+            "print('held',flush=True)\n"
+            "time.sleep(15)\n")
+    holder = netlab.spawn(netlab.lan, sys.executable, "-c", hold)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    # The host at its cap cannot open a fourth connection ...
+    r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "2", "--interface", LAN_HOST,
+                  f"http://{SERVER}:8030/", check=False)
+    assert r.returncode != 0
+    # ... while another host still can.
+    r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "5", "--interface", "192.168.77.3",
+                  f"http://{SERVER}:8030/")
+    assert r.stdout.startswith(f"you are {ROUTER_WAN}:")
+    assert netlab.drops()["source_conn_limit"] >= 1

@@ -165,3 +165,34 @@ def test_icmp_errors_are_rate_limited(lab_factory) -> None:  # type: ignore[no-u
     assert lab.dp.counters()["icmp_rate_limited"] == 20
     lab.advance(0.5)  # five tokens back
     assert sum(expire_ttl() for _ in range(10)) == 5
+
+
+def test_connection_cap_per_source(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    lab = lab_factory("\n[firewall]\nmax_connections_per_source = 5\n")
+
+    def new(src: str, sport: int) -> str:
+        r = lab.send(LAN, bytes(IP(src=src, dst=SERVER) / UDP(sport=sport, dport=53)))
+        return str(r.reason)
+
+    assert [new(LAN_HOST, 1000 + i) for i in range(7)] == ["none"] * 5 + [
+        "source_conn_limit"] * 2
+    assert new(LAN_HOST2, 1000) == "none"  # other hosts still can
+    # Its connections expire: the host may open new ones again.
+    lab.advance(121)
+    lab.dp.sweep(lab.now, 1000)
+    assert new(LAN_HOST, 2000) == "none"
+    assert lab.dp.drops()["source_conn_limit"] == 2
+
+
+def test_new_connection_rate_per_source(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    lab = lab_factory("\n[firewall]\nnew_connections_per_source = 10\n")
+    reasons = [lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER) /
+                                   UDP(sport=3000 + i, dport=53))).reason for i in range(15)]
+    assert reasons.count("none") == 10 and reasons.count("source_rate_limit") == 5
+    # Packets of existing connections are not limited.
+    assert lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER) /
+                               UDP(sport=3000, dport=53))).reason == "none"
+    lab.advance(0.3)  # three more
+    more = [lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER) /
+                                UDP(sport=4000 + i, dport=53))).reason for i in range(5)]
+    assert more.count("none") == 3
