@@ -67,6 +67,9 @@ static struct rt_dp *make_dp(uint8_t variant)
         .dnat = fwd, .n_dnat = 1,
         .fw_rules = fw, .n_fw_rules = (variant & 32) ? 3 : 0,
         .input_policy = variant % 3,
+        .icmp_rate = (variant & 16) ? 3 : 0,
+        .src_conn_cap = (variant & 1) ? 3 : 0,
+        .src_new_rate = (variant & 2) ? 5 : 0,
         .nat_filtering = (variant >> 4) % 3,
     };
     if (rt_dp_load(dp, &t) != 0)
