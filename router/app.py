@@ -23,6 +23,7 @@ from router.config import Config, ConfigError
 from router.control import CommandError, ControlServer
 from router.ctfmt import entry_json, nat_mappings
 from router.datapath import Datapath, DatapathError
+from router.metrics import MetricsServer
 from router.tables import compile_tables
 from router.tun import Tun, open_tun
 
@@ -59,6 +60,10 @@ class Router:
         self._poll_errors = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.control = ControlServer(cfg.control_socket, self._handlers())
+        self.metrics = MetricsServer(cfg.metrics_listen, self._snapshot) \
+            if cfg.metrics_listen else None
+        self.gc_work = {"visited": 0, "expired": 0, "sweeps": 0}
+        self.loop_lag = 0.0
 
     # -- life cycle --------------------------------------------------------
 
@@ -90,11 +95,14 @@ class Router:
             for n, tun in enumerate(self.tuns):
                 loop.add_reader(tun.fd, self._readable, n)
             await self.control.start()
+            if self.metrics is not None:
+                await self.metrics.start()
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
             self._tasks = [asyncio.create_task(self._gc()),
-                           asyncio.create_task(self._stats())]
+                           asyncio.create_task(self._stats()),
+                           asyncio.create_task(self._lag())]
             self.log.info("router.started", version=__version__, config=self.cfg.path,
                           interfaces=[i.name for i in self.cfg.interfaces],
                           conntrack_max=self.cfg.conntrack.max_entries, pid=os.getpid())
@@ -112,6 +120,8 @@ class Router:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await self.control.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         for tun in self.tuns:
             loop.remove_reader(tun.fd)
         self.log.info("router.stopped")
@@ -179,6 +189,8 @@ class Router:
             out.append("conntrack.max")
         if new.control_socket != self.cfg.control_socket:
             out.append("control.socket")
+        if new.metrics_listen != self.cfg.metrics_listen:
+            out.append("metrics.listen")
         if new.batch > self.dp.batch:
             out.append("dataplane.batch")
         if new.offload != self.vnet_hdr:
@@ -198,6 +210,9 @@ class Router:
         while True:
             await asyncio.sleep(delay)
             r = self.dp.sweep(now_ms(), slice_)
+            self.gc_work["visited"] += r.visited
+            self.gc_work["expired"] += r.expired
+            self.gc_work["sweeps"] += 1
             base = self.cfg.conntrack.gc_interval / ticks
             share = r.expired / r.visited if r.visited else 0.0
             if share > 0.25:
@@ -207,6 +222,29 @@ class Router:
             if r.expired:
                 self.log.debug("ct.swept", visited=r.visited, expired=r.expired,
                                entries=r.count, next_in=round(delay, 3))
+
+    async def _lag(self) -> None:
+        """How late timers run: the event loop's health, for the metrics."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(0.5)
+            self.loop_lag = max(0.0, loop.time() - t0 - 0.5)
+
+    def _snapshot(self) -> dict[str, Any]:
+        """Everything the metrics show, read now (on the loop thread)."""
+        return {
+            "entries": self.dp.count(),
+            "limit": self.dp.capacity,
+            "counters": self.dp.counters(),
+            "drops": self.dp.drops(),
+            "interfaces": {i.name: self.dp.iface_stats(n)
+                           for n, i in enumerate(self.cfg.interfaces)},
+            "nat_mappings": self.dp.nat_mappings(),
+            "gc": dict(self.gc_work),
+            "loop_lag": self.loop_lag,
+            "reloads": dict(self.reloads),
+        }
 
     async def _stats(self) -> None:
         """Turns counter deltas into log events: C counts, Python logs."""
@@ -246,6 +284,7 @@ class Router:
             "conntrack": {"count": self.dp.count(), "max": self.dp.capacity},
             "interfaces": len(self.tuns),
             "reloads": dict(self.reloads),
+            "metrics": self.metrics.address if self.metrics else None,
         }
 
     async def _h_ct_list(self, args: Mapping[str, Any]) -> Any:

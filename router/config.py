@@ -179,6 +179,7 @@ class Config:
     conntrack: Conntrack = Conntrack()
     loadbalancers: tuple[LoadBalancer, ...] = ()
     control_socket: str = "/run/router/router.sock"
+    metrics_listen: str = "127.0.0.1:9188"
     log_level: str = "info"
     log_format: str = "auto"
     batch: int = 64
@@ -412,7 +413,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
         raise ConfigError(path, "", f"TOML syntax: {e}", int(m.group(1)) if m else None) from None
     r = _Reader(path, text)
     r.known(doc, "", {"interface", "route", "nat", "firewall", "conntrack", "control", "log",
-                      "dataplane", "loadbalancer"})
+                      "dataplane", "loadbalancer", "metrics"})
 
     interfaces = _interfaces(r, doc)
     names = {i.name: i for i in interfaces}
@@ -429,6 +430,15 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     if not sock.startswith("/"):
         raise r.fail("control.socket", "must be an absolute path")
 
+    met = r.table(doc, "metrics", "")
+    r.known(met, "metrics", {"listen"})
+    listen = r.get(met, "listen", "metrics", str, "127.0.0.1:9188")
+    if listen:
+        m = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[0-9.]+|[A-Za-z0-9.-]+):(\d{1,5})", listen)
+        if not m or not 0 <= int(m.group(2)) <= 65535:
+            raise r.fail("metrics.listen", "must be ADDRESS:PORT like '127.0.0.1:9188' "
+                         "(or empty to turn metrics off)")
+
     log = r.table(doc, "log", "")
     r.known(log, "log", {"level", "format"})
     level = r.choice(log, "level", "log", LOG_LEVELS, "info")
@@ -439,7 +449,8 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     batch = r.integer(dpl, "batch", "dataplane", 64, 1, 1024)
     offload = r.get(dpl, "offload", "dataplane", bool, True)
 
-    return Config(path=path, interfaces=interfaces, routes=routes, nat=nat, policies=policies,
+    return Config(path=path, metrics_listen=listen,
+                  interfaces=interfaces, routes=routes, nat=nat, policies=policies,
                   loadbalancers=lbs, input_default=input_default, rules=fw_rules,
                   icmp_rate=icmp_rate, max_conns_per_source=src_cap,
                   new_conns_per_source=src_rate,
@@ -783,6 +794,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
     return {
         "control": {"socket": cfg.control_socket},
+        "metrics": {"listen": cfg.metrics_listen},
         "log": {"level": cfg.log_level, "format": cfg.log_format},
         "dataplane": {"batch": cfg.batch, "offload": cfg.offload},
         "conntrack": {"max": cfg.conntrack.max_entries, "tcp_loose": cfg.conntrack.tcp_loose,

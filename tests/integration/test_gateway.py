@@ -292,3 +292,26 @@ def test_path_mtu_discovery_through_a_smaller_wan_mtu(netlab: NetLab) -> None:
     assert netlab.ctl_json("stats")["counters"]["icmp_sent"] >= 1
     r = netlab.ns(netlab.lan, "ip", "route", "get", SERVER)
     assert "mtu 1400" in r.stdout, r.stdout  # the LAN host learned the path MTU
+
+
+def test_prometheus_metrics(netlab: NetLab) -> None:
+    netlab.ns(netlab.lan, "ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER)
+    addr = netlab.ctl_json("status")["metrics"]
+    host, port = addr.rsplit(":", 1)
+    assert host == "127.0.0.1" and int(port) > 0  # loopback by default
+    import urllib.request
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    assert values["node_nf_conntrack_entries"] == 1
+    assert values["node_nf_conntrack_entries_limit"] == 65536
+    assert values["node_nf_conntrack_stat_insert"] >= 1
+    assert values['router_interface_tx_packets_total{interface="wan0"}'] >= 2
+    assert "router_drops_total" in text and "router_loop_lag_seconds" in text
+    assert 'router_reloads_total{result="ok"}' in text
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(f"http://{addr}/other", timeout=5)

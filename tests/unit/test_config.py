@@ -294,3 +294,10 @@ def test_bad_firewall_rules(change: tuple[str, str], key: str, reason: str) -> N
 def test_bad_rp_filter() -> None:
     e = err(MIN.replace('zone = "lan"', 'zone = "lan"\nrp_filter = "paranoid"'))
     assert e.key == "interface[0].rp_filter" and "one of strict" in e.reason
+
+
+def test_metrics_listen() -> None:
+    assert parse(MIN.encode()).metrics_listen == "127.0.0.1:9188"  # loopback by default
+    assert parse((MIN + '\n[metrics]\nlisten = ""\n').encode()).metrics_listen == ""
+    e = err(MIN + '\n[metrics]\nlisten = "9188"\n')
+    assert e.key == "metrics.listen" and "ADDRESS:PORT" in e.reason
