@@ -104,6 +104,7 @@ class Router:
         text = text.replace('"rtlab-lan"', f'"{LAN}"').replace('"rtlab-wan"', f'"{WAN}"')
         text = text.replace('"/run/router/router.sock"', f'"{self.sock}"')
         text = text.replace('listen = "127.0.0.1:9188"', 'listen = ""')
+        text = text.replace('"/var/lib/router/conntrack.json"', '""')
         text = text.replace('level = "info"', 'level = "warning"')
         # As many entries as the kernel's table here: crr leaves many in TIME_WAIT.
         text = text.replace("max = 65536", "max = 262144")

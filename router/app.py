@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import signal
@@ -18,7 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from router import __version__, config, log
+from router import __version__, config, log, state
 from router.config import Config, ConfigError
 from router.control import CommandError, ControlServer
 from router.ctfmt import entry_json, nat_mappings
@@ -79,9 +80,52 @@ class Router:
                               offloads=hex(tun.offloads) if self.vnet_hdr else None)
             self.tables = compile_tables(self.cfg, self._fds(), self.vnet_hdr)
             self.dp.load(self.tables)
+            self._restore_state()
         except BaseException:
             self.close_devices()
             raise
+
+    def _restore_state(self) -> None:
+        """Puts back the connections a previous run saved, then removes the
+        file: it is used once.  A bad file is refused whole."""
+        path = self.cfg.conntrack.state_file
+        if not path or not os.path.exists(path):
+            return
+        try:
+            saved_at, entries = state.load(path)
+        except state.StateError as err:
+            self.log.error("ct.state_refused", file=path, reason=str(err))
+            os.replace(path, path + ".refused")
+            return
+        gone = max(0, int((time.time() - saved_at) * 1000))
+        now = now_ms()
+        restored = expired = failed = 0
+        for entry in entries:
+            left = entry.timeout_ms - gone
+            if left <= 0:
+                expired += 1
+                continue
+            entry = dataclasses.replace(entry, timeout_ms=left, age_ms=entry.age_ms + gone)
+            if self.dp.restore(entry, now) == 0:
+                restored += 1
+            else:
+                failed += 1
+        os.unlink(path)
+        self.log.info("ct.restored", file=path, restored=restored, expired=expired,
+                      failed=failed, downtime_ms=gone)
+
+    def save_state(self) -> None:
+        """Writes the table for the next start (on a clean stop)."""
+        path = self.cfg.conntrack.state_file
+        if not path:
+            return
+        try:
+            entries = self.dp.conntrack(now_ms())
+            state.save(path, entries)
+        except OSError as e:
+            self.log.error("ct.state_not_saved", file=path, reason=str(e))
+            return
+        self.log.info("ct.saved", file=path, entries=len(entries))
 
     def close_devices(self) -> None:
         for tun in self.tuns:
@@ -124,6 +168,7 @@ class Router:
             await self.metrics.stop()
         for tun in self.tuns:
             loop.remove_reader(tun.fd)
+        self.save_state()
         self.log.info("router.stopped")
 
     def stop(self) -> None:

@@ -150,6 +150,7 @@ class Conntrack:
     checksum: bool = True
     timeouts: Mapping[str, int] = field(default_factory=lambda: dict(TIMEOUT_DEFAULTS))
     gc_interval: float = 5.0
+    state_file: str = "/var/lib/router/conntrack.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -746,7 +747,11 @@ def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
 
 def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
     t = r.table(doc, "conntrack", "")
-    r.known(t, "conntrack", {"max", "tcp_loose", "checksum", "timeouts", "gc_interval"})
+    r.known(t, "conntrack", {"max", "tcp_loose", "checksum", "timeouts", "gc_interval",
+                             "state_file"})
+    state_file = r.get(t, "state_file", "conntrack", str, "/var/lib/router/conntrack.json")
+    if state_file and not state_file.startswith("/"):
+        raise r.fail("conntrack.state_file", "must be an absolute path (or empty: no state)")
     mx = r.integer(t, "max", "conntrack", 65536, 16, 1 << 26)
     loose = r.get(t, "tcp_loose", "conntrack", bool, True)
     csum = r.get(t, "checksum", "conntrack", bool, True)
@@ -759,7 +764,7 @@ def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
     for k in to:
         timeouts[k] = r.integer(to, k, "conntrack.timeouts", 0, 1, MAX_TIMEOUT)
     return Conntrack(max_entries=mx, tcp_loose=loose, checksum=csum, timeouts=timeouts,
-                     gc_interval=float(gci))
+                     gc_interval=float(gci), state_file=state_file)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -800,6 +805,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         "conntrack": {"max": cfg.conntrack.max_entries, "tcp_loose": cfg.conntrack.tcp_loose,
                       "checksum": cfg.conntrack.checksum,
                       "gc_interval": cfg.conntrack.gc_interval,
+                      "state_file": cfg.conntrack.state_file,
                       "timeouts": dict(cfg.conntrack.timeouts)},
         "nat": {"port_min": cfg.nat.port_min, "port_max": cfg.nat.port_max,
                 "preserve_ports": cfg.nat.preserve_ports,

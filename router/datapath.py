@@ -328,6 +328,24 @@ class Datapath:
                     bytes=(int(e.bytes[0]), int(e.bytes[1])),
                 ))
 
+    def restore(self, e: CtEntry, now_ms: int) -> int:
+        """Puts back a saved connection: 0, or -1 (invalid) / -2 (clash, full)."""
+        c = ffi.new("struct rt_ct_entry *")
+        c.family = e.family
+        c.proto = e.proto
+        c.state = TCP_STATE_NAMES.index(e.state) if e.state is not None else 0
+        c.status = e.status
+        for d in (0, 1):
+            c.src[d][0:4] = IPv4Address(e.src[d]).packed
+            c.dst[d][0:4] = IPv4Address(e.dst[d]).packed
+            c.sport[d] = e.sport[d]
+            c.dport[d] = e.dport[d]
+            c.packets[d] = e.packets[d]
+            c.bytes[d] = e.bytes[d]
+        c.timeout_ms = e.timeout_ms
+        c.age_ms = e.age_ms
+        return int(lib.rt_ct_restore(self._dp, c, now_ms))
+
     def count(self) -> int:
         return int(lib.rt_ct_count(self._dp))
 

@@ -1258,6 +1258,61 @@ uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
     return k;
 }
 
+int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
+                  uint64_t now_ms)
+{
+    if (e->family != 4 || (e->proto == IPPROTO_TCP_ && e->state >= RT_TCP_N_STATES) ||
+        e->timeout_ms == 0 || e->timeout_ms > CT_MAX_TIMEOUT_MS)
+        return -1;
+    struct ct_conn c;
+    memset(&c, 0, sizeof c);
+    for (unsigned d = 0; d < CT_DIRS; d++) {
+        rt_be32 src, dst;
+        memcpy(&src, e->src[d], 4);
+        memcpy(&dst, e->dst[d], 4);
+        tuple_fill4(&c.tuple[d], src, dst, htons(e->sport[d]), htons(e->dport[d]),
+                    e->proto);
+        c.packets_lo[d] = (uint32_t)e->packets[d];
+        c.packets_hi[d] = (uint16_t)(e->packets[d] >> 32);
+        c.bytes[d] = e->bytes[d];
+    }
+    c.state = e->proto == IPPROTO_TCP_ ? e->state : 0;
+    c.status = (uint16_t)(e->status & (CT_SEEN_REPLY | CT_ASSURED | CT_SRC_NAT |
+                                       CT_DST_NAT));
+    ct_set_timeout(&c, now_ms, e->timeout_ms);
+    c.created = (uint32_t)((now_ms - (e->age_ms < now_ms ? e->age_ms : 0)) >>
+                           CT_CREATED_SHIFT);
+    enum ct_dir dir;
+    uint32_t hash = ct_hash(&dp->ct, &c.tuple[CT_DIR_ORIGINAL]);
+    if (ct_find(&dp->ct, &c.tuple[CT_DIR_ORIGINAL], hash, now_ms, &dir))
+        return -2;
+    /* Rebuild the endpoint-independent mapping the connection used. */
+    const struct ct_tuple *o = &c.tuple[CT_DIR_ORIGINAL], *r = &c.tuple[CT_DIR_REPLY];
+    if ((e->status & RT_CT_NAT_MAPPED) && dp->np.eim) {
+        bool ok;
+        if (c.status & CT_SRC_NAT)
+            ok = nat_map_adopt(&dp->nm, o->proto, o->src.v4, o->sport, r->dst.v4,
+                               o->proto == IPPROTO_ICMP_ ? r->sport : r->dport,
+                               o->dst.v4);
+        else
+            ok = nat_map_adopt(&dp->nm, o->proto, r->src.v4, r->sport, o->dst.v4,
+                               o->dport, o->src.v4);
+        if (ok)
+            c.status |= CT_NAT_MAPPED;
+    }
+    struct ct_conn *slot = ct_alloc(&dp->ct, hash, now_ms);
+    if (!slot) {
+        abandon(dp, &c);
+        return -2;
+    }
+    *slot = c;
+    if (!ct_insert(&dp->ct, slot, hash, false, now_ms)) {
+        abandon(dp, &c);
+        return -2;
+    }
+    return 0;
+}
+
 uint32_t rt_ct_count(const struct rt_dp *dp) { return dp->ct.count; }
 uint32_t rt_nat_map_count(const struct rt_dp *dp) { return dp->nm.count; }
 

@@ -202,6 +202,25 @@ static void map_add_peer(struct nat_map *m, rt_be32 peer)
         m->n_peers++;
 }
 
+bool nat_map_adopt(struct nat_maps *nm, uint8_t proto, rt_be32 int_addr,
+                   rt_be16 int_port, rt_be32 ext_addr, rt_be16 ext_port,
+                   rt_be32 peer)
+{
+    struct nat_map *m = map_by_int(nm, proto, int_addr, int_port, ext_addr);
+    if (m && m->ext_port != ext_port)
+        return false;
+    if (!m) {
+        if (nat_map_by_ext(nm, proto, ext_addr, ext_port))
+            return false;
+        m = map_new(nm, proto, int_addr, int_port, ext_addr, ext_port);
+        if (!m)
+            return false;
+    }
+    m->refs++;
+    map_add_peer(m, peer);
+    return true;
+}
+
 /* ---- choosing a binding ------------------------------------------------ */
 
 /*

@@ -71,6 +71,13 @@ struct nat_map *nat_map_by_ext(struct nat_maps *nm, uint8_t proto, rt_be32 addr,
  * CT_NAT_MAPPED); frees the mapping with its last reference. */
 void nat_map_release(struct nat_maps *nm, const struct ct_conn *c);
 
+/* Takes a reference on the mapping (proto, inside endpoint, external
+ * endpoint), making it if needed; false if the external port belongs to
+ * another mapping or there is no room (used when connections are restored). */
+bool nat_map_adopt(struct nat_maps *nm, uint8_t proto, rt_be32 int_addr,
+                   rt_be16 int_port, rt_be32 ext_addr, rt_be16 ext_port,
+                   rt_be32 peer);
+
 /* True if 'peer' is among the addresses the mapping's inside endpoint sent
  * to (address-dependent filtering). */
 bool nat_map_knows_peer(const struct nat_map *m, rt_be32 peer);

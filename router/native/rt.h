@@ -269,6 +269,13 @@ uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
 
 /* Bytes the connection table holds: slots, hash index, free list. */
 uint64_t rt_ct_table_bytes(const struct rt_dp *dp);
+/* Puts back a connection saved with rt_ct_dump() (restart with state): its
+ * tuples, state, status, counters, age and time left.  NAT mappings are
+ * rebuilt from it.  Returns 0, or -1 if the entry is not valid, -2 if it
+ * clashes with the table or the table is full. */
+int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
+                  uint64_t now_ms);
+
 uint32_t rt_ct_count(const struct rt_dp *dp);
 /* Endpoint-independent NAT mappings in use. */
 uint32_t rt_nat_map_count(const struct rt_dp *dp);

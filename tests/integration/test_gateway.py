@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 import sys
 import time
 
@@ -315,3 +316,53 @@ def test_prometheus_metrics(netlab: NetLab) -> None:
     assert 'router_reloads_total{result="ok"}' in text
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"http://{addr}/other", timeout=5)
+
+
+def test_connections_survive_a_restart(netlab: NetLab) -> None:
+    sink = netlab.spawn(netlab.wan, sys.executable, "-c",
+                        "import socket\n"
+                        "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                        f"s.bind(('{SERVER}',9200));s.listen();s.settimeout(40)\n"
+                        "print('ready',flush=True)\n"
+                        "c,a=s.accept();c.settimeout(40);f=c.makefile()\n"
+                        "for line in f:\n"
+                        "  print(a[0],a[1],line.strip(),flush=True)\n")
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", netlab.lan, sys.executable, "-c",
+         "import socket,sys\n"
+         f"s=socket.create_connection(('{SERVER}',9200),timeout=30)\n"
+         "for line in sys.stdin:\n"
+         "  s.sendall(line.encode())\n"],
+        stdin=subprocess.PIPE, text=True)
+    netlab.procs.append(client)
+    assert client.stdin is not None
+    client.stdin.write("before\n")
+    client.stdin.flush()
+    first = sink.stdout.readline().split()
+    assert first[0] == ROUTER_WAN and first[2] == "before"
+
+    netlab.stop_router()  # SIGTERM: the table goes to the state file
+    assert netlab.events("ct.saved")[0]["entries"] >= 1
+    netlab.start_router()  # new TUN devices, the table comes back
+    (restored,) = netlab.events("ct.restored")
+    assert restored["restored"] >= 1 and restored["failed"] == 0
+
+    client.stdin.write("after\n")
+    client.stdin.flush()
+    second = sink.stdout.readline().split()
+    assert second == [first[0], first[1], "after"]  # same connection, same NAT port
+    (e,) = netlab.ctl_json("conntrack", "list", "--dport", "9200")
+    assert e["state"] == "ESTABLISHED" and e["assured"]
+
+
+def test_damaged_state_file_is_refused(netlab: NetLab) -> None:
+    netlab.stop_router()
+    state_file = netlab.workdir / "conntrack.json"
+    state_file.write_text('{"format": "tun-router-conntrack", "version": 99, "entries": []}')
+    netlab.start_router()
+    (ev,) = netlab.events("ct.state_refused")
+    assert "version 99" in ev["reason"]
+    assert netlab.ctl_json("conntrack", "list") == []
+    r = netlab.ns(netlab.lan, "ping", "-c", "1", "-W", "2", SERVER)
+    assert "1 received" in r.stdout

@@ -120,3 +120,30 @@ def test_flush(lab: Lab) -> None:
         lab.send(LAN, udp(sport=9000 + i))
     lab.dp.flush()
     assert lab.dp.count() == 0 and lab.entries() == []
+
+
+def test_save_and_restore_keep_connections_and_mappings(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    from tests.native.conftest import LAN_HOST2
+
+    lab = lab_factory()
+    lab.send(LAN, udp(LAN_HOST2, 5000))  # takes external port 5000
+    out = lab.send(LAN, udp(LAN_HOST, 5000))  # gets another one
+    port = IP(out.data)[UDP].sport
+    assured_tcp(lab, 40000)
+    saved = lab.entries()
+    assert len(saved) == 3
+
+    fresh = lab_factory()  # a new router: same config, empty table
+    fresh.now = lab.now + 5000
+    for e in saved:
+        assert fresh.dp.restore(e, fresh.now) == 0
+    again = {(e.src, e.sport, e.state, e.assured) for e in fresh.entries()}
+    assert again == {(e.src, e.sport, e.state, e.assured) for e in saved}
+    # The NAT binding survived: replies reach the right host ...
+    back = fresh.send(WAN, udp_reply(port))
+    assert back.out_iface == LAN and IP(back.data).dst == LAN_HOST
+    # ... and the mapping too: the host keeps its port toward a new destination.
+    r = fresh.send(LAN, bytes(IP(src=LAN_HOST, dst="198.51.100.99") / UDP(sport=5000, dport=1)))
+    assert IP(r.data)[UDP].sport == port
+    # A duplicate is refused.
+    assert fresh.dp.restore(saved[0], fresh.now) == -2
