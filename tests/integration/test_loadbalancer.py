@@ -88,7 +88,9 @@ def test_spread_by_weight_and_removal_moves_only_its_flows(three: tuple[NetLab, 
     before = who(lab)
     share = Counter(before.values())
     assert set(share) == {"10.91.1.2", "10.91.2.2", "10.91.3.2"}
-    assert share["10.91.3.2"] > max(share["10.91.1.2"], share["10.91.2.2"])  # weight 2
+    # Weight 2 of 4: about half the flows (bounds wide enough for 80 samples:
+    # a failure by chance is below one in a thousand).
+    assert 0.3 <= share["10.91.3.2"] / len(PORTS) <= 0.7, share
     counts = {b["address"]: b["connections"]
               for b in lab.ctl_json("lb", "list")[0]["backends"]}
     assert counts == {k: share[k] for k in counts}
@@ -100,4 +102,4 @@ def test_spread_by_weight_and_removal_moves_only_its_flows(three: tuple[NetLab, 
     after = who(lab)
     assert "10.91.1.2" not in after.values()
     moved = [p for p in PORTS if before[p] != "10.91.1.2" and after[p] != before[p]]
-    assert len(moved) <= 3, moved  # the others keep their backend (Maglev)
+    assert len(moved) <= 4, moved  # the others keep their backend (Maglev): at most 5 %
