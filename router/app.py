@@ -136,14 +136,16 @@ class Router:
         """Serves until SIGTERM or SIGINT.  Devices must be open."""
         loop = asyncio.get_running_loop()
         try:
+            # Signals first: a SIGTERM that comes while the rest starts must
+            # still stop the router cleanly (and save its state).
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
             for n, tun in enumerate(self.tuns):
                 loop.add_reader(tun.fd, self._readable, n)
             await self.control.start()
             if self.metrics is not None:
                 await self.metrics.start()
-            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stop.set)
             self._tasks = [asyncio.create_task(self._gc()),
                            asyncio.create_task(self._stats()),
                            asyncio.create_task(self._lag())]

@@ -9,6 +9,7 @@ by their pid, then the namespaces are deleted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -71,6 +72,9 @@ class NetLab:
         return json.loads(self.ctl("--json", *args).stdout)
 
     def start_router(self) -> None:
+        # The socket appearing is the sign of life: never mistake an old one.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)
         log = open(self.workdir / "router.log", "ab")  # noqa: SIM115
         self.router = subprocess.Popen([sys.executable, "-m", "router", "run", "-c",
                                         str(self.config)], stdout=log, stderr=log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -366,3 +367,13 @@ def test_damaged_state_file_is_refused(netlab: NetLab) -> None:
     assert netlab.ctl_json("conntrack", "list") == []
     r = netlab.ns(netlab.lan, "ping", "-c", "1", "-W", "2", SERVER)
     assert "1 received" in r.stdout
+
+
+def test_sigterm_right_after_start_stops_cleanly(netlab: NetLab) -> None:
+    for _ in range(3):
+        assert netlab.stop_router() == 0
+        netlab.start_router()
+    assert netlab.stop_router() == 0
+    assert len(netlab.events("router.stopped")) == 4
+    assert len(netlab.events("ct.saved")) == 4
+    assert not os.path.exists(netlab.socket)
