@@ -312,6 +312,8 @@ class Router:
             "conntrack.list": self._h_ct_list,
             "conntrack.count": self._h_ct_count,
             "conntrack.flush": self._h_ct_flush,
+            "conntrack.delete": self._h_ct_delete,
+            "conntrack.get": self._h_ct_get,
             "stats": self._h_stats,
             "interfaces": self._h_interfaces,
             "reload": self._h_reload,
@@ -343,6 +345,28 @@ class Router:
             if _matches(j, filt):
                 out.append(j)
         return out
+
+    async def _h_ct_delete(self, args: Mapping[str, Any]) -> Any:
+        """Deletes the connections matching the filters, like conntrack -D;
+        without any filter it refuses (use flush)."""
+        if not any(args.get(k) is not None for k in
+                   ("proto", "src", "dst", "sport", "dport", "state")):
+            raise CommandError("delete needs at least one filter (or use conntrack flush)")
+        matching = await self._h_ct_list(args)
+        n = sum(self.dp.delete(e["id"]) for e in matching)
+        self.log.info("ct.deleted", entries=n, **{k: v for k, v in args.items() if v})
+        return {"deleted": n}
+
+    async def _h_ct_get(self, args: Mapping[str, Any]) -> Any:
+        """The connection with exactly this original tuple, like conntrack -G."""
+        missing = [k for k in ("proto", "src", "dst", "sport", "dport") if args.get(k) is None]
+        if missing:
+            raise CommandError(f"get needs the whole original tuple; missing: "
+                               f"{', '.join(missing)}")
+        found = await self._h_ct_list(args)
+        if not found:
+            raise CommandError("0 flow entries: no such connection")
+        return found[0]
 
     async def _h_ct_count(self, args: Mapping[str, Any]) -> Any:
         return {"count": self.dp.count(), "max": self.dp.capacity}

@@ -2,6 +2,8 @@
 
     routerctl [-s SOCKET] [--json] conntrack list [-p PROTO] [-s ADDR] [-d ADDR]
                                                   [--sport N] [--dport N] [--state S]
+    routerctl conntrack get -p P -s A -d A --sport N --dport N
+    routerctl conntrack delete [filters as for list]
     routerctl conntrack count
     routerctl conntrack flush
     routerctl stats | interfaces | status | reload
@@ -83,13 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     ct = sub.add_parser("conntrack", help="connection tracking table")
     ctsub = ct.add_subparsers(dest="ctcmd", required=True)
-    ls = ctsub.add_parser("list", help="list connections like conntrack -L")
-    ls.add_argument("-p", "--proto", help="protocol name or number")
-    ls.add_argument("-s", "--src", help="original source address")
-    ls.add_argument("-d", "--dst", help="original destination address")
-    ls.add_argument("--sport", type=int, help="original source port")
-    ls.add_argument("--dport", type=int, help="original destination port")
-    ls.add_argument("--state", help="TCP state, e.g. ESTABLISHED")
+    for name, helptext in (("list", "list connections like conntrack -L"),
+                           ("get", "one connection by its original tuple, like conntrack -G"),
+                           ("delete", "delete the matching connections, like conntrack -D")):
+        ls = ctsub.add_parser(name, help=helptext)
+        ls.add_argument("-p", "--proto", help="protocol name or number")
+        ls.add_argument("-s", "--src", help="original source address")
+        ls.add_argument("-d", "--dst", help="original destination address")
+        ls.add_argument("--sport", type=int, help="original source port")
+        ls.add_argument("--dport", type=int, help="original destination port")
+        ls.add_argument("--state", help="TCP state, e.g. ESTABLISHED")
     ctsub.add_parser("count", help="number of connections, like conntrack -C")
     ctsub.add_parser("flush", help="delete every connection, like conntrack -F")
     sub.add_parser("stats", help="data plane counters and drops by reason")
@@ -172,6 +177,16 @@ def _conntrack(args: argparse.Namespace) -> int:
             for e in entries:
                 print(entry_line(e))
             print(f"routerctl: {len(entries)} flow entries have been shown.", file=sys.stderr)
+    elif args.ctcmd in ("get", "delete"):
+        filt = {k: getattr(args, k) for k in ("proto", "src", "dst", "sport", "dport", "state")}
+        r = request(args.socket, f"conntrack.{args.ctcmd}", filt)
+        if args.json:
+            print(json.dumps(r, indent=2))
+        elif args.ctcmd == "get":
+            print(entry_line(r))
+            print("routerctl: 1 flow entries have been shown.", file=sys.stderr)
+        else:
+            print(f"routerctl: {r['deleted']} flow entries have been deleted.", file=sys.stderr)
     elif args.ctcmd == "count":
         r = request(args.socket, "conntrack.count")
         print(json.dumps(r) if args.json else r["count"])

@@ -346,6 +346,10 @@ class Datapath:
         c.age_ms = e.age_ms
         return int(lib.rt_ct_restore(self._dp, c, now_ms))
 
+    def delete(self, slot: int) -> bool:
+        """Removes the connection in ``slot``; False if there is none."""
+        return int(lib.rt_ct_delete(self._dp, slot)) == 0
+
     def count(self) -> int:
         return int(lib.rt_ct_count(self._dp))
 

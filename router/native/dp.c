@@ -1313,6 +1313,15 @@ int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
     return 0;
 }
 
+int rt_ct_delete(struct rt_dp *dp, uint32_t slot)
+{
+    if (slot >= dp->ct.high_water || !ct_live(&dp->ct.conns[slot]))
+        return -1;
+    ct_delete(&dp->ct, &dp->ct.conns[slot]);
+    dp->counters[RT_CNT_DELETED]++;
+    return 0;
+}
+
 uint32_t rt_ct_count(const struct rt_dp *dp) { return dp->ct.count; }
 uint32_t rt_nat_map_count(const struct rt_dp *dp) { return dp->nm.count; }
 

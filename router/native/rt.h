@@ -276,6 +276,10 @@ uint64_t rt_ct_table_bytes(const struct rt_dp *dp);
 int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
                   uint64_t now_ms);
 
+/* Removes the connection in 'slot' (from rt_ct_dump); returns 0, or -1 if
+ * the slot holds none. */
+int rt_ct_delete(struct rt_dp *dp, uint32_t slot);
+
 uint32_t rt_ct_count(const struct rt_dp *dp);
 /* Endpoint-independent NAT mappings in use. */
 uint32_t rt_nat_map_count(const struct rt_dp *dp);

@@ -377,3 +377,26 @@ def test_sigterm_right_after_start_stops_cleanly(netlab: NetLab) -> None:
     assert len(netlab.events("router.stopped")) == 4
     assert len(netlab.events("ct.saved")) == 4
     assert not os.path.exists(netlab.socket)
+
+
+def test_conntrack_get_and_delete(netlab: NetLab) -> None:
+    netlab.server(netlab.wan, "udp-echo", SERVER, 5356)
+    for sport in (43000, 43001):
+        netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER, "5356", "x", str(sport))
+    e = netlab.ctl_json("conntrack", "get", "-p", "udp", "-s", LAN_HOST, "-d", SERVER,
+                        "--sport", "43001", "--dport", "5356")
+    assert e["original"]["sport"] == 43001 and e["reply"]["dst"] == ROUTER_WAN
+    line = netlab.ctl("conntrack", "get", "-p", "udp", "-s", LAN_HOST, "-d", SERVER,
+                      "--sport", "43001", "--dport", "5356").stdout
+    assert line.startswith("udp      17 ") and "sport=43001" in line
+    r = netlab.ctl("conntrack", "get", "-p", "udp", "-s", LAN_HOST, check=False)
+    assert r.returncode == 1 and "missing: dst, sport, dport" in r.stderr
+    r = netlab.ctl("conntrack", "delete", check=False)
+    assert r.returncode == 1 and "at least one filter" in r.stderr
+    r = netlab.ctl("conntrack", "delete", "-p", "udp", "--sport", "43000")
+    assert "1 flow entries have been deleted" in r.stderr
+    left = netlab.ctl_json("conntrack", "list", "-p", "udp")
+    assert [x["original"]["sport"] for x in left] == [43001]
+    r = netlab.ctl("conntrack", "get", "-p", "udp", "-s", LAN_HOST, "-d", SERVER,
+                   "--sport", "43000", "--dport", "5356", check=False)
+    assert r.returncode == 1 and "0 flow entries" in r.stderr
