@@ -21,7 +21,9 @@ SERVER2 = "203.0.113.11"
 @pytest.fixture
 def stun(netlab: NetLab) -> NetLab:
     netlab.ns(netlab.wan, "ip", "addr", "add", f"{SERVER2}/24", "dev", "wan0")
-    p = netlab.spawn(netlab.wan, "timeout", "120", "turnserver", "-L", SERVER, "-L", SERVER2,
+    # Spawned directly (ip netns exec execs it), so that the fixture's
+    # teardown ends turnserver itself by its pid.
+    p = netlab.spawn(netlab.wan, "turnserver", "-L", SERVER, "-L", SERVER2,
                      "--no-tls", "--no-dtls", "--stun-only", "--no-cli", "-c", "/dev/null",
                      "--log-file", "stdout", "--simple-log")
     assert p.stdout is not None
