@@ -78,6 +78,14 @@ class Collector:
         yield reloads
 
 
+async def _skip_headers(reader: asyncio.StreamReader) -> None:
+    """Reads request headers up to the blank line; the exporter needs none."""
+    while True:
+        line = await asyncio.wait_for(reader.readline(), 5)
+        if not line.strip():
+            return
+
+
 class MetricsServer:
     def __init__(self, listen: str, snapshot: Callable[[], dict[str, Any]]) -> None:
         host, _, port = listen.rpartition(":")
@@ -103,8 +111,7 @@ class MetricsServer:
                       writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)).strip():
-                pass  # headers
+            await _skip_headers(reader)
             parts = request.decode("latin-1").split()
             if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
                 body = generate_latest(self.registry)

@@ -1338,17 +1338,24 @@ void rt_ct_flush(struct rt_dp *dp)
     ct_flush(&dp->ct);
 }
 
+/* Copies the first min('n', 'have') of 'src' to 'out'. */
+static void copy_counts(uint64_t *out, uint32_t n, const uint64_t *src, uint32_t have)
+{
+    if (n > have)
+        n = have;
+    if (n)
+        memcpy(out, src, (size_t)n * sizeof *out);
+}
+
 uint32_t rt_dp_counters(const struct rt_dp *dp, uint64_t *out, uint32_t n)
 {
-    for (uint32_t i = 0; i < n && i < RT_N_COUNTERS; i++)
-        out[i] = dp->counters[i];
+    copy_counts(out, n, dp->counters, RT_N_COUNTERS);
     return RT_N_COUNTERS;
 }
 
 uint32_t rt_dp_drops(const struct rt_dp *dp, uint64_t *out, uint32_t n)
 {
-    for (uint32_t i = 0; i < n && i < RT_DROP_N_REASONS; i++)
-        out[i] = dp->drops[i];
+    copy_counts(out, n, dp->drops, RT_DROP_N_REASONS);
     return RT_DROP_N_REASONS;
 }
 
@@ -1363,15 +1370,13 @@ int rt_dp_iface_stats(const struct rt_dp *dp, uint32_t iface,
 
 uint32_t rt_dp_fw_stats(const struct rt_dp *dp, uint64_t *out, uint32_t n)
 {
-    for (uint32_t i = 0; i < n && i < 2 * dp->n_fw; i++)
-        out[i] = dp->fw_counts[i];
+    copy_counts(out, n, dp->fw_counts, 2 * dp->n_fw);
     return dp->n_fw;
 }
 
 uint32_t rt_dp_lb_stats(const struct rt_dp *dp, uint64_t *out, uint32_t n)
 {
-    for (uint32_t i = 0; i < n && i < dp->n_backends; i++)
-        out[i] = dp->lb_conns[i];
+    copy_counts(out, n, dp->lb_conns, dp->n_backends);
     return dp->n_backends;
 }
 
