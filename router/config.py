@@ -147,6 +147,8 @@ class Policy:
 class Conntrack:
     max_entries: int = 65536
     tcp_loose: bool = True
+    tcp_liberal: bool = False
+    tcp_max_retrans: int = 3
     checksum: bool = True
     timeouts: Mapping[str, int] = field(default_factory=lambda: dict(TIMEOUT_DEFAULTS))
     gc_interval: float = 5.0
@@ -747,13 +749,15 @@ def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
 
 def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
     t = r.table(doc, "conntrack", "")
-    r.known(t, "conntrack", {"max", "tcp_loose", "checksum", "timeouts", "gc_interval",
-                             "state_file"})
+    r.known(t, "conntrack", {"max", "tcp_loose", "tcp_liberal", "tcp_max_retrans", "checksum",
+                             "timeouts", "gc_interval", "state_file"})
     state_file = r.get(t, "state_file", "conntrack", str, "/var/lib/router/conntrack.json")
     if state_file and not state_file.startswith("/"):
         raise r.fail("conntrack.state_file", "must be an absolute path (or empty: no state)")
     mx = r.integer(t, "max", "conntrack", 65536, 16, 1 << 26)
     loose = r.get(t, "tcp_loose", "conntrack", bool, True)
+    liberal = r.get(t, "tcp_liberal", "conntrack", bool, False)
+    max_retrans = r.integer(t, "tcp_max_retrans", "conntrack", 3, 1, 15)
     csum = r.get(t, "checksum", "conntrack", bool, True)
     gci = r.get(t, "gc_interval", "conntrack", (int, float), 5.0)
     if not 0.1 <= gci <= 300:
@@ -763,7 +767,8 @@ def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
     timeouts = dict(TIMEOUT_DEFAULTS)
     for k in to:
         timeouts[k] = r.integer(to, k, "conntrack.timeouts", 0, 1, MAX_TIMEOUT)
-    return Conntrack(max_entries=mx, tcp_loose=loose, checksum=csum, timeouts=timeouts,
+    return Conntrack(max_entries=mx, tcp_loose=loose, tcp_liberal=liberal,
+                     tcp_max_retrans=max_retrans, checksum=csum, timeouts=timeouts,
                      gc_interval=float(gci), state_file=state_file)
 
 
@@ -803,6 +808,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         "log": {"level": cfg.log_level, "format": cfg.log_format},
         "dataplane": {"batch": cfg.batch, "offload": cfg.offload},
         "conntrack": {"max": cfg.conntrack.max_entries, "tcp_loose": cfg.conntrack.tcp_loose,
+                      "tcp_liberal": cfg.conntrack.tcp_liberal,
+                      "tcp_max_retrans": cfg.conntrack.tcp_max_retrans,
                       "checksum": cfg.conntrack.checksum,
                       "gc_interval": cfg.conntrack.gc_interval,
                       "state_file": cfg.conntrack.state_file,

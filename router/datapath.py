@@ -95,6 +95,9 @@ class SweepResult:
     count: int
 
 
+TcpWindow = tuple[int, int, int, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class CtEntry:
     """One tracked connection, both directions."""
@@ -112,6 +115,9 @@ class CtEntry:
     age_ms: int
     packets: tuple[int, int]
     bytes: tuple[int, int]
+    # TCP window tracking per direction: (end, maxend, maxwin, scale, flags);
+    # None when not known (a restored entry then re-learns it liberally).
+    tcp_window: tuple[TcpWindow, TcpWindow] | None = None
 
     @property
     def assured(self) -> bool:
@@ -125,6 +131,11 @@ class CtEntry:
 def _addr(raw: Any, family: int) -> str:
     b = bytes(raw)
     return str(IPv4Address(b[:4])) if family == 4 else str(IPv6Address(b))
+
+
+def _window(e: Any, d: int) -> TcpWindow:
+    return (int(e.tcp_end[d]), int(e.tcp_maxend[d]), int(e.tcp_maxwin[d]),
+            int(e.tcp_scale[d]), int(e.tcp_flags[d]))
 
 
 class Datapath:
@@ -228,7 +239,9 @@ class Datapath:
         tb.flags = ((lib.RT_F_TCP_LOOSE if t.tcp_loose else 0)
                     | (lib.RT_F_L4_CSUM if t.checksum else 0)
                     | (lib.RT_F_PRESERVE_PORTS if t.preserve_ports else 0)
-                    | (lib.RT_F_EIM if t.eim else 0))
+                    | (lib.RT_F_EIM if t.eim else 0)
+                    | (lib.RT_F_TCP_LIBERAL if t.tcp_liberal else 0))
+        tb.tcp_max_retrans = t.tcp_max_retrans
         tb.nat_filtering = t.filtering
         tb.fw_rules = fw
         tb.n_fw_rules = len(t.fw)
@@ -326,6 +339,7 @@ class Datapath:
                     age_ms=int(e.age_ms),
                     packets=(int(e.packets[0]), int(e.packets[1])),
                     bytes=(int(e.bytes[0]), int(e.bytes[1])),
+                    tcp_window=(_window(e, 0), _window(e, 1)) if e.proto == 6 else None,
                 ))
 
     def restore(self, e: CtEntry, now_ms: int) -> int:
@@ -344,6 +358,10 @@ class Datapath:
             c.bytes[d] = e.bytes[d]
         c.timeout_ms = e.timeout_ms
         c.age_ms = e.age_ms
+        if e.tcp_window is not None:
+            for d in (0, 1):
+                (c.tcp_end[d], c.tcp_maxend[d], c.tcp_maxwin[d], c.tcp_scale[d],
+                 c.tcp_flags[d]) = e.tcp_window[d]
         return int(lib.rt_ct_restore(self._dp, c, now_ms))
 
     def delete(self, slot: int) -> bool:

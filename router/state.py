@@ -18,7 +18,11 @@ from typing import Any
 from router.datapath import CtEntry
 
 FORMAT = "tun-router-conntrack"
-VERSION = 1
+VERSION = 2
+# Version 1 lacked the TCP windows: such entries are restored and their
+# windows learned again, as for a connection picked up mid-stream.
+READABLE = (1, 2)
+OPTIONAL = {"tcp_window"}
 
 
 class StateError(Exception):
@@ -47,17 +51,24 @@ def load(path: str) -> tuple[float, list[CtEntry]]:
         raise StateError(f"cannot read: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise StateError("not a conntrack state file")
-    if doc.get("version") != VERSION:
-        raise StateError(f"format version {doc.get('version')!r}, this router reads {VERSION}")
+    if doc.get("version") not in READABLE:
+        raise StateError(f"format version {doc.get('version')!r}, this router reads "
+                         f"{', '.join(map(str, READABLE))}")
     names = [f.name for f in fields(CtEntry)]
     out = []
     try:
         saved_at = float(doc["saved_at"])
         for raw in doc["entries"]:
-            if set(raw) != set(names):
+            if not set(names) - OPTIONAL <= set(raw) <= set(names):
                 raise StateError("an entry has unknown or missing fields")
             for k in ("src", "dst", "sport", "dport", "packets", "bytes"):
                 raw[k] = tuple(raw[k])
+            win = raw.get("tcp_window")
+            if win is not None:
+                if len(win) != 2 or any(len(w) != 5 for w in win):
+                    raise StateError("an entry has a malformed tcp_window")
+                raw["tcp_window"] = (tuple(int(v) for v in win[0]),
+                                     tuple(int(v) for v in win[1]))
             out.append(CtEntry(**raw))
     except (KeyError, TypeError, ValueError) as e:
         raise StateError(f"damaged: {e}") from None

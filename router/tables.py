@@ -100,6 +100,8 @@ class Tables:
     checksum: bool
     preserve_ports: bool
     eim: bool = True
+    tcp_liberal: bool = False
+    tcp_max_retrans: int = 3
     filtering: int = 1  # 0 APDF, 1 ADF, 2 EIF (rt.h RT_FILTER_*)
     nat_pool: tuple[IPv4Address, ...] = ()
     fw: tuple[FwEntry, ...] = ()
@@ -172,6 +174,8 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         port_min=cfg.nat.port_min,
         port_max=cfg.nat.port_max,
         tcp_loose=cfg.conntrack.tcp_loose,
+        tcp_liberal=cfg.conntrack.tcp_liberal,
+        tcp_max_retrans=cfg.conntrack.tcp_max_retrans,
         checksum=cfg.conntrack.checksum,
         preserve_ports=cfg.nat.preserve_ports,
         eim=cfg.nat.mapping == "endpoint-independent",

@@ -90,9 +90,11 @@ int ct_init(struct ct_table *ct, uint32_t capacity, uint64_t seed,
         nb <<= 1;
     ct->conns_bytes = (size_t)capacity * sizeof *ct->conns;
     ct->buckets_bytes = (size_t)nb * sizeof *ct->buckets;
+    ct->tcpw_bytes = (size_t)capacity * sizeof *ct->tcpw;
     ct->conns = map(ct->conns_bytes);
     ct->buckets = map(ct->buckets_bytes);
-    if (!ct->conns || !ct->buckets) {
+    ct->tcpw = map(ct->tcpw_bytes);
+    if (!ct->conns || !ct->buckets || !ct->tcpw) {
         ct_destroy(ct);
         return -1;
     }
@@ -114,6 +116,8 @@ void ct_destroy(struct ct_table *ct)
         munmap(ct->conns, ct->conns_bytes);
     if (ct->buckets)
         munmap(ct->buckets, ct->buckets_bytes);
+    if (ct->tcpw)
+        munmap(ct->tcpw, ct->tcpw_bytes);
     memset(ct, 0, sizeof *ct);
 }
 
@@ -152,6 +156,7 @@ static void unlink_node(struct ct_table *ct, struct ct_conn *c, unsigned d,
 static void free_slot(struct ct_table *ct, struct ct_conn *c)
 {
     memset(c, 0, sizeof *c);
+    memset(ct_tcp_win(ct, c), 0, sizeof(struct ct_tcp_win));
     c->next[0] = ct->free_head;
     ct->free_head = ct_slot(ct, c);
 }

@@ -47,6 +47,33 @@ struct ct_conn {
 };
 static_assert(sizeof(struct ct_conn) == 128, "ct_conn must be two cache lines");
 
+/* struct ct_tcp_win.flags, per direction (Linux's IP_CT_TCP_FLAG_*). */
+#define CT_TCPF_WINDOW_SCALE 0x01 /* sent the window scale option */
+#define CT_TCPF_SACK_PERM 0x02    /* sent SACK permitted */
+#define CT_TCPF_CLOSE_INIT 0x04   /* (unused, Linux's numbering) */
+#define CT_TCPF_BE_LIBERAL 0x08   /* out-of-window segments pass */
+#define CT_TCPF_DATA_UNACK 0x10   /* sent data not acknowledged yet */
+
+/*
+ * The sequence-window state of a TCP connection (Linux's ip_ct_tcp_state,
+ * van Rooij's "Real Stateful TCP Packet Filtering"), per direction: the
+ * highest sequence number sent plus one (end), the highest the receiver
+ * allowed (maxend), the largest window seen (maxwin) and the window scale.
+ * Kept in an array parallel to the connections, one 32-byte entry per slot:
+ * only TCP touches it, so the two cache lines of struct ct_conn stay what
+ * every protocol reads.  'last_sig' identifies the last acknowledgement so
+ * that identical ones (retransmissions) can be counted.
+ */
+struct ct_tcp_win {
+    uint32_t end[CT_DIRS];
+    uint32_t maxend[CT_DIRS];
+    uint32_t maxwin[CT_DIRS];
+    uint32_t last_sig;       /* hash of seq, ack, end and window */
+    uint8_t scale[CT_DIRS];  /* window scale shift, 0..14 */
+    uint8_t flags[CT_DIRS];  /* CT_TCPF_* */
+};
+static_assert(sizeof(struct ct_tcp_win) == 32, "ct_tcp_win is 32 bytes");
+
 /*
  * The table: a preallocated array of connections and a chained hash index
  * over node ids ('slot' * 2 + direction).  Sized once at start; nothing is
@@ -56,6 +83,7 @@ static_assert(sizeof(struct ct_conn) == 128, "ct_conn must be two cache lines");
  */
 struct ct_table {
     struct ct_conn *conns;   /* 'capacity' slots, 128-byte aligned */
+    struct ct_tcp_win *tcpw; /* 'capacity' TCP window states, by slot */
     uint32_t *buckets;       /* chain heads, 'bucket_mask' + 1 of them */
     uint32_t free_head;      /* first recycled free slot, CT_NIL if none */
     uint32_t high_water;     /* slots at and above it were never used */
@@ -72,6 +100,7 @@ struct ct_table {
     void *on_delete_ctx;     /* its first argument */
     size_t conns_bytes;      /* size of the 'conns' mapping */
     size_t buckets_bytes;    /* size of the 'buckets' mapping */
+    size_t tcpw_bytes;       /* size of the 'tcpw' mapping */
 };
 
 /* Number of buckets looked at for an entry to evict when the table is full,
@@ -132,6 +161,13 @@ static inline uint32_t ct_slot(const struct ct_table *ct,
                                const struct ct_conn *c)
 {
     return (uint32_t)(c - ct->conns);
+}
+
+/* The TCP window state of connection 'c'. */
+static inline struct ct_tcp_win *ct_tcp_win(const struct ct_table *ct,
+                                            const struct ct_conn *c)
+{
+    return &ct->tcpw[c - ct->conns];
 }
 
 static inline bool ct_live(const struct ct_conn *c)

@@ -18,19 +18,21 @@
 
 #define UDP_STREAM_AFTER_MS 2000 /* Linux: stream_ts = first packet + 2 s */
 
-static bool udp_new(struct ct_conn *c, const struct pkt_meta *m,
-                    const struct ct_params *p)
+static bool udp_new(struct ct_conn *c, struct ct_tcp_win *w,
+                    const struct pkt_meta *m, const struct ct_params *p)
 {
+    (void)w;
     (void)c;
     (void)m;
     (void)p;
     return true;
 }
 
-static enum ct_verdict udp_update(struct ct_conn *c, const struct pkt_meta *m,
-                                  enum ct_dir dir, const struct ct_params *p,
-                                  uint64_t now_ms)
+static enum ct_verdict udp_update(struct ct_conn *c, struct ct_tcp_win *w,
+                                  const struct pkt_meta *m, enum ct_dir dir,
+                                  const struct ct_params *p, uint64_t now_ms)
 {
+    (void)w;
     (void)m;
     bool replied = (c->status & CT_SEEN_REPLY) || dir == CT_DIR_REPLY;
     if (replied && ct_age(c, now_ms) >= UDP_STREAM_AFTER_MS) {
@@ -42,18 +44,20 @@ static enum ct_verdict udp_update(struct ct_conn *c, const struct pkt_meta *m,
     return CT_ACCEPT;
 }
 
-static bool icmp_new(struct ct_conn *c, const struct pkt_meta *m,
-                     const struct ct_params *p)
+static bool icmp_new(struct ct_conn *c, struct ct_tcp_win *w,
+                     const struct pkt_meta *m, const struct ct_params *p)
 {
+    (void)w;
     (void)c;
     (void)p;
     return m->icmp_query && icmp_query_reply_type(m->icmp_type) >= 0;
 }
 
-static enum ct_verdict icmp_update(struct ct_conn *c, const struct pkt_meta *m,
-                                   enum ct_dir dir, const struct ct_params *p,
-                                   uint64_t now_ms)
+static enum ct_verdict icmp_update(struct ct_conn *c, struct ct_tcp_win *w,
+                                   const struct pkt_meta *m, enum ct_dir dir,
+                                   const struct ct_params *p, uint64_t now_ms)
 {
+    (void)w;
     (void)dir;
     if (!m->icmp_query)
         return CT_INVALID;
@@ -61,19 +65,21 @@ static enum ct_verdict icmp_update(struct ct_conn *c, const struct pkt_meta *m,
     return CT_ACCEPT;
 }
 
-static bool other_new(struct ct_conn *c, const struct pkt_meta *m,
-                      const struct ct_params *p)
+static bool other_new(struct ct_conn *c, struct ct_tcp_win *w,
+                      const struct pkt_meta *m, const struct ct_params *p)
 {
+    (void)w;
     (void)c;
     (void)m;
     (void)p;
     return true;
 }
 
-static enum ct_verdict other_update(struct ct_conn *c,
+static enum ct_verdict other_update(struct ct_conn *c, struct ct_tcp_win *w,
                                     const struct pkt_meta *m, enum ct_dir dir,
                                     const struct ct_params *p, uint64_t now_ms)
 {
+    (void)w;
     (void)m;
     (void)dir;
     ct_set_timeout(c, now_ms, p->timeout_ms[RT_TO_GENERIC]);

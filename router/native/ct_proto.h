@@ -15,6 +15,9 @@
 struct ct_params {
     uint64_t timeout_ms[RT_N_TIMEOUTS]; /* per enum rt_timeout */
     bool tcp_loose;                     /* pick up mid-stream TCP */
+    bool tcp_liberal;                   /* out-of-window segments pass */
+    uint8_t tcp_max_retrans;            /* identical ACKs before the
+                                           retransmission timeout */
 };
 
 /* What a tracker says about one packet of an existing connection. */
@@ -22,20 +25,23 @@ enum ct_verdict {
     CT_ACCEPT,  /* state updated, forward the packet */
     CT_IGNORE,  /* forward, but the state and timer stay as they were */
     CT_INVALID, /* the packet does not fit the connection: drop it */
+    CT_OUT_OF_WINDOW, /* INVALID: TCP segment outside the windows */
+    CT_BAD_RST, /* INVALID: TCP RST outside the windows */
     CT_REOPEN,  /* a new connection reuses the tuple: delete, start over */
     CT_KILL,    /* forward, then delete the connection now */
 };
 
 struct ct_l4_proto {
     /* May 'm' start a connection?  If so, initialises the L4 state of 'c'
-     * (the tuples are set by the caller) and returns true. */
-    bool (*new_conn)(struct ct_conn *c, const struct pkt_meta *m,
-                     const struct ct_params *p);
+     * (the tuples are set by the caller) and returns true.  'w' is the
+     * connection's TCP window state, used by TCP only. */
+    bool (*new_conn)(struct ct_conn *c, struct ct_tcp_win *w,
+                     const struct pkt_meta *m, const struct ct_params *p);
     /* Updates 'c' for packet 'm' travelling in 'dir'; sets the deadline.
      * CT_SEEN_REPLY is not yet set for the first reply packet. */
-    enum ct_verdict (*update)(struct ct_conn *c, const struct pkt_meta *m,
-                              enum ct_dir dir, const struct ct_params *p,
-                              uint64_t now_ms);
+    enum ct_verdict (*update)(struct ct_conn *c, struct ct_tcp_win *w,
+                              const struct pkt_meta *m, enum ct_dir dir,
+                              const struct ct_params *p, uint64_t now_ms);
 };
 
 extern const struct ct_l4_proto ct_proto_tcp;

@@ -28,6 +28,12 @@
 #include "csum.h"
 #include "wire.h"
 
+
+static_assert(RT_TCPF_WINDOW_SCALE == CT_TCPF_WINDOW_SCALE &&
+                  RT_TCPF_SACK_PERM == CT_TCPF_SACK_PERM &&
+                  RT_TCPF_BE_LIBERAL == CT_TCPF_BE_LIBERAL &&
+                  RT_TCPF_DATA_UNACK == CT_TCPF_DATA_UNACK,
+              "rt.h and ct.h TCP window flags agree");
 /* ICMP errors quote at most this much, so that they fit 576 bytes
  * (RFC 1812 4.3.2.3). */
 #define ICMP_ERR_MAX 576
@@ -651,9 +657,10 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     }
 
     struct ct_conn c;
+    struct ct_tcp_win w;
     memset(&c, 0, sizeof c);
     const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
-    if (!l4->new_conn(&c, m, &dp->ctp) ||
+    if (!l4->new_conn(&c, &w, m, &dp->ctp) ||
         !tuple_invert(&m->tuple, &c.tuple[CT_DIR_REPLY])) {
         dp->counters[RT_CNT_INVALID]++;
         dp_drop(dp, p, m->proto == IPPROTO_TCP_ ? RT_DROP_BAD_TCP_FLAGS
@@ -691,7 +698,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
         }
         reply_free = true; /* nat_snat found it unused */
     }
-    if (l4->update(&c, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
+    if (l4->update(&c, &w, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
         abandon(dp, &c);
         dp->counters[RT_CNT_INVALID]++;
         dp_drop(dp, p, RT_DROP_CT_INVALID);
@@ -706,6 +713,8 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
         return;
     }
     *slot = c;
+    if (m->proto == IPPROTO_TCP_)
+        *ct_tcp_win(&dp->ct, slot) = w;
     if (!ct_insert(&dp->ct, slot, hash, reply_free, now)) {
         abandon(dp, &c);
         dp_drop(dp, p, RT_DROP_CT_FULL);
@@ -747,7 +756,7 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
     }
 
     const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
-    switch (l4->update(c, m, dir, &dp->ctp, now)) {
+    switch (l4->update(c, ct_tcp_win(&dp->ct, c), m, dir, &dp->ctp, now)) {
     case CT_ACCEPT:
         account(c, m, dir);
         break;
@@ -757,6 +766,14 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
     case CT_INVALID:
         dp->counters[RT_CNT_INVALID]++;
         dp_drop(dp, p, RT_DROP_CT_INVALID);
+        return;
+    case CT_OUT_OF_WINDOW:
+        dp->counters[RT_CNT_INVALID]++;
+        dp_drop(dp, p, RT_DROP_TCP_WINDOW);
+        return;
+    case CT_BAD_RST:
+        dp->counters[RT_CNT_INVALID]++;
+        dp_drop(dp, p, RT_DROP_TCP_BAD_RST);
         return;
     case CT_REOPEN:
         ct_delete(&dp->ct, c);
@@ -984,6 +1001,7 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
     for (uint32_t i = 0; i < RT_N_TIMEOUTS; i++)
         dp->ctp.timeout_ms[i] = (uint64_t)timeout_defaults[i] * 1000;
     dp->ctp.tcp_loose = true;
+    dp->ctp.tcp_max_retrans = 3;
     dp->l4_csum = true;
     dp->np.port_min = 1024;
     dp->np.port_max = 65535;
@@ -1060,6 +1078,8 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
         LOAD_FAIL("bad NAT port range %u-%u", t->port_min, t->port_max);
     if (t->nat_filtering > RT_FILTER_EIF)
         LOAD_FAIL("bad NAT filtering %u", t->nat_filtering);
+    if (t->tcp_max_retrans < 1 || t->tcp_max_retrans > 15)
+        LOAD_FAIL("tcp_max_retrans %u not in 1..15", t->tcp_max_retrans);
     for (uint32_t i = 0; i < t->n_ifaces; i++) {
         if (t->ifaces[i].zone >= t->n_zones)
             LOAD_FAIL("interface %u: zone %u out of range", i,
@@ -1207,6 +1227,8 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     for (uint32_t i = 0; i < RT_N_TIMEOUTS; i++)
         dp->ctp.timeout_ms[i] = (uint64_t)t->timeouts[i] * 1000;
     dp->ctp.tcp_loose = (t->flags & RT_F_TCP_LOOSE) != 0;
+    dp->ctp.tcp_liberal = (t->flags & RT_F_TCP_LIBERAL) != 0;
+    dp->ctp.tcp_max_retrans = (uint8_t)t->tcp_max_retrans;
     dp->l4_csum = (t->flags & RT_F_L4_CSUM) != 0;
     dp->np.port_min = (uint16_t)t->port_min;
     dp->np.port_max = (uint16_t)t->port_max;
@@ -1253,6 +1275,16 @@ uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
         }
         e->timeout_ms = ct_time_left(c, now_ms);
         e->age_ms = ct_age(c, now_ms);
+        if (e->proto == IPPROTO_TCP_) {
+            const struct ct_tcp_win *w = ct_tcp_win(&dp->ct, c);
+            for (unsigned d = 0; d < CT_DIRS; d++) {
+                e->tcp_end[d] = w->end[d];
+                e->tcp_maxend[d] = w->maxend[d];
+                e->tcp_maxwin[d] = w->maxwin[d];
+                e->tcp_scale[d] = w->scale[d];
+                e->tcp_flags[d] = w->flags[d];
+            }
+        }
     }
     *cursor = i;
     return k;
@@ -1306,6 +1338,23 @@ int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
         return -2;
     }
     *slot = c;
+    if (c.tuple[0].proto == IPPROTO_TCP_) {
+        struct ct_tcp_win *w = ct_tcp_win(&dp->ct, slot);
+        bool known = false;
+        for (unsigned d = 0; d < CT_DIRS; d++) {
+            w->end[d] = e->tcp_end[d];
+            w->maxend[d] = e->tcp_maxend[d];
+            w->maxwin[d] = e->tcp_maxwin[d];
+            w->scale[d] = e->tcp_scale[d] > 14 ? 14 : e->tcp_scale[d];
+            w->flags[d] = e->tcp_flags[d] & (CT_TCPF_WINDOW_SCALE |
+                                             CT_TCPF_SACK_PERM |
+                                             CT_TCPF_BE_LIBERAL |
+                                             CT_TCPF_DATA_UNACK);
+            known |= e->tcp_maxwin[d] != 0;
+        }
+        if (!known) /* saved without windows: learn them again */
+            w->flags[0] = w->flags[1] = CT_TCPF_SACK_PERM | CT_TCPF_BE_LIBERAL;
+    }
     if (!ct_insert(&dp->ct, slot, hash, false, now_ms)) {
         abandon(dp, &c);
         return -2;

@@ -119,6 +119,9 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
                            n)) != 0)
             return RT_DROP_BAD_L4_CSUM;
         m->tcp_flags = l4[TCP_OFF_FLAGS];
+        m->tcp_seq = wire_h32(l4 + TCP_OFF_SEQ);
+        m->tcp_ack = wire_h32(l4 + TCP_OFF_ACK);
+        m->tcp_win = wire_h16(l4 + TCP_OFF_WIN);
         m->l4_hdr_len = (uint16_t)doff;
         break;
     }

@@ -20,6 +20,9 @@ struct pkt_meta {
     uint8_t proto;          /* IP protocol */
     uint8_t ttl;            /* IPv4 TTL */
     uint8_t tcp_flags;      /* TCP flags byte, 0 otherwise */
+    uint16_t tcp_win;       /* TCP window field, host order */
+    uint32_t tcp_seq;       /* TCP sequence number, host order */
+    uint32_t tcp_ack;       /* TCP acknowledgement number, host order */
     uint8_t df;             /* IPv4 don't-fragment bit set */
     uint8_t frag;           /* a fragment: 1 the first (offset 0), 2 a later
                                one (no L4 header), 0 a whole datagram */

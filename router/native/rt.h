@@ -19,6 +19,7 @@
 #define RT_F_L4_CSUM 0x2        /* verify TCP and UDP checksums */
 #define RT_F_PRESERVE_PORTS 0x4 /* NAT keeps a source port when free */
 #define RT_F_EIM 0x8            /* endpoint-independent NAT mapping */
+#define RT_F_TCP_LIBERAL 0x10   /* let out-of-window TCP segments pass */
 
 /* rt_tables.nat_filtering (RFC 4787 section 5). */
 #define RT_FILTER_APDF 0 /* address and port dependent */
@@ -175,6 +176,8 @@ struct rt_tables {
     uint32_t src_conn_cap;      /* tracked connections per source, 0 = any */
     uint32_t src_new_rate;      /* new connections per second per source
                                    (burst as large), 0 = any */
+    uint32_t tcp_max_retrans;   /* identical ACKs in a row before the
+                                   tcp_max_retrans timeout applies, 1..15 */
 };
 
 /*
@@ -230,7 +233,20 @@ struct rt_ct_entry {
     uint64_t age_ms;      /* time since the first packet */
     uint64_t packets[2];  /* [direction] */
     uint64_t bytes[2];    /* [direction] */
+    /* TCP window tracking, per direction (all zero: not known; a restored
+     * connection then passes as if picked up mid-stream). */
+    uint32_t tcp_end[2];    /* highest sequence number sent + 1 */
+    uint32_t tcp_maxend[2]; /* highest sequence number it may send + 1 */
+    uint32_t tcp_maxwin[2]; /* largest window it announced */
+    uint8_t tcp_scale[2];   /* its window scale */
+    uint8_t tcp_flags[2];   /* RT_TCPF_* */
 };
+
+/* rt_ct_entry.tcp_flags (Linux's IP_CT_TCP_FLAG_*). */
+#define RT_TCPF_WINDOW_SCALE 0x01
+#define RT_TCPF_SACK_PERM 0x02
+#define RT_TCPF_BE_LIBERAL 0x08
+#define RT_TCPF_DATA_UNACK 0x10
 
 struct rt_dp;
 

@@ -39,6 +39,8 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(NO_ROUTE, "no_route")             /* no route to the destination */      \
     X(TOO_BIG, "too_big")               /* larger than the output MTU */       \
     X(CT_INVALID, "ct_invalid")         /* conntrack says INVALID */           \
+    X(TCP_WINDOW, "tcp_out_of_window")  /* TCP segment outside the window */   \
+    X(TCP_BAD_RST, "tcp_invalid_rst")   /* TCP RST outside the window */       \
     X(CT_FULL, "ct_full")               /* no room in the conntrack table */   \
     X(NAT_NO_PORT, "nat_no_port")       /* no free NAT port/identifier */      \
     X(POLICY, "policy")                 /* zone policy drops NEW */            \
@@ -94,6 +96,7 @@ enum rt_tcp_state { RT_TCP_STATES(RT_TCP_ENUM__) RT_TCP_N_STATES };
     X(TCP_CLOSE, "tcp_close", 240)               /* Linux 10 */                \
     X(TCP_SYN_SENT2, "tcp_syn_sent2", 240)       /* Linux 120 */               \
     X(TCP_UNACK, "tcp_unacknowledged", 300)                                    \
+    X(TCP_RETRANS, "tcp_max_retrans", 300)                                     \
     X(UDP, "udp", 120)                           /* Linux 30 */                \
     X(UDP_STREAM, "udp_stream", 300)             /* Linux 120 */               \
     X(ICMP, "icmp", 60)                          /* Linux 30 */                \

@@ -53,9 +53,10 @@ class NetLab:
            check: bool = True) -> subprocess.CompletedProcess[str]:
         return run("ip", "netns", "exec", ns, *cmd, timeout=timeout, check=check)
 
-    def spawn(self, ns: str, *cmd: str) -> subprocess.Popen[str]:
+    def spawn(self, ns: str, *cmd: str, stdin: bool = False) -> subprocess.Popen[str]:
         p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+                             stderr=subprocess.STDOUT, text=True,
+                             stdin=subprocess.PIPE if stdin else None)
         self.procs.append(p)
         return p
 

@@ -9,6 +9,9 @@
     python peers.py http-get DST PORT LPORT...  one GET per local port, prints each answer
     python peers.py tcp-sink ADDR PORT LIFETIME prints "PEER BYTES" for one connection
     python peers.py tcp-send DST PORT BYTES     sends that many bytes, then closes
+    python peers.py scan DST PORTS SECS         TCP connect scan ("1-1024,8080"), prints
+                                                the ports that accepted
+    python peers.py tcp-echo ADDR PORT LIFETIME echoes on one connection
 
 Every server stops by itself after LIFETIME seconds.
 """
@@ -137,6 +140,51 @@ def tcp_send(dst: str, port: int, n: int) -> None:
     s.close()
 
 
+def scan(dst: str, spec: str, secs: float) -> None:
+    import selectors
+    import time
+
+    ports: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        ports += range(int(lo), int(hi or lo) + 1)
+    sel = selectors.DefaultSelector()
+    socks = []
+    for port in ports:
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((dst, port))
+        sel.register(s, selectors.EVENT_WRITE, port)
+        socks.append(s)
+    found = []
+    deadline = time.monotonic() + secs
+    while sel.get_map() and (left := deadline - time.monotonic()) > 0:
+        for key, _ in sel.select(left):
+            s = key.fileobj  # type: ignore[assignment]
+            sel.unregister(s)
+            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                found.append(key.data)
+    for s in socks:
+        s.close()
+    print(" ".join(map(str, sorted(found))), flush=True)
+
+
+def tcp_echo(addr: str, port: int, lifetime: float) -> None:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen()
+    s.settimeout(lifetime)
+    print("ready", flush=True)
+    c, _ = s.accept()
+    c.settimeout(lifetime)
+    try:
+        while data := c.recv(65536):
+            c.sendall(data)
+    except TimeoutError:
+        pass
+
+
 def main() -> None:
     mode, *a = sys.argv[1:]
     if mode == "http":
@@ -157,6 +205,10 @@ def main() -> None:
         tcp_sink(a[0], int(a[1]), float(a[2]))
     elif mode == "tcp-send":
         tcp_send(a[0], int(a[1]), int(a[2]))
+    elif mode == "scan":
+        scan(a[0], a[1], float(a[2]))
+    elif mode == "tcp-echo":
+        tcp_echo(a[0], int(a[1]), float(a[2]))
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.integration.conftest import LAN_HOST, PEERS, ROUTER_WAN, SERVER, NetLab
-from tests.packets import IP, UDP, Raw
+from tests.packets import IP, TCP, UDP, Raw
 
 pytestmark = pytest.mark.netns
 
@@ -78,3 +78,60 @@ def test_connection_cap_per_source(netlab: NetLab) -> None:
                   f"http://{SERVER}:8030/")
     assert r.stdout.startswith(f"you are {ROUTER_WAN}:")
     assert netlab.drops()["source_conn_limit"] >= 1
+
+
+FORWARD = """
+[[nat.forward]]
+interface = "wan0"
+port = 8080
+to = "192.168.77.2"
+"""
+
+
+def test_wan_port_scan_finds_only_forwarded_ports(netlab: NetLab) -> None:
+    netlab.config.write_text(netlab.config.read_text() + FORWARD)
+    netlab.ctl("reload")
+    netlab.server(netlab.lan, "http", LAN_HOST, 8080)
+    netlab.server(netlab.lan, "http", LAN_HOST, 22)  # listening, not forwarded
+    r = netlab.ns(netlab.wan, sys.executable, PEERS, "scan", ROUTER_WAN, "1-1100,8000-8100", "3")
+    assert r.stdout.split() == ["8080"]
+    # Straight at the LAN host (a WAN neighbour routing to it): nothing at
+    # all, not even the port that is forwarded on the router's address.
+    netlab.ns(netlab.wan, "ip", "route", "add", "192.168.77.0/24", "via", ROUTER_WAN)
+    r = netlab.ns(netlab.wan, sys.executable, PEERS, "scan", LAN_HOST, "1-100,8080", "2")
+    assert r.stdout.split() == []
+    drops = netlab.drops()
+    assert drops["policy"] >= 101  # the unsolicited SYNs to the LAN host
+
+
+def test_out_of_window_segments_and_blind_rst_are_dropped(netlab: NetLab) -> None:
+    echo = netlab.spawn(netlab.wan, sys.executable, PEERS, "tcp-echo", SERVER, "8050", "20")
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+    client = ("import socket,sys\n"
+              f"s=socket.create_connection(('{SERVER}',8050),timeout=5)\n"
+              "for line in sys.stdin:\n"
+              "  s.sendall(line.encode()); print(s.recv(100).decode().strip(),flush=True)\n")
+    cl = netlab.spawn(netlab.lan, sys.executable, "-c", client, stdin=True)
+    assert cl.stdin is not None and cl.stdout is not None
+    cl.stdin.write("one\n")
+    cl.stdin.flush()
+    assert cl.stdout.readline().strip() == "one"
+    (e,) = netlab.ctl_json("conntrack", "list", "-p", "tcp", "--dport", "8050")
+    nat_port = e["reply"]["dport"]
+    # Forge the server's side: data far beyond the window, and a RST with a
+    # wrong sequence number, as a blind attacker would.
+    far = bytes(IP(src=SERVER, dst=ROUTER_WAN) /
+                TCP(sport=8050, dport=nat_port, flags="PA", seq=12345, ack=1) / Raw(b"evil"))
+    rst = bytes(IP(src=SERVER, dst=ROUTER_WAN) /
+                TCP(sport=8050, dport=nat_port, flags="R", seq=54321))
+    netlab.ns(netlab.wan, sys.executable, PEERS, "raw", "wan0", far.hex(), rst.hex())
+    time.sleep(0.3)
+    drops = netlab.drops()
+    assert drops["tcp_out_of_window"] >= 1 and drops["tcp_invalid_rst"] >= 1
+    # The connection is untouched.
+    cl.stdin.write("two\n")
+    cl.stdin.flush()
+    assert cl.stdout.readline().strip() == "two"
+    (e,) = netlab.ctl_json("conntrack", "list", "-p", "tcp", "--dport", "8050")
+    assert e["state"] == "ESTABLISHED"
+    cl.stdin.close()
