@@ -133,6 +133,53 @@ def _addr(raw: Any, family: int) -> str:
     return str(IPv4Address(b[:4])) if family == 4 else str(IPv6Address(b))
 
 
+def _ct_entry(e: Any) -> CtEntry:
+    fam = int(e.family)
+    return CtEntry(
+        slot=int(e.slot),
+        family=fam,
+        proto=int(e.proto),
+        state=TCP_STATE_NAMES[e.state] if e.proto == 6 else None,
+        status=int(e.status),
+        src=(_addr(e.src[0], fam), _addr(e.src[1], fam)),
+        dst=(_addr(e.dst[0], fam), _addr(e.dst[1], fam)),
+        sport=(int(e.sport[0]), int(e.sport[1])),
+        dport=(int(e.dport[0]), int(e.dport[1])),
+        timeout_ms=int(e.timeout_ms),
+        age_ms=int(e.age_ms),
+        packets=(int(e.packets[0]), int(e.packets[1])),
+        bytes=(int(e.bytes[0]), int(e.bytes[1])),
+        tcp_window=(_window(e, 0), _window(e, 1)) if e.proto == 6 else None,
+    )
+
+
+EVENT_TYPES = {int(lib.RT_EV_NEW): "NEW", int(lib.RT_EV_UPDATE): "UPDATE",
+               int(lib.RT_EV_DESTROY): "DESTROY", int(lib.RT_EV_DROP): "DROP"}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A connection event (NEW, UPDATE, DESTROY: ``entry`` is the connection)
+    or a sampled drop (DROP: ``entry`` holds the packet's addresses, protocol
+    and ports in direction 0; ``reason``, ``iface``, ``rule`` say why)."""
+
+    type: str
+    entry: CtEntry
+    reason: str = ""
+    iface: int = -1
+    rule: int = -1
+    tcp_flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Captured:
+    ts_us: int
+    iface: int
+    outgoing: bool
+    length: int
+    data: bytes
+
+
 def _window(e: Any, d: int) -> TcpWindow:
     return (int(e.tcp_end[d]), int(e.tcp_maxend[d]), int(e.tcp_maxwin[d]),
             int(e.tcp_scale[d]), int(e.tcp_flags[d]))
@@ -155,6 +202,10 @@ class Datapath:
         self.capacity = capacity
         self.batch = batch
         self._entries = ffi.new("struct rt_ct_entry[]", DUMP_CHUNK)
+        self._ev_buf: Any = None
+        self._cap_recs: Any = None
+        self._cap_data: Any = None
+        self._cap_snap = 0
 
     # -- tables ------------------------------------------------------------
 
@@ -323,24 +374,7 @@ class Datapath:
             if k == 0:
                 return out
             for i in range(k):
-                e = self._entries[i]
-                fam = int(e.family)
-                out.append(CtEntry(
-                    slot=int(e.slot),
-                    family=fam,
-                    proto=int(e.proto),
-                    state=TCP_STATE_NAMES[e.state] if e.proto == 6 else None,
-                    status=int(e.status),
-                    src=(_addr(e.src[0], fam), _addr(e.src[1], fam)),
-                    dst=(_addr(e.dst[0], fam), _addr(e.dst[1], fam)),
-                    sport=(int(e.sport[0]), int(e.sport[1])),
-                    dport=(int(e.dport[0]), int(e.dport[1])),
-                    timeout_ms=int(e.timeout_ms),
-                    age_ms=int(e.age_ms),
-                    packets=(int(e.packets[0]), int(e.packets[1])),
-                    bytes=(int(e.bytes[0]), int(e.bytes[1])),
-                    tcp_window=(_window(e, 0), _window(e, 1)) if e.proto == 6 else None,
-                ))
+                out.append(_ct_entry(self._entries[i]))
 
     def restore(self, e: CtEntry, now_ms: int) -> int:
         """Puts back a saved connection: 0, or -1 (invalid) / -2 (clash, full)."""
@@ -377,6 +411,80 @@ class Datapath:
 
     def flush(self) -> None:
         lib.rt_ct_flush(self._dp)
+
+    # -- events and capture ------------------------------------------------
+
+    def enable_events(self, ct: bool, drop_reasons: Sequence[str] = (),
+                      drop_rate: int = 10, ring: int = 16384) -> None:
+        """Connection events on or off, and which drop reasons to sample at
+        most ``drop_rate`` times a second."""
+        mask = 0
+        for r in drop_reasons:
+            mask |= 1 << DROP_NAMES.index(r)
+        if lib.rt_events_enable(self._dp, int(ct), mask, drop_rate, ring) != 0:
+            raise DatapathError(f"cannot enable events with a ring of {ring}")
+
+    def read_events(self, n: int = 1024) -> list[Event]:
+        buf = self._ev_buf
+        if buf is None or len(buf) < n:
+            buf = self._ev_buf = ffi.new("struct rt_event[]", n)
+        k = lib.rt_events_read(self._dp, buf, n)
+        out = []
+        for i in range(k):
+            ev = buf[i]
+            t = int(ev.type)
+            if t == lib.RT_EV_DROP:
+                c = ev.ct
+                fam = int(c.family)
+                entry = CtEntry(slot=-1, family=fam, proto=int(c.proto), state=None, status=0,
+                                src=(_addr(c.src[0], fam) if fam else "", ""),
+                                dst=(_addr(c.dst[0], fam) if fam else "", ""),
+                                sport=(int(c.sport[0]), 0), dport=(int(c.dport[0]), 0),
+                                timeout_ms=0, age_ms=0, packets=(1, 0), bytes=(0, 0))
+                out.append(Event("DROP", entry, reason=DROP_NAMES[ev.reason],
+                                 iface=int(ev.iface), rule=int(ev.rule),
+                                 tcp_flags=int(ev.tcp_flags)))
+            else:
+                out.append(Event(EVENT_TYPES[t], _ct_entry(ev.ct)))
+        return out
+
+    def events_lost(self) -> dict[str, int]:
+        """Events lost to a full ring, by type; "RATE_LIMITED": drop samples
+        left out by the sampling rate."""
+        out = {"RATE_LIMITED": int(lib.rt_events_lost(self._dp, lib.RT_EV_RATE_LIMITED))}
+        for t, name in EVENT_TYPES.items():
+            out[name] = int(lib.rt_events_lost(self._dp, t))
+        return out
+
+    def capture_start(self, ifaces: Sequence[int], snaplen: int = 2048,
+                      slots: int = 4096) -> None:
+        mask = 0
+        for i in ifaces:
+            mask |= 1 << i
+        if lib.rt_capture_start(self._dp, mask, snaplen, slots) != 0:
+            raise DatapathError("cannot start the capture (bad size or no memory)")
+        self._cap_snap = snaplen
+        self._cap_recs = ffi.new("struct rt_capture[]", 256)
+        self._cap_data = ffi.new("uint8_t[]", 256 * snaplen)
+
+    def capture_read(self) -> list[Captured]:
+        if self._cap_recs is None or self._cap_data is None:
+            return []
+        k = lib.rt_capture_read(self._dp, self._cap_recs, self._cap_data, 256)
+        out = []
+        for i in range(k):
+            r = self._cap_recs[i]
+            off = i * self._cap_snap
+            out.append(Captured(int(r.ts_us), int(r.iface), r.dir == lib.RT_CAP_TX, int(r.len),
+                                bytes(ffi.buffer(self._cap_data + off, r.caplen))))
+        return out
+
+    def capture_stop(self) -> None:
+        lib.rt_capture_stop(self._dp)
+        self._cap_recs = self._cap_data = None
+
+    def capture_lost(self) -> int:
+        return int(lib.rt_capture_lost(self._dp))
 
     # -- counters ----------------------------------------------------------
 

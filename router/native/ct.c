@@ -164,7 +164,8 @@ static void free_slot(struct ct_table *ct, struct ct_conn *c)
 static void delete_hashed(struct ct_table *ct, struct ct_conn *c,
                           const uint32_t hash[CT_DIRS])
 {
-    if ((c->status & (CT_NAT_MAPPED | CT_HOST_COUNTED)) && ct->on_delete)
+    if (((c->status & (CT_NAT_MAPPED | CT_HOST_COUNTED)) || ct->notify_all) &&
+        ct->on_delete)
         ct->on_delete(ct->on_delete_ctx, c);
     unlink_node(ct, c, CT_DIR_ORIGINAL, hash[CT_DIR_ORIGINAL]);
     unlink_node(ct, c, CT_DIR_REPLY, hash[CT_DIR_REPLY]);

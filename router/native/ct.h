@@ -96,8 +96,10 @@ struct ct_table {
     uint64_t *counters;      /* the data plane's RT_CNT_* array */
     void (*on_delete)(void *ctx, const struct ct_conn *c); /* called for
                                 connections with CT_NAT_MAPPED or
-                                CT_HOST_COUNTED as they go */
+                                CT_HOST_COUNTED as they go, and for all
+                                with 'notify_all' */
     void *on_delete_ctx;     /* its first argument */
+    bool notify_all;         /* call on_delete for every connection */
     size_t conns_bytes;      /* size of the 'conns' mapping */
     size_t buckets_bytes;    /* size of the 'buckets' mapping */
     size_t tcpw_bytes;       /* size of the 'tcpw' mapping */

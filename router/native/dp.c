@@ -206,12 +206,117 @@ static void send_echo_reply(struct rt_dp *dp, struct rt_pkt *p,
 
 /* ---- forwarding --------------------------------------------------------- */
 
-void dp_drop(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r)
+/* Takes a token of the drop-sampling bucket: false when over the rate. */
+static bool drop_sample_allowed(struct rt_dp *dp)
+{
+    uint64_t cap = (uint64_t)dp->drop_rate * 1000;
+    uint64_t now = dp->now_ms;
+    if (now > dp->drop_refill_ms) {
+        dp->drop_tokens += (now - dp->drop_refill_ms) * dp->drop_rate;
+        dp->drop_refill_ms = now;
+    }
+    if (dp->drop_tokens > cap)
+        dp->drop_tokens = cap;
+    if (dp->drop_tokens < 1000) {
+        dp->ev.lost[RT_EV_RATE_LIMITED]++;
+        return false;
+    }
+    dp->drop_tokens -= 1000;
+    return true;
+}
+
+/* A DROP event for 'p': what its headers say, read again from the bytes
+ * (the parse may not have happened, or not to the end). */
+static void sample_drop(struct rt_dp *dp, const struct rt_pkt *p,
+                        enum rt_drop_reason r, int rule)
+{
+    if (!drop_sample_allowed(dp))
+        return;
+    struct rt_event *e = ev_push(&dp->ev, RT_EV_DROP);
+    if (!e)
+        return;
+    e->reason = (uint16_t)r;
+    e->iface = (int16_t)p->in_iface;
+    e->rule = (int16_t)rule;
+    const uint8_t *d = p->data;
+    if (p->len < IP4_HDR_MIN || (d[0] >> 4) != 4) {
+        e->ct.family = p->len && (d[0] >> 4) == 6 ? 6 : 0;
+        return;
+    }
+    uint32_t ihl = (uint32_t)(d[0] & 0xf) * 4;
+    e->ct.family = 4;
+    e->ct.proto = d[IP4_OFF_PROTO];
+    memcpy(e->ct.src[0], d + IP4_OFF_SRC, 4);
+    memcpy(e->ct.dst[0], d + IP4_OFF_DST, 4);
+    bool first = (wire_h16(d + IP4_OFF_FRAG) & IP4_FRAG_OFFSET) == 0;
+    if (!first || ihl < IP4_HDR_MIN || p->len < ihl + 8)
+        return;
+    const uint8_t *l4 = d + ihl;
+    if (e->ct.proto == IPPROTO_TCP_ || e->ct.proto == IPPROTO_UDP_) {
+        e->ct.sport[0] = wire_h16(l4);
+        e->ct.dport[0] = wire_h16(l4 + 2);
+        if (e->ct.proto == IPPROTO_TCP_ && p->len >= ihl + TCP_HDR_MIN)
+            e->tcp_flags = l4[TCP_OFF_FLAGS];
+    } else if (e->ct.proto == IPPROTO_ICMP_) {
+        e->ct.sport[0] = wire_h16(l4 + 4);
+        e->ct.dport[0] = (uint16_t)(l4[0] << 8 | l4[1]);
+    }
+}
+
+void dp_drop_rule(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r,
+                  int rule)
 {
     p->reason = (uint16_t)r;
     dp->drops[r]++;
     if (p->in_iface < dp->n_ifaces)
         dp->ifaces[p->in_iface].st.rx_dropped++;
+    if (dp->drop_sample && ((dp->drop_sample >> r) & 1))
+        sample_drop(dp, p, r, rule);
+}
+
+void dp_drop(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r)
+{
+    dp_drop_rule(dp, p, r, -1);
+}
+
+/* The public form of connection 'c'. */
+static void fill_entry(const struct rt_dp *dp, const struct ct_conn *c,
+                       struct rt_ct_entry *e, uint64_t now_ms)
+{
+    memset(e, 0, sizeof *e);
+    e->slot = ct_slot(&dp->ct, c);
+    e->family = c->tuple[0].family;
+    e->proto = c->tuple[0].proto;
+    e->state = c->tuple[0].proto == IPPROTO_TCP_ ? c->state : 0;
+    e->status = c->status;
+    for (unsigned d = 0; d < CT_DIRS; d++) {
+        memcpy(e->src[d], c->tuple[d].src.b, 16);
+        memcpy(e->dst[d], c->tuple[d].dst.b, 16);
+        e->sport[d] = ntohs(c->tuple[d].sport);
+        e->dport[d] = ntohs(c->tuple[d].dport);
+        e->packets[d] = ct_packets(c, (enum ct_dir)d);
+        e->bytes[d] = c->bytes[d];
+    }
+    e->timeout_ms = ct_time_left(c, now_ms);
+    e->age_ms = ct_age(c, now_ms);
+    if (e->proto == IPPROTO_TCP_) {
+        const struct ct_tcp_win *w = ct_tcp_win(&dp->ct, c);
+        for (unsigned d = 0; d < CT_DIRS; d++) {
+            e->tcp_end[d] = w->end[d];
+            e->tcp_maxend[d] = w->maxend[d];
+            e->tcp_maxwin[d] = w->maxwin[d];
+            e->tcp_scale[d] = w->scale[d];
+            e->tcp_flags[d] = w->flags[d];
+        }
+    }
+}
+
+/* A NEW, UPDATE or DESTROY event for 'c'. */
+static void ct_event(struct rt_dp *dp, const struct ct_conn *c, uint8_t type)
+{
+    struct rt_event *e = ev_push(&dp->ev, type);
+    if (e)
+        fill_entry(dp, c, &e->ct, dp->now_ms);
 }
 
 /*
@@ -302,6 +407,7 @@ static int fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
             continue;
         dp->fw_counts[2 * i]++;
         dp->fw_counts[2 * i + 1] += m->len;
+        dp->fw_rule = (int)i;
         return r->action;
     }
     return -1;
@@ -362,10 +468,10 @@ static void fw_refuse(struct rt_dp *dp, struct rt_pkt *p,
                       const struct pkt_meta *m, int action)
 {
     if (action != RT_FW_REJECT) {
-        dp_drop(dp, p, RT_DROP_FW_DROP);
+        dp_drop_rule(dp, p, RT_DROP_FW_DROP, dp->fw_rule);
         return;
     }
-    dp_drop(dp, p, RT_DROP_FW_REJECT);
+    dp_drop_rule(dp, p, RT_DROP_FW_REJECT, dp->fw_rule);
     if (m->proto == IPPROTO_TCP_ && m->frag != 2)
         send_tcp_reset(dp, p, m);
     else
@@ -726,6 +832,8 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
         host->conns++;
         slot->status |= CT_HOST_COUNTED;
     }
+    if (dp->ct_events)
+        ct_event(dp, slot, RT_EV_NEW);
     nat_rewrite(m, slot, CT_DIR_ORIGINAL);
     forward(p, m, out);
 }
@@ -756,9 +864,13 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
     }
 
     const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
+    uint8_t old_state = c->state;
+    uint16_t old_status = c->status;
     switch (l4->update(c, ct_tcp_win(&dp->ct, c), m, dir, &dp->ctp, now)) {
     case CT_ACCEPT:
         account(c, m, dir);
+        if (dp->ct_events && (c->state != old_state || c->status != old_status))
+            ct_event(dp, c, RT_EV_UPDATE);
         break;
     case CT_IGNORE:
         dp->counters[RT_CNT_IGNORE]++;
@@ -946,6 +1058,8 @@ void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
 static void on_ct_delete(void *ctx, const struct ct_conn *c)
 {
     struct rt_dp *dp = ctx;
+    if (dp->ct_events)
+        ct_event(dp, c, RT_EV_DESTROY);
     if (c->status & CT_NAT_MAPPED)
         nat_map_release(&dp->nm, c);
     if (c->status & CT_HOST_COUNTED) {
@@ -1028,6 +1142,9 @@ void rt_dp_free(struct rt_dp *dp)
     free(dp->fw_counts);
     free(dp->slots);
     free(dp->pkts);
+    free(dp->ev.ev);
+    free(dp->cap.rec);
+    free(dp->cap.data);
     free(dp);
 }
 
@@ -1258,33 +1375,7 @@ uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
         const struct ct_conn *c = &dp->ct.conns[i];
         if (!ct_live(c) || ct_expired(c, now_ms))
             continue;
-        struct rt_ct_entry *e = &out[k++];
-        memset(e, 0, sizeof *e);
-        e->slot = i;
-        e->family = c->tuple[0].family;
-        e->proto = c->tuple[0].proto;
-        e->state = c->tuple[0].proto == IPPROTO_TCP_ ? c->state : 0;
-        e->status = c->status;
-        for (unsigned d = 0; d < CT_DIRS; d++) {
-            memcpy(e->src[d], c->tuple[d].src.b, 16);
-            memcpy(e->dst[d], c->tuple[d].dst.b, 16);
-            e->sport[d] = ntohs(c->tuple[d].sport);
-            e->dport[d] = ntohs(c->tuple[d].dport);
-            e->packets[d] = ct_packets(c, (enum ct_dir)d);
-            e->bytes[d] = c->bytes[d];
-        }
-        e->timeout_ms = ct_time_left(c, now_ms);
-        e->age_ms = ct_age(c, now_ms);
-        if (e->proto == IPPROTO_TCP_) {
-            const struct ct_tcp_win *w = ct_tcp_win(&dp->ct, c);
-            for (unsigned d = 0; d < CT_DIRS; d++) {
-                e->tcp_end[d] = w->end[d];
-                e->tcp_maxend[d] = w->maxend[d];
-                e->tcp_maxwin[d] = w->maxwin[d];
-                e->tcp_scale[d] = w->scale[d];
-                e->tcp_flags[d] = w->flags[d];
-            }
-        }
+        fill_entry(dp, c, &out[k++], now_ms);
     }
     *cursor = i;
     return k;
@@ -1503,4 +1594,104 @@ uint32_t rt_abi_sizeof(const char *name)
     S(rt_ct_entry)
 #undef S
     return 0;
+}
+
+/* ---- events and capture ------------------------------------------------- */
+
+static bool pow2_in(uint32_t v, uint32_t max)
+{
+    return v && v <= max && (v & (v - 1)) == 0;
+}
+
+int rt_events_enable(struct rt_dp *dp, uint32_t ct_events,
+                     uint64_t drop_reasons, uint32_t drop_rate, uint32_t ring)
+{
+    bool on = ct_events || drop_reasons;
+    if (on && !pow2_in(ring, 1u << 20))
+        return -1;
+    if (!on) {
+        free(dp->ev.ev);
+        dp->ev.ev = NULL;
+        dp->ev.size = 0;
+        dp->ev.head = dp->ev.tail = 0;
+    } else if (ring != dp->ev.size) {
+        struct rt_event *ev = calloc(ring, sizeof *ev);
+        if (!ev)
+            return -1;
+        free(dp->ev.ev);
+        dp->ev.ev = ev;
+        dp->ev.size = ring;
+        dp->ev.head = dp->ev.tail = 0; /* queued events are not kept */
+    }
+    dp->ct_events = ct_events != 0;
+    dp->ct.notify_all = dp->ct_events;
+    dp->drop_sample = drop_reasons & ((1ull << RT_DROP_N_REASONS) - 1) &
+                      ~(1ull << RT_DROP_NONE);
+    dp->drop_rate = drop_rate;
+    dp->drop_tokens = (uint64_t)drop_rate * 1000;
+    dp->drop_refill_ms = dp->now_ms;
+    return 0;
+}
+
+uint32_t rt_events_read(struct rt_dp *dp, struct rt_event *out, uint32_t n)
+{
+    uint32_t k = 0;
+    while (k < n && dp->ev.tail != dp->ev.head)
+        out[k++] = dp->ev.ev[dp->ev.tail++ & (dp->ev.size - 1)];
+    return k;
+}
+
+uint64_t rt_events_lost(const struct rt_dp *dp, uint32_t type)
+{
+    return type < RT_EV_N_TYPES ? dp->ev.lost[type] : 0;
+}
+
+int rt_capture_start(struct rt_dp *dp, uint64_t ifaces, uint32_t snaplen,
+                     uint32_t slots)
+{
+    if (!ifaces || snaplen < 20 || snaplen > 65535 || !pow2_in(slots, 1u << 16))
+        return -1;
+    struct rt_capture *rec = calloc(slots, sizeof *rec);
+    uint8_t *data = malloc((size_t)slots * snaplen);
+    if (!rec || !data) {
+        free(rec);
+        free(data);
+        return -1;
+    }
+    rt_capture_stop(dp);
+    dp->cap.rec = rec;
+    dp->cap.data = data;
+    dp->cap.size = slots;
+    dp->cap.snaplen = snaplen;
+    dp->cap.ifaces = ifaces;
+    return 0;
+}
+
+void rt_capture_stop(struct rt_dp *dp)
+{
+    free(dp->cap.rec);
+    free(dp->cap.data);
+    uint64_t lost = dp->cap.lost;
+    memset(&dp->cap, 0, sizeof dp->cap);
+    dp->cap.lost = lost;
+}
+
+uint32_t rt_capture_read(struct rt_dp *dp, struct rt_capture *recs,
+                         uint8_t *data, uint32_t n)
+{
+    struct cap_ring *r = &dp->cap;
+    uint32_t k = 0;
+    while (k < n && r->tail != r->head) {
+        uint32_t i = r->tail++ & (r->size - 1);
+        recs[k] = r->rec[i];
+        memcpy(data + (size_t)k * r->snaplen, r->data + (size_t)i * r->snaplen,
+               r->rec[i].caplen);
+        k++;
+    }
+    return k;
+}
+
+uint64_t rt_capture_lost(const struct rt_dp *dp)
+{
+    return dp->cap.lost;
 }

@@ -10,6 +10,7 @@
 #include "nat.h"
 #include "frag.h"
 #include "host.h"
+#include "events.h"
 
 struct dp_iface {
     int32_t fd;                 /* TUN fd or -1 */
@@ -64,6 +65,7 @@ struct rt_dp {
     uint32_t n_fw;                            /* number of rules */
     uint64_t *fw_counts;                      /* [2 * rule]: packets, bytes */
     uint8_t fw_states;                        /* states any rule names */
+    int fw_rule;                              /* the rule fw_eval() matched */
     uint8_t input_policy;                     /* RT_FW_* without a match */
     uint32_t icmp_rate;                       /* errors per second, 0 = any */
     uint64_t icmp_tokens;                     /* token bucket, in 1/1000 */
@@ -73,6 +75,13 @@ struct rt_dp {
     uint32_t src_conn_cap;                    /* conns per source, 0 = any */
     uint32_t src_new_rate;                    /* new conns/s per source */
     struct frag_state frag;                   /* fragments in flight */
+    struct ev_ring ev;                        /* events for the control plane */
+    bool ct_events;                           /* report NEW/UPDATE/DESTROY */
+    uint64_t drop_sample;                     /* bit r: sample drops for r */
+    uint32_t drop_rate;                       /* samples per second */
+    uint64_t drop_tokens;                     /* token bucket, in 1/1000 */
+    uint64_t drop_refill_ms;                  /* when it was last refilled */
+    struct cap_ring cap;                      /* packet capture */
     char error[160];                          /* last rt_dp_load() error */
 };
 
@@ -86,5 +95,8 @@ void dp_clear_offload(struct rt_pkt *p);
 
 /* Counts 'p' as dropped for reason 'r'. */
 void dp_drop(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r);
+/* The same, for a packet a firewall rule ('rule', -1 for none) refused. */
+void dp_drop_rule(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r,
+                  int rule);
 
 #endif /* RT_DP_H */

@@ -80,6 +80,8 @@ static void write_out(struct rt_dp *dp, int16_t out, uint8_t *data, uint32_t len
         dp->drops[RT_DROP_BAD_OFFLOAD]++;
         return;
     }
+    if (cap_on(&dp->cap, (uint32_t)out))
+        cap_push(&dp->cap, (uint16_t)out, RT_CAP_TX, data, len);
     ssize_t w;
     do {
         w = o->fd >= 0 ? write(o->fd, at, n) : -1;
@@ -140,6 +142,8 @@ int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
         p->len = (uint32_t)r;
         p->cap = dp->slot_size;
         p->in_iface = (uint16_t)iface;
+        if (cap_on(&dp->cap, iface))
+            cap_push(&dp->cap, (uint16_t)iface, RT_CAP_RX, p->data, p->len);
         n++;
     }
     if (n == 0)

@@ -248,6 +248,38 @@ struct rt_ct_entry {
 #define RT_TCPF_BE_LIBERAL 0x08
 #define RT_TCPF_DATA_UNACK 0x10
 
+/* struct rt_event.type.  Index 0 of rt_events_lost() counts drop samples
+ * left out by the sampling rate. */
+#define RT_EV_RATE_LIMITED 0
+#define RT_EV_NEW 1     /* a connection was confirmed */
+#define RT_EV_UPDATE 2  /* its state, SEEN_REPLY or ASSURED changed */
+#define RT_EV_DESTROY 3 /* it was removed (expired, closed, deleted, evicted) */
+#define RT_EV_DROP 4    /* a packet was dropped for a sampled reason */
+#define RT_EV_N_TYPES 5
+
+/* One event.  DROP events describe the packet in ct: family, proto and
+ * direction-0 addresses and ports (ICMP: id, type << 8 | code). */
+struct rt_event {
+    uint8_t type;       /* RT_EV_* */
+    uint8_t tcp_flags;  /* DROP: the TCP flags byte */
+    uint16_t reason;    /* DROP: enum rt_drop_reason */
+    int16_t iface;      /* DROP: interface it came in on */
+    int16_t rule;       /* DROP: firewall rule number, -1 for none */
+    struct rt_ct_entry ct;
+};
+
+/* A captured packet; its first 'caplen' bytes follow in the data buffer. */
+struct rt_capture {
+    uint64_t ts_us;     /* wall clock, microseconds */
+    uint32_t len;       /* length of the packet */
+    uint32_t caplen;    /* bytes kept, <= the snap length */
+    uint16_t iface;     /* interface */
+    uint8_t dir;        /* RT_CAP_RX or RT_CAP_TX */
+    uint8_t pad[5];
+};
+#define RT_CAP_RX 0
+#define RT_CAP_TX 1
+
 struct rt_dp;
 
 /* Creates a data plane; NULL if a size is out of range or memory is short. */
@@ -337,5 +369,35 @@ void rt_csum_replace4(uint8_t *field, uint32_t old, uint32_t new_);
 
 /* ABI check: sizeof of the public structs, by name; 0 if unknown. */
 uint32_t rt_abi_sizeof(const char *name);
+
+/*
+ * Events.  'ct_events' turns connection events on; 'drop_reasons' has bit r
+ * set for each enum rt_drop_reason to sample, at most 'drop_rate' samples
+ * per second (burst as large).  'ring' is the ring size, a power of two up
+ * to 1 << 20; with nothing on, the ring is freed.  Returns 0, or -1 on a bad
+ * size or no memory (then nothing changed).
+ */
+int rt_events_enable(struct rt_dp *dp, uint32_t ct_events,
+                     uint64_t drop_reasons, uint32_t drop_rate, uint32_t ring);
+/* Moves up to 'n' queued events to 'out'; returns how many. */
+uint32_t rt_events_read(struct rt_dp *dp, struct rt_event *out, uint32_t n);
+/* Events of 'type' lost so far because the ring was full (type
+ * RT_EV_RATE_LIMITED: drop samples over the rate). */
+uint64_t rt_events_lost(const struct rt_dp *dp, uint32_t type);
+
+/*
+ * Packet capture on the interfaces of mask 'ifaces' (bit i: interface i),
+ * both directions, packets as read and as written, cut at 'snaplen' bytes,
+ * in a ring of 'slots' (a power of two).  Returns 0 or -1.
+ */
+int rt_capture_start(struct rt_dp *dp, uint64_t ifaces, uint32_t snaplen,
+                     uint32_t slots);
+void rt_capture_stop(struct rt_dp *dp);
+/* Moves up to 'n' captured packets out: records to 'recs', their bytes to
+ * 'data' at i * snaplen.  Returns how many. */
+uint32_t rt_capture_read(struct rt_dp *dp, struct rt_capture *recs,
+                         uint8_t *data, uint32_t n);
+/* Packets not captured because the ring was full. */
+uint64_t rt_capture_lost(const struct rt_dp *dp);
 
 #endif /* RT_H */
