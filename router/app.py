@@ -17,11 +17,12 @@ import os
 import signal
 import time
 from collections.abc import Mapping
+from ipaddress import IPv4Address
 from typing import Any
 
-from router import __version__, config, log, state
+from router import __version__, config, events, log, state
 from router.config import Config, ConfigError
-from router.control import CommandError, ControlServer
+from router.control import CommandError, ControlServer, Stream
 from router.ctfmt import entry_json, nat_mappings
 from router.datapath import Datapath, DatapathError
 from router.metrics import MetricsServer
@@ -65,6 +66,10 @@ class Router:
             if cfg.metrics_listen else None
         self.gc_work = {"visited": 0, "expired": 0, "sweeps": 0}
         self.loop_lag = 0.0
+        self.events = events.EventHub(self.dp, log.get("events"),
+                                      lambda: [i.name for i in self.cfg.interfaces],
+                                      self._rule_text)
+        self.capturing: str | None = None
 
     # -- life cycle --------------------------------------------------------
 
@@ -146,7 +151,9 @@ class Router:
             await self.control.start()
             if self.metrics is not None:
                 await self.metrics.start()
-            self._tasks = [asyncio.create_task(self._gc()),
+            self.events.configure(self.cfg.log_drops, self.cfg.log_rate)
+            self._tasks = [asyncio.create_task(self.events.run()),
+                           asyncio.create_task(self._gc()),
                            asyncio.create_task(self._stats()),
                            asyncio.create_task(self._lag())]
             self.log.info("router.started", version=__version__, config=self.cfg.path,
@@ -214,6 +221,7 @@ class Router:
             return {"applied": False, "error": str(e)}
         restart = self._needs_restart(new)
         self.cfg = new
+        self.events.configure(new.log_drops, new.log_rate)
         self.config_hash = file_hash(path)
         self.reloads["ok"] += 1
         self.log.info("config.reloaded", file=path, sha256=self.config_hash[:16],
@@ -321,6 +329,9 @@ class Router:
             "nat.list": self._h_nat_list,
             "lb.list": self._h_lb_list,
             "firewall.list": self._h_fw_list,
+            "conntrack.events": self._h_ct_events,
+            "capture": self._h_capture,
+            "routes": self._h_routes,
         }
 
     async def _h_status(self, args: Mapping[str, Any]) -> Any:
@@ -336,21 +347,39 @@ class Router:
             "metrics": self.metrics.address if self.metrics else None,
         }
 
+    def _filter(self, args: Mapping[str, Any]) -> Any:
+        """The conntrack filter of a request, as a predicate on entry JSON."""
+        filt = {k: args[k] for k in FILTER_KEYS if args.get(k) is not None}
+        zone = args.get("zone")
+        if zone is not None and zone not in self.cfg.zones:
+            raise CommandError(f"no zone {zone!r} (zones: {', '.join(self.cfg.zones)})")
+
+        def match(j: Mapping[str, Any]) -> bool:
+            return _matches(j, filt) and (zone is None or
+                                          self._zone_of(j["original"]["src"]) == zone)
+        return match
+
+    def _zone_of(self, addr: str) -> str | None:
+        """The zone a source address belongs to: that of the interface its
+        route leaves through (longest prefix)."""
+        try:
+            a = IPv4Address(addr)
+        except ValueError:
+            return None
+        best = None
+        for r in self.tables.routes:
+            if a in r.prefix and (best is None or r.prefix.prefixlen > best.prefix.prefixlen):
+                best = r
+        return self.cfg.interfaces[best.iface].zone if best is not None else None
+
     async def _h_ct_list(self, args: Mapping[str, Any]) -> Any:
-        filt = {k: args[k] for k in ("proto", "src", "dst", "sport", "dport", "state")
-                if args.get(k) is not None}
-        out = []
-        for e in self.dp.conntrack(now_ms()):
-            j = entry_json(e)
-            if _matches(j, filt):
-                out.append(j)
-        return out
+        match = self._filter(args)
+        return [j for j in map(entry_json, self.dp.conntrack(now_ms())) if match(j)]
 
     async def _h_ct_delete(self, args: Mapping[str, Any]) -> Any:
         """Deletes the connections matching the filters, like conntrack -D;
         without any filter it refuses (use flush)."""
-        if not any(args.get(k) is not None for k in
-                   ("proto", "src", "dst", "sport", "dport", "state")):
+        if not any(args.get(k) is not None for k in (*FILTER_KEYS, "zone")):
             raise CommandError("delete needs at least one filter (or use conntrack flush)")
         matching = await self._h_ct_list(args)
         n = sum(self.dp.delete(e["id"]) for e in matching)
@@ -419,11 +448,84 @@ class Router:
         return {"path": self.cfg.path, "sha256": self.config_hash,
                 "config": config.to_dict(self.cfg)}
 
+    async def _h_ct_events(self, args: Mapping[str, Any]) -> Any:
+        """Streams connection events like conntrack -E, filtered by type
+        and by the conntrack list filters."""
+        types = args.get("types") or list(events.CT_EVENT_TYPES)
+        if not isinstance(types, list) or not set(types) <= set(events.CT_EVENT_TYPES):
+            raise CommandError(f"event types are {', '.join(events.CT_EVENT_TYPES)}")
+        listener = events.Listener(frozenset(types), self._filter(args))
+        hub = self.events
+
+        async def messages() -> Any:
+            hub.subscribe(listener)
+            self.log.info("events.listener_joined", listeners=len(hub.listeners))
+            try:
+                async for msg in listener.messages():
+                    yield msg
+            finally:
+                hub.unsubscribe(listener)
+                self.log.info("events.listener_left", listeners=len(hub.listeners))
+        return Stream(messages())
+
+    async def _h_capture(self, args: Mapping[str, Any]) -> Any:
+        """Streams the packets of one interface (both directions) for at
+        most ``count`` packets or ``duration`` seconds."""
+        names = [i.name for i in self.cfg.interfaces]
+        name = args.get("interface")
+        if name not in names:
+            raise CommandError(f"no interface {name!r} (interfaces: {', '.join(names)})")
+        count = args.get("count", 0)
+        duration = args.get("duration", 10.0)
+        snaplen = args.get("snaplen", 2048)
+        if not isinstance(count, int) or count < 0:
+            raise CommandError("count must be a whole number >= 0")
+        if not isinstance(duration, (int, float)) or not 0 < duration <= 3600:
+            raise CommandError("duration must be between 0 and 3600 seconds")
+        if not isinstance(snaplen, int) or not 20 <= snaplen <= 65535:
+            raise CommandError("snaplen must be between 20 and 65535")
+        if self.capturing is not None:
+            raise CommandError(f"a capture on {self.capturing} is running; one at a time")
+        self.capturing = name
+
+        async def messages() -> Any:
+            self.log.info("capture.started", interface=name, count=count, duration=duration)
+            try:
+                async for msg in events.capture(self.dp, names.index(name), count,
+                                                float(duration), snaplen):
+                    yield msg
+            finally:
+                self.capturing = None
+                self.log.info("capture.stopped", interface=name)
+        return Stream(messages())
+
+    async def _h_routes(self, args: Mapping[str, Any]) -> Any:
+        out = []
+        for r in sorted(self.tables.routes, key=lambda r: -r.prefix.prefixlen):
+            i = self.cfg.interfaces[r.iface]
+            connected = r.gateway is None and r.prefix == i.address.network
+            out.append({"destination": "default" if r.prefix.prefixlen == 0
+                        else str(r.prefix),
+                        "gateway": str(r.gateway) if r.gateway else None,
+                        "interface": i.name, "zone": i.zone,
+                        "proto": "kernel" if connected else "static",
+                        "src": str(i.address.ip) if connected else None})
+        return out
+
+    def _rule_text(self, n: int) -> str:
+        if 0 <= n < len(self.cfg.rules):
+            d = config.rule_dict(self.cfg.rules[n])
+            return " ".join(f"{k}={v}" for k, v in d.items() if k != "comment")
+        return ""
+
     async def _h_reload(self, args: Mapping[str, Any]) -> Any:
         r = self.reload()
         if not r["applied"]:
             raise CommandError(f"reload rejected: {r['error']}")
         return r
+
+
+FILTER_KEYS = ("proto", "src", "dst", "sport", "dport", "state")
 
 
 def _matches(j: Mapping[str, Any], filt: Mapping[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from router.datapath import TIMEOUT_DEFAULTS
+from router.datapath import DROP_NAMES, TIMEOUT_DEFAULTS
 
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 ZONE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
@@ -178,6 +178,8 @@ class Config:
     icmp_rate: int = 1000
     max_conns_per_source: int = 0
     new_conns_per_source: int = 0
+    log_drops: tuple[str, ...] = ()  # drop reasons logged; empty: none
+    log_rate: int = 10               # logged drops per second at most
     rules: tuple[Rule, ...] = ()
     conntrack: Conntrack = Conntrack()
     loadbalancers: tuple[LoadBalancer, ...] = ()
@@ -426,6 +428,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
         _firewall(r, doc, {i.zone for i in interfaces}))
     lbs = _loadbalancers(r, doc, names, nat.forwards)
     ct = _conntrack(r, doc)
+    log_drops, log_rate = _fw_log(r, doc)
 
     control = r.table(doc, "control", "")
     r.known(control, "control", {"socket"})
@@ -456,7 +459,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
                   interfaces=interfaces, routes=routes, nat=nat, policies=policies,
                   loadbalancers=lbs, input_default=input_default, rules=fw_rules,
                   icmp_rate=icmp_rate, max_conns_per_source=src_cap,
-                  new_conns_per_source=src_rate,
+                  new_conns_per_source=src_rate, log_drops=log_drops, log_rate=log_rate,
                   forward_default=forward_default, conntrack=ct, control_socket=sock,
                   log_level=level, log_format=fmt, batch=batch, offload=offload)
 
@@ -675,7 +678,8 @@ def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
               ) -> tuple[tuple[Policy, ...], str, str, tuple[Rule, ...], tuple[int, int, int]]:
     t = r.table(doc, "firewall", "")
     r.known(t, "firewall", {"forward", "input", "policy", "rule", "icmp_rate",
-                            "max_connections_per_source", "new_connections_per_source"})
+                            "max_connections_per_source", "new_connections_per_source",
+                            "log", "log_reasons", "log_rate"})
     default = r.choice(t, "forward", "firewall", ACTIONS, "drop")
     input_default = r.choice(t, "input", "firewall", ("accept", "drop", "reject"), "accept")
     out: list[Policy] = []
@@ -745,6 +749,25 @@ def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
     cap = r.integer(t, "max_connections_per_source", "firewall", 0, 0, 1 << 26)
     rate = r.integer(t, "new_connections_per_source", "firewall", 0, 0, 1_000_000)
     return tuple(out), default, input_default, tuple(rules), (icmp_rate, cap, rate)
+
+
+# Drops logged with `firewall.log = true` unless `log_reasons` says otherwise:
+# the ones a firewall decides, not malformed packets.
+DEFAULT_LOG_REASONS = ("firewall_drop", "firewall_reject", "policy", "spoofed_source",
+                       "source_conn_limit", "source_rate_limit", "ct_invalid",
+                       "tcp_out_of_window", "tcp_invalid_rst", "bad_tcp_flags")
+
+
+def _fw_log(r: _Reader, doc: Mapping[str, Any]) -> tuple[tuple[str, ...], int]:
+    t = r.table(doc, "firewall", "")
+    on = r.get(t, "log", "firewall", bool, False)
+    reasons = r.get(t, "log_reasons", "firewall", list, list(DEFAULT_LOG_REASONS))
+    for x in reasons:
+        if x not in DROP_NAMES or x == "none":
+            raise r.fail("firewall.log_reasons",
+                         f"unknown drop reason {x!r} (known: {', '.join(DROP_NAMES[1:])})")
+    rate = r.integer(t, "log_rate", "firewall", 10, 1, 100_000)
+    return (tuple(dict.fromkeys(reasons)) if on else ()), rate
 
 
 def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
@@ -829,6 +852,9 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                      "icmp_rate": cfg.icmp_rate,
                      "max_connections_per_source": cfg.max_conns_per_source,
                      "new_connections_per_source": cfg.new_conns_per_source,
+                     "log": bool(cfg.log_drops), "log_reasons": list(cfg.log_drops or
+                                                                      DEFAULT_LOG_REASONS),
+                     "log_rate": cfg.log_rate,
                      "policy": [{"from": p.from_zone, "to": p.to_zone, "action": p.action}
                                 for p in cfg.policies],
                      "rule": [rule_dict(x) for x in cfg.rules]},

@@ -3,6 +3,10 @@
 Request:  {"cmd": "conntrack.list", "args": {...}}
 Answer:   {"ok": true, "result": ...}  or  {"ok": false, "error": "..."}
 
+A streaming command (conntrack events, capture) answers {"ok": true,
+"stream": true} and then one JSON message per line until it ends or the
+client closes the connection.
+
 The socket is created mode 0660 in a directory of its own; it is never
 world-writable.  Handlers run on the event loop, between batches.
 """
@@ -13,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,13 @@ MAX_REQUEST = 64 * 1024
 
 class CommandError(Exception):
     """A request that cannot be served; the message goes to the client."""
+
+
+class Stream:
+    """What a streaming handler returns: messages to send one per line."""
+
+    def __init__(self, messages: AsyncIterator[Mapping[str, Any]]) -> None:
+        self.messages = messages
 
 
 async def _alive(path: str) -> bool:
@@ -77,7 +88,11 @@ class ControlServer:
                     return
                 if not line:
                     return
-                await self._send(writer, await self._dispatch(line))
+                answer = await self._dispatch(line)
+                if isinstance(answer, Stream):
+                    await self._stream(reader, writer, answer)
+                    return
+                await self._send(writer, answer)
         except (ConnectionResetError, BrokenPipeError):
             pass
         finally:
@@ -85,7 +100,33 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _dispatch(self, line: bytes) -> dict[str, Any]:
+    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      stream: Stream) -> None:
+        """Sends the stream's messages until it ends or the client goes away
+        (then the stream is closed at once, even while it waits)."""
+        await self._send(writer, {"ok": True, "stream": True})
+
+        async def pump() -> None:
+            async for msg in stream.messages:
+                writer.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+                await writer.drain()
+
+        pumping = asyncio.ensure_future(pump())
+        gone = asyncio.ensure_future(reader.read())  # b"" when the client closes
+        try:
+            await asyncio.wait({pumping, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (pumping, gone):
+                t.cancel()
+            for t in (pumping, gone):
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await t
+            close = getattr(stream.messages, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    async def _dispatch(self, line: bytes) -> dict[str, Any] | Stream:
         try:
             req = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -100,7 +141,10 @@ class ControlServer:
             return {"ok": False, "error": f"unknown command {req['cmd']!r} "
                                           f"(known: {', '.join(sorted(self.handlers))})"}
         try:
-            return {"ok": True, "result": await handler(args)}
+            result = await handler(args)
+            if isinstance(result, Stream):
+                return result
+            return {"ok": True, "result": result}
         except CommandError as e:
             return {"ok": False, "error": str(e)}
         except Exception as e:

@@ -59,6 +59,29 @@ def _tuple_text(t: Mapping[str, Any], proto: int) -> str:
     return " ".join(parts)
 
 
+def event_line(j: Mapping[str, Any]) -> str:
+    """One ``conntrack -E`` line: the event type right-aligned in nine
+    columns; DESTROY carries the counters and no timeout or state."""
+    head = f"{'[' + j['type'] + ']':>9} {j['proto']:<8} {j['protonum']}"
+    destroy = j["type"] == "DESTROY"
+    if not destroy:
+        head += f" {j['timeout']}"
+        if j.get("state"):
+            head += f" {j['state']}"
+
+    def tup(t: Mapping[str, Any]) -> str:
+        text = _tuple_text(t, j["protonum"])
+        return text if destroy else text.rsplit(" packets=", 1)[0]
+
+    out = [head, tup(j["original"])]
+    if j["unreplied"]:
+        out.append("[UNREPLIED]")
+    out.append(tup(j["reply"]))
+    if j["assured"]:
+        out.append("[ASSURED]")
+    return " ".join(out)
+
+
 def entry_line(j: Mapping[str, Any]) -> str:
     """One ``conntrack -L`` line from the JSON form."""
     head = f"{j['proto']:<8} {j['protonum']} {j['timeout']}"

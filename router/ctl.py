@@ -1,12 +1,14 @@
 """``routerctl``: talk to a running router through its control socket.
 
-    routerctl [-s SOCKET] [--json] conntrack list [-p PROTO] [-s ADDR] [-d ADDR]
-                                                  [--sport N] [--dport N] [--state S]
+    routerctl [-S SOCKET] [--json] conntrack list [-p PROTO] [-s ADDR] [-d ADDR]
+                                    [--sport N] [--dport N] [--state S] [--zone Z]
     routerctl conntrack get -p P -s A -d A --sport N --dport N
     routerctl conntrack delete [filters as for list]
     routerctl conntrack count
     routerctl conntrack flush
-    routerctl stats | interfaces | status | reload
+    routerctl conntrack events [-e NEW,UPDATE,DESTROY] [filters] [-c N] [-t SECONDS]
+    routerctl capture IFACE -w FILE [-c N] [-t SECONDS] [--snaplen N]
+    routerctl stats | interfaces | routes | status | reload
     routerctl config show
     routerctl nat list
     routerctl lb list
@@ -16,15 +18,19 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import socket
+import struct
 import sys
+import time
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import toml
 
-from router.ctfmt import MAPPING_HEADER, entry_line, mapping_line
+from router.ctfmt import MAPPING_HEADER, entry_line, event_line, mapping_line
 
 DEFAULT_SOCKET = "/run/router/router.sock"
 
@@ -33,16 +39,14 @@ class CtlError(Exception):
     pass
 
 
-def request(path: str, cmd: str, args: dict[str, Any] | None = None,
-            timeout: float = 10.0) -> Any:
-    """Sends one request; returns its result or raises CtlError."""
+def _connect(path: str, timeout: float | None) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(path)
     except FileNotFoundError:
         raise CtlError(f"no control socket at {path}: is the router running? "
-                       f"(use -s to name another socket)") from None
+                       f"(use -S to name another socket)") from None
     except PermissionError:
         raise CtlError(f"permission denied on {path}: run as root or as a member of the "
                        f"socket's group") from None
@@ -51,21 +55,56 @@ def request(path: str, cmd: str, args: dict[str, Any] | None = None,
                        f"(a stale socket file?)") from None
     except OSError as e:
         raise CtlError(f"cannot connect to {path}: {e.strerror or e}") from None
-    with s:
-        s.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
+    return s
+
+
+def _lines(s: socket.socket, timeout: float) -> Iterator[dict[str, Any]]:
+    buf = b""
+    while True:
+        while b"\n" not in buf:
             try:
                 chunk = s.recv(1 << 20)
             except TimeoutError:
                 raise CtlError(f"no answer from the router within {timeout} s") from None
             if not chunk:
-                raise CtlError("the router closed the connection without an answer")
+                if buf:
+                    raise CtlError("the router closed the connection mid-message")
+                return
             buf += chunk
-    msg = json.loads(buf)
+        line, buf = buf.split(b"\n", 1)
+        yield json.loads(line)
+
+
+def request(path: str, cmd: str, args: dict[str, Any] | None = None,
+            timeout: float = 10.0) -> Any:
+    """Sends one request; returns its result or raises CtlError."""
+    with _connect(path, timeout) as s:
+        s.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+        msg = next(_lines(s, timeout), None)
+    if msg is None:
+        raise CtlError("the router closed the connection without an answer")
     if not msg.get("ok"):
         raise CtlError(str(msg.get("error", "unknown error")))
     return msg["result"]
+
+
+def stream(path: str, cmd: str, args: dict[str, Any], idle: float = 3600.0,
+           ) -> Generator[dict[str, Any], None, None]:
+    """Sends a streaming request; yields its messages until the router ends
+    the stream (or nothing came for ``idle`` seconds)."""
+    with _connect(path, 10.0) as s:
+        s.sendall(json.dumps({"cmd": cmd, "args": args}).encode() + b"\n")
+        msgs = _lines(s, 10.0)
+        first = next(msgs, None)
+        if first is None:
+            raise CtlError("the router closed the connection without an answer")
+        if not first.get("ok"):
+            raise CtlError(str(first.get("error", "unknown error")))
+        s.settimeout(idle)
+        try:
+            yield from msgs
+        except CtlError:
+            return
 
 
 def _print_kv(d: dict[str, Any], indent: str = "") -> None:
@@ -95,10 +134,34 @@ def main(argv: list[str] | None = None) -> int:
         ls.add_argument("--sport", type=int, help="original source port")
         ls.add_argument("--dport", type=int, help="original destination port")
         ls.add_argument("--state", help="TCP state, e.g. ESTABLISHED")
+        ls.add_argument("--zone", help="zone the original source is in, e.g. lan")
+    ev = ctsub.add_parser("events", help="stream connection events, like conntrack -E")
+    ev.add_argument("-e", "--event", default="NEW,UPDATE,DESTROY",
+                    help="event types, comma separated (default all)")
+    ev.add_argument("-p", "--proto", help="protocol name or number")
+    ev.add_argument("-s", "--src", help="original source address")
+    ev.add_argument("-d", "--dst", help="original destination address")
+    ev.add_argument("--sport", type=int, help="original source port")
+    ev.add_argument("--dport", type=int, help="original destination port")
+    ev.add_argument("--state", help="TCP state after the event")
+    ev.add_argument("--zone", help="zone the original source is in")
+    ev.add_argument("-c", "--count", type=int, default=0, help="stop after N events")
+    ev.add_argument("-t", "--timeout", type=float, default=0,
+                    help="stop after this many seconds (default: never)")
     ctsub.add_parser("count", help="number of connections, like conntrack -C")
     ctsub.add_parser("flush", help="delete every connection, like conntrack -F")
     sub.add_parser("stats", help="data plane counters and drops by reason")
     sub.add_parser("interfaces", help="interfaces and their counters")
+    sub.add_parser("routes", help="the routing table, like ip route")
+    cap = sub.add_parser("capture", help="capture packets of an interface to a pcap file")
+    cap.add_argument("interface", help="interface name")
+    cap.add_argument("-w", "--write", required=True, help="pcap file to write ('-': stdout)")
+    cap.add_argument("-c", "--count", type=int, default=0,
+                     help="stop after N packets (default: at the time limit)")
+    cap.add_argument("-t", "--timeout", type=float, default=10.0,
+                     help="stop after this many seconds (default 10, at most 3600)")
+    cap.add_argument("--snaplen", type=int, default=2048,
+                     help="bytes kept of each packet (default 2048)")
     sub.add_parser("status", help="version, uptime, config, table use")
     sub.add_parser("reload", help="reload the config file (like SIGHUP) and report")
     nat = sub.add_parser("nat", help="NAT mappings")
@@ -114,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "conntrack":
             return _conntrack(args)
+        if args.cmd == "capture":
+            return _capture(args)
         cmd = {"config": "config.show", "nat": "nat.list", "lb": "lb.list",
                "firewall": "firewall.list"}.get(args.cmd, args.cmd)
         result = request(args.socket, cmd)
@@ -130,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"{i['rx_dropped']} dropped")
             print(f"    tx {i['tx_packets']} packets {i['tx_bytes']} bytes "
                   f"{i['tx_errors']} errors")
+    elif cmd == "routes":
+        for r in result:
+            line = r["destination"]
+            if r["gateway"]:
+                line += f" via {r['gateway']}"
+            line += f" dev {r['interface']} proto {r['proto']}"
+            if r["src"]:
+                line += f" scope link src {r['src']}"
+            print(line)
     elif cmd == "nat.list":
         print(MAPPING_HEADER)
         for m in result:
@@ -167,9 +241,77 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+FILTERS = ("proto", "src", "dst", "sport", "dport", "state", "zone")
+
+
+def _events(args: argparse.Namespace) -> int:
+    filt = {k: getattr(args, k) for k in FILTERS}
+    types = [t.strip().upper() for t in args.event.split(",") if t.strip()]
+    n = 0
+    deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
+    msgs = stream(args.socket, "conntrack.events", {**filt, "types": types},
+                  idle=max(0.1, args.timeout) if deadline else 3600.0)
+    try:
+        for msg in msgs:
+            if msg["type"] == "MISSED":
+                print(f"routerctl: WARNING: {msg['count']} events were missed (this reader "
+                      f"fell behind)", file=sys.stderr)
+            else:
+                print(json.dumps(msg) if args.json else event_line(msg), flush=True)
+                n += 1
+            if (args.count and n >= args.count) or \
+                    (deadline is not None and time.monotonic() >= deadline):
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        msgs.close()
+    print(f"routerctl: {n} flow events have been shown.", file=sys.stderr)
+    return 0
+
+
+PCAP_MAGIC_US = 0xA1B2C3D4
+
+
+def _capture(args: argparse.Namespace) -> int:
+    """Writes the packets the router streams as a classic pcap file
+    (microsecond timestamps, LINKTYPE_RAW: each record an IP packet)."""
+    msgs = stream(args.socket, "capture", {"interface": args.interface, "count": args.count,
+                                           "duration": args.timeout, "snaplen": args.snaplen},
+                  idle=args.timeout + 10)
+    out = sys.stdout.buffer if args.write == "-" else open(args.write, "wb")  # noqa: SIM115
+    n = lost = 0
+    try:
+        for msg in msgs:
+            if msg["type"] == "START":
+                out.write(struct.pack("<IHHiIII", PCAP_MAGIC_US, 2, 4, 0, 0, msg["snaplen"],
+                                      msg["linktype"]))
+            elif msg["type"] == "PACKET":
+                data = base64.b64decode(msg["data"])
+                ts = msg["ts_us"]
+                out.write(struct.pack("<IIII", ts // 1_000_000, ts % 1_000_000, len(data),
+                                      msg["len"]) + data)
+                n += 1
+            elif msg["type"] == "END":
+                lost = msg["lost"]
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        msgs.close()
+        out.flush()
+        if out is not sys.stdout.buffer:
+            out.close()
+    print(f"routerctl: {n} packets captured on {args.interface}"
+          + (f", {lost} lost (capture ring full)" if lost else ""), file=sys.stderr)
+    return 0
+
+
 def _conntrack(args: argparse.Namespace) -> int:
+    if args.ctcmd == "events":
+        return _events(args)
     if args.ctcmd == "list":
-        filt = {k: getattr(args, k) for k in ("proto", "src", "dst", "sport", "dport", "state")}
+        filt = {k: getattr(args, k) for k in FILTERS}
         entries = request(args.socket, "conntrack.list", filt)
         if args.json:
             print(json.dumps(entries, indent=2))
@@ -178,7 +320,7 @@ def _conntrack(args: argparse.Namespace) -> int:
                 print(entry_line(e))
             print(f"routerctl: {len(entries)} flow entries have been shown.", file=sys.stderr)
     elif args.ctcmd in ("get", "delete"):
-        filt = {k: getattr(args, k) for k in ("proto", "src", "dst", "sport", "dport", "state")}
+        filt = {k: getattr(args, k) for k in FILTERS}
         r = request(args.socket, f"conntrack.{args.ctcmd}", filt)
         if args.json:
             print(json.dumps(r, indent=2))

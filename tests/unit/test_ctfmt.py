@@ -66,3 +66,43 @@ def test_nat_mappings_group_connections() -> None:
         ("udp", "snat", "192.168.1.2:5000", "203.0.113.1:5000", 2, 7, 200)]
     assert mapping_line(maps[1]).startswith("udp   snat     192.168.1.2:5000")
     assert maps[1]["filtering"] == "address-dependent" and maps[0]["filtering"] == "forward"
+
+
+def test_event_lines_like_conntrack_e() -> None:
+    from router.ctfmt import event_line
+    base = {"proto": "tcp", "protonum": 6, "timeout": 120, "state": "SYN_SENT",
+            "original": {"src": "10.0.0.2", "dst": "10.0.0.1", "sport": 43210, "dport": 22,
+                         "packets": 1, "bytes": 60},
+            "reply": {"src": "10.0.0.1", "dst": "10.0.0.2", "sport": 22, "dport": 43210,
+                      "packets": 0, "bytes": 0},
+            "unreplied": True, "assured": False}
+    assert event_line({**base, "type": "NEW"}) == (
+        "    [NEW] tcp      6 120 SYN_SENT src=10.0.0.2 dst=10.0.0.1 sport=43210 dport=22 "
+        "[UNREPLIED] src=10.0.0.1 dst=10.0.0.2 sport=22 dport=43210")
+    assert event_line({**base, "type": "UPDATE", "unreplied": False}).startswith(
+        " [UPDATE] tcp      6 120 SYN_SENT src=")
+    assert event_line({**base, "type": "DESTROY", "assured": True, "unreplied": False}) == (
+        "[DESTROY] tcp      6 src=10.0.0.2 dst=10.0.0.1 sport=43210 dport=22 packets=1 "
+        "bytes=60 src=10.0.0.1 dst=10.0.0.2 sport=22 dport=43210 packets=0 bytes=0 [ASSURED]")
+
+
+def test_a_full_listener_counts_what_it_missed() -> None:
+    import asyncio
+
+    from router import events
+
+    async def go() -> list[dict[str, object]]:
+        li = events.Listener(frozenset(["NEW"]), lambda j: True)
+        for i in range(events.QUEUE_MAX + 5):
+            li.offer({"type": "NEW", "n": i})
+        li.lose(3)  # lost in the data plane's ring too
+        out = []
+        async for m in li.messages():
+            out.append(m)
+            if len(out) == events.QUEUE_MAX + 1:
+                break
+        return out
+
+    out = asyncio.run(go())
+    assert out[0] == {"type": "MISSED", "count": 8}
+    assert out[1]["n"] == 0 and out[-1]["n"] == events.QUEUE_MAX - 1

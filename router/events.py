@@ -1,0 +1,198 @@
+"""Events from the data plane: connection events for ``routerctl conntrack
+events``, sampled drops for the log, and packet capture.
+
+The C core writes events into a ring and never waits; ``EventHub`` drains it
+a few times a second while anything listens.  Each listener has its own
+bounded queue: a slow or stuck reader only loses its own events and is told
+how many (``{"type": "MISSED", "count": N}``); the data plane and the other
+listeners go on.  Connection events are switched on only while someone
+listens, as Linux allocates its event extension only for a listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from router.ctfmt import entry_json, proto_name
+from router.datapath import Datapath, Event
+
+DRAIN_INTERVAL = 0.05
+QUEUE_MAX = 10000
+CT_EVENT_TYPES = ("NEW", "UPDATE", "DESTROY")
+TCP_FLAG_NAMES = "FSRPAUEC"
+
+
+def tcp_flags_text(flags: int) -> str:
+    return "".join(n for i, n in enumerate(TCP_FLAG_NAMES) if flags >> i & 1)
+
+
+class Listener:
+    """One ``conntrack events`` client: a bounded queue and a miss count."""
+
+    def __init__(self, types: frozenset[str], match: Callable[[Mapping[str, Any]], bool]) -> None:
+        self.types = types
+        self.match = match
+        self.queue: collections.deque[dict[str, Any]] = collections.deque()
+        self.missed = 0
+        self.ready = asyncio.Event()
+
+    def offer(self, msg: dict[str, Any]) -> None:
+        if len(self.queue) >= QUEUE_MAX:
+            self.missed += 1
+        else:
+            self.queue.append(msg)
+        self.ready.set()
+
+    def lose(self, n: int) -> None:
+        self.missed += n
+        self.ready.set()
+
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            if self.missed:
+                n, self.missed = self.missed, 0
+                yield {"type": "MISSED", "count": n}
+            while self.queue:
+                yield self.queue.popleft()
+
+
+class EventHub:
+    def __init__(self, dp: Datapath, log: Any, iface_names: Callable[[], list[str]],
+                 rule_text: Callable[[int], str]) -> None:
+        self.dp = dp
+        self.log = log
+        self.iface_names = iface_names
+        self.rule_text = rule_text
+        self.listeners: set[Listener] = set()
+        self.log_drops: tuple[str, ...] = ()
+        self.log_rate = 10
+        self._wake = asyncio.Event()
+        self._lost = dp.events_lost()
+        self._suppressed = 0
+        self._suppressed_logged = time.monotonic()
+        self.delivered = 0
+        self.missed_total = 0
+
+    # -- configuration ---------------------------------------------------
+
+    def configure(self, log_drops: tuple[str, ...], log_rate: int) -> None:
+        self.log_drops, self.log_rate = log_drops, log_rate
+        self._apply()
+
+    def _apply(self) -> None:
+        self.dp.enable_events(ct=bool(self.listeners), drop_reasons=self.log_drops,
+                              drop_rate=self.log_rate)
+        self._wake.set()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.listeners or self.log_drops)
+
+    def subscribe(self, listener: Listener) -> None:
+        if not self.listeners:
+            self.listeners.add(listener)
+            self._apply()  # events on, ring empty: nothing old leaks in
+        self.listeners.add(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+        if not self.listeners:
+            self._apply()
+
+    # -- draining --------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            if not self.active:
+                self._wake.clear()
+                await self._wake.wait()
+            await asyncio.sleep(DRAIN_INTERVAL)
+            self.drain()
+
+    def drain(self) -> None:
+        while evs := self.dp.read_events(4096):
+            for ev in evs:
+                if ev.type == "DROP":
+                    self._log_drop(ev)
+                else:
+                    self._fan_out(ev)
+            if len(evs) < 4096:
+                break
+        lost = self.dp.events_lost()
+        ct_lost = sum(lost[t] - self._lost[t] for t in CT_EVENT_TYPES)
+        self._suppressed += (lost["RATE_LIMITED"] - self._lost["RATE_LIMITED"]
+                             + lost["DROP"] - self._lost["DROP"])
+        self._lost = lost
+        if ct_lost:
+            self.missed_total += ct_lost * len(self.listeners)
+            for li in self.listeners:
+                li.lose(ct_lost)
+        now = time.monotonic()
+        if self._suppressed and now - self._suppressed_logged >= 1.0:
+            self.log.info("packet.drop_log_suppressed", count=self._suppressed,
+                          log_rate=self.log_rate)
+            self._suppressed = 0
+            self._suppressed_logged = now
+
+    def _fan_out(self, ev: Event) -> None:
+        j = entry_json(ev.entry)
+        msg = {"type": ev.type, "time": round(time.time(), 6), **j}
+        for li in self.listeners:
+            if ev.type in li.types and li.match(j):
+                li.offer(msg)
+                self.delivered += 1
+
+    def _log_drop(self, ev: Event) -> None:
+        e = ev.entry
+        names = self.iface_names()
+        fields: dict[str, Any] = {
+            "reason": ev.reason,
+            "interface": names[ev.iface] if 0 <= ev.iface < len(names) else ev.iface,
+            "proto": proto_name(e.proto) if e.family else "unknown",
+        }
+        if e.family:
+            fields |= {"src": e.src[0], "dst": e.dst[0]}
+        if e.proto in (6, 17):
+            fields |= {"sport": e.sport[0], "dport": e.dport[0]}
+        elif e.proto == 1:
+            fields |= {"icmp_type": e.dport[0] >> 8, "icmp_code": e.dport[0] & 0xFF}
+        if e.proto == 6:
+            fields["flags"] = tcp_flags_text(ev.tcp_flags)
+        if ev.rule >= 0:
+            fields |= {"rule": ev.rule, "rule_text": self.rule_text(ev.rule)}
+        self.log.info("packet.dropped", **fields)
+
+
+async def capture(dp: Datapath, iface: int, count: int, duration: float,
+                  snaplen: int) -> AsyncIterator[dict[str, Any]]:
+    """Captured packets of interface ``iface`` as messages, until ``count``
+    packets (0: any number) or ``duration`` seconds.  The caller must allow
+    only one capture at a time."""
+    dp.capture_start([iface], snaplen=snaplen)
+    lost0 = dp.capture_lost()
+    deadline = time.monotonic() + duration
+    n = 0
+    try:
+        yield {"type": "START", "linktype": 101, "snaplen": snaplen}
+        while time.monotonic() < deadline and (count == 0 or n < count):
+            await asyncio.sleep(0.02)
+            while batch := dp.capture_read():
+                for c in batch:
+                    yield {"type": "PACKET", "ts_us": c.ts_us, "len": c.length,
+                           "dir": "out" if c.outgoing else "in",
+                           "data": base64.b64encode(c.data).decode()}
+                    n += 1
+                    if count and n >= count:
+                        break
+                if count and n >= count:
+                    break
+        yield {"type": "END", "packets": n, "lost": dp.capture_lost() - lost0}
+    finally:
+        dp.capture_stop()
