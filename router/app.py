@@ -27,7 +27,7 @@ from router.ctfmt import entry_json, nat_mappings
 from router.datapath import Datapath, DatapathError
 from router.metrics import MetricsServer
 from router.tables import compile_tables
-from router.tun import Tun, open_tun
+from router.tun import Tun, TunError, open_tun
 
 GC_SLICE_MIN = 1024
 GC_SLICE_MAX = 65536
@@ -70,6 +70,9 @@ class Router:
                                       lambda: [i.name for i in self.cfg.interfaces],
                                       self._rule_text)
         self.capturing: str | None = None
+        self._readers: list[int] = []
+        self._reload_lock = asyncio.Lock()
+        self._pending: set[asyncio.Future[Any]] = set()
 
     # -- life cycle --------------------------------------------------------
 
@@ -146,8 +149,7 @@ class Router:
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
-            for n, tun in enumerate(self.tuns):
-                loop.add_reader(tun.fd, self._readable, n)
+            self._register_readers()
             await self.control.start()
             if self.metrics is not None:
                 await self.metrics.start()
@@ -175,8 +177,9 @@ class Router:
         await self.control.stop()
         if self.metrics is not None:
             await self.metrics.stop()
-        for tun in self.tuns:
-            loop.remove_reader(tun.fd)
+        for fd in self._readers:
+            loop.remove_reader(fd)
+        self._readers = []
         self.save_state()
         self.log.info("router.stopped")
 
@@ -200,19 +203,31 @@ class Router:
 
     def _on_sighup(self) -> None:
         self.log.info("config.reload_requested", signal="SIGHUP")
-        self.reload()
+        task = asyncio.ensure_future(self.reload())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
-    def reload(self) -> dict[str, Any]:
+    async def reload(self) -> dict[str, Any]:
         """Reads the config file again and applies it atomically, or keeps the
-        running config and every connection if anything is wrong."""
+        running config and every connection if anything is wrong.  One
+        reload at a time."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> dict[str, Any]:
         path = self.cfg.path
         try:
             new = config.load(path)
-            self._check_reloadable(new)
+            keep, gone, added = self._interface_plan(new)
+            # Everything that can be checked without touching a device.
+            fds = {n: t.fd for n, t in self._fds_by_name().items() if n in keep}
+            compile_tables(new, fds, self.vnet_hdr)
+            if added or gone:
+                await self._swap_interfaces(new, gone, added)
             tables = compile_tables(new, self._fds(), self.vnet_hdr)
             self.dp.load(tables)
             self.tables = tables
-        except (ConfigError, DatapathError) as e:
+        except (ConfigError, DatapathError, TunError) as e:
             self.reloads["failed"] += 1
             fields: dict[str, Any] = {"file": path, "reason": str(e)}
             if isinstance(e, ConfigError):
@@ -221,22 +236,83 @@ class Router:
             return {"applied": False, "error": str(e)}
         restart = self._needs_restart(new)
         self.cfg = new
+        self._register_readers()
         self.events.configure(new.log_drops, new.log_rate)
         self.config_hash = file_hash(path)
         self.reloads["ok"] += 1
         self.log.info("config.reloaded", file=path, sha256=self.config_hash[:16],
+                      interfaces_added=sorted(added) or None,
+                      interfaces_removed=sorted(gone) or None,
                       needs_restart=restart or None)
-        return {"applied": True, "needs_restart": restart}
+        return {"applied": True, "needs_restart": restart,
+                "interfaces_added": sorted(added), "interfaces_removed": sorted(gone)}
 
-    def _check_reloadable(self, new: Config) -> None:
-        old_if = [(i.name, i.address, i.mtu, i.txqueuelen, i.netns, i.host_address,
-                   i.host_routes) for i in self.cfg.interfaces]
-        new_if = [(i.name, i.address, i.mtu, i.txqueuelen, i.netns, i.host_address,
-                   i.host_routes) for i in new.interfaces]
-        if old_if != new_if:
-            raise ConfigError(new.path, "interface",
-                              "interfaces were added, removed or changed (other than their "
-                              "zone): that needs a restart; the running config stays")
+    @staticmethod
+    def _link_key(i: config.Interface) -> tuple[Any, ...]:
+        """What a device is set up from: a change in it means a new device
+        (zone and rp_filter are only tables)."""
+        return (i.address, i.mtu, i.txqueuelen, i.netns, i.host_address, i.host_routes)
+
+    def _interface_plan(self, new: Config) -> tuple[set[str], set[str], set[str]]:
+        """Names of interfaces kept as they are, removed, and (re)created."""
+        old = {i.name: self._link_key(i) for i in self.cfg.interfaces}
+        want = {i.name: self._link_key(i) for i in new.interfaces}
+        keep = {n for n in want if old.get(n) == want[n]}
+        return keep, set(old) - keep, set(want) - keep
+
+    def _fds_by_name(self) -> dict[str, Tun]:
+        return {t.iface.name: t for t in self.tuns}
+
+    async def _swap_interfaces(self, new: Config, gone: set[str], added: set[str]) -> None:
+        """Closes the devices of removed (or changed) interfaces and opens the
+        new ones.  Until the new tables are loaded, the removed interfaces
+        are cut off (their descriptors are never written to after close).
+        If a device cannot be opened, the old ones are put back."""
+        loop = asyncio.get_running_loop()
+        by_name = self._fds_by_name()
+        interim = {n: t.fd for n, t in by_name.items() if n not in gone}
+        self.dp.load(compile_tables(self.cfg, interim, self.vnet_hdr))
+        for n in gone:
+            loop.remove_reader(by_name[n].fd)
+            by_name[n].close()
+            self.log.info("tun.closed", interface=n)
+        opened: dict[str, Tun] = {}
+        try:
+            for iface in new.interfaces:
+                if iface.name in added:
+                    opened[iface.name] = await loop.run_in_executor(
+                        None, open_tun, iface, self.vnet_hdr)
+                    self.log.info("tun.opened", interface=iface.name,
+                                  fd=opened[iface.name].fd, netns=iface.netns)
+        except TunError:
+            for t in opened.values():
+                t.close()
+            # Put the old devices back as they were.
+            restored: dict[str, Tun] = {}
+            for iface in self.cfg.interfaces:
+                if iface.name in gone:
+                    with contextlib.suppress(TunError):
+                        restored[iface.name] = await loop.run_in_executor(
+                            None, open_tun, iface, self.vnet_hdr)
+            self.tuns = [restored.get(i.name) or by_name[i.name]
+                         for i in self.cfg.interfaces
+                         if i.name in restored or i.name not in gone]
+            self.dp.load(compile_tables(self.cfg, self._fds(), self.vnet_hdr))
+            self._register_readers()
+            raise
+        kept = {n: t for n, t in by_name.items() if n not in gone}
+        self.tuns = [opened.get(i.name) or kept[i.name] for i in new.interfaces]
+
+    def _register_readers(self) -> None:
+        """One reader per device, called with the device's interface number
+        in the running tables."""
+        loop = asyncio.get_running_loop()
+        for fd in self._readers:
+            loop.remove_reader(fd)
+        self._readers = []
+        for n, tun in enumerate(self.tuns):
+            loop.add_reader(tun.fd, self._readable, n)
+            self._readers.append(tun.fd)
 
     def _needs_restart(self, new: Config) -> list[str]:
         out = []
@@ -519,7 +595,7 @@ class Router:
         return ""
 
     async def _h_reload(self, args: Mapping[str, Any]) -> Any:
-        r = self.reload()
+        r = await self.reload()
         if not r["applied"]:
             raise CommandError(f"reload rejected: {r['error']}")
         return r

@@ -1291,11 +1291,36 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
         pool[i] = t->nat_pool[i];
     }
 
-    /* Everything checked: swap in. */
+    /* Everything checked: swap in.  An interface is known by its
+     * descriptor: it keeps its counters when interfaces are added, removed
+     * or reordered, and fragments on their way follow it (or are dropped
+     * with it). */
+    struct dp_iface old_if[RT_MAX_IFACES];
+    uint32_t old_n = dp->n_ifaces;
+    memcpy(old_if, dp->ifaces, sizeof old_if);
+    int16_t remap[RT_MAX_IFACES];
+    for (uint32_t j = 0; j < old_n; j++) {
+        remap[j] = -1;
+        for (uint32_t i = 0; i < t->n_ifaces; i++)
+            if (old_if[j].fd >= 0 && t->ifaces[i].fd == old_if[j].fd)
+                remap[j] = (int16_t)i;
+    }
+    for (uint32_t j = old_n; j < RT_MAX_IFACES; j++)
+        remap[j] = -1;
+    frag_remap_ifaces(&dp->frag, remap);
+    if (dp->cap.ifaces) {
+        uint64_t mask = 0;
+        for (uint32_t j = 0; j < old_n; j++)
+            if ((dp->cap.ifaces >> j & 1) && remap[j] >= 0)
+                mask |= 1ull << remap[j];
+        dp->cap.ifaces = mask;
+    }
     for (uint32_t i = 0; i < t->n_ifaces; i++) {
         struct dp_iface *d = &dp->ifaces[i];
-        if (i >= dp->n_ifaces || d->fd != t->ifaces[i].fd)
-            memset(&d->st, 0, sizeof d->st);
+        memset(&d->st, 0, sizeof d->st);
+        for (uint32_t j = 0; j < old_n; j++)
+            if (remap[j] == (int16_t)i)
+                d->st = old_if[j].st;
         d->fd = t->ifaces[i].fd;
         d->addr = t->ifaces[i].addr;
         d->mtu = t->ifaces[i].mtu;

@@ -200,3 +200,26 @@ uint32_t rt_dp_take_ready(struct rt_dp *dp, uint8_t *buf, uint32_t cap,
     }
     return 0;
 }
+
+void frag_remap_ifaces(struct frag_state *f, const int16_t *remap)
+{
+    for (uint32_t i = 0; i < FRAG_TABLE; i++) {
+        struct frag_entry *e = &f->table[i];
+        if (!e->in_use || e->out_iface < 0)
+            continue;
+        e->out_iface = e->out_iface < RT_MAX_IFACES ? remap[e->out_iface] : -1;
+        if (e->out_iface < 0)
+            e->in_use = 0;
+    }
+    for (uint32_t i = 0; i < FRAG_PENDING; i++) {
+        struct frag_pending *q = &f->pending[i];
+        if (q->state != FRAG_READY)
+            continue;
+        q->out_iface = q->out_iface >= 0 && q->out_iface < RT_MAX_IFACES
+                           ? remap[q->out_iface] : -1;
+        if (q->out_iface < 0) {
+            q->state = FRAG_FREE;
+            f->n_ready--;
+        }
+    }
+}

@@ -54,6 +54,11 @@ struct frag_state {
 struct rt_dp;
 struct rt_pkt;
 
+/* Renumbers the output interfaces of fragments on their way: 'remap[old]'
+ * is the new number, or -1 when the interface is gone (its fragments are
+ * dropped).  'remap' has RT_MAX_IFACES entries. */
+void frag_remap_ifaces(struct frag_state *f, const int16_t *remap);
+
 /* The key of packet 'm' (before any translation). */
 void frag_key_of(const struct pkt_meta *m, struct frag_key *k);
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import LAN_HOST, ROUTER_WAN, SERVER, NetLab, run
+from tests.integration.conftest import LAN_HOST, PEERS, ROUTER_WAN, SERVER, NetLab, run
 
 pytestmark = pytest.mark.netns
 
@@ -168,3 +168,70 @@ def test_drop_log_names_rule_and_reason(netlab: NetLab) -> None:
     netlab.ns(netlab.lan, sys.executable, "-c", sender)
     wait_for_log(netlab, "packet.drop_log_suppressed")
     assert len(netlab.events("packet.dropped")) < 40
+
+
+def test_reload_adds_and_removes_an_interface(netlab: NetLab) -> None:
+    dmz = f"{netlab.lan[:-1]}d"
+    run("ip", "netns", "del", dmz, check=False)
+    run("ip", "netns", "add", dmz)
+    try:
+        echo = netlab.spawn(netlab.wan, sys.executable, PEERS, "tcp-echo", SERVER, "8070", "30")
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        client = ("import socket,sys\n"
+                  f"s=socket.create_connection(('{SERVER}',8070),timeout=5)\n"
+                  "for line in sys.stdin:\n"
+                  "  s.sendall(line.encode()); print(s.recv(100).decode().strip(),flush=True)\n")
+        cl = netlab.spawn(netlab.lan, sys.executable, "-c", client, stdin=True)
+        assert cl.stdin is not None and cl.stdout is not None
+
+        def echo_ok(word: str) -> None:
+            assert cl.stdin is not None and cl.stdout is not None
+            cl.stdin.write(word + "\n")
+            cl.stdin.flush()
+            assert cl.stdout.readline().strip() == word
+
+        echo_ok("before")
+        base = netlab.config.read_text()
+        netlab.config.write_text(base + f'''
+[[interface]]
+name = "dmz0"
+address = "10.99.0.1/24"
+zone = "dmz"
+netns = "{dmz}"
+host_address = "10.99.0.2/24"
+host_routes = ["0.0.0.0/0"]
+
+[[firewall.policy]]
+from = "lan"
+to = "dmz"
+action = "accept"
+''')
+        r = netlab.ctl_json("reload")
+        assert r["applied"] and r["interfaces_added"] == ["dmz0"]
+        assert [i["name"] for i in netlab.ctl_json("interfaces")] == ["lan0", "wan0", "dmz0"]
+        out = netlab.ns(netlab.lan, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.99.0.2")
+        assert "2 received" in out.stdout
+        echo_ok("during")
+        # The LAN interface kept its counters through the change.
+        lan = netlab.ctl_json("interfaces")[0]
+        assert lan["rx_packets"] > 4
+        netlab.config.write_text(base)
+        r = netlab.ctl_json("reload")
+        assert r["applied"] and r["interfaces_removed"] == ["dmz0"]
+        assert [i["name"] for i in netlab.ctl_json("interfaces")] == ["lan0", "wan0"]
+        assert netlab.ctl_json("interfaces")[0]["rx_packets"] >= lan["rx_packets"]
+        out = netlab.ns(netlab.lan, "ping", "-c", "1", "-W", "1", "10.99.0.2", check=False)
+        assert "0 received" in out.stdout
+        r2 = run("ip", "-n", dmz, "link", "show", "dmz0", check=False)
+        assert r2.returncode != 0  # the device is gone with its descriptor
+        echo_ok("after")
+        # A namespace that does not exist: refused, nothing changes.
+        netlab.config.write_text(base + '\n[[interface]]\nname = "x0"\naddress = '
+                                 '"10.98.0.1/24"\nzone = "lan"\nnetns = "no-such-ns"\n')
+        r3 = netlab.ctl("reload", check=False)
+        assert r3.returncode == 1 and "no-such-ns" in r3.stderr
+        assert [i["name"] for i in netlab.ctl_json("interfaces")] == ["lan0", "wan0"]
+        echo_ok("still")
+        cl.stdin.close()
+    finally:
+        run("ip", "netns", "del", dmz, check=False)
