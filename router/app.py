@@ -375,6 +375,10 @@ class Router:
             "gc": dict(self.gc_work),
             "loop_lag": self.loop_lag,
             "reloads": dict(self.reloads),
+            "events": {"listeners": len(self.events.listeners),
+                       "delivered": self.events.delivered,
+                       "missed": self.events.missed_total,
+                       "lost": self.dp.events_lost()},
         }
 
     async def _stats(self) -> None:

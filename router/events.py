@@ -38,18 +38,21 @@ class Listener:
         self.types = types
         self.match = match
         self.queue: collections.deque[dict[str, Any]] = collections.deque()
-        self.missed = 0
+        self.missed = 0        # not yet reported to the client
+        self.missed_ever = 0
         self.ready = asyncio.Event()
 
     def offer(self, msg: dict[str, Any]) -> None:
         if len(self.queue) >= QUEUE_MAX:
             self.missed += 1
+            self.missed_ever += 1
         else:
             self.queue.append(msg)
         self.ready.set()
 
     def lose(self, n: int) -> None:
         self.missed += n
+        self.missed_ever += n
         self.ready.set()
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
@@ -78,7 +81,7 @@ class EventHub:
         self._suppressed = 0
         self._suppressed_logged = time.monotonic()
         self.delivered = 0
-        self.missed_total = 0
+        self._missed_gone = 0  # by listeners that left
 
     # -- configuration ---------------------------------------------------
 
@@ -101,7 +104,13 @@ class EventHub:
             self._apply()  # events on, ring empty: nothing old leaks in
         self.listeners.add(listener)
 
+    @property
+    def missed_total(self) -> int:
+        return self._missed_gone + sum(li.missed_ever for li in self.listeners)
+
     def unsubscribe(self, listener: Listener) -> None:
+        if listener in self.listeners:
+            self._missed_gone += listener.missed_ever
         self.listeners.discard(listener)
         if not self.listeners:
             self._apply()
@@ -131,7 +140,6 @@ class EventHub:
                              + lost["DROP"] - self._lost["DROP"])
         self._lost = lost
         if ct_lost:
-            self.missed_total += ct_lost * len(self.listeners)
             for li in self.listeners:
                 li.lose(ct_lost)
         now = time.monotonic()

@@ -76,6 +76,24 @@ class Collector:
         for result, n in s["reloads"].items():
             reloads.add_metric([result], n)
         yield reloads
+        ev = s.get("events")
+        if ev is not None:
+            yield GaugeMetricFamily("router_event_listeners",
+                                    "Clients streaming connection events.",
+                                    value=ev["listeners"])
+            yield CounterMetricFamily("router_events_delivered",
+                                      "Connection events queued for listeners.",
+                                      value=ev["delivered"])
+            lost = CounterMetricFamily("router_events_lost",
+                                       "Events lost: ring full in the data plane (by type), "
+                                       "or drop-log samples over the rate (RATE_LIMITED).",
+                                       labels=["type"])
+            for t, n in ev["lost"].items():
+                lost.add_metric([t], n)
+            yield lost
+            yield CounterMetricFamily("router_events_missed",
+                                      "Events listeners missed because they fell behind.",
+                                      value=ev["missed"])
 
 
 async def _skip_headers(reader: asyncio.StreamReader) -> None:

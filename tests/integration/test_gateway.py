@@ -315,6 +315,8 @@ def test_prometheus_metrics(netlab: NetLab) -> None:
     assert values['router_interface_tx_packets_total{interface="wan0"}'] >= 2
     assert "router_drops_total" in text and "router_loop_lag_seconds" in text
     assert 'router_reloads_total{result="ok"}' in text
+    assert values["router_event_listeners"] == 0
+    assert values['router_events_lost_total{type="NEW"}'] == 0
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"http://{addr}/other", timeout=5)
 
