@@ -155,8 +155,9 @@ static void unlink_node(struct ct_table *ct, struct ct_conn *c, unsigned d,
 
 static void free_slot(struct ct_table *ct, struct ct_conn *c)
 {
+    /* The TCP window entry is left as it is: a TCP connection writes all
+     * of it when it is created, and nothing else reads it. */
     memset(c, 0, sizeof *c);
-    memset(ct_tcp_win(ct, c), 0, sizeof(struct ct_tcp_win));
     c->next[0] = ct->free_head;
     ct->free_head = ct_slot(ct, c);
 }

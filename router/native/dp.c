@@ -1493,7 +1493,7 @@ uint32_t rt_nat_map_count(const struct rt_dp *dp) { return dp->nm.count; }
 uint64_t rt_ct_table_bytes(const struct rt_dp *dp)
 {
     const struct ct_table *ct = &dp->ct;
-    return (uint64_t)ct->capacity * sizeof *ct->conns +
+    return (uint64_t)ct->capacity * (sizeof *ct->conns + sizeof *ct->tcpw) +
            ((uint64_t)ct->bucket_mask + 1) * sizeof *ct->buckets;
 }
 uint32_t rt_ct_capacity(const struct rt_dp *dp) { return dp->ct.capacity; }

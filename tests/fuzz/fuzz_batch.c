@@ -8,7 +8,8 @@
  * far the clock moves, and whether the buffer has spare room (for generated
  * ICMP) or ends exactly at the packet, so that any read past it is caught by
  * AddressSanitizer.  Every few packets the table is swept.  A fresh data
- * plane per input keeps every run reproducible.
+ * plane per input keeps every run reproducible.  Connection events and drop
+ * samples are on in half the variants, into a ring of 8 that fills up.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -71,8 +72,15 @@ static struct rt_dp *make_dp(uint8_t variant)
         .src_conn_cap = (variant & 1) ? 3 : 0,
         .src_new_rate = (variant & 2) ? 5 : 0,
         .nat_filtering = (variant >> 4) % 3,
+        .tcp_max_retrans = 1 + variant % 15,
     };
+    if (variant % 7 == 3)
+        t.flags |= RT_F_TCP_LIBERAL;
     if (rt_dp_load(dp, &t) != 0)
+        abort();
+    /* Events on in half the variants, with a ring small enough to fill. */
+    if ((variant & 1) &&
+        rt_events_enable(dp, 1, ~0ull, (variant & 2) ? 2 : 1000, 8) != 0)
         abort();
     return dp;
 }
@@ -117,6 +125,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if ((n & 7) == 0) {
             struct rt_sweep_result r;
             rt_ct_sweep(dp, now, 16, &r);
+            struct rt_event ev[4];
+            uint32_t k = rt_events_read(dp, ev, 4);
+            for (uint32_t i = 0; i < k; i++)
+                if (ev[i].type < RT_EV_NEW || ev[i].type >= RT_EV_N_TYPES ||
+                    (ev[i].type == RT_EV_DROP && ev[i].reason >= rt_n_drop_reasons()))
+                    abort(); /* an event must be well formed */
         }
     }
     struct rt_ct_entry e[8];
