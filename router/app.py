@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from ipaddress import IPv4Address
 from typing import Any
 
-from router import __version__, config, events, log, state
+from router import __version__, config, events, log, privs, state
 from router.config import Config, ConfigError
 from router.control import CommandError, ControlServer, Stream
 from router.ctfmt import entry_json, nat_mappings
@@ -81,7 +81,7 @@ class Router:
         starts: netlink setup is synchronous and must not run inside it."""
         try:
             for iface in self.cfg.interfaces:
-                tun = open_tun(iface, vnet_hdr=self.vnet_hdr)
+                tun = open_tun(iface, vnet_hdr=self.vnet_hdr, dev=self.cfg.tun_device)
                 self.tuns.append(tun)
                 self.log.info("tun.opened", interface=iface.name, fd=tun.fd,
                               netns=iface.netns, address=str(iface.address),
@@ -134,6 +134,26 @@ class Router:
             self.log.error("ct.state_not_saved", file=path, reason=str(e))
             return
         self.log.info("ct.saved", file=path, entries=len(entries))
+
+    def setup_privileges(self) -> None:
+        """Binds the control socket, and with ``service.user`` set, hands the
+        state directory over and drops to that user (see privs.py).  Runs
+        after open_devices(), before the event loop."""
+        cfg = self.cfg
+        if not cfg.user:
+            self.control.bind()
+            return
+        acct = privs.lookup(cfg.user, cfg.group)
+        self.control.bind(owner=(acct.uid, acct.gid))
+        state_dir = os.path.dirname(cfg.conntrack.state_file) if cfg.conntrack.state_file else ""
+        if state_dir and not os.path.exists(state_dir):
+            privs.hand_over(state_dir, acct, 0o700)
+        privs.drop(acct, cfg.keep_net_admin)
+        if state_dir and not os.access(state_dir, os.W_OK | os.X_OK):
+            self.log.warning("ct.state_dir_not_writable", dir=state_dir, user=acct.user,
+                             hint="the table will not be saved on stop")
+        self.log.info("router.privileges_dropped", user=acct.user, group=acct.group,
+                      keep_net_admin=cfg.keep_net_admin, **privs.status())
 
     def close_devices(self) -> None:
         for tun in self.tuns:
@@ -281,7 +301,7 @@ class Router:
             for iface in new.interfaces:
                 if iface.name in added:
                     opened[iface.name] = await loop.run_in_executor(
-                        None, open_tun, iface, self.vnet_hdr)
+                        None, open_tun, iface, self.vnet_hdr, new.tun_device)
                     self.log.info("tun.opened", interface=iface.name,
                                   fd=opened[iface.name].fd, netns=iface.netns)
         except TunError:
@@ -293,7 +313,7 @@ class Router:
                 if iface.name in gone:
                     with contextlib.suppress(TunError):
                         restored[iface.name] = await loop.run_in_executor(
-                            None, open_tun, iface, self.vnet_hdr)
+                            None, open_tun, iface, self.vnet_hdr, self.cfg.tun_device)
             self.tuns = [restored.get(i.name) or by_name[i.name]
                          for i in self.cfg.interfaces
                          if i.name in restored or i.name not in gone]

@@ -41,21 +41,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(cfg.nat.rules)} NAT rules, zones: {', '.join(cfg.zones)})")
         return 0
 
-    log.setup(cfg.log_level, cfg.log_format)
+    log.setup(cfg.log_level, cfg.log_format, cfg.log_output)
     import uvloop
 
     from router.app import Router
     from router.datapath import DatapathError
+    from router.privs import PrivError
     from router.tun import TunError
 
     try:
         router = Router(cfg)
         router.open_devices()
         try:
+            router.setup_privileges()
             uvloop.run(router.run())
         finally:
             router.close_devices()
-    except (TunError, DatapathError, OSError) as e:
+    except (TunError, DatapathError, PrivError, OSError) as e:
         log.get("router").error("router.failed", error=str(e))
         print(f"router: {e}", file=sys.stderr)
         return 1

@@ -58,6 +58,7 @@ class Interface:
     host_address: IPv4Interface | None = None
     host_routes: tuple[IPv4Network, ...] = ()
     rp_filter: str = "strict"
+    precreated: bool = False  # the device exists, set up by someone else
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +190,11 @@ class Config:
     log_format: str = "auto"
     batch: int = 64
     offload: bool = True
+    tun_device: str = "/dev/net/tun"
+    log_output: str = "stderr"
+    user: str = ""              # drop to this user after setup when started as root
+    group: str = ""             # and this group ("" = the user's primary group)
+    keep_net_admin: bool = True  # keep CAP_NET_ADMIN after dropping
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -418,7 +424,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
         raise ConfigError(path, "", f"TOML syntax: {e}", int(m.group(1)) if m else None) from None
     r = _Reader(path, text)
     r.known(doc, "", {"interface", "route", "nat", "firewall", "conntrack", "control", "log",
-                      "dataplane", "loadbalancer", "metrics"})
+                      "dataplane", "loadbalancer", "metrics", "service"})
 
     interfaces = _interfaces(r, doc)
     names = {i.name: i for i in interfaces}
@@ -446,14 +452,29 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
                          "(or empty to turn metrics off)")
 
     log = r.table(doc, "log", "")
-    r.known(log, "log", {"level", "format"})
+    r.known(log, "log", {"level", "format", "output"})
     level = r.choice(log, "level", "log", LOG_LEVELS, "info")
     fmt = r.choice(log, "format", "log", LOG_FORMATS, "auto")
+    output = r.choice(log, "output", "log", ("stderr", "stdout"), "stderr")
 
     dpl = r.table(doc, "dataplane", "")
-    r.known(dpl, "dataplane", {"batch", "offload"})
+    r.known(dpl, "dataplane", {"batch", "offload", "tun_device"})
     batch = r.integer(dpl, "batch", "dataplane", 64, 1, 1024)
     offload = r.get(dpl, "offload", "dataplane", bool, True)
+    tun_device = r.get(dpl, "tun_device", "dataplane", str, "/dev/net/tun")
+    if not tun_device.startswith("/"):
+        raise r.fail("dataplane.tun_device", "must be an absolute path")
+
+    svc = r.table(doc, "service", "")
+    r.known(svc, "service", {"user", "group", "keep_net_admin"})
+    user = r.get(svc, "user", "service", str, "")
+    group = r.get(svc, "group", "service", str, "")
+    for k, v in (("user", user), ("group", group)):
+        if v and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}\$?", v):
+            raise r.fail(f"service.{k}", f"not a user or group name: {v!r}")
+    if group and not user:
+        raise r.fail("service.group", "needs service.user")
+    keep_na = r.get(svc, "keep_net_admin", "service", bool, True)
 
     return Config(path=path, metrics_listen=listen,
                   interfaces=interfaces, routes=routes, nat=nat, policies=policies,
@@ -461,7 +482,9 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
                   icmp_rate=icmp_rate, max_conns_per_source=src_cap,
                   new_conns_per_source=src_rate, log_drops=log_drops, log_rate=log_rate,
                   forward_default=forward_default, conntrack=ct, control_socket=sock,
-                  log_level=level, log_format=fmt, batch=batch, offload=offload)
+                  log_level=level, log_format=fmt, batch=batch, offload=offload,
+                  tun_device=tun_device, log_output=output, user=user, group=group,
+                  keep_net_admin=keep_na)
 
 
 def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
@@ -474,7 +497,7 @@ def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
     seen_names: set[str] = set()
     nets: list[tuple[str, IPv4Network]] = []
     keys = {"name", "address", "zone", "mtu", "txqueuelen", "netns", "host_address",
-            "host_routes", "rp_filter"}
+            "host_routes", "rp_filter", "precreated"}
     for w, t in r.tables(doc, "interface", ""):
         r.known(t, w, keys)
         name = r.get(t, "name", w, str, required=True)
@@ -510,9 +533,13 @@ def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
         if hroutes and host is None:
             raise r.fail(f"{w}.host_routes", "needs host_address")
         rpf = r.choice(t, "rp_filter", w, ("strict", "loose", "off"), "strict")
+        pre = r.get(t, "precreated", w, bool, False)
+        if pre and (netns is not None or host is not None):
+            raise r.fail(f"{w}.precreated", "a pre-created device is set up by whoever created "
+                         "it: netns and host_address do not apply")
         out.append(Interface(name=name, address=addr, zone=zone, mtu=mtu, txqueuelen=txq,
                              netns=netns, host_address=host, host_routes=hroutes,
-                             rp_filter=rpf))
+                             rp_filter=rpf, precreated=pre))
     if len({i.zone for i in out}) > MAX_ZONES:
         raise r.fail("interface", f"at most {MAX_ZONES} zones")
     return tuple(out)
@@ -802,6 +829,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         d: dict[str, Any] = {"name": i.name, "address": str(i.address), "zone": i.zone,
                              "mtu": i.mtu, "txqueuelen": i.txqueuelen,
                              "rp_filter": i.rp_filter}
+        if i.precreated:
+            d["precreated"] = True
         if i.netns is not None:
             d["netns"] = i.netns
         if i.host_address is not None:
@@ -828,8 +857,10 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return {
         "control": {"socket": cfg.control_socket},
         "metrics": {"listen": cfg.metrics_listen},
-        "log": {"level": cfg.log_level, "format": cfg.log_format},
-        "dataplane": {"batch": cfg.batch, "offload": cfg.offload},
+        "log": {"level": cfg.log_level, "format": cfg.log_format, "output": cfg.log_output},
+        "dataplane": {"batch": cfg.batch, "offload": cfg.offload, "tun_device": cfg.tun_device},
+        "service": {"user": cfg.user, "group": cfg.group,
+                    "keep_net_admin": cfg.keep_net_admin},
         "conntrack": {"max": cfg.conntrack.max_entries, "tcp_loose": cfg.conntrack.tcp_loose,
                       "tcp_liberal": cfg.conntrack.tcp_liberal,
                       "tcp_max_retrans": cfg.conntrack.tcp_max_retrans,

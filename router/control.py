@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,36 +39,49 @@ class Stream:
         self.messages = messages
 
 
-async def _alive(path: str) -> bool:
-    try:
-        _, w = await asyncio.open_unix_connection(path)
-    except OSError:
-        return False
-    w.close()
-    return True
-
-
 class ControlServer:
     def __init__(self, path: str, handlers: Mapping[str, Handler]) -> None:
         self.path = path
         self.handlers = handlers
         self._server: asyncio.AbstractServer | None = None
+        self._sock: socket.socket | None = None
         self._log = log.get("control")
 
-    async def start(self) -> None:
+    def bind(self, owner: tuple[int, int] | None = None) -> None:
+        """Creates the listening socket now, before the event loop runs (and
+        before privileges are dropped).  With ``owner`` (uid, gid) the socket,
+        and its directory if this created it, become that user's."""
         p = Path(self.path)
+        created = not p.parent.exists()
         p.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         if p.is_socket():
-            if await _alive(self.path):
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(self.path)
                 raise OSError(f"another router already listens on {self.path}")
-            p.unlink()  # stale, from a router that did not stop cleanly
+            except (ConnectionRefusedError, FileNotFoundError):
+                p.unlink()  # stale, from a router that did not stop cleanly
+            finally:
+                probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o117)
         try:
-            self._server = await asyncio.start_unix_server(self._client, path=self.path,
-                                                           limit=MAX_REQUEST)
+            sock.bind(self.path)
         finally:
             os.umask(old)
         os.chmod(self.path, 0o660)
+        if owner is not None:
+            os.chown(self.path, *owner)
+            if created:
+                os.chown(p.parent, *owner)
+        sock.listen(64)
+        self._sock = sock
+
+    async def start(self) -> None:
+        if self._sock is None:
+            self.bind()
+        self._server = await asyncio.start_unix_server(self._client, sock=self._sock,
+                                                       limit=MAX_REQUEST)
         self._log.info("control.listening", socket=self.path)
 
     async def stop(self) -> None:
@@ -75,7 +89,8 @@ class ControlServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        with contextlib.suppress(FileNotFoundError):
+        self._sock = None
+        with contextlib.suppress(FileNotFoundError, PermissionError):
             os.unlink(self.path)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

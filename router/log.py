@@ -1,5 +1,6 @@
 """structlog setup.  Events are named ``area.event`` with key-value fields;
-output is JSON lines unless stderr is a terminal (or the config says)."""
+output is JSON lines on stderr (or stdout: ``[log] output``) unless that is a
+terminal (or the config says)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
           "error": logging.ERROR}
 
 
-def setup(level: str = "info", fmt: str = "auto") -> None:
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+def setup(level: str = "info", fmt: str = "auto", output: str = "stderr") -> None:
+    stream = sys.stdout if output == "stdout" else sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: Any = (structlog.processors.JSONRenderer() if use_json
-                     else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+                     else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -26,7 +28,7 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
 

@@ -90,24 +90,37 @@ def _enable_offloads(fd: int) -> int:
     return 0
 
 
-def open_tun(iface: Interface, vnet_hdr: bool = False) -> Tun:
+def open_tun(iface: Interface, vnet_hdr: bool = False, dev: str = "/dev/net/tun") -> Tun:
     """Creates (or attaches to) the TUN device of ``iface`` and configures it.
     With ``vnet_hdr`` every packet carries a virtio_net_hdr and the kernel may
-    hand over GSO super-packets with partial checksums (see io.c)."""
+    hand over GSO super-packets with partial checksums (see io.c).  A
+    ``precreated`` device (``ip tuntap add ... user U``, addressed and up) is
+    only attached to: that needs no capability at all.  ``dev`` is the tun
+    character device to open (a private node works too)."""
     if iface.netns is not None and not (NETNS_DIR / iface.netns).exists():
         raise TunError(f"interface {iface.name}: network namespace {iface.netns!r} does not "
                        f"exist (create it with: ip netns add {iface.netns})")
     flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if vnet_hdr else 0)
     try:
-        dev = pytun.TunTapDevice(name=iface.name, flags=flags)
+        device = pytun.TunTapDevice(name=iface.name, flags=flags, dev=dev)
     except pytun.Error as e:
-        raise TunError(f"interface {iface.name}: cannot open /dev/net/tun: {e}") from None
-    tun = Tun(iface, dev)
+        hint = ""
+        if "Permission denied" in str(e):
+            hint = (f" (the process cannot open {dev}: give it access to the node, e.g. a "
+                    f"group, or set dataplane.tun_device to a node it owns)")
+        elif "Operation not permitted" in str(e):
+            hint = (" (creating a device needs CAP_NET_ADMIN; without it, create the device "
+                    "beforehand with 'ip tuntap add dev NAME mode tun user USER' and set "
+                    "precreated = true)")
+        raise TunError(f"interface {iface.name}: cannot open {dev}: {e}{hint}") from None
+    tun = Tun(iface, device)
     try:
         os.set_blocking(tun.fd, False)
         if vnet_hdr:
             tun.offloads = _enable_offloads(tun.fd)
-        if iface.netns is not None:
+        if iface.precreated:
+            pass  # addresses, MTU and state are its creator's
+        elif iface.netns is not None:
             with IPRoute() as ipr:
                 idx = ipr.link_lookup(ifname=iface.name)[0]
                 ipr.link("set", index=idx, net_ns_fd=iface.netns)
