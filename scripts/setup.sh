@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(iproute2 iputils-ping curl iperf3 nftables procps ethtool coturn tshark gcc clang libclang-rt-14-dev
+PKGS=(iproute2 iputils-ping curl iperf3 nftables procps ethtool coturn tshark podman runc debootstrap uidmap gcc clang libclang-rt-14-dev
       python3 python3-venv python3-dev libpython3-dev)
 missing=()
 for p in "${PKGS[@]}"; do
