@@ -23,5 +23,5 @@ ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     .venv/bin/python -m pytest -q -p no:cacheprovider tests/native
 
-echo "== fuzz smoke: the batch path under libFuzzer, ASan and UBSan"
+echo "== fuzz smoke: the C batch path (libFuzzer, ASan, UBSan), config and control (atheris)"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
