@@ -12,6 +12,9 @@
     python peers.py scan DST PORTS SECS         TCP connect scan ("1-1024,8080"), prints
                                                 the ports that accepted
     python peers.py tcp-echo ADDR PORT LIFETIME echoes on one connection
+    python peers.py flood IFACE syn|udp DST PORT SECS  raw packets from random sources
+                                                written into IFACE for SECS seconds;
+                                                prints how many
 
 Every server stops by itself after LIFETIME seconds.
 """
@@ -185,6 +188,54 @@ def tcp_echo(addr: str, port: int, lifetime: float) -> None:
         pass
 
 
+def _csum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(int.from_bytes(b[i:i + 2], "big") for i in range(0, len(b), 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def flood(iface: str, kind: str, dst: str, port: int, secs: float) -> None:
+    """SYNs or UDP datagrams from random sources (and ports) to DST:PORT,
+    written straight into a TUN device, for SECS seconds (bounded)."""
+    import os
+    import random
+    import struct
+    import time
+
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    daddr = socket.inet_aton(dst)
+    proto = 6 if kind == "syn" else 17
+    rnd = random.Random(os.getpid())
+    n = 0
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        for _ in range(256):
+            saddr = struct.pack("!I", rnd.randrange(0x0B000000, 0xDF000000))  # unicast
+            sport = rnd.randrange(1024, 65536)
+            if proto == 6:
+                l4 = struct.pack("!HHIIBBHHH", sport, port, rnd.getrandbits(32), 0, 5 << 4,
+                                 0x02, 65535, 0, 0)
+            else:
+                l4 = struct.pack("!HHHH", sport, port, 12, 0) + b"floo"
+            pseudo = saddr + daddr + struct.pack("!BBH", 0, proto, len(l4))
+            c = _csum(pseudo + l4)
+            off = 16 if proto == 6 else 6
+            l4 = l4[:off] + struct.pack("!H", c) + l4[off + 2:]
+            hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0,
+                              saddr, daddr)
+            hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+            try:
+                s.send(hdr + l4)
+                n += 1
+            except OSError:
+                time.sleep(0.001)  # the device queue is full: let the router drain it
+    print(n, flush=True)
+
+
 def main() -> None:
     mode, *a = sys.argv[1:]
     if mode == "http":
@@ -209,6 +260,8 @@ def main() -> None:
         scan(a[0], a[1], float(a[2]))
     elif mode == "tcp-echo":
         tcp_echo(a[0], int(a[1]), float(a[2]))
+    elif mode == "flood":
+        flood(a[0], a[1], a[2], int(a[3]), float(a[4]))
     else:
         raise SystemExit(f"unknown mode {mode}")
 
