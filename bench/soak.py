@@ -1,0 +1,173 @@
+"""Soak: mixed traffic through the router with a reload every few seconds,
+for a bounded time, sampling the router's RSS, open file descriptors and
+table size.  They must stay flat.
+
+    bash bench/soak [--duration SECONDS] [--reload-every SECONDS]
+
+Root; builds its own lab (namespaces soak<pid>l / soak<pid>w) from
+conf/router.toml and removes it afterwards.  Prints one line per sample and
+a verdict, and writes every sample to bench/results/<time>-soak.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = str(ROOT / ".venv/bin/python")
+PEERS = str(ROOT / "tests/integration/peers.py")
+SERVER = "203.0.113.10"
+
+
+def sh(*cmd: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check)
+
+
+def proc_sample(pid: int) -> tuple[int, int]:
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=600)
+    ap.add_argument("--reload-every", type=float, default=3)
+    ap.add_argument("--sample-every", type=float, default=10)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("soak: needs root (network namespaces, TUN devices)", file=sys.stderr)
+        return 2
+    tag = f"soak{os.getpid() % 100000}"
+    lan, wan = f"{tag}l", f"{tag}w"
+    work = Path(tempfile.mkdtemp(prefix="soak-"))
+    sock = str(work / "router.sock")
+    text = (ROOT / "conf/router.toml").read_text()
+    text = text.replace('"rtlab-lan"', f'"{lan}"').replace('"rtlab-wan"', f'"{wan}"')
+    text = text.replace('"/run/router/router.sock"', f'"{sock}"')
+    text = text.replace('listen = "127.0.0.1:9188"', 'listen = ""')
+    text = text.replace('"/var/lib/router/conntrack.json"', '""')
+    # Short timeouts so that the table turns over during the soak.
+    for k, v in (("udp", 5), ("udp_stream", 10), ("icmp", 5), ("tcp_time_wait", 5),
+                 ("tcp_fin_wait", 5), ("tcp_close", 5)):
+        text = re.sub(rf"(?m)^{k} = \d+", f"{k} = {v}", text)
+    cfg = work / "router.toml"
+    cfg.write_text(text)
+    procs: list[subprocess.Popen[bytes]] = []
+    router = None
+    samples = []
+    try:
+        for ns in (lan, wan):
+            sh("ip", "netns", "del", ns, check=False)
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        log = open(work / "router.log", "wb")  # noqa: SIM115
+        router = subprocess.Popen([PY, "-m", "router", "run", "-c", str(cfg)],
+                                  stdout=log, stderr=log)
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        else:
+            raise SystemExit("soak: the router did not start")
+        ctl = [PY, "-m", "router.ctl", "-S", sock]
+        life = str(int(args.duration) + 60)
+        for mode, port in (("http", "80"), ("udp-echo", "53")):
+            p = subprocess.Popen(["ip", "netns", "exec", wan, PY, PEERS, mode, SERVER, port,
+                                  life], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            procs.append(p)
+            assert p.stdout is not None
+            p.stdout.readline()
+        iperf = subprocess.Popen(["ip", "netns", "exec", wan, "iperf3", "-s", "-B", SERVER,
+                                  "-p", "5201"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        procs.append(iperf)
+        rnd = random.Random(1)
+        t0 = time.monotonic()
+        end = t0 + args.duration
+        next_reload = t0 + args.reload_every
+        next_sample = t0
+        reloads = 0
+        stream: subprocess.Popen[bytes] | None = None
+        print(f"{'t(s)':>6} {'rss(KiB)':>9} {'fds':>4} {'conns':>6} {'reloads':>7}", flush=True)
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if stream is None or stream.poll() is not None:
+                # A TCP stream always running, restarted every 20 s.
+                stream = subprocess.Popen(["ip", "netns", "exec", lan, "iperf3", "-c", SERVER,
+                                           "-p", "5201", "-t", "20", "-b", "200M"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                procs.append(stream)
+            # A burst of short flows: HTTP, UDP, ping.
+            sh("ip", "netns", "exec", lan, "curl", "-s", "-m", "2", f"http://{SERVER}/",
+               check=False)
+            for _ in range(5):
+                sh("ip", "netns", "exec", lan, PY, PEERS, "udp-send", SERVER, "53", "q",
+                   str(rnd.randrange(20000, 60000)), check=False)
+            sh("ip", "netns", "exec", lan, "ping", "-c", "1", "-W", "1", SERVER, check=False)
+            if now >= next_reload:
+                # Change a rule that touches nothing of the traffic, and reload.
+                cfg.write_text(text + f'\n[[firewall.rule]]\nfrom = "wan"\nprotocol = "udp"\n'
+                                      f'port = {7000 + reloads % 100}\naction = "drop"\n')
+                router.send_signal(signal.SIGHUP)
+                reloads += 1
+                next_reload = now + args.reload_every
+            if now >= next_sample:
+                rss, fds = proc_sample(router.pid)
+                st = json.loads(sh(*ctl, "--json", "status").stdout)
+                s = {"t": round(now - t0, 1), "rss_kb": rss, "fds": fds,
+                     "conns": st["conntrack"]["count"], "reloads_ok": st["reloads"]["ok"],
+                     "reloads_failed": st["reloads"]["failed"]}
+                samples.append(s)
+                print(f"{s['t']:>6} {rss:>9} {fds:>4} {s['conns']:>6} {s['reloads_ok']:>7}",
+                      flush=True)
+                next_sample = now + args.sample_every
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        if router is not None and router.poll() is None:
+            router.send_signal(signal.SIGTERM)
+            router.wait(timeout=15)
+        for ns in (lan, wan):
+            sh("ip", "netns", "del", ns, check=False)
+    if len(samples) < 3:
+        print("soak: too short to judge")
+        return 0
+    warm = samples[len(samples) // 4:]  # after the table and caches warmed up
+    rss_growth = warm[-1]["rss_kb"] - warm[0]["rss_kb"]
+    fd_growth = warm[-1]["fds"] - warm[0]["fds"]
+    failed = samples[-1]["reloads_failed"]
+    flat = rss_growth < 0.05 * warm[0]["rss_kb"] + 2048 and fd_growth <= 0 and failed == 0
+    summary = {"duration_s": args.duration, "reloads": samples[-1]["reloads_ok"],
+               "reloads_failed": failed, "rss_kb_first": samples[0]["rss_kb"],
+               "rss_kb_after_warmup": warm[0]["rss_kb"], "rss_kb_last": warm[-1]["rss_kb"],
+               "rss_kb_max": max(s["rss_kb"] for s in samples),
+               "fds_first": samples[0]["fds"], "fds_last": samples[-1]["fds"],
+               "conns_max": max(s["conns"] for s in samples), "flat": flat}
+    out = ROOT / "bench/results"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"{stamp}-soak.json").write_text(json.dumps({"summary": summary,
+                                                        "samples": samples}, indent=1))
+    print(json.dumps(summary))
+    print("soak: flat" if flat else "soak: NOT flat (see the samples)")
+    return 0 if flat else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
