@@ -116,6 +116,17 @@ def _print_kv(d: dict[str, Any], indent: str = "") -> None:
             print(f"{indent}{k}: {v}")
 
 
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    """The conntrack filters, as conntrack-tools names them."""
+    p.add_argument("-p", "--proto", help="protocol name or number")
+    p.add_argument("-s", "--src", help="original source address")
+    p.add_argument("-d", "--dst", help="original destination address")
+    p.add_argument("--sport", type=int, help="original source port")
+    p.add_argument("--dport", type=int, help="original destination port")
+    p.add_argument("--state", help="TCP state, e.g. ESTABLISHED")
+    p.add_argument("--zone", help="zone the original source is in, e.g. lan")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="routerctl", description="Control a running router.")
     ap.add_argument("-S", "--socket", default=os.environ.get("ROUTER_SOCKET", DEFAULT_SOCKET),
@@ -127,24 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, helptext in (("list", "list connections like conntrack -L"),
                            ("get", "one connection by its original tuple, like conntrack -G"),
                            ("delete", "delete the matching connections, like conntrack -D")):
-        ls = ctsub.add_parser(name, help=helptext)
-        ls.add_argument("-p", "--proto", help="protocol name or number")
-        ls.add_argument("-s", "--src", help="original source address")
-        ls.add_argument("-d", "--dst", help="original destination address")
-        ls.add_argument("--sport", type=int, help="original source port")
-        ls.add_argument("--dport", type=int, help="original destination port")
-        ls.add_argument("--state", help="TCP state, e.g. ESTABLISHED")
-        ls.add_argument("--zone", help="zone the original source is in, e.g. lan")
+        _add_filters(ctsub.add_parser(name, help=helptext))
     ev = ctsub.add_parser("events", help="stream connection events, like conntrack -E")
     ev.add_argument("-e", "--event", default="NEW,UPDATE,DESTROY",
                     help="event types, comma separated (default all)")
-    ev.add_argument("-p", "--proto", help="protocol name or number")
-    ev.add_argument("-s", "--src", help="original source address")
-    ev.add_argument("-d", "--dst", help="original destination address")
-    ev.add_argument("--sport", type=int, help="original source port")
-    ev.add_argument("--dport", type=int, help="original destination port")
-    ev.add_argument("--state", help="TCP state after the event")
-    ev.add_argument("--zone", help="zone the original source is in")
+    _add_filters(ev)
     ev.add_argument("-c", "--count", type=int, default=0, help="stop after N events")
     ev.add_argument("-t", "--timeout", type=float, default=0,
                     help="stop after this many seconds (default: never)")

@@ -66,6 +66,11 @@ class NetLab:
         line = p.stdout.readline()
         assert line.strip() == "ready", line
 
+    def echo(self, port: int, lifetime: float = 60) -> Echo:
+        """A TCP connection from the LAN host to an echo server on the WAN,
+        kept open for the test to check with ``Echo.check``."""
+        return Echo(self, port, lifetime)
+
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run(sys.executable, "-m", "router.ctl", "-S", self.socket, *args, check=check)
 
@@ -111,6 +116,43 @@ class NetLab:
 
     def drops(self) -> dict[str, int]:
         return dict(self.ctl_json("stats")["drops"])
+
+
+@contextlib.contextmanager
+def namespaces(*names: str) -> Iterator[tuple[str, ...]]:
+    """Fresh network namespaces (loopback up), removed afterwards."""
+    for n in names:
+        run("ip", "netns", "del", n, check=False)
+        run("ip", "netns", "add", n)
+        run("ip", "-n", n, "link", "set", "lo", "up")
+    try:
+        yield names
+    finally:
+        for n in names:
+            run("ip", "netns", "del", n, check=False)
+
+
+class Echo:
+    def __init__(self, netlab: NetLab, port: int, lifetime: float) -> None:
+        srv = netlab.spawn(netlab.wan, sys.executable, PEERS, "tcp-echo", SERVER, str(port),
+                           str(lifetime))
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
+        client = ("import socket,sys\n"
+                  f"s=socket.create_connection(('{SERVER}',{port}),timeout=10)\n"
+                  "for line in sys.stdin:\n"
+                  "  s.sendall(line.encode()); print(s.recv(100).decode().strip(),flush=True)\n")
+        self.p = netlab.spawn(netlab.lan, sys.executable, "-c", client, stdin=True)
+
+    def check(self, word: str) -> None:
+        """Sends a word and expects it back."""
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(word + "\n")
+        self.p.stdin.flush()
+        assert self.p.stdout.readline().strip() == word
+
+    def close(self) -> None:
+        if self.p.stdin is not None:
+            self.p.stdin.close()
 
 
 def make_config(text: str, lan: str, wan: str, sock: str,

@@ -119,7 +119,8 @@ def http_get(dst: str, port: int, lports: list[int]) -> None:
         print(lport, data.split(b"\r\n\r\n", 1)[1].decode().strip(), flush=True)
 
 
-def tcp_sink(addr: str, port: int, lifetime: float) -> None:
+def _accept_one(addr: str, port: int, lifetime: float) -> tuple[socket.socket, str]:
+    """Listens, says "ready", and returns the first connection and its peer."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, port))
@@ -128,10 +129,15 @@ def tcp_sink(addr: str, port: int, lifetime: float) -> None:
     print("ready", flush=True)
     c, peer = s.accept()
     c.settimeout(lifetime)
+    return c, peer[0]
+
+
+def tcp_sink(addr: str, port: int, lifetime: float) -> None:
+    c, peer = _accept_one(addr, port, lifetime)
     n = 0
     while data := c.recv(1 << 16):
         n += len(data)
-    print(f"{peer[0]} {n}", flush=True)
+    print(f"{peer} {n}", flush=True)
 
 
 def tcp_send(dst: str, port: int, n: int) -> None:
@@ -173,14 +179,7 @@ def scan(dst: str, spec: str, secs: float) -> None:
 
 
 def tcp_echo(addr: str, port: int, lifetime: float) -> None:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((addr, port))
-    s.listen()
-    s.settimeout(lifetime)
-    print("ready", flush=True)
-    c, _ = s.accept()
-    c.settimeout(lifetime)
+    c, _ = _accept_one(addr, port, lifetime)
     try:
         while data := c.recv(65536):
             c.sendall(data)

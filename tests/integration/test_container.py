@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, run
+from tests.integration.conftest import ROOT, namespaces, run
 
 pytestmark = pytest.mark.netns
 IMAGE = "localhost/tun-router:latest"
@@ -56,16 +56,8 @@ def wait_log(name: str, event: str, timeout: float = 20) -> dict[str, object]:
 @pytest.fixture
 def nets() -> Iterator[tuple[str, str, str]]:
     tag = f"rc{os.getpid() % 100000}"
-    names = (f"{tag}r", f"{tag}l", f"{tag}w")
-    for n in names:
-        run("ip", "netns", "del", n, check=False)
-        run("ip", "netns", "add", n)
-        run("ip", "-n", n, "link", "set", "lo", "up")
-    try:
+    with namespaces(f"{tag}r", f"{tag}l", f"{tag}w") as names:
         yield names
-    finally:
-        for n in names:
-            run("ip", "netns", "del", n, check=False)
 
 
 def test_container_routes_between_namespaces(image: str, nets: tuple[str, str, str]) -> None:

@@ -105,17 +105,8 @@ def test_wan_port_scan_finds_only_forwarded_ports(netlab: NetLab) -> None:
 
 
 def test_out_of_window_segments_and_blind_rst_are_dropped(netlab: NetLab) -> None:
-    echo = netlab.spawn(netlab.wan, sys.executable, PEERS, "tcp-echo", SERVER, "8050", "20")
-    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
-    client = ("import socket,sys\n"
-              f"s=socket.create_connection(('{SERVER}',8050),timeout=5)\n"
-              "for line in sys.stdin:\n"
-              "  s.sendall(line.encode()); print(s.recv(100).decode().strip(),flush=True)\n")
-    cl = netlab.spawn(netlab.lan, sys.executable, "-c", client, stdin=True)
-    assert cl.stdin is not None and cl.stdout is not None
-    cl.stdin.write("one\n")
-    cl.stdin.flush()
-    assert cl.stdout.readline().strip() == "one"
+    echo = netlab.echo(8050, lifetime=20)
+    echo.check("one")
     (e,) = netlab.ctl_json("conntrack", "list", "-p", "tcp", "--dport", "8050")
     nat_port = e["reply"]["dport"]
     # Forge the server's side: data far beyond the window, and a RST with a
@@ -129,9 +120,7 @@ def test_out_of_window_segments_and_blind_rst_are_dropped(netlab: NetLab) -> Non
     drops = netlab.drops()
     assert drops["tcp_out_of_window"] >= 1 and drops["tcp_invalid_rst"] >= 1
     # The connection is untouched.
-    cl.stdin.write("two\n")
-    cl.stdin.flush()
-    assert cl.stdout.readline().strip() == "two"
+    echo.check("two")
     (e,) = netlab.ctl_json("conntrack", "list", "-p", "tcp", "--dport", "8050")
     assert e["state"] == "ESTABLISHED"
-    cl.stdin.close()
+    echo.close()

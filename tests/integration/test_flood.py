@@ -37,26 +37,6 @@ def restart_with(netlab: NetLab, extra: str, **replace: str) -> None:
     netlab.start_router()
 
 
-class Echo:
-    """A TCP connection from the LAN host to an echo server on the WAN."""
-
-    def __init__(self, netlab: NetLab, port: int) -> None:
-        srv = netlab.spawn(netlab.wan, sys.executable, PEERS, "tcp-echo", SERVER, str(port),
-                           "60")
-        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
-        client = ("import socket,sys\n"
-                  f"s=socket.create_connection(('{SERVER}',{port}),timeout=10)\n"
-                  "for line in sys.stdin:\n"
-                  "  s.sendall(line.encode()); print(s.recv(100).decode().strip(),flush=True)\n")
-        self.p = netlab.spawn(netlab.lan, sys.executable, "-c", client, stdin=True)
-
-    def check(self, word: str) -> None:
-        assert self.p.stdin is not None and self.p.stdout is not None
-        self.p.stdin.write(word + "\n")
-        self.p.stdin.flush()
-        assert self.p.stdout.readline().strip() == word
-
-
 def ctl_time(netlab: NetLab) -> float:
     t0 = time.monotonic()
     netlab.ctl_json("status")
@@ -88,7 +68,7 @@ def test_wan_floods_stay_bounded_and_the_router_recovers(netlab: NetLab) -> None
                  udp="2")
     assert netlab.router is not None
     netlab.server(netlab.lan, "http", LAN_HOST, 8080)
-    echo = Echo(netlab, 8060)
+    echo = netlab.echo(8060)
     echo.check("before")
     rss0 = rss_kb(netlab.router.pid)
     peaks = []
@@ -123,7 +103,7 @@ def test_wan_floods_stay_bounded_and_the_router_recovers(netlab: NetLab) -> None
 def test_lan_host_opening_connections_as_fast_as_it_can(netlab: NetLab) -> None:
     restart_with(netlab, "", max=str(MAX), udp="2")
     assert netlab.router is not None
-    echo = Echo(netlab, 8061)
+    echo = netlab.echo(8061)
     echo.check("before")
     burst = ("import socket,time,random\n"
              "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"

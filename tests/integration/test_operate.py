@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import LAN_HOST, PEERS, ROUTER_WAN, SERVER, NetLab, run
+from tests.integration.conftest import LAN_HOST, ROUTER_WAN, SERVER, NetLab, run
 
 pytestmark = pytest.mark.netns
 
@@ -175,21 +175,8 @@ def test_reload_adds_and_removes_an_interface(netlab: NetLab) -> None:
     run("ip", "netns", "del", dmz, check=False)
     run("ip", "netns", "add", dmz)
     try:
-        echo = netlab.spawn(netlab.wan, sys.executable, PEERS, "tcp-echo", SERVER, "8070", "30")
-        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
-        client = ("import socket,sys\n"
-                  f"s=socket.create_connection(('{SERVER}',8070),timeout=5)\n"
-                  "for line in sys.stdin:\n"
-                  "  s.sendall(line.encode()); print(s.recv(100).decode().strip(),flush=True)\n")
-        cl = netlab.spawn(netlab.lan, sys.executable, "-c", client, stdin=True)
-        assert cl.stdin is not None and cl.stdout is not None
-
-        def echo_ok(word: str) -> None:
-            assert cl.stdin is not None and cl.stdout is not None
-            cl.stdin.write(word + "\n")
-            cl.stdin.flush()
-            assert cl.stdout.readline().strip() == word
-
+        echo = netlab.echo(8070, lifetime=30)
+        echo_ok = echo.check
         echo_ok("before")
         base = netlab.config.read_text()
         netlab.config.write_text(base + f'''
@@ -232,6 +219,6 @@ action = "accept"
         assert r3.returncode == 1 and "no-such-ns" in r3.stderr
         assert [i["name"] for i in netlab.ctl_json("interfaces")] == ["lan0", "wan0"]
         echo_ok("still")
-        cl.stdin.close()
+        echo.close()
     finally:
         run("ip", "netns", "del", dmz, check=False)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, SERVER, NetLab, run
+from tests.integration.conftest import ROOT, SERVER, NetLab, namespaces, run
 
 pytestmark = pytest.mark.netns
 USER = "rtr-test"
@@ -137,14 +137,8 @@ tun_device = "{d}/tun"
 
 @pytest.fixture
 def router_ns(netlab: NetLab) -> Iterator[str]:
-    ns = f"{netlab.lan[:-1]}r"
-    run("ip", "netns", "del", ns, check=False)
-    run("ip", "netns", "add", ns)
-    run("ip", "-n", ns, "link", "set", "lo", "up")
-    try:
+    with namespaces(f"{netlab.lan[:-1]}r") as (ns,):
         yield ns
-    finally:
-        run("ip", "netns", "del", ns, check=False)
 
 
 def _run_as_user(netlab: NetLab, ns: str, cfg: Path, caps: str) -> subprocess.Popen[bytes]:
