@@ -126,14 +126,17 @@ void ct_prefetch_bucket(const struct ct_table *ct, uint32_t hash)
     __builtin_prefetch(&ct->buckets[hash & ct->bucket_mask]);
 }
 
-void ct_prefetch_head(const struct ct_table *ct, uint32_t hash)
+void ct_prefetch_head(const struct ct_table *ct, uint32_t hash, bool tcp)
 {
     uint32_t node = ct->buckets[hash & ct->bucket_mask];
     if (node != CT_NIL) {
-        /* Both lines: the tuples, and the state a hit updates. */
+        /* Both lines: the tuples, and the state a hit updates; for TCP
+         * also the window state the tracker reads. */
         const struct ct_conn *c = &ct->conns[node_slot(node)];
         __builtin_prefetch(c);
         __builtin_prefetch((const char *)c + 64);
+        if (tcp)
+            __builtin_prefetch(&ct->tcpw[node_slot(node)]);
     }
 }
 

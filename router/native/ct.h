@@ -116,9 +116,10 @@ void ct_destroy(struct ct_table *ct);
 /* Keyed hash of a tuple.  Changes to struct ct_tuple must be mirrored. */
 uint32_t ct_hash(const struct ct_table *ct, const struct ct_tuple *t);
 
-/* Prefetches the bucket of 'hash', and then the first connection in it. */
+/* Prefetches the bucket of 'hash', and then the first connection in it
+ * (with its TCP window state for a TCP packet). */
 void ct_prefetch_bucket(const struct ct_table *ct, uint32_t hash);
-void ct_prefetch_head(const struct ct_table *ct, uint32_t hash);
+void ct_prefetch_head(const struct ct_table *ct, uint32_t hash, bool tcp);
 
 /* Finds the connection holding 'key' (whose hash is 'hash'); sets '*dir'.
  * Expired entries found on the way are removed and not returned. */

@@ -1046,7 +1046,7 @@ void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
         }
         for (uint32_t i = 0; i < k; i++)
             if (ok[i])
-                ct_prefetch_head(&dp->ct, hash[i]);
+                ct_prefetch_head(&dp->ct, hash[i], m[i].proto == IPPROTO_TCP_);
         for (uint32_t i = 0; i < k; i++)
             if (ok[i])
                 stage_process(dp, &p[i], &m[i], hash[i], now_ms);
