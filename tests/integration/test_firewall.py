@@ -20,6 +20,12 @@ port = 8025
 action = "reject"
 
 [[firewall.rule]]
+from = "lan"
+protocol = "udp"
+port = 8026
+action = "reject"
+
+[[firewall.rule]]
 chain = "input"
 from = "wan"
 action = "drop"
@@ -35,6 +41,14 @@ def test_reject_drop_input_and_spoofing(netlab: NetLab) -> None:
     r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "5", f"http://{SERVER}:8025/", check=False)
     assert r.returncode == 7, r.stderr  # connection refused; a timeout would be 28
     assert time.monotonic() - t0 < 2
+    # For UDP, ICMP "communication administratively prohibited" (3/13),
+    # which the client's kernel reports as EHOSTUNREACH at once.
+    netlab.server(netlab.wan, "udp-echo", SERVER, 8026)
+    t0 = time.monotonic()
+    r = netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER, "8026", "x",
+                  check=False)
+    assert "No route to host" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 2
     # The WAN may not ping the router; the LAN may.
     r = netlab.ns(netlab.wan, "ping", "-c", "1", "-W", "1", ROUTER_WAN, check=False)
     assert "0 received" in r.stdout
@@ -48,7 +62,7 @@ def test_reject_drop_input_and_spoofing(netlab: NetLab) -> None:
     assert drops["spoofed_source"] >= 5 and drops["firewall_reject"] >= 1
     assert drops["firewall_drop"] >= 1
     listing = netlab.ctl_json("firewall", "list")
-    assert [r["packets"] >= 1 for r in listing["rules"]] == [True, True]
+    assert [r["packets"] >= 1 for r in listing["rules"]] == [True, True, True]
     assert "reject" in netlab.ctl("firewall", "list").stdout
     # Unsolicited connections from the WAN to the LAN host still get nothing.
     netlab.ns(netlab.wan, "ip", "route", "add", "192.168.77.0/24", "via", ROUTER_WAN)
