@@ -108,6 +108,8 @@ class Router:
         text = text.replace('level = "info"', 'level = "warning"')
         # As many entries as the kernel's table here: crr leaves many in TIME_WAIT.
         text = text.replace("max = 65536", "max = 262144")
+        if BUSY_POLL:
+            text = text.replace("batch = 64", f"batch = 64\nbusy_poll = {BUSY_POLL}")
         cfg = self.workdir / "bench.toml"
         cfg.write_text(text)
         log = open(self.workdir / "router.log", "ab")
@@ -219,13 +221,20 @@ def fmt_range(vals: list[float], digits: int) -> str:
             f"({min(vals):.{digits}f}-{max(vals):.{digits}f})")
 
 
+BUSY_POLL = 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--tests", default="tcp1,tcp4,udp64,ping,crr1,crr4")
     ap.add_argument("--out", type=Path, help="write raw results as JSON here")
+    ap.add_argument("--busy-poll", type=int, default=0, metavar="US",
+                    help="run the router with dataplane.busy_poll = US")
     args = ap.parse_args()
+    global BUSY_POLL
+    BUSY_POLL = args.busy_poll
     tests = args.tests.split(",")
     if os.geteuid() != 0:
         print("nat_bench: needs root (network namespaces)", file=sys.stderr)
