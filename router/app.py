@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from ipaddress import IPv4Address
+from ipaddress import ip_address
 from typing import Any
 
 from router import __version__, config, events, log, privs, state
@@ -300,7 +300,8 @@ class Router:
     def _link_key(i: config.Interface) -> tuple[Any, ...]:
         """What a device is set up from: a change in it means a new device
         (zone and rp_filter are only tables)."""
-        return (i.address, i.mtu, i.txqueuelen, i.netns, i.host_address, i.host_routes)
+        return (i.address, i.mtu, i.txqueuelen, i.netns, i.host_address, i.host_routes,
+                i.address6, i.host_address6, i.host_routes6, i.precreated)
 
     def _interface_plan(self, new: Config) -> tuple[set[str], set[str], set[str]]:
         """Names of interfaces kept as they are, removed, and (re)created."""
@@ -492,11 +493,12 @@ class Router:
         """The zone a source address belongs to: that of the interface its
         route leaves through (longest prefix)."""
         try:
-            a = IPv4Address(addr)
+            a = ip_address(addr)
         except ValueError:
             return None
+        routes = self.tables.routes if a.version == 4 else self.tables.routes6
         best = None
-        for r in self.tables.routes:
+        for r in routes:
             if a in r.prefix and (best is None or r.prefix.prefixlen > best.prefix.prefixlen):
                 best = r
         return self.cfg.interfaces[best.iface].zone if best is not None else None
@@ -639,6 +641,13 @@ class Router:
                         "interface": i.name, "zone": i.zone,
                         "proto": "kernel" if connected else "static",
                         "src": str(i.address.ip) if connected else None})
+        for r6 in sorted(self.tables.routes6, key=lambda r: -r.prefix.prefixlen):
+            i = self.cfg.interfaces[r6.iface]
+            connected = i.address6 is not None and r6.prefix == i.address6.network
+            out.append({"destination": "default" if r6.prefix.prefixlen == 0
+                        else str(r6.prefix), "gateway": None, "interface": i.name,
+                        "zone": i.zone, "proto": "kernel" if connected else "static",
+                        "src": str(i.address6.ip) if connected and i.address6 else None})
         return out
 
     def _rule_text(self, n: int) -> str:

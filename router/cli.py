@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"router: {e}", file=sys.stderr)
         return 1
     if args.cmd == "check":
-        print(f"{args.config}: ok ({len(cfg.interfaces)} interfaces, {len(cfg.routes)} routes, "
+        n_routes = len(cfg.routes) + len(cfg.routes6)
+        print(f"{args.config}: ok ({len(cfg.interfaces)} interfaces, {n_routes} routes, "
               f"{len(cfg.nat.rules)} NAT rules, zones: {', '.join(cfg.zones)})")
         return 0
 

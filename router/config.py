@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ class Interface:
     host_routes: tuple[IPv4Network, ...] = ()
     rp_filter: str = "strict"
     precreated: bool = False  # the device exists, set up by someone else
+    address6: IPv6Interface | None = None       # the router's IPv6 address here
+    host_address6: IPv6Interface | None = None  # the host side's
+    host_routes6: tuple[IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,15 @@ class Route:
     destination: IPv4Network
     interface: str | None = None
     gateway: IPv4Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route6:
+    """An IPv6 route: a [[route]] whose destination is an IPv6 network.  TUN
+    links have no neighbours, so the interface is all that matters."""
+
+    destination: IPv6Network
+    interface: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +184,7 @@ class Config:
     path: str
     interfaces: tuple[Interface, ...]
     routes: tuple[Route, ...] = ()
+    routes6: tuple[Route6, ...] = ()
     nat: Nat = Nat()
     policies: tuple[Policy, ...] = ()
     forward_default: str = "drop"
@@ -430,6 +443,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     interfaces = _interfaces(r, doc)
     names = {i.name: i for i in interfaces}
     routes = _routes(r, doc, names)
+    routes6 = _routes6(r, doc, names)
     nat = _nat(r, doc, names)
     policies, forward_default, input_default, fw_rules, (icmp_rate, src_cap, src_rate) = (
         _firewall(r, doc, {i.zone for i in interfaces}))
@@ -479,7 +493,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     keep_na = r.get(svc, "keep_net_admin", "service", bool, True)
 
     return Config(path=path, metrics_listen=listen,
-                  interfaces=interfaces, routes=routes, nat=nat, policies=policies,
+                  interfaces=interfaces, routes=routes, routes6=routes6, nat=nat, policies=policies,
                   loadbalancers=lbs, input_default=input_default, rules=fw_rules,
                   icmp_rate=icmp_rate, max_conns_per_source=src_cap,
                   new_conns_per_source=src_rate, log_drops=log_drops, log_rate=log_rate,
@@ -498,8 +512,10 @@ def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
     out: list[Interface] = []
     seen_names: set[str] = set()
     nets: list[tuple[str, IPv4Network]] = []
+    nets6: list[tuple[str, IPv6Network]] = []
     keys = {"name", "address", "zone", "mtu", "txqueuelen", "netns", "host_address",
-            "host_routes", "rp_filter", "precreated"}
+            "host_routes", "rp_filter", "precreated", "address6", "host_address6",
+            "host_routes6"}
     for w, t in r.tables(doc, "interface", ""):
         r.known(t, w, keys)
         name = r.get(t, "name", w, str, required=True)
@@ -539,11 +555,76 @@ def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
         if pre and (netns is not None or host is not None):
             raise r.fail(f"{w}.precreated", "a pre-created device is set up by whoever created "
                          "it: netns and host_address do not apply")
+        addr6 = host6 = None
+        if "address6" in t:
+            addr6 = _iface6(r, t["address6"], f"{w}.address6")
+            for other, net6 in nets6:
+                if net6.overlaps(addr6.network):
+                    raise r.fail(f"{w}.address6", f"{addr6.network} overlaps the network of "
+                                 f"{other}")
+            nets6.append((name, addr6.network))
+        if "host_address6" in t:
+            if addr6 is None:
+                raise r.fail(f"{w}.host_address6", "needs address6")
+            host6 = _iface6(r, t["host_address6"], f"{w}.host_address6")
+            if host6.network != addr6.network or host6.ip == addr6.ip:
+                raise r.fail(f"{w}.host_address6", f"must be another address in {addr6.network}")
+        hroutes6 = tuple(_net6(r, v, f"{w}.host_routes6[{k}]")
+                         for k, v in enumerate(r.get(t, "host_routes6", w, list, [])))
+        if hroutes6 and host6 is None:
+            raise r.fail(f"{w}.host_routes6", "needs host_address6")
+        if pre and host6 is not None:
+            raise r.fail(f"{w}.precreated", "host_address6 does not apply to a pre-created "
+                         "device")
+        if mtu < 1280 and addr6 is not None:
+            raise r.fail(f"{w}.mtu", "IPv6 needs an MTU of at least 1280 (RFC 8200 5)")
         out.append(Interface(name=name, address=addr, zone=zone, mtu=mtu, txqueuelen=txq,
                              netns=netns, host_address=host, host_routes=hroutes,
-                             rp_filter=rpf, precreated=pre))
+                             rp_filter=rpf, precreated=pre, address6=addr6,
+                             host_address6=host6, host_routes6=hroutes6))
     if len({i.zone for i in out}) > MAX_ZONES:
         raise r.fail("interface", f"at most {MAX_ZONES} zones")
+    return tuple(out)
+
+
+def _iface6(r: _Reader, val: Any, key: str) -> IPv6Interface:
+    if not isinstance(val, str) or "/" not in val:
+        raise r.fail(key, "must be an IPv6 address with a prefix length, like '2001:db8:1::1/64'")
+    try:
+        return IPv6Interface(val)
+    except ValueError as e:
+        raise r.fail(key, f"not an IPv6 address: {e}") from None
+
+
+def _net6(r: _Reader, val: Any, key: str) -> IPv6Network:
+    if not isinstance(val, str):
+        raise r.fail(key, "must be a string like '2001:db8::/32'")
+    try:
+        return IPv6Network(val, strict=True)
+    except ValueError as e:
+        raise r.fail(key, f"not an IPv6 network: {e}") from None
+
+
+def _routes6(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
+             ) -> tuple[Route6, ...]:
+    out: list[Route6] = []
+    for w, t in r.tables(doc, "route", ""):
+        dest = t.get("destination")
+        if not isinstance(dest, str) or ":" not in dest:
+            continue
+        r.known(t, w, {"destination", "interface", "gateway"})
+        net = _net6(r, dest, f"{w}.destination")
+        iface = r.get(t, "interface", w, str, required=True)
+        if iface not in ifaces:
+            raise r.fail(f"{w}.interface", f"no interface named {iface!r}")
+        if ifaces[iface].address6 is None:
+            raise r.fail(f"{w}.interface", f"{iface} has no address6")
+        if "gateway" in t:
+            raise r.fail(f"{w}.gateway", "IPv6 routes name only their interface (a TUN link "
+                         "has no neighbours to choose between)")
+        if any(x.destination == net for x in out):
+            raise r.fail(f"{w}.destination", f"duplicate route for {net}")
+        out.append(Route6(destination=net, interface=iface))
     return tuple(out)
 
 
@@ -551,6 +632,8 @@ def _routes(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
             ) -> tuple[Route, ...]:
     out: list[Route] = []
     for w, t in r.tables(doc, "route", ""):
+        if isinstance(t.get("destination"), str) and ":" in t["destination"]:
+            continue  # IPv6: _routes6
         r.known(t, w, {"destination", "interface", "gateway"})
         dest = r.network(r.get(t, "destination", w, str, required=True), f"{w}.destination")
         iface = r.get(t, "interface", w, str)
@@ -833,6 +916,11 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                              "rp_filter": i.rp_filter}
         if i.precreated:
             d["precreated"] = True
+        if i.address6 is not None:
+            d["address6"] = str(i.address6)
+        if i.host_address6 is not None:
+            d["host_address6"] = str(i.host_address6)
+            d["host_routes6"] = [str(n) for n in i.host_routes6]
         if i.netns is not None:
             d["netns"] = i.netns
         if i.host_address is not None:
@@ -899,7 +987,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                                        "weight": b.weight} for b in lb.backends]}
                          for lb in cfg.loadbalancers],
         "interface": [iface(i) for i in cfg.interfaces],
-        "route": [route(r) for r in cfg.routes],
+        "route": [route(r) for r in cfg.routes] + [
+            {"destination": str(r.destination), "interface": r.interface} for r in cfg.routes6],
     }
 
 

@@ -221,6 +221,14 @@ class Datapath:
             ifaces[i].zone = e.zone
             ifaces[i].flags = lib.RT_IF_VNET_HDR if e.vnet_hdr else 0
             ifaces[i].rp_filter = e.rp_filter
+            if e.addr6 is not None:
+                ifaces[i].addr6 = e.addr6.packed
+                ifaces[i].has_addr6 = 1
+        routes6 = ffi.new("struct rt_route6_cfg[]", max(1, len(t.routes6)))
+        for i, r6 in enumerate(t.routes6):
+            routes6[i].prefix = r6.prefix.network_address.packed
+            routes6[i].plen = r6.prefix.prefixlen
+            routes6[i].iface = r6.iface
         routes = ffi.new("struct rt_route_cfg[]", max(1, len(t.routes)))
         for i, r in enumerate(t.routes):
             routes[i].prefix = be32(r.prefix.network_address)
@@ -270,13 +278,15 @@ class Datapath:
             fw[i].icmp_type = rule.icmp_type
             fw[i].port_min = rule.port_min
             fw[i].port_max = rule.port_max
-        keep += [ifaces, routes, nat, pool, dnat, lb, fw, policy, timeouts]
+        keep += [ifaces, routes, routes6, nat, pool, dnat, lb, fw, policy, timeouts]
 
         tb = ffi.new("struct rt_tables *")
         tb.ifaces = ifaces
         tb.n_ifaces = len(t.ifaces)
         tb.routes = routes
         tb.n_routes = len(t.routes)
+        tb.routes6 = routes6
+        tb.n_routes6 = len(t.routes6)
         tb.nat = nat
         tb.n_nat = len(t.nat)
         tb.dnat = dnat
@@ -383,9 +393,11 @@ class Datapath:
         c.proto = e.proto
         c.state = TCP_STATE_NAMES.index(e.state) if e.state is not None else 0
         c.status = e.status
+        addr = IPv4Address if e.family == 4 else IPv6Address
         for d in (0, 1):
-            c.src[d][0:4] = IPv4Address(e.src[d]).packed
-            c.dst[d][0:4] = IPv4Address(e.dst[d]).packed
+            src, dst = addr(e.src[d]).packed, addr(e.dst[d]).packed
+            c.src[d][0:len(src)] = src
+            c.dst[d][0:len(dst)] = dst
             c.sport[d] = e.sport[d]
             c.dport[d] = e.dport[d]
             c.packets[d] = e.packets[d]

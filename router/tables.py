@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from router.config import Backend, Config
 from router.datapath import TIMEOUT_NAMES
@@ -28,6 +28,13 @@ class IfaceEntry:
     zone: int
     vnet_hdr: bool = False
     rp_filter: int = 2  # RT_RPF_*: 0 off, 1 loose, 2 strict
+    addr6: IPv6Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route6Entry:
+    prefix: IPv6Network
+    iface: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,7 @@ class Tables:
     src_new_rate: int = 0
     lb_slots: tuple[LbSlot, ...] = ()
     backends: tuple[tuple[str, str], ...] = ()  # (load balancer, "addr:port") by number
+    routes6: tuple[Route6Entry, ...] = ()
 
 
 def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) -> Tables:
@@ -124,9 +132,13 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
     ifaces = tuple(
         IfaceEntry(fd=fds.get(i.name, -1), addr=i.address.ip, mtu=i.mtu, zone=zindex[i.zone],
                    vnet_hdr=vnet_hdr,
-                   rp_filter={"off": 0, "loose": 1, "strict": 2}[i.rp_filter])
+                   rp_filter={"off": 0, "loose": 1, "strict": 2}[i.rp_filter],
+                   addr6=i.address6.ip if i.address6 is not None else None)
         for i in cfg.interfaces
     )
+    routes6 = [Route6Entry(i.address6.network, index[i.name]) for i in cfg.interfaces
+               if i.address6 is not None]
+    routes6 += [Route6Entry(r.destination, index[r.interface]) for r in cfg.routes6]
     routes = [RouteEntry(i.address.network, index[i.name], None) for i in cfg.interfaces]
     for r in cfg.routes:
         if r.interface is not None:
@@ -166,6 +178,7 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
     return Tables(
         ifaces=ifaces,
         routes=tuple(routes),
+        routes6=tuple(routes6),
         nat=tuple(nat),
         dnat=tuple(dnat),
         zones=zones,

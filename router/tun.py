@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from pyroute2 import IPRoute, NetNS
 from router.config import Interface
 
 NETNS_DIR = Path("/var/run/netns")
+IFA_F_NODAD = 0x02
 
 # linux/if_tun.h
 TUNSETOFFLOAD = 0x400454D0
@@ -75,6 +77,14 @@ def _configure(ipr: Any, iface: Interface) -> None:
                  prefixlen=iface.host_address.network.prefixlen)
         for net in iface.host_routes:
             ipr.route("replace", dst=str(net), gateway=str(iface.address.ip), oif=idx)
+    if iface.host_address6 is not None:
+        # No duplicate address detection: the link is a TUN with the router
+        # on the other end, and a tentative address would delay the lab.
+        ipr.addr("replace", index=idx, address=str(iface.host_address6.ip),
+                 prefixlen=iface.host_address6.network.prefixlen, family=socket.AF_INET6,
+                 flags=IFA_F_NODAD)
+        for net6 in iface.host_routes6:
+            ipr.route("replace", dst=str(net6), oif=idx, family=socket.AF_INET6)
 
 
 def _enable_offloads(fd: int) -> int:

@@ -62,6 +62,16 @@ uint64_t csum_pseudo4(rt_be32 src, rt_be32 dst, uint8_t proto, uint32_t l4_len)
     return sum + w;
 }
 
+uint64_t csum_pseudo6(const uint8_t *src, const uint8_t *dst, uint8_t proto,
+                      uint32_t l4_len)
+{
+    uint8_t tail[8] = {(uint8_t)(l4_len >> 24), (uint8_t)(l4_len >> 16),
+                       (uint8_t)(l4_len >> 8), (uint8_t)l4_len, 0, 0, 0, proto};
+    uint64_t sum = csum_add_bytes(0, src, 16);
+    sum = csum_add_bytes(sum, dst, 16);
+    return csum_add_bytes(sum, tail, sizeof tail);
+}
+
 static uint16_t csum16_add(uint16_t a, uint16_t b)
 {
     uint32_t s = (uint32_t)a + b;

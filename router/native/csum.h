@@ -22,6 +22,9 @@ uint16_t csum_full(const uint8_t *data, size_t len);
 
 /* Running sum of the IPv4 pseudo-header (RFC 9293 3.1, RFC 768). */
 uint64_t csum_pseudo4(rt_be32 src, rt_be32 dst, uint8_t proto, uint32_t l4_len);
+/* The IPv6 pseudo-header (RFC 8200 8.1) of 'l4_len' bytes of 'proto'. */
+uint64_t csum_pseudo6(const uint8_t *src, const uint8_t *dst, uint8_t proto,
+                      uint32_t l4_len);
 
 /*
  * RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').  Updates the checksum stored at

@@ -50,6 +50,8 @@ static bool icmp_new(struct ct_conn *c, struct ct_tcp_win *w,
     (void)w;
     (void)c;
     (void)p;
+    if (m->proto == IPPROTO_ICMPV6_)
+        return m->icmp_query && m->icmp_type == ICMP6_ECHO_REQUEST;
     return m->icmp_query && icmp_query_reply_type(m->icmp_type) >= 0;
 }
 
@@ -107,6 +109,7 @@ const struct ct_l4_proto *ct_l4_for(uint8_t proto)
     case IPPROTO_TCP_: return &ct_proto_tcp;
     case IPPROTO_UDP_: return &ct_proto_udp;
     case IPPROTO_ICMP_: return &ct_proto_icmp;
+    case IPPROTO_ICMPV6_: return &ct_proto_icmp;
     default: return &ct_proto_other;
     }
 }

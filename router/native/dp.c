@@ -115,7 +115,7 @@ void dp_clear_offload(struct rt_pkt *p)
  * 4.3.2.8): 'icmp_rate' per second, bursts of as many.  Returns false, and
  * counts it, when the bucket is empty.
  */
-static bool icmp_allowed(struct rt_dp *dp)
+bool dp_icmp_allowed(struct rt_dp *dp)
 {
     if (!dp->icmp_rate)
         return true;
@@ -153,7 +153,7 @@ static void send_icmp_error(struct rt_dp *dp, struct rt_pkt *p,
 {
     rt_be32 src = dp->ifaces[p->in_iface].addr;
     rt_be32 dst = m->tuple.src.v4;
-    if (m->icmp_error || src == 0 || martian_src(ntohl(dst)) || !icmp_allowed(dp))
+    if (m->icmp_error || src == 0 || martian_src(ntohl(dst)) || !dp_icmp_allowed(dp))
         return;
     uint32_t room = p->cap < ICMP_ERR_MAX ? p->cap : ICMP_ERR_MAX;
     if (room < IP4_HDR_MIN + ICMP_HDR_LEN + m->l3_len + 8u)
@@ -312,7 +312,7 @@ static void fill_entry(const struct rt_dp *dp, const struct ct_conn *c,
 }
 
 /* A NEW, UPDATE or DESTROY event for 'c'. */
-static void ct_event(struct rt_dp *dp, const struct ct_conn *c, uint8_t type)
+void dp_ct_event(struct rt_dp *dp, const struct ct_conn *c, uint8_t type)
 {
     struct rt_event *e = ev_push(&dp->ev, type);
     if (e)
@@ -357,13 +357,7 @@ static void forward(struct rt_pkt *p, const struct pkt_meta *m, int out)
     p->out_iface = (int16_t)out;
 }
 
-static void account(struct ct_conn *c, const struct pkt_meta *m,
-                    enum ct_dir dir)
-{
-    ct_count_packet(c, dir, m->segs, m->len);
-    if (dir == CT_DIR_REPLY)
-        c->status |= CT_SEEN_REPLY;
-}
+#define account dp_account
 
 /* ---- firewall ------------------------------------------------------------ */
 
@@ -381,9 +375,9 @@ static bool in_prefix(rt_be32 addr, rt_be32 net, uint8_t plen)
  * without states matches new connections only: replies and related packets
  * of accepted connections pass unless a rule names those states.
  */
-static int fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
-                   const struct pkt_meta *m, uint8_t chain, int out,
-                   uint8_t state, rt_be32 dst, rt_be16 dport)
+int dp_fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
+               const struct pkt_meta *m, uint8_t chain, int out,
+               uint8_t state, rt_be32 dst, rt_be16 dport)
 {
     uint32_t zin = dp->ifaces[p->in_iface].zone;
     uint32_t zout = out >= 0 ? dp->ifaces[out].zone : UINT32_MAX;
@@ -396,6 +390,7 @@ static int fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
         if ((r->proto && r->proto != m->proto) ||
             (r->from_zone >= 0 && (uint32_t)r->from_zone != zin) ||
             (r->to_zone >= 0 && (uint32_t)r->to_zone != zout) ||
+            (m->family == 6 && (r->src_plen || r->dst_plen)) ||
             !in_prefix(m->tuple.src.v4, r->src, r->src_plen) ||
             !in_prefix(dst, r->dst, r->dst_plen))
             continue;
@@ -403,7 +398,8 @@ static int fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
                             port > r->port_max))
             continue;
         if (r->icmp_type >= 0 &&
-            (m->proto != IPPROTO_ICMP_ || r->icmp_type != m->icmp_type))
+            ((m->proto != IPPROTO_ICMP_ && m->proto != IPPROTO_ICMPV6_) ||
+             r->icmp_type != m->icmp_type))
             continue;
         dp->fw_counts[2 * i]++;
         dp->fw_counts[2 * i + 1] += m->len;
@@ -423,7 +419,7 @@ static void send_tcp_reset(struct rt_dp *dp, struct rt_pkt *p,
     const uint8_t *th = m->data + m->l4_off;
     uint8_t flags = m->tcp_flags;
     if ((flags & TCP_RST) || m->l4_len < TCP_HDR_MIN || p->cap < 40 ||
-        !icmp_allowed(dp))
+        !dp_icmp_allowed(dp))
         return;
     int out = route_out(dp, m->tuple.src.v4);
     if (out < 0)
@@ -505,7 +501,7 @@ static void process_related(struct rt_dp *dp, struct rt_pkt *p,
     if (!may_forward(dp, p, m, out))
         return;
     if (dp->fw_states & RT_FW_RELATED) {
-        int a = fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_RELATED,
+        int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_RELATED,
                         c->tuple[!dir].src.v4, 0);
         if (a == RT_FW_DROP || a == RT_FW_REJECT) {
             fw_refuse(dp, p, m, a);
@@ -523,7 +519,7 @@ static void process_related(struct rt_dp *dp, struct rt_pkt *p,
 static void process_local(struct rt_dp *dp, struct rt_pkt *p,
                           struct pkt_meta *m)
 {
-    int a = fw_eval(dp, p, m, RT_FW_INPUT, -1, RT_FW_NEW, m->tuple.dst.v4,
+    int a = dp_fw_eval(dp, p, m, RT_FW_INPUT, -1, RT_FW_NEW, m->tuple.dst.v4,
                     m->tuple.dport);
     if (a < 0)
         a = dp->input_policy;
@@ -741,7 +737,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     /* Firewall rules first; without a matching rule, a port forward or a
      * mapping is its own permission and anything else needs the zone pair's
      * policy. */
-    int a = fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_NEW, dst,
+    int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_NEW, dst,
                     dn ? dn->port : m->tuple.dport);
     if (a == RT_FW_DROP || a == RT_FW_REJECT) {
         fw_refuse(dp, p, m, a);
@@ -833,7 +829,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
         slot->status |= CT_HOST_COUNTED;
     }
     if (dp->ct_events)
-        ct_event(dp, slot, RT_EV_NEW);
+        dp_ct_event(dp, slot, RT_EV_NEW);
     nat_rewrite(m, slot, CT_DIR_ORIGINAL);
     forward(p, m, out);
 }
@@ -855,7 +851,7 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
     if (!may_forward(dp, p, m, out))
         return;
     if (dp->fw_states & RT_FW_ESTABLISHED) {
-        int a = fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_ESTABLISHED, dst,
+        int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_ESTABLISHED, dst,
                         c->tuple[!dir].sport);
         if (a == RT_FW_DROP || a == RT_FW_REJECT) {
             fw_refuse(dp, p, m, a);
@@ -870,7 +866,7 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
     case CT_ACCEPT:
         account(c, m, dir);
         if (dp->ct_events && (c->state != old_state || c->status != old_status))
-            ct_event(dp, c, RT_EV_UPDATE);
+            dp_ct_event(dp, c, RT_EV_UPDATE);
         break;
     case CT_IGNORE:
         dp->counters[RT_CNT_IGNORE]++;
@@ -974,6 +970,10 @@ static bool stage_parse(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m)
 static void stage_process(struct rt_dp *dp, struct rt_pkt *p,
                           struct pkt_meta *m, uint32_t hash, uint64_t now)
 {
+    if (m->family == 6) {
+        dp_process6(dp, p, m, hash, now);
+        return;
+    }
     uint32_t src = ntohl(m->tuple.src.v4), dst = ntohl(m->tuple.dst.v4);
     if (martian_src(src) || is_local(dp, m->tuple.src.v4) ||
         (dst >> 24) == 0 || (dst >> 24) == 127) {
@@ -1059,7 +1059,7 @@ static void on_ct_delete(void *ctx, const struct ct_conn *c)
 {
     struct rt_dp *dp = ctx;
     if (dp->ct_events)
-        ct_event(dp, c, RT_EV_DESTROY);
+        dp_ct_event(dp, c, RT_EV_DESTROY);
     if (c->status & CT_NAT_MAPPED)
         nat_map_release(&dp->nm, c);
     if (c->status & CT_HOST_COUNTED) {
@@ -1133,6 +1133,7 @@ void rt_dp_free(struct rt_dp *dp)
     nat_maps_destroy(&dp->nm);
     host_destroy(&dp->hosts);
     free(dp->fib.routes);
+    free(dp->routes6);
     free(dp->nat);
     free(dp->dnat);
     free(dp->lb_slots);
@@ -1162,6 +1163,7 @@ static uint32_t plen_mask(uint32_t plen)
     do {                                                                       \
         snprintf(dp->error, sizeof dp->error, __VA_ARGS__);                    \
         free(routes);                                                          \
+        free(routes6);                                                         \
         free(nat);                                                             \
         free(dnat);                                                            \
         free(lb);                                                              \
@@ -1175,6 +1177,7 @@ static uint32_t plen_mask(uint32_t plen)
 int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
 {
     struct fib_route *routes = NULL;
+    struct dp_route6 *routes6 = NULL;
     struct dp_nat_rule *nat = NULL;
     struct rt_dnat_cfg *dnat = NULL;
     struct rt_lb_slot *lb = NULL;
@@ -1206,10 +1209,25 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
                       t->ifaces[i].mtu, dp->slot_size);
     }
     routes = calloc(t->n_routes ? t->n_routes : 1, sizeof *routes);
+    routes6 = calloc(t->n_routes6 ? t->n_routes6 : 1, sizeof *routes6);
     nat = calloc(t->n_nat ? t->n_nat : 1, sizeof *nat);
     dnat = calloc(t->n_dnat ? t->n_dnat : 1, sizeof *dnat);
-    if (!routes || !nat || !dnat)
+    if (!routes || !routes6 || !nat || !dnat)
         LOAD_FAIL("out of memory");
+    /* IPv6 routes, longest prefix first (insertion sort: a few dozen). */
+    for (uint32_t i = 0; i < t->n_routes6; i++) {
+        const struct rt_route6_cfg *r = &t->routes6[i];
+        if (r->plen > 128 || r->iface < 0 || (uint32_t)r->iface >= t->n_ifaces)
+            LOAD_FAIL("IPv6 route %u: bad prefix length or interface", i);
+        uint32_t j = i;
+        while (j > 0 && routes6[j - 1].plen < r->plen) {
+            routes6[j] = routes6[j - 1];
+            j--;
+        }
+        memcpy(routes6[j].prefix, r->prefix, 16);
+        routes6[j].plen = r->plen;
+        routes6[j].iface = r->iface;
+    }
     for (uint32_t i = 0; i < t->n_dnat; i++) {
         const struct rt_dnat_cfg *d = &t->dnat[i];
         if (d->proto != IPPROTO_TCP_ && d->proto != IPPROTO_UDP_)
@@ -1327,8 +1345,13 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
         d->zone = t->ifaces[i].zone;
         d->flags = t->ifaces[i].flags;
         d->rp_filter = t->ifaces[i].rp_filter;
+        memcpy(d->addr6, t->ifaces[i].addr6, 16);
+        d->has_addr6 = t->ifaces[i].has_addr6 != 0;
     }
     dp->n_ifaces = t->n_ifaces;
+    free(dp->routes6);
+    dp->routes6 = routes6;
+    dp->n_routes6 = t->n_routes6;
     free(dp->fib.routes);
     dp->fib.routes = routes;
     dp->fib.n = t->n_routes;
@@ -1409,17 +1432,23 @@ uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
 int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
                   uint64_t now_ms)
 {
-    if (e->family != 4 || (e->proto == IPPROTO_TCP_ && e->state >= RT_TCP_N_STATES) ||
+    if ((e->family != 4 && e->family != 6) ||
+        (e->proto == IPPROTO_TCP_ && e->state >= RT_TCP_N_STATES) ||
         e->timeout_ms == 0 || e->timeout_ms > CT_MAX_TIMEOUT_MS)
         return -1;
     struct ct_conn c;
     memset(&c, 0, sizeof c);
     for (unsigned d = 0; d < CT_DIRS; d++) {
-        rt_be32 src, dst;
-        memcpy(&src, e->src[d], 4);
-        memcpy(&dst, e->dst[d], 4);
-        tuple_fill4(&c.tuple[d], src, dst, htons(e->sport[d]), htons(e->dport[d]),
-                    e->proto);
+        if (e->family == 6) {
+            tuple_fill6(&c.tuple[d], e->src[d], e->dst[d], htons(e->sport[d]),
+                        htons(e->dport[d]), e->proto);
+        } else {
+            rt_be32 src, dst;
+            memcpy(&src, e->src[d], 4);
+            memcpy(&dst, e->dst[d], 4);
+            tuple_fill4(&c.tuple[d], src, dst, htons(e->sport[d]), htons(e->dport[d]),
+                        e->proto);
+        }
         c.packets_lo[d] = (uint32_t)e->packets[d];
         c.packets_hi[d] = (uint16_t)(e->packets[d] >> 32);
         c.bytes[d] = e->bytes[d];
@@ -1436,7 +1465,7 @@ int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
         return -2;
     /* Rebuild the endpoint-independent mapping the connection used. */
     const struct ct_tuple *o = &c.tuple[CT_DIR_ORIGINAL], *r = &c.tuple[CT_DIR_REPLY];
-    if ((e->status & RT_CT_NAT_MAPPED) && dp->np.eim) {
+    if ((e->status & RT_CT_NAT_MAPPED) && dp->np.eim && e->family == 4) {
         bool ok;
         if (c.status & CT_SRC_NAT)
             ok = nat_map_adopt(&dp->nm, o->proto, o->src.v4, o->sport, r->dst.v4,

@@ -19,7 +19,15 @@ struct dp_iface {
     uint32_t zone;              /* zone number */
     uint32_t flags;             /* RT_IF_* */
     uint32_t rp_filter;         /* RT_RPF_* */
+    uint8_t addr6[16];          /* the router's IPv6 address here */
+    bool has_addr6;             /* addr6 is set */
     struct rt_iface_stats st;   /* counters; kept across reloads */
+};
+
+struct dp_route6 {
+    uint8_t prefix[16];
+    uint32_t plen;
+    int32_t iface;
 };
 
 struct dp_nat_rule {
@@ -42,6 +50,8 @@ struct rt_dp {
     uint32_t n_ifaces;                        /* interfaces loaded */
     struct dp_iface ifaces[RT_MAX_IFACES];    /* by interface number */
     struct fib fib;                           /* routes */
+    struct dp_route6 *routes6;                /* IPv6 routes, longest first */
+    uint32_t n_routes6;
     struct dp_nat_rule *nat;                  /* NAT rules */
     uint32_t n_nat;                           /* number of NAT rules */
     struct rt_dnat_cfg *dnat;                 /* port forwards */
@@ -95,6 +105,25 @@ void dp_clear_offload(struct rt_pkt *p);
 
 /* Counts 'p' as dropped for reason 'r'. */
 void dp_drop(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r);
+/* Shared by the IPv4 pipeline (dp.c) and the IPv6 one (ip6.c). */
+int dp_fw_eval(struct rt_dp *dp, const struct rt_pkt *p, const struct pkt_meta *m,
+               uint8_t chain, int out, uint8_t state, rt_be32 dst, rt_be16 dport);
+bool dp_icmp_allowed(struct rt_dp *dp);
+void dp_ct_event(struct rt_dp *dp, const struct ct_conn *c, uint8_t type);
+
+static inline void dp_account(struct ct_conn *c, const struct pkt_meta *m,
+                              enum ct_dir dir)
+{
+    ct_count_packet(c, dir, m->segs, m->len);
+    if (dir == CT_DIR_REPLY)
+        c->status |= CT_SEEN_REPLY;
+}
+
+/* The IPv6 pipeline (ip6.c): everything after parsing for an IPv6 packet.
+ * 'hash' is the hash of its tuple. */
+void dp_process6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
+                 uint32_t hash, uint64_t now);
+
 /* The same, for a packet a firewall rule ('rule', -1 for none) refused. */
 void dp_drop_rule(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r,
                   int rule);

@@ -29,6 +29,13 @@ bool tuple_invert(const struct ct_tuple *t, struct ct_tuple *out)
         if (inv < 0)
             return false;
         out->dport = htons((uint16_t)(((unsigned)inv << 8) | code));
+    } else if (t->proto == IPPROTO_ICMPV6_) {
+        uint8_t type = (uint8_t)(ntohs(t->dport) >> 8);
+        uint8_t code = (uint8_t)ntohs(t->dport);
+        int inv = icmp6_query_reply_type(type);
+        if (inv < 0)
+            return false;
+        out->dport = htons((uint16_t)(((unsigned)inv << 8) | code));
     } else {
         out->sport = t->dport;
         out->dport = t->sport;
@@ -54,7 +61,7 @@ static void l4_ports(uint8_t proto, const uint8_t *l4, uint32_t avail,
             *sport = wire_be16(l4);
             *dport = wire_be16(l4 + 2);
         }
-    } else if (proto == IPPROTO_ICMP_) {
+    } else if (proto == IPPROTO_ICMP_ || proto == IPPROTO_ICMPV6_) {
         if (avail >= 6) {
             *sport = wire_be16(l4 + ICMP_OFF_ID);
             *dport = htons((uint16_t)((l4[0] << 8) | l4[1]));
@@ -169,6 +176,117 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
     return RT_DROP_NONE;
 }
 
+/*
+ * IPv6: the fixed header, then the extension headers walked with a bound
+ * (RFC 8200 4.1: hop-by-hop only first; at most IP6_MAX_EXT of them), then
+ * the L4 header as for IPv4.  UDP checksums are mandatory in IPv6 (a zero
+ * one is invalid), ICMPv6 checksums cover a pseudo-header.
+ */
+static enum rt_drop_reason parse6(uint8_t *data, uint32_t len, bool l4_csum,
+                                  struct pkt_meta *m)
+{
+    if (len < IP6_HDR_LEN)
+        return RT_DROP_SHORT;
+    uint32_t total = IP6_HDR_LEN + wire_h16(data + IP6_OFF_PLEN);
+    if (total > len)
+        return RT_DROP_BAD_TOTAL_LEN; /* jumbograms (plen 0) are not forwarded */
+    m->family = 6;
+    m->len = total;
+    m->ttl = data[IP6_OFF_HLIM];
+    uint8_t nh = data[IP6_OFF_NH];
+    uint32_t off = IP6_HDR_LEN;
+    for (unsigned i = 0;; i++) {
+        if (nh != IP6_NH_HOPOPTS && nh != IP6_NH_ROUTING && nh != IP6_NH_FRAGMENT &&
+            nh != IP6_NH_DSTOPTS && nh != IP6_NH_AH)
+            break;
+        if (i >= IP6_MAX_EXT || (nh == IP6_NH_HOPOPTS && i != 0) || off + 8 > total)
+            return RT_DROP_BAD_EXT_HDR;
+        const uint8_t *h = data + off;
+        if (nh == IP6_NH_FRAGMENT) {
+            m->frag = (wire_h16(h + 2) & 0xfff8) ? 2 : 1;
+            return RT_DROP_IPV6_FRAGMENT;
+        }
+        uint32_t hl = nh == IP6_NH_AH ? ((uint32_t)h[1] + 2) * 4 : ((uint32_t)h[1] + 1) * 8;
+        if (off + hl > total)
+            return RT_DROP_BAD_EXT_HDR;
+        nh = h[0];
+        off += hl;
+    }
+    if (off > 0xffff)
+        return RT_DROP_BAD_EXT_HDR;
+    m->proto = nh;
+    m->l3_len = (uint16_t)off;
+    m->l4_off = (uint16_t)off;
+    m->l4_len = total - off;
+    uint8_t *l4 = data + off;
+    uint32_t n = m->l4_len;
+    const uint8_t *src = data + IP6_OFF_SRC, *dst = data + IP6_OFF_DST;
+    switch (nh) {
+    case IPPROTO_TCP_: {
+        if (n < TCP_HDR_MIN)
+            return RT_DROP_L4_SHORT;
+        uint32_t doff = (uint32_t)(l4[TCP_OFF_DOFF] >> 4) * 4;
+        if (doff < TCP_HDR_MIN || doff > n)
+            return RT_DROP_L4_SHORT;
+        if (l4_csum && csum_fold(csum_add_bytes(csum_pseudo6(src, dst, nh, n), l4, n)) != 0)
+            return RT_DROP_BAD_L4_CSUM;
+        m->tcp_flags = l4[TCP_OFF_FLAGS];
+        m->tcp_seq = wire_h32(l4 + TCP_OFF_SEQ);
+        m->tcp_ack = wire_h32(l4 + TCP_OFF_ACK);
+        m->tcp_win = wire_h16(l4 + TCP_OFF_WIN);
+        m->l4_hdr_len = (uint16_t)doff;
+        break;
+    }
+    case IPPROTO_UDP_: {
+        if (n < UDP_HDR_LEN)
+            return RT_DROP_L4_SHORT;
+        uint32_t ulen = wire_h16(l4 + UDP_OFF_LEN);
+        if (ulen < UDP_HDR_LEN || ulen > n)
+            return RT_DROP_L4_SHORT;
+        if (l4_csum && (wire_be16(l4 + UDP_OFF_CSUM) == 0 ||
+                        csum_fold(csum_add_bytes(csum_pseudo6(src, dst, nh, ulen), l4,
+                                                 ulen)) != 0))
+            return RT_DROP_BAD_L4_CSUM;
+        m->l4_hdr_len = UDP_HDR_LEN;
+        break;
+    }
+    case IPPROTO_ICMPV6_: {
+        if (n < ICMP_HDR_LEN)
+            return RT_DROP_L4_SHORT;
+        if (csum_fold(csum_add_bytes(csum_pseudo6(src, dst, nh, n), l4, n)) != 0)
+            return RT_DROP_BAD_L4_CSUM;
+        m->l4_hdr_len = ICMP_HDR_LEN;
+        m->icmp_type = l4[ICMP_OFF_TYPE];
+        m->icmp_code = l4[ICMP_OFF_CODE];
+        if (m->icmp_type < 128) {
+            /* An error: the quoted packet's tuple, if its header chain is
+             * plain (no extension headers) and its ports are there. */
+            m->icmp_error = 1;
+            if (n < ICMP_HDR_LEN + IP6_HDR_LEN + 4)
+                return RT_DROP_L4_SHORT;
+            uint8_t *in = l4 + ICMP_HDR_LEN;
+            uint32_t avail = n - ICMP_HDR_LEN - IP6_HDR_LEN;
+            m->inner_off = (uint16_t)(off + ICMP_HDR_LEN);
+            m->inner_l4_off = (uint16_t)(off + ICMP_HDR_LEN + IP6_HDR_LEN);
+            m->inner_l4_avail = (uint8_t)(avail < 8 ? avail : 8);
+            rt_be16 sp, dp;
+            l4_ports(in[IP6_OFF_NH], in + IP6_HDR_LEN, avail, &sp, &dp);
+            tuple_fill6(&m->inner, in + IP6_OFF_SRC, in + IP6_OFF_DST, sp, dp,
+                        in[IP6_OFF_NH]);
+        } else if (icmp6_query_reply_type(m->icmp_type) >= 0) {
+            m->icmp_query = 1;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    rt_be16 sp, dp;
+    l4_ports(nh, l4, n, &sp, &dp);
+    tuple_fill6(&m->tuple, src, dst, sp, dp, nh);
+    return RT_DROP_NONE;
+}
+
 enum rt_drop_reason pkt_parse(uint8_t *data, uint32_t len, bool l4_csum,
                               struct pkt_meta *m)
 {
@@ -177,10 +295,8 @@ enum rt_drop_reason pkt_parse(uint8_t *data, uint32_t len, bool l4_csum,
     if (len < 1)
         return RT_DROP_SHORT;
     unsigned version = data[0] >> 4;
-    if (version == 6) {
-        m->family = 6;
-        return len < IP6_HDR_LEN ? RT_DROP_SHORT : RT_DROP_IPV6;
-    }
+    if (version == 6)
+        return parse6(data, len, l4_csum, m);
     if (version != 4)
         return RT_DROP_BAD_VERSION;
     if (len < IP4_HDR_MIN)

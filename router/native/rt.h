@@ -65,6 +65,8 @@ struct rt_iface_cfg {
     uint32_t zone;  /* zone number, < n_zones */
     uint32_t flags; /* RT_IF_* */
     uint32_t rp_filter; /* RT_RPF_* */
+    uint8_t addr6[16];  /* the router's IPv6 address on this link */
+    uint32_t has_addr6; /* 1 if addr6 is set */
 };
 
 struct rt_route_cfg {
@@ -72,6 +74,13 @@ struct rt_route_cfg {
     uint32_t plen;    /* prefix length, 0..32 */
     int32_t iface;    /* output interface */
     rt_be32 gateway;  /* next hop, 0 if directly connected */
+};
+
+/* An IPv6 route: connected networks and static routes alike. */
+struct rt_route6_cfg {
+    uint8_t prefix[16]; /* destination network */
+    uint32_t plen;      /* prefix length, 0..128 */
+    int32_t iface;      /* output interface */
 };
 
 /* Source NAT rule, first match wins, applied to new connections. */
@@ -178,6 +187,8 @@ struct rt_tables {
                                    (burst as large), 0 = any */
     uint32_t tcp_max_retrans;   /* identical ACKs in a row before the
                                    tcp_max_retrans timeout applies, 1..15 */
+    const struct rt_route6_cfg *routes6; /* IPv6 routes, any order */
+    uint32_t n_routes6;
 };
 
 /*

@@ -32,7 +32,8 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(FRAGMENT, "fragment")             /* fragment for the router itself */   \
     X(FRAG_NO_ROOM, "fragment_no_room") /* no room to hold an early fragment */ \
     X(FRAG_EXPIRED, "fragment_expired") /* first fragment never came */        \
-    X(IPV6, "ipv6_not_forwarded")       /* IPv6 recognised, not forwarded */   \
+    X(BAD_EXT_HDR, "bad_ipv6_ext_header") /* malformed IPv6 header chain */    \
+    X(IPV6_FRAGMENT, "ipv6_fragment")   /* IPv6 fragment (not forwarded yet) */ \
     X(MARTIAN, "martian_address")       /* impossible source or dest */        \
     X(NOT_UNICAST, "not_unicast")       /* multicast/broadcast destination */  \
     X(TTL_EXPIRED, "ttl_expired")       /* TTL reached zero here */            \

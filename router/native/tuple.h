@@ -57,6 +57,20 @@ static inline void tuple_fill4(struct ct_tuple *t, rt_be32 src, rt_be32 dst,
 #endif
 }
 
+/* Fills 't' as an IPv6 tuple. */
+static inline void tuple_fill6(struct ct_tuple *t, const uint8_t *src,
+                               const uint8_t *dst, rt_be16 sport, rt_be16 dport,
+                               uint8_t proto)
+{
+    __builtin_memset(t, 0, sizeof *t);
+    __builtin_memcpy(t->src.b, src, 16);
+    __builtin_memcpy(t->dst.b, dst, 16);
+    t->sport = sport;
+    t->dport = dport;
+    t->proto = proto;
+    t->family = 6;
+}
+
 /* Directions of a connection, as Linux names them. */
 enum ct_dir { CT_DIR_ORIGINAL = 0, CT_DIR_REPLY = 1, CT_DIRS = 2 };
 
@@ -85,6 +99,12 @@ static inline int icmp_reply_query_type(uint8_t type)
     case 18: return 17;
     default: return -1;
     }
+}
+
+/* ICMPv6 echo (RFC 4443): request <-> reply, or -1. */
+static inline int icmp6_query_reply_type(uint8_t type)
+{
+    return type == 128 ? 129 : type == 129 ? 128 : -1;
 }
 
 /*

@@ -31,6 +31,31 @@
 
 /* IPv6 fixed header (RFC 8200). */
 #define IP6_HDR_LEN 40
+#define IP6_OFF_PLEN 4
+#define IP6_OFF_NH 6
+#define IP6_OFF_HLIM 7
+#define IP6_OFF_SRC 8
+#define IP6_OFF_DST 24
+#define IP6_MIN_MTU 1280
+/* Extension headers (RFC 8200 4). */
+#define IP6_NH_HOPOPTS 0
+#define IP6_NH_ROUTING 43
+#define IP6_NH_FRAGMENT 44
+#define IP6_NH_AH 51
+#define IP6_NH_NONE 59
+#define IP6_NH_DSTOPTS 60
+#define IP6_MAX_EXT 8     /* headers walked at most before giving up */
+
+/* ICMPv6 (RFC 4443). */
+#define IPPROTO_ICMPV6_ 58
+#define ICMP6_DST_UNREACH 1
+#define ICMP6_PACKET_TOO_BIG 2
+#define ICMP6_TIME_EXCEEDED 3
+#define ICMP6_PARAM_PROB 4
+#define ICMP6_ECHO_REQUEST 128
+#define ICMP6_ECHO_REPLY 129
+#define ICMP6_UNREACH_NOROUTE 0
+#define ICMP6_UNREACH_ADMIN 1
 
 /* TCP (RFC 9293). */
 #define TCP_HDR_MIN 20

@@ -27,6 +27,10 @@ import sys
 import threading
 
 
+def _fam(addr: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
 def http_server(addr: str, port: int, lifetime: float) -> None:
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -42,14 +46,17 @@ def http_server(addr: str, port: int, lifetime: float) -> None:
         def log_message(self, *a: object) -> None:
             pass
 
-    srv = http.server.ThreadingHTTPServer((addr, port), H)
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = _fam(addr)
+
+    srv = Server((addr, port), H)
     threading.Timer(lifetime, srv.shutdown).start()
     print("ready", flush=True)
     srv.serve_forever()
 
 
 def udp_echo(addr: str, port: int, lifetime: float) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(_fam(addr), socket.SOCK_DGRAM)
     s.bind((addr, port))
     s.settimeout(lifetime)
     print("ready", flush=True)
@@ -62,9 +69,9 @@ def udp_echo(addr: str, port: int, lifetime: float) -> None:
 
 
 def udp_send(dst: str, port: int, data: str, sport: int = 0) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(_fam(dst), socket.SOCK_DGRAM)
     if sport:
-        s.bind(("0.0.0.0", sport))
+        s.bind(("::" if ":" in dst else "0.0.0.0", sport))
     s.settimeout(3)
     s.connect((dst, port))  # connected: an ICMP error surfaces as an exception
     s.send(data.encode())
@@ -121,7 +128,7 @@ def http_get(dst: str, port: int, lports: list[int]) -> None:
 
 def _accept_one(addr: str, port: int, lifetime: float) -> tuple[socket.socket, str]:
     """Listens, says "ready", and returns the first connection and its peer."""
-    s = socket.socket()
+    s = socket.socket(_fam(addr))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, port))
     s.listen()
@@ -160,7 +167,7 @@ def scan(dst: str, spec: str, secs: float) -> None:
     sel = selectors.DefaultSelector()
     socks = []
     for port in ports:
-        s = socket.socket()
+        s = socket.socket(_fam(dst))
         s.setblocking(False)
         s.connect_ex((dst, port))
         sel.register(s, selectors.EVENT_WRITE, port)

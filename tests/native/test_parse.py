@@ -42,7 +42,8 @@ CASES = [
     ("total length < ihl", mutate(o2=0, o3=10), "bad_total_length"),
     ("bad ip checksum", bytes(good_udp()[:10] + b"\x12\x34" + good_udp()[12:]),
      "bad_ip_checksum"),
-    ("ipv6", b"\x60" + b"\0" * 39, "ipv6_not_forwarded"),
+    ("ipv6 hop-by-hop header cut", b"\x60" + b"\0" * 39, "bad_ipv6_ext_header"),
+    ("ipv6 payload beyond the read", b"\x60\0\0\0\0\x10" + b"\0" * 34, "bad_total_length"),
     ("short ipv6", b"\x60\0\0", "short_packet"),
 ]
 

@@ -1,0 +1,387 @@
+/*
+ * ip6.c - the IPv6 pipeline: forwarding with hop limits, ICMPv6, connection
+ * tracking and the stateful firewall.  No address translation: IPv6 flows
+ * keep their addresses.
+ *
+ * Theory of operation.  After parse6() (parse.c) a packet is judged like an
+ * IPv4 one, with IPv6's own rules: multicast and link-local destinations are
+ * never forwarded (the kernel side of a TUN sends router and neighbour
+ * solicitations; a TUN link has no neighbours to discover), the hop limit is
+ * decremented without any header checksum, a packet larger than the output
+ * MTU is answered with "packet too big" (RFC 8201: routers never fragment),
+ * and ICMPv6 errors quoting a tracked flow are RELATED to it.  The table,
+ * the TCP/UDP/ICMP trackers, the zone policies and the rules without
+ * addresses are the same code as for IPv4; rules naming IPv4 prefixes never
+ * match IPv6 packets.
+ */
+#include <string.h>
+#include <arpa/inet.h>
+#include "dp.h"
+#include "csum.h"
+#include "wire.h"
+
+/* Error messages the router sends are at most the minimum IPv6 MTU. */
+#define ICMP6_ERR_MAX IP6_MIN_MTU
+
+static bool is_multicast6(const uint8_t *a) { return a[0] == 0xff; }
+static bool is_link_local6(const uint8_t *a) { return a[0] == 0xfe && (a[1] & 0xc0) == 0x80; }
+
+static bool is_unspecified_or_loopback6(const uint8_t *a)
+{
+    for (int i = 0; i < 15; i++)
+        if (a[i])
+            return false;
+    return a[15] <= 1;
+}
+
+static bool prefix_match6(const uint8_t *a, const uint8_t *net, uint32_t plen)
+{
+    uint32_t full = plen / 8, rest = plen % 8;
+    if (memcmp(a, net, full) != 0)
+        return false;
+    if (!rest)
+        return true;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return ((a[full] ^ net[full]) & mask) == 0;
+}
+
+/* The output interface for 'dst' (routes are sorted longest first), or -1. */
+static int route6(const struct rt_dp *dp, const uint8_t *dst)
+{
+    for (uint32_t i = 0; i < dp->n_routes6; i++)
+        if (prefix_match6(dst, dp->routes6[i].prefix, dp->routes6[i].plen))
+            return dp->routes6[i].iface;
+    return -1;
+}
+
+static bool is_local6(const struct rt_dp *dp, const uint8_t *a)
+{
+    for (uint32_t i = 0; i < dp->n_ifaces; i++)
+        if (dp->ifaces[i].has_addr6 && memcmp(dp->ifaces[i].addr6, a, 16) == 0)
+            return true;
+    return false;
+}
+
+static void ip6_header(uint8_t *ip, uint32_t payload, uint8_t nh, const uint8_t *src,
+                       const uint8_t *dst)
+{
+    memset(ip, 0, IP6_HDR_LEN);
+    ip[0] = 0x60;
+    wire_put_be16(ip + IP6_OFF_PLEN, htons((uint16_t)payload));
+    ip[IP6_OFF_NH] = nh;
+    ip[IP6_OFF_HLIM] = 64;
+    memcpy(ip + IP6_OFF_SRC, src, 16);
+    memcpy(ip + IP6_OFF_DST, dst, 16);
+}
+
+static void icmp6_checksum(uint8_t *ip, uint32_t len)
+{
+    uint8_t *icmp = ip + IP6_HDR_LEN;
+    wire_put_be16(icmp + ICMP_OFF_CSUM, 0);
+    uint16_t c = csum_fold(csum_add_bytes(
+        csum_pseudo6(ip + IP6_OFF_SRC, ip + IP6_OFF_DST, IPPROTO_ICMPV6_, len), icmp, len));
+    wire_put_be16(icmp + ICMP_OFF_CSUM, c);
+}
+
+/*
+ * Replaces the packet in 'p' by an ICMPv6 error about it (RFC 4443 2.4):
+ * from the router's address on the link it came in on, to its source, with
+ * as much of it as fits in the minimum MTU.  Never about an ICMPv6 error, a
+ * packet from a multicast or unspecified source, or without an address.
+ */
+static void send_icmp6_error(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                             uint8_t type, uint8_t code, uint32_t info)
+{
+    const struct dp_iface *in = &dp->ifaces[p->in_iface];
+    const uint8_t *peer = m->tuple.src.b;
+    if (m->icmp_error || !in->has_addr6 || is_multicast6(peer) ||
+        is_unspecified_or_loopback6(peer) || !dp_icmp_allowed(dp))
+        return;
+    int out = route6(dp, peer);
+    if (out < 0)
+        return;
+    uint32_t room = p->cap < ICMP6_ERR_MAX ? p->cap : ICMP6_ERR_MAX;
+    if (room < IP6_HDR_LEN + ICMP_HDR_LEN + IP6_HDR_LEN)
+        return;
+    uint32_t quote = m->len;
+    if (quote > room - IP6_HDR_LEN - ICMP_HDR_LEN)
+        quote = room - IP6_HDR_LEN - ICMP_HDR_LEN;
+    uint8_t peer_copy[16];
+    memcpy(peer_copy, peer, 16);
+    memmove(p->data + IP6_HDR_LEN + ICMP_HDR_LEN, p->data, quote);
+    ip6_header(p->data, ICMP_HDR_LEN + quote, IPPROTO_ICMPV6_, in->addr6, peer_copy);
+    uint8_t *icmp = p->data + IP6_HDR_LEN;
+    icmp[ICMP_OFF_TYPE] = type;
+    icmp[ICMP_OFF_CODE] = code;
+    wire_put_be32(icmp + 4, htonl(info));
+    icmp6_checksum(p->data, ICMP_HDR_LEN + quote);
+    p->len = IP6_HDR_LEN + ICMP_HDR_LEN + quote;
+    p->out_iface = (int16_t)out;
+    dp_clear_offload(p);
+    dp->counters[RT_CNT_ICMP_SENT]++;
+}
+
+/* Answers an echo request to one of the router's addresses, in place. */
+static void send_echo_reply6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
+{
+    uint8_t me[16], peer[16];
+    memcpy(me, m->tuple.dst.b, 16);
+    memcpy(peer, m->tuple.src.b, 16);
+    int out = route6(dp, peer);
+    if (out < 0)
+        return;
+    /* A fresh header: extension headers are not echoed. */
+    if (m->l4_off != IP6_HDR_LEN)
+        memmove(p->data + IP6_HDR_LEN, p->data + m->l4_off, m->l4_len);
+    ip6_header(p->data, m->l4_len, IPPROTO_ICMPV6_, me, peer);
+    p->data[IP6_HDR_LEN + ICMP_OFF_TYPE] = ICMP6_ECHO_REPLY;
+    icmp6_checksum(p->data, m->l4_len);
+    p->len = IP6_HDR_LEN + m->l4_len;
+    p->out_iface = (int16_t)out;
+    dp_clear_offload(p);
+    dp->counters[RT_CNT_ICMP_SENT]++;
+}
+
+/* Hop limit and MTU for leaving through 'out'; answers if it may not. */
+static bool may_forward6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m, int out)
+{
+    if (m->ttl <= 1) {
+        dp_drop(dp, p, RT_DROP_TTL_EXPIRED);
+        send_icmp6_error(dp, p, m, ICMP6_TIME_EXCEEDED, 0, 0);
+        return false;
+    }
+    uint32_t mtu = dp->ifaces[out].mtu;
+    uint32_t size = p->gso_type != RT_GSO_NONE
+                        ? (uint32_t)m->l4_off + m->l4_hdr_len + p->gso_size
+                        : m->len;
+    if (size > mtu) {
+        dp_drop(dp, p, RT_DROP_TOO_BIG);
+        send_icmp6_error(dp, p, m, ICMP6_PACKET_TOO_BIG, 0, mtu);
+        return false;
+    }
+    return true;
+}
+
+static void forward6(struct rt_pkt *p, const struct pkt_meta *m, int out)
+{
+    p->data[IP6_OFF_HLIM]--;
+    p->len = m->len;
+    p->out_iface = (int16_t)out;
+}
+
+static void refuse6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m, int action)
+{
+    if (action != RT_FW_REJECT) {
+        dp_drop_rule(dp, p, RT_DROP_FW_DROP, dp->fw_rule);
+        return;
+    }
+    dp_drop_rule(dp, p, RT_DROP_FW_REJECT, dp->fw_rule);
+    send_icmp6_error(dp, p, m, ICMP6_DST_UNREACH, ICMP6_UNREACH_ADMIN, 0);
+}
+
+static void process_local6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
+{
+    int a = dp_fw_eval(dp, p, m, RT_FW_INPUT, -1, RT_FW_NEW, 0, m->tuple.dport);
+    if (a < 0)
+        a = dp->input_policy;
+    if (a == RT_FW_DROP || a == RT_FW_REJECT) {
+        refuse6(dp, p, m, a);
+        return;
+    }
+    if (m->proto == IPPROTO_ICMPV6_ && m->icmp_type == ICMP6_ECHO_REQUEST) {
+        dp_drop(dp, p, RT_DROP_LOCAL);
+        send_echo_reply6(dp, p, m);
+        return;
+    }
+    dp_drop(dp, p, RT_DROP_LOCAL_DROP);
+}
+
+/* An ICMPv6 error: RELATED to the flow it quotes, or dropped. */
+static void process_related6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
+                             uint64_t now)
+{
+    struct ct_tuple key;
+    enum ct_dir dir;
+    struct ct_conn *c = NULL;
+    if (tuple_invert(&m->inner, &key))
+        c = ct_find(&dp->ct, &key, ct_hash(&dp->ct, &key), now, &dir);
+    if (!c || memcmp(c->tuple[dir].dst.b, m->tuple.dst.b, 16) != 0) {
+        if (is_local6(dp, m->tuple.dst.b)) {
+            dp_drop(dp, p, RT_DROP_LOCAL_DROP);
+            return;
+        }
+        dp->counters[RT_CNT_ERROR]++;
+        dp_drop(dp, p, RT_DROP_ICMP_NO_FLOW);
+        return;
+    }
+    int out = route6(dp, m->tuple.dst.b);
+    if (out < 0) {
+        dp_drop(dp, p, RT_DROP_NO_ROUTE);
+        return;
+    }
+    if (!may_forward6(dp, p, m, out))
+        return;
+    dp->counters[RT_CNT_RELATED]++;
+    forward6(p, m, out);
+}
+
+static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
+                             struct ct_conn *c, enum ct_dir dir, uint32_t hash,
+                             uint64_t now);
+
+static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
+                         uint32_t hash, uint64_t now)
+{
+    int out = route6(dp, m->tuple.dst.b);
+    if (out < 0) {
+        dp_drop(dp, p, RT_DROP_NO_ROUTE);
+        send_icmp6_error(dp, p, m, ICMP6_DST_UNREACH, ICMP6_UNREACH_NOROUTE, 0);
+        return;
+    }
+    if (!may_forward6(dp, p, m, out))
+        return;
+    int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_NEW, 0, m->tuple.dport);
+    if (a == RT_FW_DROP || a == RT_FW_REJECT) {
+        refuse6(dp, p, m, a);
+        return;
+    }
+    uint32_t zin = dp->ifaces[p->in_iface].zone, zout = dp->ifaces[out].zone;
+    if (a < 0 && !dp->zone_policy[zin][zout]) {
+        dp_drop(dp, p, RT_DROP_POLICY);
+        return;
+    }
+    struct ct_conn c;
+    struct ct_tcp_win w;
+    memset(&c, 0, sizeof c);
+    const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
+    if (!l4->new_conn(&c, &w, m, &dp->ctp) ||
+        !tuple_invert(&m->tuple, &c.tuple[CT_DIR_REPLY])) {
+        dp->counters[RT_CNT_INVALID]++;
+        dp_drop(dp, p, m->proto == IPPROTO_TCP_ ? RT_DROP_BAD_TCP_FLAGS : RT_DROP_CT_INVALID);
+        return;
+    }
+    c.tuple[CT_DIR_ORIGINAL] = m->tuple;
+    c.created = (uint32_t)(now >> CT_CREATED_SHIFT);
+    if (l4->update(&c, &w, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
+        dp->counters[RT_CNT_INVALID]++;
+        dp_drop(dp, p, RT_DROP_CT_INVALID);
+        return;
+    }
+    dp_account(&c, m, CT_DIR_ORIGINAL);
+    struct ct_conn *slot = ct_alloc(&dp->ct, hash, now);
+    if (!slot) {
+        dp_drop(dp, p, RT_DROP_CT_FULL);
+        return;
+    }
+    *slot = c;
+    if (m->proto == IPPROTO_TCP_)
+        *ct_tcp_win(&dp->ct, slot) = w;
+    if (!ct_insert(&dp->ct, slot, hash, false, now)) {
+        dp_drop(dp, p, RT_DROP_CT_FULL);
+        return;
+    }
+    if (dp->ct_events)
+        dp_ct_event(dp, slot, RT_EV_NEW);
+    forward6(p, m, out);
+}
+
+static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
+                             struct ct_conn *c, enum ct_dir dir, uint32_t hash,
+                             uint64_t now)
+{
+    dp->counters[RT_CNT_FOUND]++;
+    int out = route6(dp, m->tuple.dst.b);
+    if (out < 0) {
+        dp_drop(dp, p, RT_DROP_NO_ROUTE);
+        send_icmp6_error(dp, p, m, ICMP6_DST_UNREACH, ICMP6_UNREACH_NOROUTE, 0);
+        return;
+    }
+    if (!may_forward6(dp, p, m, out))
+        return;
+    if (dp->fw_states & RT_FW_ESTABLISHED) {
+        int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_ESTABLISHED, 0,
+                           m->tuple.dport);
+        if (a == RT_FW_DROP || a == RT_FW_REJECT) {
+            refuse6(dp, p, m, a);
+            return;
+        }
+    }
+    const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
+    uint8_t old_state = c->state;
+    uint16_t old_status = c->status;
+    switch (l4->update(c, ct_tcp_win(&dp->ct, c), m, dir, &dp->ctp, now)) {
+    case CT_ACCEPT:
+        dp_account(c, m, dir);
+        if (dp->ct_events && (c->state != old_state || c->status != old_status))
+            dp_ct_event(dp, c, RT_EV_UPDATE);
+        break;
+    case CT_IGNORE:
+        dp->counters[RT_CNT_IGNORE]++;
+        break;
+    case CT_INVALID:
+        dp->counters[RT_CNT_INVALID]++;
+        dp_drop(dp, p, RT_DROP_CT_INVALID);
+        return;
+    case CT_OUT_OF_WINDOW:
+        dp->counters[RT_CNT_INVALID]++;
+        dp_drop(dp, p, RT_DROP_TCP_WINDOW);
+        return;
+    case CT_BAD_RST:
+        dp->counters[RT_CNT_INVALID]++;
+        dp_drop(dp, p, RT_DROP_TCP_BAD_RST);
+        return;
+    case CT_REOPEN:
+        ct_delete(&dp->ct, c);
+        dp->counters[RT_CNT_DELETED]++;
+        process_new6(dp, p, m, hash, now);
+        return;
+    case CT_KILL:
+        dp_account(c, m, dir);
+        forward6(p, m, out);
+        ct_delete(&dp->ct, c);
+        dp->counters[RT_CNT_DELETED]++;
+        return;
+    }
+    forward6(p, m, out);
+}
+
+void dp_process6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_t hash,
+                 uint64_t now)
+{
+    const uint8_t *src = m->tuple.src.b, *dst = m->tuple.dst.b;
+    if (is_multicast6(dst)) {
+        dp_drop(dp, p, RT_DROP_NOT_UNICAST); /* solicitations from the kernel side */
+        return;
+    }
+    if (is_multicast6(src) || is_unspecified_or_loopback6(src) || is_link_local6(src) ||
+        is_local6(dp, src) || is_unspecified_or_loopback6(dst) || is_link_local6(dst)) {
+        dp_drop(dp, p, RT_DROP_MARTIAN);
+        return;
+    }
+    uint32_t rpf = dp->ifaces[p->in_iface].rp_filter;
+    if (rpf != RT_RPF_OFF) {
+        int back = route6(dp, src);
+        if (back < 0 || (rpf == RT_RPF_STRICT && back != p->in_iface)) {
+            dp_drop(dp, p, RT_DROP_SPOOFED);
+            return;
+        }
+    }
+    if (is_local6(dp, dst)) {
+        if (m->icmp_error) {
+            dp_drop(dp, p, RT_DROP_LOCAL_DROP);
+            return;
+        }
+        process_local6(dp, p, m);
+        return;
+    }
+    if (m->icmp_error) {
+        process_related6(dp, p, m, now);
+        return;
+    }
+    enum ct_dir dir;
+    struct ct_conn *c = ct_find(&dp->ct, &m->tuple, hash, now, &dir);
+    if (c)
+        process_tracked6(dp, p, m, c, dir, hash, now);
+    else
+        process_new6(dp, p, m, hash, now);
+}

@@ -1,0 +1,81 @@
+"""IPv6 end to end: the lab is dual-stack (conf/router.toml), IPv6 routed
+without translation through the stateful firewall."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from tests.integration.conftest import PEERS, NetLab
+
+pytestmark = pytest.mark.netns
+HOST6 = "2001:db8:77::2"
+SERVER6 = "2001:db8:113::10"
+ROUTER_LAN6 = "2001:db8:77::1"
+
+
+def wait_addr(netlab: NetLab) -> None:
+    # The host addresses are set without DAD; give routes a moment anyway.
+    for _ in range(50):
+        r = netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", ROUTER_LAN6, check=False)
+        if r.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the router's IPv6 address does not answer")
+
+
+def test_ping6_tcp_udp_through_the_router(netlab: NetLab) -> None:
+    wait_addr(netlab)
+    r = netlab.ns(netlab.lan, "ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", SERVER6)
+    assert "3 received" in r.stdout
+    # TCP: an HTTP fetch; the server sees the LAN host's own address (no NAT66).
+    netlab.server(netlab.wan, "http", SERVER6, 8080)
+    r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "5", f"http://[{SERVER6}]:8080/")
+    assert r.stdout.startswith(f"you are {HOST6}:")
+    # UDP both ways.
+    netlab.server(netlab.wan, "udp-echo", SERVER6, 5353)
+    r = netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER6, "5353", "hello6")
+    assert f"from {HOST6}:" in r.stdout and "hello6" in r.stdout
+    lines = netlab.ctl("conntrack", "list", "-p", "tcp").stdout
+    assert f"src={HOST6} dst={SERVER6}" in lines and "dport=8080" in lines
+    assert {e["family"] for e in netlab.ctl_json("conntrack", "list")} >= {"ipv6"}
+    assert "::/0" not in netlab.ctl("routes").stdout  # shown as default
+    assert f"2001:db8:77::/64 dev lan0 proto kernel scope link src {ROUTER_LAN6}" in \
+        netlab.ctl("routes").stdout.splitlines()
+
+
+def test_unsolicited_inbound_ipv6_is_blocked(netlab: NetLab) -> None:
+    wait_addr(netlab)
+    netlab.server(netlab.lan, "http", HOST6, 8081)
+    r = netlab.ns(netlab.wan, sys.executable, PEERS, "scan", HOST6, "8081,22", "2")
+    assert r.stdout.split() == []
+    assert netlab.drops()["policy"] >= 2
+
+
+def test_packet_too_big_completes_a_tcp_transfer(netlab: NetLab) -> None:
+    netlab.config.write_text(netlab.config.read_text().replace(
+        'name = "wan0"\naddress = "203.0.113.1/24"\nzone = "wan"\nmtu = 1500',
+        'name = "wan0"\naddress = "203.0.113.1/24"\nzone = "wan"\nmtu = 1280', 1))
+    r = netlab.ctl_json("reload")
+    assert r["applied"] and r["interfaces_added"] == ["wan0"]  # the link was re-created
+    wait_addr(netlab)
+    for _ in range(50):  # the re-created WAN link needs its address again
+        if netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", SERVER6,
+                     check=False).returncode == 0:
+            break
+        time.sleep(0.1)
+    # The server advertises a full-size MSS although its link is smaller, as
+    # a server behind a smaller hop would: only path MTU discovery can help.
+    netlab.ns(netlab.wan, "ip", "-6", "route", "change", "2001:db8:77::/64", "dev", "wan0",
+              "advmss", "1440")
+    sink = netlab.spawn(netlab.wan, sys.executable, PEERS, "tcp-sink", SERVER6, "9106", "30")
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    netlab.ns(netlab.lan, sys.executable, PEERS, "tcp-send", SERVER6, "9106", str(2 << 20))
+    assert sink.stdout.readline().split() == [HOST6, str(2 << 20)]
+    # The first full-size segments were refused with "packet too big".
+    assert netlab.drops()["too_big"] >= 1
+    assert netlab.ctl_json("stats")["counters"]["icmp_sent"] >= 1
+    r = netlab.ns(netlab.lan, "ip", "-6", "route", "get", SERVER6)
+    assert "mtu 1280" in r.stdout, r.stdout  # the LAN host learned the path MTU
