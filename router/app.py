@@ -168,9 +168,10 @@ class Router:
         try:
             # Signals first: a SIGTERM that comes while the rest starts must
             # still stop the router cleanly (and save its state).
+            os.register_at_fork(after_in_child=_forget_signals)
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stop.set)
+                loop.add_signal_handler(sig, self._on_stop_signal, sig)
             self._register_readers()
             await self.control.start()
             if self.metrics is not None:
@@ -249,6 +250,10 @@ class Router:
             self._spinning = False
 
     # -- reload ------------------------------------------------------------
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        self.log.info("router.signal", signal=sig.name)
+        self._stop.set()
 
     def _on_sighup(self) -> None:
         self.log.info("config.reload_requested", signal="SIGHUP")
@@ -664,6 +669,17 @@ class Router:
 
 
 FILTER_KEYS = ("proto", "src", "dst", "sport", "dport", "state")
+
+
+def _forget_signals() -> None:
+    """In a child forked by a library (pyroute2 forks to enter a network
+    namespace while a reload sets up a device): the loop's signal wakeup
+    socket is shared with the router, so a signal the child gets (its
+    parent ends it with SIGTERM) would reach the router's loop as its own.
+    The child drops the wakeup socket and takes default handlers."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _matches(j: Mapping[str, Any], filt: Mapping[str, Any]) -> bool:

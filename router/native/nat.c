@@ -13,7 +13,9 @@
  * connection uses the resulting reply tuple; otherwise probe from a random
  * offset in the configured range, 128 candidates, then 64, 32, 16 and 8
  * from fresh random offsets: at most 248 probes, after which the new flow
- * fails cleanly instead of scanning 64 K ports under load.
+ * fails cleanly instead of scanning 64 K ports under load.  A range of 128
+ * ports or fewer is searched whole after the first round (which keeps the
+ * port's parity), so there a flow fails only when every port is taken.
  *
  * Checksums are updated incrementally (RFC 1624): an address change touches
  * the IPv4 header checksum and, through the pseudo-header, the TCP and UDP
@@ -293,8 +295,18 @@ bool nat_snat(struct ct_table *ct, struct nat_maps *nm, struct ct_conn *c,
                 ct->counters[RT_CNT_NAT_PORT_PROBES]++;
                 found = port_free(ct, nm, r, *port, eim, now_ms);
             }
+            bool was_first = first;
             first = false;
-            if (found || attempts < 16)
+            if (found)
+                break;
+            if (range <= 128) {
+                /* A small range is searched whole after the parity round,
+                 * so a flow fails only when every port is taken. */
+                if (!was_first)
+                    break;
+                continue;
+            }
+            if (attempts < 16)
                 break;
             attempts /= 2;
         }

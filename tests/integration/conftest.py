@@ -72,7 +72,10 @@ class NetLab:
         return Echo(self, port, lifetime)
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run(sys.executable, "-m", "router.ctl", "-S", self.socket, *args, check=check)
+        r = run(sys.executable, "-m", "router.ctl", "-S", self.socket, *args, check=False)
+        if check and r.returncode != 0:
+            raise AssertionError(f"routerctl {' '.join(args)}: {r.stderr.strip()}")
+        return r
 
     def ctl_json(self, *args: str) -> Any:
         return json.loads(self.ctl("--json", *args).stdout)

@@ -134,7 +134,8 @@ def test_nat_port_exhaustion_fails_new_flows_cleanly(netlab: NetLab) -> None:
                       str(sport), check=False)
         results.append(r)
     ok = [r for r in results if r.returncode == 0]
-    assert len(ok) == 4  # four external ports, four inside endpoints
+    # Four external ports, four inside endpoints.
+    assert len(ok) == 4, [(r.returncode, r.stdout, r.stderr[-200:]) for r in results]
     assert all(re.search(rf"from {ROUTER_WAN}:4000[0-3] hi", r.stdout) for r in ok)
     # The others are told at once (ICMP administratively prohibited), not
     # left waiting, and counted.

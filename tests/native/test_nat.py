@@ -79,6 +79,19 @@ def test_port_exhaustion_fails_cleanly(lab_factory) -> None:  # type: ignore[no-
     assert len(lab.entries()) == 4
 
 
+def test_small_range_is_searched_whole(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    # Inside ports of one parity: the parity round finds only half the
+    # range; the rest must still be used before a flow is refused.
+    lab = lab_factory("\n[nat]\npreserve_ports = false\nport_min = 40000\nport_max = 40003\n")
+    ports = set()
+    for i in range(4):
+        r = lab.send(LAN, udp_out(sport=6000 + 2 * i))
+        assert r.out_iface == WAN, i
+        ports.add(IP(r.data)[UDP].sport)
+    assert ports == {40000, 40001, 40002, 40003}
+    assert lab.send(LAN, udp_out(sport=7000)).reason == "nat_no_port"
+
+
 def test_udp_zero_checksum_stays_zero(lab: Lab) -> None:
     r = lab.send(LAN, udp_out(csum=0))
     p = r.data
