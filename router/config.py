@@ -81,6 +81,15 @@ class Route6:
 
 
 @dataclass(frozen=True, slots=True)
+class Npt6:
+    """IPv6-to-IPv6 network prefix translation (RFC 6296) on an interface."""
+
+    interface: str
+    inside: IPv6Network
+    outside: IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
 class SourceNat:
     """Source NAT for new connections leaving through ``interface``.
 
@@ -177,6 +186,7 @@ class Nat:
     filtering: str = "address-dependent"
     rules: tuple[SourceNat, ...] = ()
     forwards: tuple[PortForward, ...] = ()
+    npt6: tuple[Npt6, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -659,7 +669,7 @@ def _routes(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
 def _nat(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) -> Nat:
     t = r.table(doc, "nat", "")
     r.known(t, "nat", {"port_min", "port_max", "preserve_ports", "masquerade", "snat",
-                       "forward", "mapping", "filtering"})
+                       "forward", "mapping", "filtering", "npt6"})
     mapping = r.choice(t, "mapping", "nat", MAPPINGS, "endpoint-independent")
     filtering = r.choice(t, "filtering", "nat", FILTERINGS, "address-dependent")
     pmin = r.integer(t, "port_min", "nat", 1024, 1, 65535)
@@ -692,8 +702,24 @@ def _nat(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) ->
                     to = r.address(val, f"{w}.to")
             rules.append(SourceNat(interface=iface, sources=srcs, to=to, pool=pool))
     forwards = _forwards(r, t, ifaces)
+    npt6: list[Npt6] = []
+    for w, x in r.tables(t, "npt6", "nat"):
+        r.known(x, w, {"interface", "inside", "outside"})
+        name = r.get(x, "interface", w, str, required=True)
+        if name not in ifaces:
+            raise r.fail(f"{w}.interface", f"no interface named {name!r}")
+        if ifaces[name].address6 is None:
+            raise r.fail(f"{w}.interface", f"{name} has no address6")
+        inside = _net6(r, r.get(x, "inside", w, str, required=True), f"{w}.inside")
+        outside = _net6(r, r.get(x, "outside", w, str, required=True), f"{w}.outside")
+        if inside.prefixlen != outside.prefixlen or not 1 <= inside.prefixlen <= 48:
+            raise r.fail(w, "inside and outside must have the same prefix length, /1 to /48 "
+                         "(the checksum-neutral adjustment uses bits 48-63, RFC 6296 3.2)")
+        if inside.overlaps(outside):
+            raise r.fail(f"{w}.outside", "must not overlap the inside prefix")
+        npt6.append(Npt6(interface=name, inside=inside, outside=outside))
     return Nat(port_min=pmin, port_max=pmax, preserve_ports=preserve, mapping=mapping,
-               filtering=filtering, rules=tuple(rules), forwards=forwards)
+               filtering=filtering, rules=tuple(rules), forwards=forwards, npt6=tuple(npt6))
 
 
 def _port_range(r: _Reader, val: Any, key: str) -> tuple[int, int]:
@@ -969,7 +995,9 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                              "port": f.port_min if f.port_min == f.port_max
                              else f"{f.port_min}-{f.port_max}",
                              "to": str(f.to), "to_port": f.to_port,
-                             "masquerade": f.masquerade} for f in cfg.nat.forwards]},
+                             "masquerade": f.masquerade} for f in cfg.nat.forwards],
+                "npt6": [{"interface": n.interface, "inside": str(n.inside),
+                          "outside": str(n.outside)} for n in cfg.nat.npt6]},
         "firewall": {"forward": cfg.forward_default, "input": cfg.input_default,
                      "icmp_rate": cfg.icmp_rate,
                      "max_connections_per_source": cfg.max_conns_per_source,

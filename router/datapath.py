@@ -229,6 +229,12 @@ class Datapath:
             routes6[i].prefix = r6.prefix.network_address.packed
             routes6[i].plen = r6.prefix.prefixlen
             routes6[i].iface = r6.iface
+        npt6 = ffi.new("struct rt_npt6_cfg[]", max(1, len(t.npt6)))
+        for i, n6 in enumerate(t.npt6):
+            npt6[i].inside = n6.inside.network_address.packed
+            npt6[i].outside = n6.outside.network_address.packed
+            npt6[i].plen = n6.inside.prefixlen
+            npt6[i].iface = n6.iface
         routes = ffi.new("struct rt_route_cfg[]", max(1, len(t.routes)))
         for i, r in enumerate(t.routes):
             routes[i].prefix = be32(r.prefix.network_address)
@@ -278,7 +284,7 @@ class Datapath:
             fw[i].icmp_type = rule.icmp_type
             fw[i].port_min = rule.port_min
             fw[i].port_max = rule.port_max
-        keep += [ifaces, routes, routes6, nat, pool, dnat, lb, fw, policy, timeouts]
+        keep += [ifaces, routes, routes6, npt6, nat, pool, dnat, lb, fw, policy, timeouts]
 
         tb = ffi.new("struct rt_tables *")
         tb.ifaces = ifaces
@@ -287,6 +293,8 @@ class Datapath:
         tb.n_routes = len(t.routes)
         tb.routes6 = routes6
         tb.n_routes6 = len(t.routes6)
+        tb.npt6 = npt6
+        tb.n_npt6 = len(t.npt6)
         tb.nat = nat
         tb.n_nat = len(t.nat)
         tb.dnat = dnat

@@ -38,6 +38,13 @@ class Route6Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Npt6Entry:
+    inside: IPv6Network
+    outside: IPv6Network
+    iface: int
+
+
+@dataclass(frozen=True, slots=True)
 class RouteEntry:
     prefix: IPv4Network
     iface: int
@@ -119,6 +126,7 @@ class Tables:
     lb_slots: tuple[LbSlot, ...] = ()
     backends: tuple[tuple[str, str], ...] = ()  # (load balancer, "addr:port") by number
     routes6: tuple[Route6Entry, ...] = ()
+    npt6: tuple[Npt6Entry, ...] = ()
 
 
 def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) -> Tables:
@@ -179,6 +187,7 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         ifaces=ifaces,
         routes=tuple(routes),
         routes6=tuple(routes6),
+        npt6=tuple(Npt6Entry(n.inside, n.outside, index[n.interface]) for n in cfg.nat.npt6),
         nat=tuple(nat),
         dnat=tuple(dnat),
         zones=zones,

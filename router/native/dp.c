@@ -1134,6 +1134,7 @@ void rt_dp_free(struct rt_dp *dp)
     host_destroy(&dp->hosts);
     free(dp->fib.routes);
     free(dp->routes6);
+    free(dp->npt6);
     free(dp->nat);
     free(dp->dnat);
     free(dp->lb_slots);
@@ -1164,6 +1165,7 @@ static uint32_t plen_mask(uint32_t plen)
         snprintf(dp->error, sizeof dp->error, __VA_ARGS__);                    \
         free(routes);                                                          \
         free(routes6);                                                         \
+        free(npt6);                                                            \
         free(nat);                                                             \
         free(dnat);                                                            \
         free(lb);                                                              \
@@ -1178,6 +1180,7 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
 {
     struct fib_route *routes = NULL;
     struct dp_route6 *routes6 = NULL;
+    struct dp_npt6 *npt6 = NULL;
     struct dp_nat_rule *nat = NULL;
     struct rt_dnat_cfg *dnat = NULL;
     struct rt_lb_slot *lb = NULL;
@@ -1212,8 +1215,20 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     routes6 = calloc(t->n_routes6 ? t->n_routes6 : 1, sizeof *routes6);
     nat = calloc(t->n_nat ? t->n_nat : 1, sizeof *nat);
     dnat = calloc(t->n_dnat ? t->n_dnat : 1, sizeof *dnat);
-    if (!routes || !routes6 || !nat || !dnat)
+    npt6 = calloc(t->n_npt6 ? t->n_npt6 : 1, sizeof *npt6);
+    if (!routes || !routes6 || !npt6 || !nat || !dnat)
         LOAD_FAIL("out of memory");
+    for (uint32_t i = 0; i < t->n_npt6; i++) {
+        const struct rt_npt6_cfg *c = &t->npt6[i];
+        if (c->plen == 0 || c->plen > 48 || c->iface < 0 ||
+            (uint32_t)c->iface >= t->n_ifaces)
+            LOAD_FAIL("NPTv6 rule %u: prefix length must be 1..48, interface valid", i);
+        memcpy(npt6[i].inside, c->inside, 16);
+        memcpy(npt6[i].outside, c->outside, 16);
+        npt6[i].plen = c->plen;
+        npt6[i].iface = c->iface;
+        dp_npt6_prepare(&npt6[i]);
+    }
     /* IPv6 routes, longest prefix first (insertion sort: a few dozen). */
     for (uint32_t i = 0; i < t->n_routes6; i++) {
         const struct rt_route6_cfg *r = &t->routes6[i];
@@ -1352,6 +1367,9 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     free(dp->routes6);
     dp->routes6 = routes6;
     dp->n_routes6 = t->n_routes6;
+    free(dp->npt6);
+    dp->npt6 = npt6;
+    dp->n_npt6 = t->n_npt6;
     free(dp->fib.routes);
     dp->fib.routes = routes;
     dp->fib.n = t->n_routes;

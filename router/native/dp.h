@@ -24,6 +24,15 @@ struct dp_iface {
     struct rt_iface_stats st;   /* counters; kept across reloads */
 };
 
+struct dp_npt6 {
+    uint8_t inside[16];
+    uint8_t outside[16];
+    uint32_t plen;
+    int32_t iface;
+    uint16_t adj_out;   /* one's complement added to word 3 going out */
+    uint16_t adj_in;    /* ... and coming in */
+};
+
 struct dp_route6 {
     uint8_t prefix[16];
     uint32_t plen;
@@ -52,6 +61,8 @@ struct rt_dp {
     struct fib fib;                           /* routes */
     struct dp_route6 *routes6;                /* IPv6 routes, longest first */
     uint32_t n_routes6;
+    struct dp_npt6 *npt6;                     /* IPv6 prefix translations */
+    uint32_t n_npt6;
     struct dp_nat_rule *nat;                  /* NAT rules */
     uint32_t n_nat;                           /* number of NAT rules */
     struct rt_dnat_cfg *dnat;                 /* port forwards */
@@ -118,6 +129,9 @@ static inline void dp_account(struct ct_conn *c, const struct pkt_meta *m,
     if (dir == CT_DIR_REPLY)
         c->status |= CT_SEEN_REPLY;
 }
+
+/* Fills the checksum adjustments of an NPTv6 rule (ip6.c). */
+void dp_npt6_prepare(struct dp_npt6 *n);
 
 /* The IPv6 pipeline (ip6.c): everything after parsing for an IPv6 packet.
  * 'hash' is the hash of its tuple. */

@@ -13,12 +13,94 @@
  * the TCP/UDP/ICMP trackers, the zone policies and the rules without
  * addresses are the same code as for IPv4; rules naming IPv4 prefixes never
  * match IPv6 packets.
+ *
+ * NPTv6 (RFC 6296) is the one translation: stateless and checksum-neutral.
+ * A packet arriving on an interface with a rule, for an address in the
+ * rule's outside prefix, gets the inside prefix before anything else looks
+ * at it; a packet leaving through it from the inside prefix gets the outside
+ * one after conntrack and the firewall, so both only ever see inside
+ * addresses.  The prefix change is balanced by one 16-bit word (bits 48-63)
+ * so that the one's complement sum of the address, and with it every L4
+ * checksum, stays the same.
  */
 #include <string.h>
 #include <arpa/inet.h>
 #include "dp.h"
 #include "csum.h"
 #include "wire.h"
+
+static bool prefix_match6(const uint8_t *a, const uint8_t *net, uint32_t plen);
+
+/* One's complement sum of the 16-bit words of the first 'plen' bits of 'a'
+ * (the bits past it taken as zero). */
+static uint16_t prefix_sum(const uint8_t *a, uint32_t plen)
+{
+    uint32_t sum = 0;
+    for (uint32_t w = 0; w * 16 < plen; w++) {
+        uint32_t bits = plen - w * 16 >= 16 ? 16 : plen - w * 16;
+        uint16_t mask = (uint16_t)(0xffffu << (16 - bits));
+        sum += (uint16_t)((a[2 * w] << 8 | a[2 * w + 1]) & mask);
+    }
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)sum;
+}
+
+static uint16_t ones_add(uint16_t a, uint16_t b)
+{
+    uint32_t s = (uint32_t)a + b;
+    return (uint16_t)((s & 0xffff) + (s >> 16));
+}
+
+void dp_npt6_prepare(struct dp_npt6 *n)
+{
+    uint16_t in = prefix_sum(n->inside, n->plen), out = prefix_sum(n->outside, n->plen);
+    n->adj_out = ones_add(in, (uint16_t)~out); /* inside -> outside */
+    n->adj_in = ones_add(out, (uint16_t)~in);  /* outside -> inside */
+}
+
+/*
+ * Replaces the first plen bits of the address at 'a' (which match 'from')
+ * by 'to', and adds 'adj' to word 3 (RFC 6296 3.2).  A word 3 of 0xffff
+ * cannot be mapped back one to one: false, nothing changed.
+ */
+static bool npt_rewrite(uint8_t *a, const uint8_t *to, uint32_t plen, uint16_t adj)
+{
+    uint16_t w3 = (uint16_t)(a[6] << 8 | a[7]);
+    if (w3 == 0xffff)
+        return false;
+    uint32_t full = plen / 8, rest = plen % 8;
+    memcpy(a, to, full);
+    if (rest) {
+        uint8_t mask = (uint8_t)(0xff << (8 - rest));
+        a[full] = (uint8_t)((to[full] & mask) | (a[full] & ~mask));
+    }
+    w3 = ones_add(w3, adj);
+    if (w3 == 0xffff)
+        w3 = 0; /* the same value in one's complement; 0xffff is avoided */
+    a[6] = (uint8_t)(w3 >> 8);
+    a[7] = (uint8_t)w3;
+    return true;
+}
+
+/* Inbound NPTv6: the rule for packets arriving on 'iface' for 'dst'. */
+static const struct dp_npt6 *npt_in(const struct rt_dp *dp, int iface, const uint8_t *dst)
+{
+    for (uint32_t i = 0; i < dp->n_npt6; i++)
+        if (dp->npt6[i].iface == iface &&
+            prefix_match6(dst, dp->npt6[i].outside, dp->npt6[i].plen))
+            return &dp->npt6[i];
+    return NULL;
+}
+
+static const struct dp_npt6 *npt_out(const struct rt_dp *dp, int iface, const uint8_t *src)
+{
+    for (uint32_t i = 0; i < dp->n_npt6; i++)
+        if (dp->npt6[i].iface == iface &&
+            prefix_match6(src, dp->npt6[i].inside, dp->npt6[i].plen))
+            return &dp->npt6[i];
+    return NULL;
+}
 
 /* Error messages the router sends are at most the minimum IPv6 MTU. */
 #define ICMP6_ERR_MAX IP6_MIN_MTU
@@ -162,8 +244,21 @@ static bool may_forward6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_me
     return true;
 }
 
-static void forward6(struct rt_pkt *p, const struct pkt_meta *m, int out)
+static void forward6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m, int out)
 {
+    if (dp->n_npt6) {
+        const struct dp_npt6 *n = npt_out(dp, out, p->data + IP6_OFF_SRC);
+        if (n && !npt_rewrite(p->data + IP6_OFF_SRC, n->outside, n->plen, n->adj_out)) {
+            dp_drop(dp, p, RT_DROP_NPT_UNMAPPABLE);
+            return;
+        }
+        /* An error quoting a packet that came in translated: the quote
+         * gets its outside address back (checksum-neutral, so the ICMPv6
+         * checksum holds). */
+        uint8_t *qdst = p->data + m->inner_off + IP6_OFF_DST;
+        if (n && m->icmp_error && prefix_match6(qdst, n->inside, n->plen))
+            (void)npt_rewrite(qdst, n->outside, n->plen, n->adj_out);
+    }
     p->data[IP6_OFF_HLIM]--;
     p->len = m->len;
     p->out_iface = (int16_t)out;
@@ -222,7 +317,7 @@ static void process_related6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
     if (!may_forward6(dp, p, m, out))
         return;
     dp->counters[RT_CNT_RELATED]++;
-    forward6(p, m, out);
+    forward6(dp, p, m, out);
 }
 
 static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
@@ -282,7 +377,7 @@ static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
     }
     if (dp->ct_events)
         dp_ct_event(dp, slot, RT_EV_NEW);
-    forward6(p, m, out);
+    forward6(dp, p, m, out);
 }
 
 static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
@@ -337,17 +432,34 @@ static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
         return;
     case CT_KILL:
         dp_account(c, m, dir);
-        forward6(p, m, out);
+        forward6(dp, p, m, out);
         ct_delete(&dp->ct, c);
         dp->counters[RT_CNT_DELETED]++;
         return;
     }
-    forward6(p, m, out);
+    forward6(dp, p, m, out);
 }
 
 void dp_process6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_t hash,
                  uint64_t now)
 {
+    if (dp->n_npt6) {
+        const struct dp_npt6 *n = npt_in(dp, p->in_iface, m->tuple.dst.b);
+        if (n) {
+            if (!npt_rewrite(p->data + IP6_OFF_DST, n->inside, n->plen, n->adj_in)) {
+                dp_drop(dp, p, RT_DROP_NPT_UNMAPPABLE);
+                return;
+            }
+            memcpy(m->tuple.dst.b, p->data + IP6_OFF_DST, 16);
+            hash = ct_hash(&dp->ct, &m->tuple);
+            /* An error about a packet that left translated quotes its
+             * outside source: translated back, it finds its flow. */
+            uint8_t *qsrc = p->data + m->inner_off + IP6_OFF_SRC;
+            if (m->icmp_error && prefix_match6(qsrc, n->outside, n->plen) &&
+                npt_rewrite(qsrc, n->inside, n->plen, n->adj_in))
+                memcpy(m->inner.src.b, qsrc, 16);
+        }
+    }
     const uint8_t *src = m->tuple.src.b, *dst = m->tuple.dst.b;
     if (is_multicast6(dst)) {
         dp_drop(dp, p, RT_DROP_NOT_UNICAST); /* solicitations from the kernel side */

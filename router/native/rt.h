@@ -76,6 +76,17 @@ struct rt_route_cfg {
     rt_be32 gateway;  /* next hop, 0 if directly connected */
 };
 
+/* NPTv6 (RFC 6296): packets leaving through 'iface' from 'inside'/plen get
+ * the 'outside' prefix; packets arriving there for 'outside'/plen get
+ * 'inside' back.  Checksum-neutral: plen <= 48, the adjustment goes into
+ * bits 48-63. */
+struct rt_npt6_cfg {
+    uint8_t inside[16];
+    uint8_t outside[16];
+    uint32_t plen;      /* 1..48, the same for both prefixes */
+    int32_t iface;
+};
+
 /* An IPv6 route: connected networks and static routes alike. */
 struct rt_route6_cfg {
     uint8_t prefix[16]; /* destination network */
@@ -189,6 +200,8 @@ struct rt_tables {
                                    tcp_max_retrans timeout applies, 1..15 */
     const struct rt_route6_cfg *routes6; /* IPv6 routes, any order */
     uint32_t n_routes6;
+    const struct rt_npt6_cfg *npt6;      /* IPv6 prefix translations */
+    uint32_t n_npt6;
 };
 
 /*

@@ -34,6 +34,7 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(FRAG_EXPIRED, "fragment_expired") /* first fragment never came */        \
     X(BAD_EXT_HDR, "bad_ipv6_ext_header") /* malformed IPv6 header chain */    \
     X(IPV6_FRAGMENT, "ipv6_fragment")   /* IPv6 fragment (not forwarded yet) */ \
+    X(NPT_UNMAPPABLE, "npt_unmappable") /* NPTv6: subnet word 0xffff (RFC 6296) */ \
     X(MARTIAN, "martian_address")       /* impossible source or dest */        \
     X(NOT_UNICAST, "not_unicast")       /* multicast/broadcast destination */  \
     X(TTL_EXPIRED, "ttl_expired")       /* TTL reached zero here */            \

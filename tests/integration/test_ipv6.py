@@ -3,6 +3,7 @@ without translation through the stateful firewall."""
 
 from __future__ import annotations
 
+import struct
 import sys
 import time
 
@@ -79,3 +80,49 @@ def test_packet_too_big_completes_a_tcp_transfer(netlab: NetLab) -> None:
     assert netlab.ctl_json("stats")["counters"]["icmp_sent"] >= 1
     r = netlab.ns(netlab.lan, "ip", "-6", "route", "get", SERVER6)
     assert "mtu 1280" in r.stdout, r.stdout  # the LAN host learned the path MTU
+
+
+def npt_outside(inside_addr: str, inside: str, outside: str) -> str:
+    """RFC 6296 3.2 for a /48, written out here: the outside prefix, and
+    word 3 adjusted so that the address's one's complement sum is kept."""
+    from ipaddress import IPv6Address, IPv6Network
+
+    def ones(x: int) -> int:
+        while x >> 16:
+            x = (x & 0xFFFF) + (x >> 16)
+        return x
+
+    w = list(struct.unpack("!8H", IPv6Address(inside_addr).packed))
+    pin = struct.unpack("!8H", IPv6Network(inside).network_address.packed)[:3]
+    pout = struct.unpack("!8H", IPv6Network(outside).network_address.packed)[:3]
+    adj = ones(sum(pin) + sum(~x & 0xFFFF for x in pout))
+    w3 = ones(w[3] + adj)
+    w = [*pout, 0 if w3 == 0xFFFF else w3, *w[4:]]
+    return str(IPv6Address(struct.pack("!8H", *w)))
+
+
+def test_nptv6_between_a_ula_lan_and_the_wan(netlab: NetLab) -> None:
+    netlab.stop_router()
+    text = netlab.config.read_text()
+    text = text.replace('address6 = "2001:db8:77::1/64"', 'address6 = "fd00:77::1/64"')
+    text = text.replace('host_address6 = "2001:db8:77::2/64"', 'host_address6 = "fd00:77::2/64"')
+    text = text.replace('host_routes6 = ["2001:db8:77::/64"]',
+                        'host_routes6 = ["2001:db8:77::/48"]')
+    netlab.config.write_text(text + '''
+[[nat.npt6]]
+interface = "wan0"
+inside = "fd00:77::/48"
+outside = "2001:db8:77::/48"
+''')
+    netlab.start_router()
+    for _ in range(50):
+        if netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", SERVER6,
+                     check=False).returncode == 0:
+            break
+        time.sleep(0.1)
+    netlab.server(netlab.wan, "http", SERVER6, 8083)
+    r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "5", f"http://[{SERVER6}]:8083/")
+    ext = npt_outside("fd00:77::2", "fd00:77::/48", "2001:db8:77::/48")
+    assert r.stdout.startswith(f"you are {ext}:"), (r.stdout, ext)
+    # conntrack shows the inside address; the server only ever saw the outside one.
+    assert "src=fd00:77::2 dst=2001:db8:113::10" in netlab.ctl("conntrack", "list").stdout

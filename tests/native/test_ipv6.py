@@ -4,7 +4,7 @@ header walker, connection tracking and the stateful firewall."""
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 
 import pytest
 from scapy.layers.inet import TCP, UDP  # type: ignore[import-untyped]
@@ -232,3 +232,85 @@ def test_ipv6_entry_survives_dump_and_restore() -> None:
     (again,) = lab.entries()
     assert again.src == e.src and again.family == 6
     assert IPv6Address(again.src[0]) == IPv6Address(HOST6)
+
+
+# ---- NPTv6 (RFC 6296) -------------------------------------------------------
+
+INSIDE_HOST = "fd00:77::2"
+NPT = """
+[[interface]]
+name = "lan6"
+address = "10.66.0.1/24"
+address6 = "fd00:77::1/64"
+zone = "lan"
+
+[[interface]]
+name = "wan6"
+address = "10.67.0.1/24"
+address6 = "2001:db8:2::1/64"
+zone = "wan"
+
+[[route]]
+destination = "::/0"
+interface = "wan6"
+
+[[nat.npt6]]
+interface = "wan6"
+inside = "fd00:77::/48"
+outside = "2001:db8:abc::/48"
+"""
+
+
+def ones_sum(words: list[int]) -> int:
+    s = sum(words)
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def words(addr: str) -> list[int]:
+    return list(struct.unpack("!8H", IPv6Address(addr).packed))
+
+
+def test_npt_outbound_is_checksum_neutral_and_reversible() -> None:
+    lab = make_lab(NPT)
+    sent = out6(UDP(sport=5000, dport=53) / Raw(b"query"), src=INSIDE_HOST)
+    r = lab.send(LAN6, sent)
+    assert r.out_iface == WAN6
+    ext = str(IPv6(r.data).src)
+    assert IPv6Address(ext) in IPv6Network("2001:db8:abc::/48")
+    # RFC 6296: the one's complement sum of the address is unchanged, so the
+    # UDP checksum field is the very same and still right.
+    assert ones_sum(words(ext)) % 0xFFFF == ones_sum(words(INSIDE_HOST)) % 0xFFFF
+    assert r.data[46:48] == sent[46:48]
+    verify6(r.data)
+    assert words(ext)[4:] == words(INSIDE_HOST)[4:]  # the interface ID is kept
+    # The answer to the outside address comes back to the inside host.
+    back = bytes(IPv6(src=SERVER6, dst=ext) / UDP(sport=53, dport=5000) / Raw(b"answer"))
+    r2 = lab.send(WAN6, back)
+    assert r2.out_iface == LAN6 and str(IPv6(r2.data).dst) == INSIDE_HOST
+    verify6(r2.data)
+    (e,) = lab.entries()  # tracked with inside addresses only
+    assert e.src == (INSIDE_HOST, SERVER6) and e.seen_reply
+    # Unsolicited traffic to an outside address is refused by the policy.
+    r3 = lab.send(WAN6, bytes(IPv6(src=SERVER6, dst=ext) / TCP(sport=1, dport=22, flags="S")))
+    assert r3.reason == "policy"
+
+
+def test_npt_related_error_finds_the_inside_flow() -> None:
+    lab = make_lab(NPT)
+    r = lab.send(LAN6, out6(UDP(sport=5001, dport=9) / Raw(b"x" * 200), src=INSIDE_HOST))
+    ext = str(IPv6(r.data).src)
+    err = IPv6(src="2001:db8:2::99", dst=ext) / ICMPv6DestUnreach(code=4) / Raw(r.data)
+    r2 = lab.send(WAN6, bytes(err))
+    assert r2.out_iface == LAN6 and lab.dp.counters()["related"] == 1
+    out = IPv6(r2.data)
+    assert str(out.dst) == INSIDE_HOST
+    assert str(IPv6(bytes(out.payload)[8:]).src) == INSIDE_HOST  # the quote too
+    verify6(r2.data)
+
+
+def test_npt_subnet_ffff_is_not_translated() -> None:
+    lab = make_lab(NPT + '\n[[route]]\ndestination = "fd00:77::/48"\ninterface = "lan6"\n')
+    r = lab.send(LAN6, out6(UDP(sport=1, dport=2), src="fd00:77:0:ffff::2"))
+    assert r.out_iface == -1 and r.reason == "npt_unmappable"
