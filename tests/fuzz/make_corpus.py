@@ -9,6 +9,13 @@ import sys
 from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP  # type: ignore[import-untyped]
+from scapy.layers.inet6 import (  # type: ignore[import-untyped]
+    ICMPv6DestUnreach,
+    ICMPv6EchoRequest,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrHopByHop,
+)
 from scapy.packet import Raw  # type: ignore[import-untyped]
 
 LAN, SRV, WAN = "192.168.1.2", "198.51.100.10", "203.0.113.1"
@@ -56,6 +63,18 @@ def main() -> None:
             rec(1, IP(src=SRV, dst=WAN) / TCP(sport=80, dport=4001, flags="R", seq=70000)),
             rec(0, IP(src=LAN, dst=SRV) / TCP(sport=4001, dport=80, flags="A", seq=5_000_000,
                                               ack=9001)),
+        ],
+        "ipv6": [
+            rec(0, IPv6(src="fd00:1::2", dst="2001:db8:9::1") / ICMPv6EchoRequest(id=3)),
+            rec(0, IPv6(src="fd00:1::2", dst="2001:db8:9::1") / IPv6ExtHdrHopByHop() /
+                IPv6ExtHdrDestOpt() / TCP(sport=4000, dport=80, flags="S")),
+            rec(1, IPv6(src="2001:db8:9::1", dst="2001:db8:abc:1::2") /
+                TCP(sport=80, dport=4000, flags="SA", ack=1)),
+            rec(1, IPv6(src="2001:db8:9::1", dst="2001:db8:abc:1::2") / ICMPv6DestUnreach() /
+                bytes(IPv6(src="2001:db8:abc:1::2", dst="2001:db8:9::1") /
+                      UDP(sport=5, dport=9))),
+            rec(0, IPv6(src="fd00:1::2", dst="2001:db8:9::1", hlim=1) / UDP(sport=1,
+                                                                               dport=2)),
         ],
         "udp": [rec(0, udp_out), rec(1, IP(src=SRV, dst=WAN) / UDP(sport=53, dport=5000))],
         "icmp": [
