@@ -65,7 +65,9 @@ def _make_router() -> Router:
     text = text.replace('"/var/lib/router/conntrack.json"', f'"{d}/ct.json"')
     path = Path(d) / "router.toml"
     path.write_text(text)
-    return Router(config.load(str(path)))
+    router = Router(config.load(str(path)))
+    router.dp.load(router.tables)  # as open_devices() does, without devices
+    return router
 
 
 COMMANDS = ["status", "conntrack.list", "conntrack.count", "conntrack.delete",
