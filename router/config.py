@@ -148,8 +148,8 @@ class Rule:
     action: str  # "accept", "drop" or "reject"
     from_zone: str | None = None
     to_zone: str | None = None
-    source: IPv4Network | None = None
-    destination: IPv4Network | None = None
+    source: IPv4Network | IPv6Network | None = None
+    destination: IPv4Network | IPv6Network | None = None
     protocol: int = 0
     port_min: int = 0
     port_max: int = 0
@@ -615,6 +615,13 @@ def _net6(r: _Reader, val: Any, key: str) -> IPv6Network:
         raise r.fail(key, f"not an IPv6 network: {e}") from None
 
 
+def _any_net(r: _Reader, val: Any, key: str) -> IPv4Network | IPv6Network:
+    """An IPv4 or an IPv6 network (a rule matches packets of its family)."""
+    if isinstance(val, str) and ":" in val:
+        return _net6(r, val, key)
+    return r.network(val, key)
+
+
 def _routes6(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
              ) -> tuple[Route6, ...]:
     out: list[Route6] = []
@@ -852,8 +859,12 @@ def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
         dst_zone = zone(p, "to", w, False)
         if dst_zone is not None and chain == "input":
             raise r.fail(f"{w}.to", "the input chain has no output zone")
-        source = r.network(p["source"], f"{w}.source") if "source" in p else None
-        dest = r.network(p["destination"], f"{w}.destination") if "destination" in p else None
+        source = _any_net(r, p["source"], f"{w}.source") if "source" in p else None
+        dest = (_any_net(r, p["destination"], f"{w}.destination") if "destination" in p
+                else None)
+        if source is not None and dest is not None and source.version != dest.version:
+            raise r.fail(f"{w}.destination", "source and destination must both be IPv4 or "
+                         "both IPv6")
         proto = 0
         if "protocol" in p:
             val = p["protocol"]

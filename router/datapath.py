@@ -277,9 +277,14 @@ class Datapath:
             fw[i].states = rule.states
             fw[i].from_zone = rule.from_zone
             fw[i].to_zone = rule.to_zone
-            fw[i].src = be32(rule.src.network_address)
+            if rule.src.version == 6 or rule.dst.version == 6:
+                fw[i].family = 6
+                fw[i].src6 = rule.src.network_address.packed
+                fw[i].dst6 = rule.dst.network_address.packed
+            else:
+                fw[i].src = be32(rule.src.network_address)
+                fw[i].dst = be32(rule.dst.network_address)
             fw[i].src_plen = rule.src.prefixlen
-            fw[i].dst = be32(rule.dst.network_address)
             fw[i].dst_plen = rule.dst.prefixlen
             fw[i].icmp_type = rule.icmp_type
             fw[i].port_min = rule.port_min

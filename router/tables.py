@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from router.config import Backend, Config
+from router.config import Backend, Config, Rule
 from router.datapath import TIMEOUT_NAMES
 
 ANY = IPv4Network("0.0.0.0/0")
@@ -88,14 +88,21 @@ class FwEntry:
     states: int   # bits: 1 new, 2 established, 4 related; 0 = new
     from_zone: int
     to_zone: int
-    src: IPv4Network
-    dst: IPv4Network
+    src: IPv4Network | IPv6Network
+    dst: IPv4Network | IPv6Network
     icmp_type: int
     port_min: int
     port_max: int
 
 
 ACTION_CODES = {"accept": 0, "drop": 1, "reject": 2}
+ANY6 = IPv6Network("::/0")
+
+
+def _any_of(rule: Rule) -> IPv4Network | IPv6Network:
+    """The match-all network of a rule's family (IPv6 if either side is)."""
+    nets = [n for n in (rule.source, rule.destination) if n is not None]
+    return ANY6 if nets and nets[0].version == 6 else ANY
 STATE_BITS = {"new": 1, "established": 2, "related": 4}
 
 
@@ -209,7 +216,7 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
                     proto=x.protocol, states=sum(STATE_BITS[s] for s in x.states),
                     from_zone=zindex[x.from_zone] if x.from_zone else -1,
                     to_zone=zindex[x.to_zone] if x.to_zone else -1,
-                    src=x.source or ANY, dst=x.destination or ANY,
+                    src=x.source or _any_of(x), dst=x.destination or _any_of(x),
                     icmp_type=-1 if x.icmp_type is None else x.icmp_type,
                     port_min=x.port_min, port_max=x.port_max)
             for x in cfg.rules),

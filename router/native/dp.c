@@ -389,11 +389,18 @@ int dp_fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
             continue;
         if ((r->proto && r->proto != m->proto) ||
             (r->from_zone >= 0 && (uint32_t)r->from_zone != zin) ||
-            (r->to_zone >= 0 && (uint32_t)r->to_zone != zout) ||
-            (m->family == 6 && (r->src_plen || r->dst_plen)) ||
-            !in_prefix(m->tuple.src.v4, r->src, r->src_plen) ||
-            !in_prefix(dst, r->dst, r->dst_plen))
+            (r->to_zone >= 0 && (uint32_t)r->to_zone != zout))
             continue;
+        if (r->family == 6) {
+            /* IPv6 has no destination NAT: the packet's own destination. */
+            if (m->family != 6 || !prefix_match6(m->tuple.src.b, r->src6, r->src_plen) ||
+                !prefix_match6(m->tuple.dst.b, r->dst6, r->dst_plen))
+                continue;
+        } else if ((m->family == 6 && (r->src_plen || r->dst_plen)) ||
+                   !in_prefix(m->tuple.src.v4, r->src, r->src_plen) ||
+                   !in_prefix(dst, r->dst, r->dst_plen)) {
+            continue;
+        }
         if (r->port_min && (!ported || m->frag == 2 || port < r->port_min ||
                             port > r->port_max))
             continue;
@@ -1268,7 +1275,8 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     for (uint32_t i = 0; i < t->n_fw_rules; i++) {
         const struct rt_fw_rule *r = &t->fw_rules[i];
         if (r->chain > RT_FW_INPUT || r->action > RT_FW_REJECT ||
-            r->src_plen > 32 || r->dst_plen > 32 ||
+            r->src_plen > (r->family == 6 ? 128 : 32) ||
+            r->dst_plen > (r->family == 6 ? 128 : 32) ||
             r->from_zone >= (int32_t)t->n_zones ||
             r->to_zone >= (int32_t)t->n_zones || r->port_min > r->port_max ||
             (r->states & ~(RT_FW_NEW | RT_FW_ESTABLISHED | RT_FW_RELATED)))

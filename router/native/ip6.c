@@ -29,8 +29,6 @@
 #include "csum.h"
 #include "wire.h"
 
-static bool prefix_match6(const uint8_t *a, const uint8_t *net, uint32_t plen);
-
 /* One's complement sum of the 16-bit words of the first 'plen' bits of 'a'
  * (the bits past it taken as zero). */
 static uint16_t prefix_sum(const uint8_t *a, uint32_t plen)
@@ -114,17 +112,6 @@ static bool is_unspecified_or_loopback6(const uint8_t *a)
         if (a[i])
             return false;
     return a[15] <= 1;
-}
-
-static bool prefix_match6(const uint8_t *a, const uint8_t *net, uint32_t plen)
-{
-    uint32_t full = plen / 8, rest = plen % 8;
-    if (memcmp(a, net, full) != 0)
-        return false;
-    if (!rest)
-        return true;
-    uint8_t mask = (uint8_t)(0xff << (8 - rest));
-    return ((a[full] ^ net[full]) & mask) == 0;
 }
 
 /* The output interface for 'dst' (routes are sorted longest first), or -1. */

@@ -156,6 +156,10 @@ struct rt_fw_rule {
     int16_t icmp_type;   /* ICMP type, -1 = any */
     uint16_t port_min;   /* destination port range, host order; 0 = any */
     uint16_t port_max;
+    uint8_t family;      /* 6: src6/dst6 with src_plen/dst_plen (0..128)
+                            match IPv6 packets only; else src/dst IPv4 */
+    uint8_t src6[16];
+    uint8_t dst6[16];
 };
 
 /* Reverse-path check of an interface's incoming sources (anti-spoofing). */

@@ -101,6 +101,18 @@ static inline int icmp_reply_query_type(uint8_t type)
     }
 }
 
+/* True if the first 'plen' bits of IPv6 addresses 'a' and 'net' agree. */
+static inline bool prefix_match6(const uint8_t *a, const uint8_t *net, uint32_t plen)
+{
+    uint32_t full = plen / 8, rest = plen % 8;
+    if (__builtin_memcmp(a, net, full) != 0)
+        return false;
+    if (!rest)
+        return true;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return ((a[full] ^ net[full]) & mask) == 0;
+}
+
 /* ICMPv6 echo (RFC 4443): request <-> reply, or -1. */
 static inline int icmp6_query_reply_type(uint8_t type)
 {

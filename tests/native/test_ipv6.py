@@ -314,3 +314,46 @@ def test_npt_subnet_ffff_is_not_translated() -> None:
     lab = make_lab(NPT + '\n[[route]]\ndestination = "fd00:77::/48"\ninterface = "lan6"\n')
     r = lab.send(LAN6, out6(UDP(sport=1, dport=2), src="fd00:77:0:ffff::2"))
     assert r.out_iface == -1 and r.reason == "npt_unmappable"
+
+
+def test_firewall_rules_with_ipv6_prefixes() -> None:
+    lab = lab6('''
+[[firewall.rule]]
+from = "lan"
+source = "2001:db8:1::/64"
+destination = "2001:db8:9::/48"
+protocol = "tcp"
+port = 25
+action = "drop"
+
+[[firewall.rule]]
+from = "lan"
+source = "192.168.1.0/24"
+protocol = "tcp"
+port = 26
+action = "drop"
+''')
+    smtp6 = out6(TCP(sport=1000, dport=25, flags="S"))
+    assert lab.send(LAN6, smtp6).reason == "firewall_drop"
+    # Outside the destination prefix: not this rule.
+    other = out6(TCP(sport=1000, dport=25, flags="S"), dst="2001:db8:8::1")
+    assert lab.send(LAN6, other).out_iface == WAN6
+    # An IPv4 rule never matches IPv6, and the IPv6 rule never IPv4.
+    assert lab.send(LAN6, out6(TCP(sport=1001, dport=26, flags="S"))).out_iface == WAN6
+    from tests.native.conftest import LAN, LAN_HOST, SERVER
+    from tests.packets import IP
+    v4 = bytes(IP(src=LAN_HOST, dst=SERVER) / TCP(sport=1002, dport=25, flags="S"))
+    assert lab.send(LAN, v4).reason == "none"
+    stats = lab.dp.fw_stats()
+    assert stats[0][0] == 1 and stats[1][0] == 0
+
+
+def test_mixed_family_rule_is_refused() -> None:
+    from router.config import ConfigError
+    with pytest.raises(ConfigError, match="both be IPv4 or both IPv6"):
+        lab6('''
+[[firewall.rule]]
+source = "2001:db8:1::/64"
+destination = "10.0.0.0/8"
+action = "drop"
+''')
