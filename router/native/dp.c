@@ -359,6 +359,50 @@ static void forward(struct rt_pkt *p, const struct pkt_meta *m, int out)
 
 #define account dp_account
 
+enum dp_track dp_track(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                       struct ct_conn *c, enum ct_dir dir, uint64_t now)
+{
+    const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
+    uint8_t old_state = c->state;
+    uint16_t old_status = c->status;
+    switch (l4->update(c, ct_tcp_win(&dp->ct, c), m, dir, &dp->ctp, now)) {
+    case CT_ACCEPT:
+        dp_account(c, m, dir);
+        if (dp->ct_events && (c->state != old_state || c->status != old_status))
+            dp_ct_event(dp, c, RT_EV_UPDATE);
+        return DP_TRACK_FORWARD;
+    case CT_IGNORE:
+        dp->counters[RT_CNT_IGNORE]++;
+        return DP_TRACK_FORWARD;
+    case CT_INVALID:
+        dp->counters[RT_CNT_INVALID]++;
+        dp_drop(dp, p, RT_DROP_CT_INVALID);
+        return DP_TRACK_DROPPED;
+    case CT_OUT_OF_WINDOW:
+        dp->counters[RT_CNT_INVALID]++;
+        dp_drop(dp, p, RT_DROP_TCP_WINDOW);
+        return DP_TRACK_DROPPED;
+    case CT_BAD_RST:
+        dp->counters[RT_CNT_INVALID]++;
+        dp_drop(dp, p, RT_DROP_TCP_BAD_RST);
+        return DP_TRACK_DROPPED;
+    case CT_REOPEN:
+        ct_delete(&dp->ct, c);
+        dp->counters[RT_CNT_DELETED]++;
+        return DP_TRACK_REOPEN;
+    case CT_KILL:
+        dp_account(c, m, dir);
+        return DP_TRACK_KILL;
+    }
+    return DP_TRACK_DROPPED; /* not reached: every verdict is handled */
+}
+
+void dp_track_kill(struct rt_dp *dp, struct ct_conn *c)
+{
+    ct_delete(&dp->ct, c);
+    dp->counters[RT_CNT_DELETED]++;
+}
+
 /* ---- firewall ------------------------------------------------------------ */
 
 static bool in_prefix(rt_be32 addr, rt_be32 net, uint8_t plen)
@@ -866,42 +910,19 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
         }
     }
 
-    const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
-    uint8_t old_state = c->state;
-    uint16_t old_status = c->status;
-    switch (l4->update(c, ct_tcp_win(&dp->ct, c), m, dir, &dp->ctp, now)) {
-    case CT_ACCEPT:
-        account(c, m, dir);
-        if (dp->ct_events && (c->state != old_state || c->status != old_status))
-            dp_ct_event(dp, c, RT_EV_UPDATE);
-        break;
-    case CT_IGNORE:
-        dp->counters[RT_CNT_IGNORE]++;
-        break;
-    case CT_INVALID:
-        dp->counters[RT_CNT_INVALID]++;
-        dp_drop(dp, p, RT_DROP_CT_INVALID);
+    switch (dp_track(dp, p, m, c, dir, now)) {
+    case DP_TRACK_DROPPED:
         return;
-    case CT_OUT_OF_WINDOW:
-        dp->counters[RT_CNT_INVALID]++;
-        dp_drop(dp, p, RT_DROP_TCP_WINDOW);
-        return;
-    case CT_BAD_RST:
-        dp->counters[RT_CNT_INVALID]++;
-        dp_drop(dp, p, RT_DROP_TCP_BAD_RST);
-        return;
-    case CT_REOPEN:
-        ct_delete(&dp->ct, c);
-        dp->counters[RT_CNT_DELETED]++;
+    case DP_TRACK_REOPEN:
         process_new(dp, p, m, hash, now);
         return;
-    case CT_KILL:
-        account(c, m, dir);
+    case DP_TRACK_KILL:
         nat_rewrite(m, c, dir);
         forward(p, m, out);
-        ct_delete(&dp->ct, c);
-        dp->counters[RT_CNT_DELETED]++;
+        dp_track_kill(dp, c);
         return;
+    case DP_TRACK_FORWARD:
+        break;
     }
     nat_rewrite(m, c, dir);
     forward(p, m, out);

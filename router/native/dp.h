@@ -130,6 +130,21 @@ static inline void dp_account(struct ct_conn *c, const struct pkt_meta *m,
         c->status |= CT_SEEN_REPLY;
 }
 
+/* What the L4 tracker made of a packet of a known connection. */
+enum dp_track {
+    DP_TRACK_FORWARD, /* state updated (or ignored): forward it */
+    DP_TRACK_DROPPED, /* INVALID: already dropped and counted */
+    DP_TRACK_REOPEN,  /* the connection is gone: treat it as new */
+    DP_TRACK_KILL,    /* forward it, then call dp_track_kill() */
+};
+
+/* Runs the tracker of 'm' on 'c' (direction 'dir'): accounting, events,
+ * INVALID drops with their reasons, re-opened tuples.  Shared by the IPv4
+ * and IPv6 pipelines. */
+enum dp_track dp_track(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                       struct ct_conn *c, enum ct_dir dir, uint64_t now);
+void dp_track_kill(struct rt_dp *dp, struct ct_conn *c);
+
 /* Fills the checksum adjustments of an NPTv6 rule (ip6.c). */
 void dp_npt6_prepare(struct dp_npt6 *n);
 

@@ -81,22 +81,16 @@ static bool npt_rewrite(uint8_t *a, const uint8_t *to, uint32_t plen, uint16_t a
     return true;
 }
 
-/* Inbound NPTv6: the rule for packets arriving on 'iface' for 'dst'. */
-static const struct dp_npt6 *npt_in(const struct rt_dp *dp, int iface, const uint8_t *dst)
+/* The NPTv6 rule of interface 'iface' whose outside prefix (inbound) or
+ * inside prefix (outbound) holds address 'a'. */
+static const struct dp_npt6 *npt_rule(const struct rt_dp *dp, int iface, const uint8_t *a,
+                                      bool inbound)
 {
-    for (uint32_t i = 0; i < dp->n_npt6; i++)
-        if (dp->npt6[i].iface == iface &&
-            prefix_match6(dst, dp->npt6[i].outside, dp->npt6[i].plen))
-            return &dp->npt6[i];
-    return NULL;
-}
-
-static const struct dp_npt6 *npt_out(const struct rt_dp *dp, int iface, const uint8_t *src)
-{
-    for (uint32_t i = 0; i < dp->n_npt6; i++)
-        if (dp->npt6[i].iface == iface &&
-            prefix_match6(src, dp->npt6[i].inside, dp->npt6[i].plen))
-            return &dp->npt6[i];
+    for (uint32_t i = 0; i < dp->n_npt6; i++) {
+        const struct dp_npt6 *n = &dp->npt6[i];
+        if (n->iface == iface && prefix_match6(a, inbound ? n->outside : n->inside, n->plen))
+            return n;
+    }
     return NULL;
 }
 
@@ -234,7 +228,7 @@ static bool may_forward6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_me
 static void forward6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m, int out)
 {
     if (dp->n_npt6) {
-        const struct dp_npt6 *n = npt_out(dp, out, p->data + IP6_OFF_SRC);
+        const struct dp_npt6 *n = npt_rule(dp, out, p->data + IP6_OFF_SRC, false);
         if (n && !npt_rewrite(p->data + IP6_OFF_SRC, n->outside, n->plen, n->adj_out)) {
             dp_drop(dp, p, RT_DROP_NPT_UNMAPPABLE);
             return;
@@ -388,41 +382,18 @@ static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
             return;
         }
     }
-    const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
-    uint8_t old_state = c->state;
-    uint16_t old_status = c->status;
-    switch (l4->update(c, ct_tcp_win(&dp->ct, c), m, dir, &dp->ctp, now)) {
-    case CT_ACCEPT:
-        dp_account(c, m, dir);
-        if (dp->ct_events && (c->state != old_state || c->status != old_status))
-            dp_ct_event(dp, c, RT_EV_UPDATE);
-        break;
-    case CT_IGNORE:
-        dp->counters[RT_CNT_IGNORE]++;
-        break;
-    case CT_INVALID:
-        dp->counters[RT_CNT_INVALID]++;
-        dp_drop(dp, p, RT_DROP_CT_INVALID);
+    switch (dp_track(dp, p, m, c, dir, now)) {
+    case DP_TRACK_DROPPED:
         return;
-    case CT_OUT_OF_WINDOW:
-        dp->counters[RT_CNT_INVALID]++;
-        dp_drop(dp, p, RT_DROP_TCP_WINDOW);
-        return;
-    case CT_BAD_RST:
-        dp->counters[RT_CNT_INVALID]++;
-        dp_drop(dp, p, RT_DROP_TCP_BAD_RST);
-        return;
-    case CT_REOPEN:
-        ct_delete(&dp->ct, c);
-        dp->counters[RT_CNT_DELETED]++;
+    case DP_TRACK_REOPEN:
         process_new6(dp, p, m, hash, now);
         return;
-    case CT_KILL:
-        dp_account(c, m, dir);
+    case DP_TRACK_KILL:
         forward6(dp, p, m, out);
-        ct_delete(&dp->ct, c);
-        dp->counters[RT_CNT_DELETED]++;
+        dp_track_kill(dp, c);
         return;
+    case DP_TRACK_FORWARD:
+        break;
     }
     forward6(dp, p, m, out);
 }
@@ -431,7 +402,7 @@ void dp_process6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_
                  uint64_t now)
 {
     if (dp->n_npt6) {
-        const struct dp_npt6 *n = npt_in(dp, p->in_iface, m->tuple.dst.b);
+        const struct dp_npt6 *n = npt_rule(dp, p->in_iface, m->tuple.dst.b, true);
         if (n) {
             if (!npt_rewrite(p->data + IP6_OFF_DST, n->inside, n->plen, n->adj_in)) {
                 dp_drop(dp, p, RT_DROP_NPT_UNMAPPABLE);

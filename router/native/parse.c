@@ -105,6 +105,26 @@ static enum rt_drop_reason parse_icmp_inner(struct pkt_meta *m)
     return RT_DROP_NONE;
 }
 
+/* The TCP header at 'l4' ('n' bytes to the end): its length, and with
+ * 'verify' its checksum, 'pseudo' being the pseudo-header sum. */
+static enum rt_drop_reason parse_tcp(struct pkt_meta *m, const uint8_t *l4, uint32_t n,
+                                     uint64_t pseudo, bool verify)
+{
+    if (n < TCP_HDR_MIN)
+        return RT_DROP_L4_SHORT;
+    uint32_t doff = (uint32_t)(l4[TCP_OFF_DOFF] >> 4) * 4;
+    if (doff < TCP_HDR_MIN || doff > n)
+        return RT_DROP_L4_SHORT;
+    if (verify && csum_fold(csum_add_bytes(pseudo, l4, n)) != 0)
+        return RT_DROP_BAD_L4_CSUM;
+    m->tcp_flags = l4[TCP_OFF_FLAGS];
+    m->tcp_seq = wire_h32(l4 + TCP_OFF_SEQ);
+    m->tcp_ack = wire_h32(l4 + TCP_OFF_ACK);
+    m->tcp_win = wire_h16(l4 + TCP_OFF_WIN);
+    m->l4_hdr_len = (uint16_t)doff;
+    return RT_DROP_NONE;
+}
+
 static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
 {
     if (m->frag)
@@ -116,20 +136,11 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
 
     switch (m->proto) {
     case IPPROTO_TCP_: {
-        if (n < TCP_HDR_MIN)
-            return RT_DROP_L4_SHORT;
-        uint32_t doff = (uint32_t)(l4[TCP_OFF_DOFF] >> 4) * 4;
-        if (doff < TCP_HDR_MIN || doff > n)
-            return RT_DROP_L4_SHORT;
-        if (l4_csum && csum_fold(csum_add_bytes(
-                           csum_pseudo4(src, dst, m->proto, n), l4,
-                           n)) != 0)
-            return RT_DROP_BAD_L4_CSUM;
-        m->tcp_flags = l4[TCP_OFF_FLAGS];
-        m->tcp_seq = wire_h32(l4 + TCP_OFF_SEQ);
-        m->tcp_ack = wire_h32(l4 + TCP_OFF_ACK);
-        m->tcp_win = wire_h16(l4 + TCP_OFF_WIN);
-        m->l4_hdr_len = (uint16_t)doff;
+        enum rt_drop_reason r = parse_tcp(
+            m, l4, n, l4_csum && n >= TCP_HDR_MIN ? csum_pseudo4(src, dst, m->proto, n) : 0,
+            l4_csum);
+        if (r != RT_DROP_NONE)
+            return r;
         break;
     }
     case IPPROTO_UDP_: {
@@ -223,18 +234,11 @@ static enum rt_drop_reason parse6(uint8_t *data, uint32_t len, bool l4_csum,
     const uint8_t *src = data + IP6_OFF_SRC, *dst = data + IP6_OFF_DST;
     switch (nh) {
     case IPPROTO_TCP_: {
-        if (n < TCP_HDR_MIN)
-            return RT_DROP_L4_SHORT;
-        uint32_t doff = (uint32_t)(l4[TCP_OFF_DOFF] >> 4) * 4;
-        if (doff < TCP_HDR_MIN || doff > n)
-            return RT_DROP_L4_SHORT;
-        if (l4_csum && csum_fold(csum_add_bytes(csum_pseudo6(src, dst, nh, n), l4, n)) != 0)
-            return RT_DROP_BAD_L4_CSUM;
-        m->tcp_flags = l4[TCP_OFF_FLAGS];
-        m->tcp_seq = wire_h32(l4 + TCP_OFF_SEQ);
-        m->tcp_ack = wire_h32(l4 + TCP_OFF_ACK);
-        m->tcp_win = wire_h16(l4 + TCP_OFF_WIN);
-        m->l4_hdr_len = (uint16_t)doff;
+        enum rt_drop_reason r = parse_tcp(
+            m, l4, n, l4_csum && n >= TCP_HDR_MIN ? csum_pseudo6(src, dst, nh, n) : 0,
+            l4_csum);
+        if (r != RT_DROP_NONE)
+            return r;
         break;
     }
     case IPPROTO_UDP_: {
