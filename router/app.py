@@ -547,8 +547,9 @@ class Router:
                 "conntrack": {"count": self.dp.count(), "max": self.dp.capacity}}
 
     async def _h_interfaces(self, args: Mapping[str, Any]) -> Any:
-        return [{"name": i.name, "zone": i.zone, "address": str(i.address), "mtu": i.mtu,
-                 "netns": i.netns, **self.dp.iface_stats(n)}
+        return [{"name": i.name, "zone": i.zone, "address": str(i.address),
+                 "address6": str(i.address6) if i.address6 is not None else None,
+                 "mtu": i.mtu, "netns": i.netns, **self.dp.iface_stats(n)}
                 for n, i in enumerate(self.cfg.interfaces)]
 
     async def _h_fw_list(self, args: Mapping[str, Any]) -> Any:

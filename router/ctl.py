@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     elif cmd == "interfaces":
         for i in result:
-            print(f"{i['name']}: zone {i['zone']} address {i['address']} mtu {i['mtu']}"
-                  + (f" netns {i['netns']}" if i["netns"] else ""))
+            print(f"{i['name']}: zone {i['zone']} address {i['address']}"
+                  + (f" address6 {i['address6']}" if i.get("address6") else "")
+                  + f" mtu {i['mtu']}" + (f" netns {i['netns']}" if i["netns"] else ""))
             print(f"    rx {i['rx_packets']} packets {i['rx_bytes']} bytes "
                   f"{i['rx_dropped']} dropped")
             print(f"    tx {i['tx_packets']} packets {i['tx_bytes']} bytes "

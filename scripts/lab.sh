@@ -58,6 +58,9 @@ echo
 echo "== ping from the LAN host (192.168.77.2) to the WAN server ($SERVER)"
 ip netns exec "$LAN" ping -c 3 -i 0.2 "$SERVER"
 echo
+echo "== ping over IPv6 from the LAN host (2001:db8:77::2) to the WAN server (2001:db8:113::10)"
+ip netns exec "$LAN" ping -6 -c 3 -i 0.2 2001:db8:113::10
+echo
 echo "== HTTP from the LAN host"
 ip netns exec "$LAN" curl -sS -m 5 "http://$SERVER/"
 echo

@@ -43,6 +43,9 @@ def test_ping6_tcp_udp_through_the_router(netlab: NetLab) -> None:
     assert f"src={HOST6} dst={SERVER6}" in lines and "dport=8080" in lines
     assert {e["family"] for e in netlab.ctl_json("conntrack", "list")} >= {"ipv6"}
     assert "::/0" not in netlab.ctl("routes").stdout  # shown as default
+    (lan,) = [i for i in netlab.ctl_json("interfaces") if i["name"] == "lan0"]
+    assert lan["address6"] == f"{ROUTER_LAN6}/64"
+    assert f"address6 {ROUTER_LAN6}/64" in netlab.ctl("interfaces").stdout
     assert f"2001:db8:77::/64 dev lan0 proto kernel scope link src {ROUTER_LAN6}" in \
         netlab.ctl("routes").stdout.splitlines()
 
