@@ -87,6 +87,19 @@ def _configure(ipr: Any, iface: Interface) -> None:
             ipr.route("replace", dst=str(net6), oif=idx, family=socket.AF_INET6)
 
 
+def _set_up(iface: Interface) -> None:
+    """Moves the device into its namespace, if it has one, and configures it."""
+    if iface.netns is not None:
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=iface.name)[0]
+            ipr.link("set", index=idx, net_ns_fd=iface.netns)
+        with NetNS(iface.netns) as ns:
+            _configure(ns, iface)
+    else:
+        with IPRoute() as ipr:
+            _configure(ipr, iface)
+
+
 def _enable_offloads(fd: int) -> int:
     """Declares the offloads the router handles; returns the accepted set."""
     fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
@@ -128,17 +141,8 @@ def open_tun(iface: Interface, vnet_hdr: bool = False, dev: str = "/dev/net/tun"
         os.set_blocking(tun.fd, False)
         if vnet_hdr:
             tun.offloads = _enable_offloads(tun.fd)
-        if iface.precreated:
-            pass  # addresses, MTU and state are its creator's
-        elif iface.netns is not None:
-            with IPRoute() as ipr:
-                idx = ipr.link_lookup(ifname=iface.name)[0]
-                ipr.link("set", index=idx, net_ns_fd=iface.netns)
-            with NetNS(iface.netns) as ns:
-                _configure(ns, iface)
-        else:
-            with IPRoute() as ipr:
-                _configure(ipr, iface)
+        if not iface.precreated:  # else addresses, MTU and state are its creator's
+            _set_up(iface)
     except TunError:
         tun.close()
         raise
