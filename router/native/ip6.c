@@ -225,6 +225,19 @@ static bool may_forward6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_me
     return true;
 }
 
+/* The interface a packet leaves through, checked for hop limit and MTU;
+ * -1 when it may not leave (dropped, and answered with the ICMPv6 error). */
+static int next_hop6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
+{
+    int out = route6(dp, m->tuple.dst.b);
+    if (out < 0) {
+        dp_drop(dp, p, RT_DROP_NO_ROUTE);
+        send_icmp6_error(dp, p, m, ICMP6_DST_UNREACH, ICMP6_UNREACH_NOROUTE, 0);
+        return -1;
+    }
+    return may_forward6(dp, p, m, out) ? out : -1;
+}
+
 static void forward6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m, int out)
 {
     if (dp->n_npt6) {
@@ -308,13 +321,8 @@ static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
 static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
                          uint32_t hash, uint64_t now)
 {
-    int out = route6(dp, m->tuple.dst.b);
-    if (out < 0) {
-        dp_drop(dp, p, RT_DROP_NO_ROUTE);
-        send_icmp6_error(dp, p, m, ICMP6_DST_UNREACH, ICMP6_UNREACH_NOROUTE, 0);
-        return;
-    }
-    if (!may_forward6(dp, p, m, out))
+    int out = next_hop6(dp, p, m);
+    if (out < 0)
         return;
     int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_NEW, 0, m->tuple.dport);
     if (a == RT_FW_DROP || a == RT_FW_REJECT) {
@@ -366,13 +374,8 @@ static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
                              uint64_t now)
 {
     dp->counters[RT_CNT_FOUND]++;
-    int out = route6(dp, m->tuple.dst.b);
-    if (out < 0) {
-        dp_drop(dp, p, RT_DROP_NO_ROUTE);
-        send_icmp6_error(dp, p, m, ICMP6_DST_UNREACH, ICMP6_UNREACH_NOROUTE, 0);
-        return;
-    }
-    if (!may_forward6(dp, p, m, out))
+    int out = next_hop6(dp, p, m);
+    if (out < 0)
         return;
     if (dp->fw_states & RT_FW_ESTABLISHED) {
         int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_ESTABLISHED, 0,
