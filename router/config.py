@@ -90,6 +90,15 @@ class Npt6:
 
 
 @dataclass(frozen=True, slots=True)
+class Masquerade6:
+    """NAT66 masquerade: new IPv6 connections from ``sources`` (all when
+    empty) leaving through ``interface`` take its IPv6 address."""
+
+    interface: str
+    sources: tuple[IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SourceNat:
     """Source NAT for new connections leaving through ``interface``.
 
@@ -187,6 +196,7 @@ class Nat:
     rules: tuple[SourceNat, ...] = ()
     forwards: tuple[PortForward, ...] = ()
     npt6: tuple[Npt6, ...] = ()
+    masquerade6: tuple[Masquerade6, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -676,7 +686,7 @@ def _routes(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
 def _nat(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) -> Nat:
     t = r.table(doc, "nat", "")
     r.known(t, "nat", {"port_min", "port_max", "preserve_ports", "masquerade", "snat",
-                       "forward", "mapping", "filtering", "npt6"})
+                       "forward", "mapping", "filtering", "npt6", "masquerade6"})
     mapping = r.choice(t, "mapping", "nat", MAPPINGS, "endpoint-independent")
     filtering = r.choice(t, "filtering", "nat", FILTERINGS, "address-dependent")
     pmin = r.integer(t, "port_min", "nat", 1024, 1, 65535)
@@ -725,8 +735,20 @@ def _nat(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) ->
         if inside.overlaps(outside):
             raise r.fail(f"{w}.outside", "must not overlap the inside prefix")
         npt6.append(Npt6(interface=name, inside=inside, outside=outside))
+    masq6: list[Masquerade6] = []
+    for w, x in r.tables(t, "masquerade6", "nat"):
+        r.known(x, w, {"interface", "sources"})
+        name = r.get(x, "interface", w, str, required=True)
+        if name not in ifaces:
+            raise r.fail(f"{w}.interface", f"no interface named {name!r}")
+        if ifaces[name].address6 is None:
+            raise r.fail(f"{w}.interface", f"{name} has no address6 to masquerade to")
+        srcs6 = tuple(_net6(r, v, f"{w}.sources[{k}]")
+                      for k, v in enumerate(r.get(x, "sources", w, list, [])))
+        masq6.append(Masquerade6(interface=name, sources=srcs6))
     return Nat(port_min=pmin, port_max=pmax, preserve_ports=preserve, mapping=mapping,
-               filtering=filtering, rules=tuple(rules), forwards=forwards, npt6=tuple(npt6))
+               filtering=filtering, rules=tuple(rules), forwards=forwards, npt6=tuple(npt6),
+               masquerade6=tuple(masq6))
 
 
 def _port_range(r: _Reader, val: Any, key: str) -> tuple[int, int]:
@@ -1008,7 +1030,9 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                              "to": str(f.to), "to_port": f.to_port,
                              "masquerade": f.masquerade} for f in cfg.nat.forwards],
                 "npt6": [{"interface": n.interface, "inside": str(n.inside),
-                          "outside": str(n.outside)} for n in cfg.nat.npt6]},
+                          "outside": str(n.outside)} for n in cfg.nat.npt6],
+                "masquerade6": [{"interface": n.interface, "sources": [str(s) for s in n.sources]}
+                                for n in cfg.nat.masquerade6]},
         "firewall": {"forward": cfg.forward_default, "input": cfg.input_default,
                      "icmp_rate": cfg.icmp_rate,
                      "max_connections_per_source": cfg.max_conns_per_source,

@@ -57,6 +57,7 @@ NEEDS_CSUM = int(lib.RT_PKT_NEEDS_CSUM)
 CSUM_VALID = int(lib.RT_PKT_CSUM_VALID)
 GSO_NONE = int(lib.RT_GSO_NONE)
 GSO_TCPV4 = int(lib.RT_GSO_TCPV4)
+GSO_TCPV6 = int(lib.RT_GSO_TCPV6)
 GSO_UDP_L4 = int(lib.RT_GSO_UDP_L4)
 GSO_ECN = int(lib.RT_GSO_ECN)
 OFFLOAD_FIELDS = ("csum_flags", "gso_type", "gso_size", "hdr_len", "csum_start", "csum_offset")
@@ -241,6 +242,11 @@ class Datapath:
             routes[i].plen = r.prefix.prefixlen
             routes[i].iface = r.iface
             routes[i].gateway = be32(r.gateway)
+        masq6 = ffi.new("struct rt_masq6_cfg[]", max(1, len(t.masq6)))
+        for i, m6 in enumerate(t.masq6):
+            masq6[i].src_prefix = m6.sources.network_address.packed
+            masq6[i].src_plen = m6.sources.prefixlen
+            masq6[i].out_iface = m6.out_iface
         nat = ffi.new("struct rt_nat_cfg[]", max(1, len(t.nat)))
         for i, n in enumerate(t.nat):
             nat[i].src_prefix = be32(n.sources.network_address)
@@ -289,7 +295,7 @@ class Datapath:
             fw[i].icmp_type = rule.icmp_type
             fw[i].port_min = rule.port_min
             fw[i].port_max = rule.port_max
-        keep += [ifaces, routes, routes6, npt6, nat, pool, dnat, lb, fw, policy, timeouts]
+        keep += [ifaces, routes, routes6, npt6, masq6, nat, pool, dnat, lb, fw, policy, timeouts]
 
         tb = ffi.new("struct rt_tables *")
         tb.ifaces = ifaces
@@ -300,6 +306,8 @@ class Datapath:
         tb.n_routes6 = len(t.routes6)
         tb.npt6 = npt6
         tb.n_npt6 = len(t.npt6)
+        tb.masq6 = masq6
+        tb.n_masq6 = len(t.masq6)
         tb.nat = nat
         tb.n_nat = len(t.nat)
         tb.dnat = dnat

@@ -45,6 +45,12 @@ class Npt6Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Masq6Entry:
+    sources: IPv6Network
+    out_iface: int
+
+
+@dataclass(frozen=True, slots=True)
 class RouteEntry:
     prefix: IPv4Network
     iface: int
@@ -134,6 +140,7 @@ class Tables:
     backends: tuple[tuple[str, str], ...] = ()  # (load balancer, "addr:port") by number
     routes6: tuple[Route6Entry, ...] = ()
     npt6: tuple[Npt6Entry, ...] = ()
+    masq6: tuple[Masq6Entry, ...] = ()
 
 
 def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) -> Tables:
@@ -195,6 +202,8 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         routes=tuple(routes),
         routes6=tuple(routes6),
         npt6=tuple(Npt6Entry(n.inside, n.outside, index[n.interface]) for n in cfg.nat.npt6),
+        masq6=tuple(Masq6Entry(s, index[m.interface]) for m in cfg.nat.masquerade6
+                    for s in m.sources or (IPv6Network("::/0"),)),
         nat=tuple(nat),
         dnat=tuple(dnat),
         zones=zones,

@@ -32,16 +32,18 @@ TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
 TUN_F_TSO_ECN = 0x08
 TUN_F_USO4 = 0x20  # Linux 6.2; not in Debian 12's headers
 TUN_F_USO6 = 0x40
 VNET_HDR_LEN = 10
 
-# What the router can take: checksum offload, TCPv4 and UDP segmentation
-# offload.  TSO6 stays off until IPv6 is forwarded.  USO4 needs USO6 with it.
+# What the router can take: checksum offload, TCP segmentation offload for
+# both families and UDP segmentation offload (USO4 needs USO6 with it); the
+# first set the kernel accepts wins.
 OFFLOAD_SETS = (
-    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6,
-    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
     TUN_F_CSUM,
 )
 

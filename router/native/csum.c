@@ -109,3 +109,25 @@ void csum_replace4_partial(uint8_t *field, uint32_t old, uint32_t new_)
     s = csum16_add(s, (uint16_t)(new_ >> 16));
     memcpy(field, &s, 2);
 }
+
+void csum_replace16(uint8_t *field, const uint8_t *old, const uint8_t *new_)
+{
+    for (int i = 0; i < 16; i += 4) {
+        uint32_t o, n;
+        memcpy(&o, old + i, 4);
+        memcpy(&n, new_ + i, 4);
+        if (o != n)
+            csum_replace4(field, o, n);
+    }
+}
+
+void csum_replace16_partial(uint8_t *field, const uint8_t *old, const uint8_t *new_)
+{
+    for (int i = 0; i < 16; i += 4) {
+        uint32_t o, n;
+        memcpy(&o, old + i, 4);
+        memcpy(&n, new_ + i, 4);
+        if (o != n)
+            csum_replace4_partial(field, o, n);
+    }
+}

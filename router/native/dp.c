@@ -414,14 +414,15 @@ static bool in_prefix(rt_be32 addr, rt_be32 net, uint8_t plen)
 /*
  * The first rule of 'chain' matching packet 'm' in conntrack state 'state'
  * (RT_FW_NEW, _ESTABLISHED or _RELATED), leaving through 'out' (-1 for the
- * input chain) towards 'dst':'dport' (after any destination NAT).  Counts
+ * input chain) towards 'dst':'dport' (after any destination NAT, and for
+ * replies after undoing source NAT, as netfilter's forward chain sees them).  Counts
  * the match and returns the rule's action, or -1 if no rule matches.  A rule
  * without states matches new connections only: replies and related packets
  * of accepted connections pass unless a rule names those states.
  */
 int dp_fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
                const struct pkt_meta *m, uint8_t chain, int out,
-               uint8_t state, rt_be32 dst, rt_be16 dport)
+               uint8_t state, const union rt_addr *dst, rt_be16 dport)
 {
     uint32_t zin = dp->ifaces[p->in_iface].zone;
     uint32_t zout = out >= 0 ? dp->ifaces[out].zone : UINT32_MAX;
@@ -436,13 +437,12 @@ int dp_fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
             (r->to_zone >= 0 && (uint32_t)r->to_zone != zout))
             continue;
         if (r->family == 6) {
-            /* IPv6 has no destination NAT: the packet's own destination. */
             if (m->family != 6 || !prefix_match6(m->tuple.src.b, r->src6, r->src_plen) ||
-                !prefix_match6(m->tuple.dst.b, r->dst6, r->dst_plen))
+                !prefix_match6(dst->b, r->dst6, r->dst_plen))
                 continue;
         } else if ((m->family == 6 && (r->src_plen || r->dst_plen)) ||
                    !in_prefix(m->tuple.src.v4, r->src, r->src_plen) ||
-                   !in_prefix(dst, r->dst, r->dst_plen)) {
+                   !in_prefix(dst->v4, r->dst, r->dst_plen)) {
             continue;
         }
         if (r->port_min && (!ported || m->frag == 2 || port < r->port_min ||
@@ -553,7 +553,7 @@ static void process_related(struct rt_dp *dp, struct rt_pkt *p,
         return;
     if (dp->fw_states & RT_FW_RELATED) {
         int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_RELATED,
-                        c->tuple[!dir].src.v4, 0);
+                           &c->tuple[!dir].src, 0);
         if (a == RT_FW_DROP || a == RT_FW_REJECT) {
             fw_refuse(dp, p, m, a);
             return;
@@ -570,8 +570,8 @@ static void process_related(struct rt_dp *dp, struct rt_pkt *p,
 static void process_local(struct rt_dp *dp, struct rt_pkt *p,
                           struct pkt_meta *m)
 {
-    int a = dp_fw_eval(dp, p, m, RT_FW_INPUT, -1, RT_FW_NEW, m->tuple.dst.v4,
-                    m->tuple.dport);
+    int a = dp_fw_eval(dp, p, m, RT_FW_INPUT, -1, RT_FW_NEW, &m->tuple.dst,
+                       m->tuple.dport);
     if (a < 0)
         a = dp->input_policy;
     if (a != RT_FW_ACCEPT) {
@@ -788,8 +788,10 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     /* Firewall rules first; without a matching rule, a port forward or a
      * mapping is its own permission and anything else needs the zone pair's
      * policy. */
-    int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_NEW, dst,
-                    dn ? dn->port : m->tuple.dport);
+    union rt_addr fw_dst = {.w = {0, 0}};
+    fw_dst.v4 = dst;
+    int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_NEW, &fw_dst,
+                       dn ? dn->port : m->tuple.dport);
     if (a == RT_FW_DROP || a == RT_FW_REJECT) {
         fw_refuse(dp, p, m, a);
         return;
@@ -841,7 +843,9 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
         struct nat_params np = dp->np;
         if (c.status & CT_NAT_MAPPED)
             np.eim = false;
-        if (!nat_snat(&dp->ct, &dp->nm, &c, to, &np, &dp->rng, now)) {
+        union rt_addr ta = {.w = {0, 0}};
+        ta.v4 = to;
+        if (!nat_snat(&dp->ct, &dp->nm, &c, &ta, &np, &dp->rng, now)) {
             abandon(dp, &c);
             dp_drop(dp, p, RT_DROP_NAT_NO_PORT);
             /* RFC 5508 REQ-8: say so, with "communication administratively
@@ -902,8 +906,8 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
     if (!may_forward(dp, p, m, out))
         return;
     if (dp->fw_states & RT_FW_ESTABLISHED) {
-        int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_ESTABLISHED, dst,
-                        c->tuple[!dir].sport);
+        int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_ESTABLISHED,
+                           &c->tuple[!dir].src, c->tuple[!dir].sport);
         if (a == RT_FW_DROP || a == RT_FW_REJECT) {
             fw_refuse(dp, p, m, a);
             return;
@@ -931,7 +935,8 @@ static void process_tracked(struct rt_dp *dp, struct rt_pkt *p,
 /*
  * Checks the offload metadata against the packet itself: a partial checksum
  * must sit where TCP or UDP keeps its checksum, and a GSO packet must be TCP
- * (TCPV4) or UDP (UDP_L4) with a partial checksum and a segment size.
+ * of its own family (TCPV4, TCPV6) or UDP (UDP_L4) with a partial checksum
+ * and a segment size.
  * Counts segments for the conntrack counters.
  */
 static enum rt_drop_reason check_offload(struct rt_dp *dp,
@@ -951,7 +956,8 @@ static enum rt_drop_reason check_offload(struct rt_dp *dp,
     uint8_t gso = p->gso_type & (uint8_t)~RT_GSO_ECN;
     if (gso == RT_GSO_NONE)
         return RT_DROP_NONE;
-    bool fits = (gso == RT_GSO_TCPV4 && m->proto == IPPROTO_TCP_) ||
+    bool fits = (gso == RT_GSO_TCPV4 && m->proto == IPPROTO_TCP_ && m->family == 4) ||
+                (gso == RT_GSO_TCPV6 && m->proto == IPPROTO_TCP_ && m->family == 6) ||
                 (gso == RT_GSO_UDP_L4 && m->proto == IPPROTO_UDP_);
     if (!fits || p->gso_size == 0 || !m->csum_partial)
         return RT_DROP_BAD_OFFLOAD;
@@ -1163,6 +1169,7 @@ void rt_dp_free(struct rt_dp *dp)
     free(dp->fib.routes);
     free(dp->routes6);
     free(dp->npt6);
+    free(dp->masq6);
     free(dp->nat);
     free(dp->dnat);
     free(dp->lb_slots);
@@ -1194,6 +1201,7 @@ static uint32_t plen_mask(uint32_t plen)
         free(routes);                                                          \
         free(routes6);                                                         \
         free(npt6);                                                            \
+        free(masq6);                                                           \
         free(nat);                                                             \
         free(dnat);                                                            \
         free(lb);                                                              \
@@ -1209,6 +1217,7 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     struct fib_route *routes = NULL;
     struct dp_route6 *routes6 = NULL;
     struct dp_npt6 *npt6 = NULL;
+    struct dp_masq6 *masq6 = NULL;
     struct dp_nat_rule *nat = NULL;
     struct rt_dnat_cfg *dnat = NULL;
     struct rt_lb_slot *lb = NULL;
@@ -1244,8 +1253,20 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     nat = calloc(t->n_nat ? t->n_nat : 1, sizeof *nat);
     dnat = calloc(t->n_dnat ? t->n_dnat : 1, sizeof *dnat);
     npt6 = calloc(t->n_npt6 ? t->n_npt6 : 1, sizeof *npt6);
-    if (!routes || !routes6 || !npt6 || !nat || !dnat)
+    masq6 = calloc(t->n_masq6 ? t->n_masq6 : 1, sizeof *masq6);
+    if (!routes || !routes6 || !npt6 || !masq6 || !nat || !dnat)
         LOAD_FAIL("out of memory");
+    for (uint32_t i = 0; i < t->n_masq6; i++) {
+        const struct rt_masq6_cfg *c = &t->masq6[i];
+        if (c->src_plen > 128 || c->out_iface < 0 || (uint32_t)c->out_iface >= t->n_ifaces)
+            LOAD_FAIL("NAT66 rule %u: prefix length %u or interface %d out of range", i,
+                      c->src_plen, c->out_iface);
+        if (!t->ifaces[c->out_iface].has_addr6)
+            LOAD_FAIL("NAT66 rule %u: interface %d has no IPv6 address", i, c->out_iface);
+        memcpy(masq6[i].src, c->src_prefix, 16);
+        masq6[i].plen = c->src_plen;
+        masq6[i].out_iface = c->out_iface;
+    }
     for (uint32_t i = 0; i < t->n_npt6; i++) {
         const struct rt_npt6_cfg *c = &t->npt6[i];
         if (c->plen == 0 || c->plen > 48 || c->iface < 0 ||
@@ -1399,6 +1420,9 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     free(dp->npt6);
     dp->npt6 = npt6;
     dp->n_npt6 = t->n_npt6;
+    free(dp->masq6);
+    dp->masq6 = masq6;
+    dp->n_masq6 = t->n_masq6;
     free(dp->fib.routes);
     dp->fib.routes = routes;
     dp->fib.n = t->n_routes;

@@ -39,6 +39,12 @@ struct dp_route6 {
     int32_t iface;
 };
 
+struct dp_masq6 {
+    uint8_t src[16];            /* source prefix */
+    uint32_t plen;
+    int32_t out_iface;
+};
+
 struct dp_nat_rule {
     uint32_t src_prefix;        /* host order */
     uint32_t src_mask;          /* host order */
@@ -63,6 +69,8 @@ struct rt_dp {
     uint32_t n_routes6;
     struct dp_npt6 *npt6;                     /* IPv6 prefix translations */
     uint32_t n_npt6;
+    struct dp_masq6 *masq6;                   /* NAT66 masquerade rules */
+    uint32_t n_masq6;
     struct dp_nat_rule *nat;                  /* NAT rules */
     uint32_t n_nat;                           /* number of NAT rules */
     struct rt_dnat_cfg *dnat;                 /* port forwards */
@@ -118,7 +126,8 @@ void dp_clear_offload(struct rt_pkt *p);
 void dp_drop(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r);
 /* Shared by the IPv4 pipeline (dp.c) and the IPv6 one (ip6.c). */
 int dp_fw_eval(struct rt_dp *dp, const struct rt_pkt *p, const struct pkt_meta *m,
-               uint8_t chain, int out, uint8_t state, rt_be32 dst, rt_be16 dport);
+               uint8_t chain, int out, uint8_t state, const union rt_addr *dst,
+               rt_be16 dport);
 bool dp_icmp_allowed(struct rt_dp *dp);
 void dp_ct_event(struct rt_dp *dp, const struct ct_conn *c, uint8_t type);
 

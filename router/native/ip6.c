@@ -1,7 +1,7 @@
 /*
  * ip6.c - the IPv6 pipeline: forwarding with hop limits, ICMPv6, connection
- * tracking and the stateful firewall.  No address translation: IPv6 flows
- * keep their addresses.
+ * tracking, the stateful firewall, and the two IPv6 translations: NPTv6
+ * (stateless) and NAT66 masquerade (stateful, for labs that want it).
  *
  * Theory of operation.  After parse6() (parse.c) a packet is judged like an
  * IPv4 one, with IPv6's own rules: multicast and link-local destinations are
@@ -22,6 +22,14 @@
  * addresses.  The prefix change is balanced by one 16-bit word (bits 48-63)
  * so that the one's complement sum of the address, and with it every L4
  * checksum, stays the same.
+ *
+ * NAT66 masquerade is IPv4 masquerade with 16-byte addresses: a new
+ * connection leaving through an interface with a rule gets that interface's
+ * IPv6 address and a free port in its reply tuple (nat.c), and packets are
+ * rewritten with incremental checksum updates, ICMPv6 errors with their
+ * quotes.  Replies are addressed to the router itself, so a packet for one
+ * of its addresses looks for a connection before it is taken as local.
+ * Mappings are per connection (no endpoint-independent table for IPv6).
  */
 #include <string.h>
 #include <arpa/inet.h>
@@ -90,6 +98,21 @@ static const struct dp_npt6 *npt_rule(const struct rt_dp *dp, int iface, const u
         const struct dp_npt6 *n = &dp->npt6[i];
         if (n->iface == iface && prefix_match6(a, inbound ? n->outside : n->inside, n->plen))
             return n;
+    }
+    return NULL;
+}
+
+/* The address new connection 'm' leaving through 'out' is masqueraded to,
+ * or NULL.  NPTv6 comes first: a source an NPTv6 rule of 'out' translates
+ * is not masqueraded. */
+static const uint8_t *masq6_address(const struct rt_dp *dp, const struct pkt_meta *m, int out)
+{
+    if (dp->n_npt6 && npt_rule(dp, out, m->tuple.src.b, false))
+        return NULL;
+    for (uint32_t i = 0; i < dp->n_masq6; i++) {
+        const struct dp_masq6 *r = &dp->masq6[i];
+        if (r->out_iface == out && prefix_match6(m->tuple.src.b, r->src, r->plen))
+            return dp->ifaces[out].addr6;
     }
     return NULL;
 }
@@ -225,11 +248,13 @@ static bool may_forward6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_me
     return true;
 }
 
-/* The interface a packet leaves through, checked for hop limit and MTU;
- * -1 when it may not leave (dropped, and answered with the ICMPv6 error). */
-static int next_hop6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
+/* The interface a packet to 'dst' (after translation) leaves through,
+ * checked for hop limit and MTU; -1 when it may not leave (dropped, and
+ * answered with the ICMPv6 error). */
+static int next_hop6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                     const uint8_t *dst)
 {
-    int out = route6(dp, m->tuple.dst.b);
+    int out = route6(dp, dst);
     if (out < 0) {
         dp_drop(dp, p, RT_DROP_NO_ROUTE);
         send_icmp6_error(dp, p, m, ICMP6_DST_UNREACH, ICMP6_UNREACH_NOROUTE, 0);
@@ -270,7 +295,7 @@ static void refuse6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m
 
 static void process_local6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
 {
-    int a = dp_fw_eval(dp, p, m, RT_FW_INPUT, -1, RT_FW_NEW, 0, m->tuple.dport);
+    int a = dp_fw_eval(dp, p, m, RT_FW_INPUT, -1, RT_FW_NEW, &m->tuple.dst, m->tuple.dport);
     if (a < 0)
         a = dp->input_policy;
     if (a == RT_FW_DROP || a == RT_FW_REJECT) {
@@ -303,14 +328,22 @@ static void process_related6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
         dp_drop(dp, p, RT_DROP_ICMP_NO_FLOW);
         return;
     }
-    int out = route6(dp, m->tuple.dst.b);
+    int out = route6(dp, c->tuple[!dir].src.b);
     if (out < 0) {
         dp_drop(dp, p, RT_DROP_NO_ROUTE);
         return;
     }
     if (!may_forward6(dp, p, m, out))
         return;
+    if (dp->fw_states & RT_FW_RELATED) {
+        int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_RELATED, &c->tuple[!dir].src, 0);
+        if (a == RT_FW_DROP || a == RT_FW_REJECT) {
+            refuse6(dp, p, m, a);
+            return;
+        }
+    }
     dp->counters[RT_CNT_RELATED]++;
+    nat_rewrite_icmp_error(m, c, dir);
     forward6(dp, p, m, out);
 }
 
@@ -321,10 +354,14 @@ static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
 static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
                          uint32_t hash, uint64_t now)
 {
-    int out = next_hop6(dp, p, m);
+    if (is_local6(dp, m->tuple.dst.b)) { /* a re-opened tuple of a NAT66 reply */
+        process_local6(dp, p, m);
+        return;
+    }
+    int out = next_hop6(dp, p, m, m->tuple.dst.b);
     if (out < 0)
         return;
-    int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_NEW, 0, m->tuple.dport);
+    int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_NEW, &m->tuple.dst, m->tuple.dport);
     if (a == RT_FW_DROP || a == RT_FW_REJECT) {
         refuse6(dp, p, m, a);
         return;
@@ -346,6 +383,18 @@ static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
     }
     c.tuple[CT_DIR_ORIGINAL] = m->tuple;
     c.created = (uint32_t)(now >> CT_CREATED_SHIFT);
+    bool reply_free = false;
+    const uint8_t *masq = dp->n_masq6 ? masq6_address(dp, m, out) : NULL;
+    if (masq && memcmp(masq, m->tuple.src.b, 16) != 0) {
+        union rt_addr to;
+        memcpy(to.b, masq, 16);
+        if (!nat_snat(&dp->ct, NULL, &c, &to, &dp->np, &dp->rng, now)) {
+            dp_drop(dp, p, RT_DROP_NAT_NO_PORT);
+            send_icmp6_error(dp, p, m, ICMP6_DST_UNREACH, ICMP6_UNREACH_ADMIN, 0);
+            return;
+        }
+        reply_free = true; /* nat_snat found it unused */
+    }
     if (l4->update(&c, &w, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
         dp->counters[RT_CNT_INVALID]++;
         dp_drop(dp, p, RT_DROP_CT_INVALID);
@@ -360,12 +409,13 @@ static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
     *slot = c;
     if (m->proto == IPPROTO_TCP_)
         *ct_tcp_win(&dp->ct, slot) = w;
-    if (!ct_insert(&dp->ct, slot, hash, false, now)) {
+    if (!ct_insert(&dp->ct, slot, hash, reply_free, now)) {
         dp_drop(dp, p, RT_DROP_CT_FULL);
         return;
     }
     if (dp->ct_events)
         dp_ct_event(dp, slot, RT_EV_NEW);
+    nat_rewrite(m, slot, CT_DIR_ORIGINAL);
     forward6(dp, p, m, out);
 }
 
@@ -374,12 +424,13 @@ static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
                              uint64_t now)
 {
     dp->counters[RT_CNT_FOUND]++;
-    int out = next_hop6(dp, p, m);
+    const union rt_addr *dst = &c->tuple[!dir].src; /* after translation */
+    int out = next_hop6(dp, p, m, dst->b);
     if (out < 0)
         return;
     if (dp->fw_states & RT_FW_ESTABLISHED) {
-        int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_ESTABLISHED, 0,
-                           m->tuple.dport);
+        int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_ESTABLISHED, dst,
+                           c->tuple[!dir].sport);
         if (a == RT_FW_DROP || a == RT_FW_REJECT) {
             refuse6(dp, p, m, a);
             return;
@@ -392,12 +443,14 @@ static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
         process_new6(dp, p, m, hash, now);
         return;
     case DP_TRACK_KILL:
+        nat_rewrite(m, c, dir);
         forward6(dp, p, m, out);
         dp_track_kill(dp, c);
         return;
     case DP_TRACK_FORWARD:
         break;
     }
+    nat_rewrite(m, c, dir);
     forward6(dp, p, m, out);
 }
 
@@ -439,20 +492,31 @@ void dp_process6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_
             return;
         }
     }
+    enum ct_dir dir;
+    struct ct_conn *c = NULL;
     if (is_local6(dp, dst)) {
-        if (m->icmp_error) {
-            dp_drop(dp, p, RT_DROP_LOCAL_DROP);
+        /* With NAT66, replies are addressed to the router. */
+        if (dp->n_masq6 && m->icmp_error) {
+            process_related6(dp, p, m, now);
             return;
         }
-        process_local6(dp, p, m);
+        if (dp->n_masq6)
+            c = ct_find(&dp->ct, &m->tuple, hash, now, &dir);
+        if (!c) {
+            if (m->icmp_error)
+                dp_drop(dp, p, RT_DROP_LOCAL_DROP);
+            else
+                process_local6(dp, p, m);
+            return;
+        }
+        process_tracked6(dp, p, m, c, dir, hash, now);
         return;
     }
     if (m->icmp_error) {
         process_related6(dp, p, m, now);
         return;
     }
-    enum ct_dir dir;
-    struct ct_conn *c = ct_find(&dp->ct, &m->tuple, hash, now, &dir);
+    c = ct_find(&dp->ct, &m->tuple, hash, now, &dir);
     if (c)
         process_tracked6(dp, p, m, c, dir, hash, now);
     else

@@ -33,15 +33,19 @@
 #include "wire.h"
 
 /* The field of a reply tuple that source NAT picks: where replies go. */
+static bool is_icmp(uint8_t proto)
+{
+    return proto == IPPROTO_ICMP_ || proto == IPPROTO_ICMPV6_;
+}
+
 static rt_be16 *snat_port(struct ct_tuple *reply)
 {
-    return reply->proto == IPPROTO_ICMP_ ? &reply->sport : &reply->dport;
+    return is_icmp(reply->proto) ? &reply->sport : &reply->dport;
 }
 
 static bool has_ports(uint8_t proto)
 {
-    return proto == IPPROTO_TCP_ || proto == IPPROTO_UDP_ ||
-           proto == IPPROTO_ICMP_;
+    return proto == IPPROTO_TCP_ || proto == IPPROTO_UDP_ || is_icmp(proto);
 }
 
 /* ---- the mapping table ------------------------------------------------- */
@@ -240,17 +244,19 @@ static bool port_free(struct ct_table *ct, struct nat_maps *nm,
 }
 
 bool nat_snat(struct ct_table *ct, struct nat_maps *nm, struct ct_conn *c,
-              rt_be32 addr, const struct nat_params *np, uint64_t *rng,
-              uint64_t now_ms)
+              const union rt_addr *to, const struct nat_params *np,
+              uint64_t *rng, uint64_t now_ms)
 {
     struct ct_tuple *r = &c->tuple[CT_DIR_REPLY];
     const struct ct_tuple *o = &c->tuple[CT_DIR_ORIGINAL];
-    r->dst.v4 = addr;
+    rt_be32 addr = to->v4;
+    r->dst = *to;
     c->status |= CT_SRC_NAT;
     if (!has_ports(r->proto))
         return !ct_tuple_in_use(ct, r, now_ms);
     rt_be16 *port = snat_port(r);
-    bool eim = np->eim && nm && nm->capacity;
+    /* The mapping table holds IPv4 endpoints: NAT66 maps per connection. */
+    bool eim = np->eim && nm && nm->capacity && r->family == 4;
 
     if (eim) {
         struct nat_map *m = map_by_int(nm, o->proto, o->src.v4, o->sport, addr);
@@ -274,7 +280,7 @@ bool nat_snat(struct ct_table *ct, struct nat_maps *nm, struct ct_conn *c,
         found = true;
     } else {
         uint32_t lo = np->port_min, hi = np->port_max;
-        if (r->proto == IPPROTO_ICMP_) {
+        if (is_icmp(r->proto)) {
             lo = 0;  /* identifiers have no reserved range */
             hi = 65535;
         }
@@ -283,7 +289,7 @@ bool nat_snat(struct ct_table *ct, struct nat_maps *nm, struct ct_conn *c,
         /* Port parity (RFC 4787 REQ-4): the first round only tries ports of
          * the inside port's parity. */
         uint32_t parity = ntohs(o->sport) & 1u;
-        bool first = r->proto != IPPROTO_ICMP_ && range >= 2;
+        bool first = !is_icmp(r->proto) && range >= 2;
         ct->counters[RT_CNT_NAT_PORT_SEARCH]++;
         while (!found) {
             uint32_t off = (uint32_t)(rng_next(rng) % range);
@@ -333,6 +339,7 @@ static uint32_t l4_csum_off(uint8_t proto)
     case IPPROTO_TCP_: return TCP_OFF_CSUM;
     case IPPROTO_UDP_: return UDP_OFF_CSUM;
     case IPPROTO_ICMP_: return ICMP_OFF_CSUM;
+    case IPPROTO_ICMPV6_: return ICMP_OFF_CSUM;
     default: return 0;
     }
 }
@@ -410,6 +417,46 @@ static void make_like(uint8_t *ip, uint8_t *l4, uint32_t l4_avail,
     }
 }
 
+/*
+ * Changes the IPv6 address at 'ip' + 'addr_off' to 'new_'.  IPv6 has no
+ * header checksum; TCP, UDP and ICMPv6 all cover the addresses through the
+ * pseudo-header (RFC 8200 8.1).
+ */
+static void set_addr6(uint8_t *ip, uint32_t addr_off, uint8_t proto, uint8_t *l4,
+                      uint32_t l4_avail, const uint8_t *new_, bool partial)
+{
+    uint8_t old[16];
+    memcpy(old, ip + addr_off, 16);
+    if (memcmp(old, new_, 16) == 0)
+        return;
+    memcpy(ip + addr_off, new_, 16);
+    uint32_t coff = l4_csum_off(proto);
+    if (!coff || l4_avail < coff + 2)
+        return;
+    if (partial)
+        csum_replace16_partial(l4 + coff, old, new_);
+    else
+        csum_replace16(l4 + coff, old, new_);
+    /* A UDP checksum is never zero in IPv6; a computed zero is sent as
+     * 0xffff (RFC 8200 8.1), which is the same value. */
+    if (proto == IPPROTO_UDP_ && !partial && wire_be16(l4 + coff) == 0)
+        wire_put_be16(l4 + coff, 0xffff);
+}
+
+/* make_like() for an IPv6 packet whose upper-layer protocol is 'proto'. */
+static void make_like6(uint8_t *ip, uint8_t proto, uint8_t *l4, uint32_t l4_avail,
+                       const struct ct_tuple *t, bool partial)
+{
+    set_addr6(ip, IP6_OFF_SRC, proto, l4, l4_avail, t->src.b, partial);
+    set_addr6(ip, IP6_OFF_DST, proto, l4, l4_avail, t->dst.b, partial);
+    if (proto == IPPROTO_TCP_ || proto == IPPROTO_UDP_) {
+        set_l4_word(proto, l4, l4_avail, 0, t->sport, partial);
+        set_l4_word(proto, l4, l4_avail, 2, t->dport, partial);
+    } else if (proto == IPPROTO_ICMPV6_ && l4_avail >= ICMP_HDR_LEN) {
+        set_l4_word(proto, l4, l4_avail, ICMP_OFF_ID, t->sport, false);
+    }
+}
+
 /* The tuple a packet in 'dir' must look like: the inverse of the other
  * direction's tuple.  For ICMP the identifier is the same both ways. */
 static void target_tuple(const struct ct_conn *c, enum ct_dir dir,
@@ -419,7 +466,7 @@ static void target_tuple(const struct ct_conn *c, enum ct_dir dir,
     *t = *o;
     t->src = o->dst;
     t->dst = o->src;
-    if (o->proto != IPPROTO_ICMP_) {
+    if (!is_icmp(o->proto)) {
         t->sport = o->dport;
         t->dport = o->sport;
     }
@@ -431,7 +478,34 @@ void nat_rewrite(struct pkt_meta *m, const struct ct_conn *c, enum ct_dir dir)
         return;
     struct ct_tuple t;
     target_tuple(c, dir, &t);
-    make_like(m->data, m->data + m->l4_off, m->l4_len, &t, m->csum_partial);
+    if (m->family == 6)
+        make_like6(m->data, m->proto, m->data + m->l4_off, m->l4_len, &t,
+                   m->csum_partial);
+    else
+        make_like(m->data, m->data + m->l4_off, m->l4_len, &t, m->csum_partial);
+}
+
+/* nat_rewrite_icmp_error() for ICMPv6 (RFC 7857 section 2 asks the same of
+ * every NAT). */
+static void rewrite_icmp6_error(struct pkt_meta *m, const struct ct_conn *c,
+                                enum ct_dir dir)
+{
+    uint8_t *ip = m->data;
+    uint8_t *icmp = ip + m->l4_off;
+    struct ct_tuple t;
+    target_tuple(c, dir, &t);
+    if (memcmp(ip + IP6_OFF_SRC, c->tuple[dir].src.b, 16) == 0)
+        memcpy(ip + IP6_OFF_SRC, t.src.b, 16);
+    memcpy(ip + IP6_OFF_DST, t.dst.b, 16);
+    uint8_t *inner = m->data + m->inner_off;
+    make_like6(inner, m->inner.proto, m->data + m->inner_l4_off,
+               m->len - m->inner_l4_off, &c->tuple[!dir], false);
+    /* Addresses and quoted bytes changed: the whole checksum again. */
+    wire_put_be16(icmp + ICMP_OFF_CSUM, 0);
+    wire_put_be16(icmp + ICMP_OFF_CSUM,
+                  csum_fold(csum_add_bytes(csum_pseudo6(ip + IP6_OFF_SRC, ip + IP6_OFF_DST,
+                                                        IPPROTO_ICMPV6_, m->l4_len),
+                                           icmp, m->l4_len)));
 }
 
 void nat_rewrite_icmp_error(struct pkt_meta *m, const struct ct_conn *c,
@@ -439,6 +513,10 @@ void nat_rewrite_icmp_error(struct pkt_meta *m, const struct ct_conn *c,
 {
     if (!(c->status & (CT_SRC_NAT | CT_DST_NAT)))
         return;
+    if (m->family == 6) {
+        rewrite_icmp6_error(m, c, dir);
+        return;
+    }
     uint8_t *ip = m->data;
     uint8_t *icmp = ip + m->l4_off;
     struct ct_tuple t;

@@ -88,17 +88,19 @@ bool nat_map_knows_peer(const struct nat_map *m, rt_be32 peer);
 
 /*
  * Source NAT for the new connection 'c', whose tuples are the original
- * tuple and its plain inverse: makes the reply tuple point at 'addr' and, for
+ * tuple and its plain inverse: makes the reply tuple point at 'to' (zeroed
+ * past an IPv4 address; an IPv6 one for NAT66) and, for
  * TCP, UDP and ICMP queries, at a port (identifier) no other connection's
  * tuple uses.  With endpoint-independent mapping the port comes from the
  * inside endpoint's mapping, made on first use, which then no other inside
  * endpoint may share (no port overloading, REQ-3); 'c' takes a reference
  * (CT_NAT_MAPPED).  '*rng' is the data plane's random state.  Returns false
- * when no free binding was found within NAT_MAX_PROBES.
+ * when no free binding was found within NAT_MAX_PROBES.  IPv6 connections get
+ * no mapping: each finds its own port, like Linux's NAT66 masquerade.
  */
 bool nat_snat(struct ct_table *ct, struct nat_maps *nm, struct ct_conn *c,
-              rt_be32 addr, const struct nat_params *np, uint64_t *rng,
-              uint64_t now_ms);
+              const union rt_addr *to, const struct nat_params *np,
+              uint64_t *rng, uint64_t now_ms);
 
 /* Rewrites packet 'm' of 'c' travelling in 'dir' so that it looks like the
  * inverse of the other direction's tuple, updating checksums (RFC 1624). */

@@ -87,6 +87,15 @@ struct rt_npt6_cfg {
     int32_t iface;
 };
 
+/* NAT66 masquerade: new IPv6 connections from 'src_prefix'/'src_plen'
+ * leaving through 'out_iface' take that interface's IPv6 address and a free
+ * port (ICMPv6 identifier). */
+struct rt_masq6_cfg {
+    uint8_t src_prefix[16];
+    uint32_t src_plen;  /* 0..128, 0 = any source */
+    int32_t out_iface;
+};
+
 /* An IPv6 route: connected networks and static routes alike. */
 struct rt_route6_cfg {
     uint8_t prefix[16]; /* destination network */
@@ -206,6 +215,8 @@ struct rt_tables {
     uint32_t n_routes6;
     const struct rt_npt6_cfg *npt6;      /* IPv6 prefix translations */
     uint32_t n_npt6;
+    const struct rt_masq6_cfg *masq6;    /* NAT66 masquerade, first match */
+    uint32_t n_masq6;
 };
 
 /*

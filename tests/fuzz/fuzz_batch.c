@@ -28,7 +28,8 @@ static struct rt_dp *make_dp(uint8_t variant)
     /* lan0 192.168.1.1/24 (zone 0), wan0 203.0.113.1/24 (zone 1, mtu 1400). */
     /* IPv6: fd00:1::1/64 on lan0, 2001:db8:2::1/64 on wan0 (mtu 1400 there
      * too, so "packet too big" is reachable), default route out of wan0,
-     * NPTv6 fd00:1::/48 <-> 2001:db8:abc::/48 on wan0. */
+     * NPTv6 fd00:1::/48 <-> 2001:db8:abc::/48 on wan0, NAT66 masquerade of
+     * every other source leaving through wan0. */
     struct rt_iface_cfg ifs[2] = {
         {.fd = -1, .addr = htonl(0xc0a80101), .mtu = 1500, .zone = 0,
          .rp_filter = variant % 3,
@@ -45,6 +46,7 @@ static struct rt_dp *make_dp(uint8_t variant)
     struct rt_npt6_cfg npt6[1] = {{.inside = {0xfd, 0, 0, 1},
                                    .outside = {0x20, 0x01, 0x0d, 0xb8, 0x0a, 0xbc},
                                    .plen = 48, .iface = 1}};
+    struct rt_masq6_cfg masq6[1] = {{.src_plen = 0, .out_iface = 1}};
     struct rt_fw_rule fw[3] = {
         {.chain = RT_FW_FORWARD, .action = RT_FW_REJECT, .proto = 6, .from_zone = 0,
          .to_zone = -1, .icmp_type = -1, .port_min = 25, .port_max = 25},
@@ -88,6 +90,7 @@ static struct rt_dp *make_dp(uint8_t variant)
         .tcp_max_retrans = 1 + variant % 15,
         .routes6 = routes6, .n_routes6 = 3,
         .npt6 = npt6, .n_npt6 = (variant & 4) ? 1 : 0,
+        .masq6 = masq6, .n_masq6 = (variant & 8) ? 1 : 0,
     };
     if (variant % 7 == 3)
         t.flags |= RT_F_TCP_LIBERAL;

@@ -76,6 +76,17 @@ def main() -> None:
             rec(0, IPv6(src="fd00:1::2", dst="2001:db8:9::1", hlim=1) / UDP(sport=1,
                                                                                dport=2)),
         ],
+        "nat66": [
+            rec(0, IPv6(src="fd00:1::2", dst="2001:db8:9::1") / UDP(sport=4000, dport=53)),
+            rec(0, IPv6(src="fd00:1::3", dst="2001:db8:9::1") / UDP(sport=4000, dport=53)),
+            rec(1, IPv6(src="2001:db8:9::1", dst="2001:db8:2::1") / UDP(sport=53, dport=4000)),
+            rec(1, IPv6(src="2001:db8:9::7", dst="2001:db8:2::1") / ICMPv6DestUnreach() /
+                bytes(IPv6(src="2001:db8:2::1", dst="2001:db8:9::1", hlim=63) /
+                      UDP(sport=4000, dport=53))),
+            rec(0, IPv6(src="fd00:1::2", dst="2001:db8:9::1") / ICMPv6EchoRequest(id=9)),
+            rec(1, IPv6(src="2001:db8:9::1", dst="2001:db8:2::1") / TCP(sport=80, dport=4000,
+                                                                       flags="SA", ack=1)),
+        ],
         "udp": [rec(0, udp_out), rec(1, IP(src=SRV, dst=WAN) / UDP(sport=53, dport=5000))],
         "icmp": [
             rec(0, IP(src=LAN, dst=SRV) / ICMP(type=8, id=7)),

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import PEERS, NetLab
+from tests.integration.conftest import PEERS, NetLab, run
 
 pytestmark = pytest.mark.netns
 HOST6 = "2001:db8:77::2"
@@ -129,3 +129,82 @@ outside = "2001:db8:77::/48"
     assert r.stdout.startswith(f"you are {ext}:"), (r.stdout, ext)
     # conntrack shows the inside address; the server only ever saw the outside one.
     assert "src=fd00:77::2 dst=2001:db8:113::10" in netlab.ctl("conntrack", "list").stdout
+
+
+def test_nat66_masquerade_for_a_ula_lan(netlab: NetLab) -> None:
+    netlab.stop_router()
+    text = netlab.config.read_text()
+    text = text.replace('address6 = "2001:db8:77::1/64"', 'address6 = "fd00:77::1/64"')
+    text = text.replace('host_address6 = "2001:db8:77::2/64"', 'host_address6 = "fd00:77::2/64"')
+    # The WAN side knows no route to the inside prefix: only NAT66 gets through.
+    text = text.replace('host_routes6 = ["2001:db8:77::/64"]', 'host_routes6 = []')
+    netlab.config.write_text(text + '''
+[[nat.masquerade6]]
+interface = "wan0"
+sources = ["fd00:77::/64"]
+''')
+    netlab.start_router()
+    for _ in range(50):
+        if netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", SERVER6,
+                     check=False).returncode == 0:
+            break
+        time.sleep(0.1)
+    r = netlab.ns(netlab.lan, "ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", SERVER6)
+    assert "3 received" in r.stdout
+    netlab.server(netlab.wan, "http", SERVER6, 8084)
+    r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "5", f"http://[{SERVER6}]:8084/")
+    assert r.stdout.startswith("you are 2001:db8:113::1:"), r.stdout
+    netlab.server(netlab.wan, "udp-echo", SERVER6, 5354)
+    r = netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER6, "5354", "nat66")
+    assert "from 2001:db8:113::1:" in r.stdout and "nat66" in r.stdout
+    # conntrack -L style: the reply tuple goes to the router's address.
+    lines = netlab.ctl("conntrack", "list", "-p", "tcp").stdout
+    assert "src=fd00:77::2 dst=2001:db8:113::10" in lines
+    assert "src=2001:db8:113::10 dst=2001:db8:113::1 " in lines
+    # Nothing from the WAN reaches the LAN host or the router's ports.
+    netlab.server(netlab.lan, "http", "fd00:77::2", 8085)
+    r = netlab.ns(netlab.wan, sys.executable, PEERS, "scan", "2001:db8:113::1", "8085,22", "2")
+    assert r.stdout.split() == []
+
+
+def test_tcp6_upload_with_tso6_checked_by_receiver(netlab: NetLab) -> None:
+    """TSO6: the LAN host's kernel hands 64 KB TCPv6 super-packets to the
+    router, which forwards them whole; a server behind a veth with
+    checksum offload off on the sending side and receive offload off on its
+    own verifies every segment's checksum."""
+    from tests.integration.test_offload import csum_errors
+
+    wait_addr(netlab)
+    srv = f"{netlab.lan[:-1]}t"
+    far = "2001:db8:18::2"
+    run("ip", "netns", "del", srv, check=False)
+    run("ip", "netns", "add", srv)
+    try:
+        run("ip", "-n", srv, "link", "set", "lo", "up")
+        run("ip", "link", "add", "vw6", "netns", netlab.wan, "type", "veth", "peer", "vs6",
+            "netns", srv)
+        netlab.ns(netlab.wan, "ip", "addr", "add", "2001:db8:18::1/64", "dev", "vw6", "nodad")
+        netlab.ns(netlab.wan, "ip", "link", "set", "vw6", "up")
+        netlab.ns(srv, "ip", "addr", "add", f"{far}/64", "dev", "vs6", "nodad")
+        netlab.ns(srv, "ip", "link", "set", "vs6", "up")
+        netlab.ns(srv, "ip", "-6", "route", "add", "default", "via", "2001:db8:18::1")
+        netlab.ns(netlab.wan, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        netlab.ns(netlab.wan, "ethtool", "-K", "vw6", "tx", "off")
+        netlab.ns(srv, "ethtool", "-K", "vs6", "rx", "off")
+        for _ in range(50):
+            if netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", far,
+                         check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        before = netlab.ctl_json("stats")["counters"]["gso_packets"]
+        sink = netlab.spawn(srv, sys.executable, PEERS, "tcp-sink", far, "9107", "30")
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+        netlab.ns(netlab.lan, sys.executable, PEERS, "tcp-send", far, "9107", str(8 << 20))
+        assert sink.stdout.readline().split() == [HOST6, str(8 << 20)]
+        assert csum_errors(netlab, srv).get("TcpInCsumErrors", 0) == 0
+        c = netlab.ctl_json("stats")["counters"]
+        assert c["gso_packets"] - before > 0, c
+        drops = netlab.drops()
+        assert drops["tcp_out_of_window"] == 0 and drops["bad_offload"] == 0, drops
+    finally:
+        run("ip", "netns", "del", srv, check=False)

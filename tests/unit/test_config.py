@@ -77,6 +77,11 @@ def test_syntax_error_has_line() -> None:
     ("\n[[nat.masquerade]]\n", "nat.masquerade[0].interface", "is required"),
     ("\n[[nat.masquerade]]\ninterface = 'wan0'\nsources = ['10.0.0.1/8']\n",
      "nat.masquerade[0].sources[0]", "has host bits set"),
+    ("\n[[nat.masquerade6]]\ninterface = 'wan0'\n", "nat.masquerade6[0].interface",
+     "wan0 has no address6"),
+    ("\n[[nat.masquerade6]]\ninterface = 'eth9'\n", "nat.masquerade6[0].interface",
+     "no interface named 'eth9'"),
+    ("\n[[nat.masquerade6]]\nsources = []\n", "nat.masquerade6[0].interface", "is required"),
     ("\n[[nat.snat]]\ninterface = 'wan0'\n", "nat.snat[0].to", "is required"),
     ("\n[[nat.snat]]\ninterface = 'wan0'\nto = '224.0.0.1'\n", "nat.snat[0].to",
      "not a unicast"),
@@ -301,3 +306,14 @@ def test_metrics_listen() -> None:
     assert parse((MIN + '\n[metrics]\nlisten = ""\n').encode()).metrics_listen == ""
     e = err(MIN + '\n[metrics]\nlisten = "9188"\n')
     assert e.key == "metrics.listen" and "ADDRESS:PORT" in e.reason
+
+
+def test_masquerade6_parsed_and_checked() -> None:
+    v6 = MIN.replace('address = "203.0.113.1/24"',
+                     'address = "203.0.113.1/24"\naddress6 = "2001:db8:2::1/64"')
+    cfg = parse((v6 + "\n[[nat.masquerade6]]\ninterface = 'wan0'\n"
+                 "sources = ['fd00:1::/64']\n").encode())
+    (m,) = cfg.nat.masquerade6
+    assert m.interface == "wan0" and [str(s) for s in m.sources] == ["fd00:1::/64"]
+    e = err(v6 + "\n[[nat.masquerade6]]\ninterface = 'wan0'\nsources = ['10.0.0.0/8']\n")
+    assert e.key == "nat.masquerade6[0].sources[0]" and "not an IPv6 network" in e.reason
