@@ -212,6 +212,7 @@ class Config:
     icmp_rate: int = 1000
     max_conns_per_source: int = 0
     new_conns_per_source: int = 0
+    source_prefix6: int = 128        # IPv6 sources limited per prefix of this length
     log_drops: tuple[str, ...] = ()  # drop reasons logged; empty: none
     log_rate: int = 10               # logged drops per second at most
     rules: tuple[Rule, ...] = ()
@@ -465,7 +466,8 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     routes = _routes(r, doc, names)
     routes6 = _routes6(r, doc, names)
     nat = _nat(r, doc, names)
-    policies, forward_default, input_default, fw_rules, (icmp_rate, src_cap, src_rate) = (
+    policies, forward_default, input_default, fw_rules, (icmp_rate, src_cap, src_rate,
+                                                         src_prefix6) = (
         _firewall(r, doc, {i.zone for i in interfaces}))
     lbs = _loadbalancers(r, doc, names, nat.forwards)
     ct = _conntrack(r, doc)
@@ -516,6 +518,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
                   interfaces=interfaces, routes=routes, routes6=routes6, nat=nat, policies=policies,
                   loadbalancers=lbs, input_default=input_default, rules=fw_rules,
                   icmp_rate=icmp_rate, max_conns_per_source=src_cap,
+                  source_prefix6=src_prefix6,
                   new_conns_per_source=src_rate, log_drops=log_drops, log_rate=log_rate,
                   forward_default=forward_default, conntrack=ct, control_socket=sock,
                   log_level=level, log_format=fmt, batch=batch, offload=offload,
@@ -842,11 +845,12 @@ STATES = ("new", "established", "related")
 
 
 def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
-              ) -> tuple[tuple[Policy, ...], str, str, tuple[Rule, ...], tuple[int, int, int]]:
+              ) -> tuple[tuple[Policy, ...], str, str, tuple[Rule, ...],
+                         tuple[int, int, int, int]]:
     t = r.table(doc, "firewall", "")
     r.known(t, "firewall", {"forward", "input", "policy", "rule", "icmp_rate",
                             "max_connections_per_source", "new_connections_per_source",
-                            "log", "log_reasons", "log_rate"})
+                            "source_prefix6", "log", "log_reasons", "log_rate"})
     default = r.choice(t, "forward", "firewall", ACTIONS, "drop")
     input_default = r.choice(t, "input", "firewall", ("accept", "drop", "reject"), "accept")
     out: list[Policy] = []
@@ -919,7 +923,8 @@ def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
     icmp_rate = r.integer(t, "icmp_rate", "firewall", 1000, 0, 1_000_000)
     cap = r.integer(t, "max_connections_per_source", "firewall", 0, 0, 1 << 26)
     rate = r.integer(t, "new_connections_per_source", "firewall", 0, 0, 1_000_000)
-    return tuple(out), default, input_default, tuple(rules), (icmp_rate, cap, rate)
+    prefix6 = r.integer(t, "source_prefix6", "firewall", 128, 1, 128)
+    return tuple(out), default, input_default, tuple(rules), (icmp_rate, cap, rate, prefix6)
 
 
 # Drops logged with `firewall.log = true` unless `log_reasons` says otherwise:
@@ -1037,6 +1042,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                      "icmp_rate": cfg.icmp_rate,
                      "max_connections_per_source": cfg.max_conns_per_source,
                      "new_connections_per_source": cfg.new_conns_per_source,
+                     "source_prefix6": cfg.source_prefix6,
                      "log": bool(cfg.log_drops), "log_reasons": list(cfg.log_drops or
                                                                       DEFAULT_LOG_REASONS),
                      "log_rate": cfg.log_rate,

@@ -136,6 +136,7 @@ class Tables:
     icmp_rate: int = 1000
     src_conn_cap: int = 0
     src_new_rate: int = 0
+    src_prefix6: int = 128
     lb_slots: tuple[LbSlot, ...] = ()
     backends: tuple[tuple[str, str], ...] = ()  # (load balancer, "addr:port") by number
     routes6: tuple[Route6Entry, ...] = ()
@@ -233,6 +234,7 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         icmp_rate=cfg.icmp_rate,
         src_conn_cap=cfg.max_conns_per_source,
         src_new_rate=cfg.new_conns_per_source,
+        src_prefix6=cfg.source_prefix6,
         lb_slots=tuple(slots),
         backends=tuple(backends),
     )

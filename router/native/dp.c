@@ -719,16 +719,26 @@ static rt_be32 snat_address(const struct rt_dp *dp, const struct rt_pkt *p,
     return nr->to_addr ? nr->to_addr : dp->ifaces[out].addr;
 }
 
-/*
- * The firewall's per-source limits for a new connection from 'src': its
- * bucket of new connections per second and its cap on tracked connections.
- * Sets '*host' to the source's entry (NULL if the table had no room: then
- * the source is not limited).
- */
-static enum rt_drop_reason source_limits(struct rt_dp *dp, rt_be32 src,
-                                         struct host_entry **host)
+/* What the per-source limits count a connection from 'src' under: the
+ * IPv4 address, or the IPv6 address cut to 'src_prefix6' bits. */
+static void source_key(const struct rt_dp *dp, const union rt_addr *src, uint8_t family,
+                       union rt_addr *key)
 {
-    struct host_entry *e = host_get(&dp->hosts, src, true);
+    *key = *src;
+    if (family != 6 || dp->src_prefix6 >= 128)
+        return;
+    uint32_t full = dp->src_prefix6 / 8, rest = dp->src_prefix6 % 8;
+    if (rest)
+        key->b[full] &= (uint8_t)(0xff << (8 - rest));
+    memset(key->b + full + (rest ? 1 : 0), 0, 16 - full - (rest ? 1 : 0));
+}
+
+enum rt_drop_reason dp_source_limits(struct rt_dp *dp, const struct pkt_meta *m,
+                                     struct host_entry **host)
+{
+    union rt_addr key;
+    source_key(dp, &m->tuple.src, m->family, &key);
+    struct host_entry *e = host_get(&dp->hosts, &key, m->family, true);
     *host = e;
     if (!e)
         return RT_DROP_NONE;
@@ -804,7 +814,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     }
     struct host_entry *host = NULL;
     if (dp->src_conn_cap || dp->src_new_rate) {
-        enum rt_drop_reason why = source_limits(dp, m->tuple.src.v4, &host);
+        enum rt_drop_reason why = dp_source_limits(dp, m, &host);
         if (why != RT_DROP_NONE) {
             dp_drop(dp, p, why);
             return;
@@ -1047,8 +1057,7 @@ static void stage_process(struct rt_dp *dp, struct rt_pkt *p,
         process_new(dp, p, m, hash, now);
     if (m->frag && p->out_iface >= 0 && p->reason == RT_DROP_NONE) {
         dp->counters[RT_CNT_FRAGMENTS]++;
-        frag_first_done(dp, &fk, wire_be32(p->data + IP4_OFF_SRC),
-                        wire_be32(p->data + IP4_OFF_DST), p->out_iface, now);
+        frag_first_done(dp, &fk, p->data, p->out_iface, now);
     }
 }
 
@@ -1089,6 +1098,25 @@ void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
 
 /* ---- life cycle and tables ---------------------------------------------- */
 
+/*
+ * IPv6 sources are about to be counted under prefixes of another length:
+ * the counts so far no longer name the right entries.  The connections
+ * they counted stop counting (the limits apply to new connections from
+ * here on), which errs on the side of letting traffic through.
+ */
+static void forget_ipv6_sources(struct rt_dp *dp)
+{
+    for (uint32_t i = 0; i < dp->ct.high_water; i++) {
+        struct ct_conn *c = &dp->ct.conns[i];
+        if ((c->status & CT_CONFIRMED) && (c->status & CT_HOST_COUNTED) &&
+            c->tuple[CT_DIR_ORIGINAL].family == 6)
+            c->status &= (uint16_t)~CT_HOST_COUNTED;
+    }
+    for (uint32_t i = 0; i < dp->hosts.high_water; i++)
+        if (dp->hosts.e[i].in_use && dp->hosts.e[i].family == 6)
+            dp->hosts.e[i].conns = 0;
+}
+
 static void on_ct_delete(void *ctx, const struct ct_conn *c)
 {
     struct rt_dp *dp = ctx;
@@ -1097,8 +1125,10 @@ static void on_ct_delete(void *ctx, const struct ct_conn *c)
     if (c->status & CT_NAT_MAPPED)
         nat_map_release(&dp->nm, c);
     if (c->status & CT_HOST_COUNTED) {
-        struct host_entry *e =
-            host_get(&dp->hosts, c->tuple[CT_DIR_ORIGINAL].src.v4, false);
+        const struct ct_tuple *o = &c->tuple[CT_DIR_ORIGINAL];
+        union rt_addr key;
+        source_key(dp, &o->src, o->family, &key);
+        struct host_entry *e = host_get(&dp->hosts, &key, o->family, false);
         if (e && e->conns)
             e->conns--;
     }
@@ -1156,6 +1186,7 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
     dp->np.preserve_ports = true;
     dp->np.eim = true;
     dp->np.filtering = NAT_FILTER_ADF;
+    dp->src_prefix6 = 128;
     return dp;
 }
 
@@ -1240,6 +1271,8 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
         LOAD_FAIL("bad NAT filtering %u", t->nat_filtering);
     if (t->tcp_max_retrans < 1 || t->tcp_max_retrans > 15)
         LOAD_FAIL("tcp_max_retrans %u not in 1..15", t->tcp_max_retrans);
+    if (t->src_prefix6 > 128)
+        LOAD_FAIL("src_prefix6 %u not in 0..128", t->src_prefix6);
     for (uint32_t i = 0; i < t->n_ifaces; i++) {
         if (t->ifaces[i].zone >= t->n_zones)
             LOAD_FAIL("interface %u: zone %u out of range", i,
@@ -1441,6 +1474,10 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     dp->input_policy = (uint8_t)t->input_policy;
     dp->src_conn_cap = t->src_conn_cap;
     dp->src_new_rate = t->src_new_rate;
+    uint32_t prefix6 = t->src_prefix6 ? t->src_prefix6 : 128;
+    if (prefix6 != dp->src_prefix6)
+        forget_ipv6_sources(dp);
+    dp->src_prefix6 = prefix6;
     if (dp->icmp_rate != t->icmp_rate) {
         dp->icmp_rate = t->icmp_rate;
         dp->icmp_tokens = (uint64_t)t->icmp_rate * 1000; /* start full */

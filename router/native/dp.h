@@ -103,6 +103,8 @@ struct rt_dp {
     struct host_table hosts;                  /* per-source accounting */
     uint32_t src_conn_cap;                    /* conns per source, 0 = any */
     uint32_t src_new_rate;                    /* new conns/s per source */
+    uint32_t src_prefix6;                     /* IPv6 sources counted per
+                                                 prefix of this length */
     struct frag_state frag;                   /* fragments in flight */
     struct ev_ring ev;                        /* events for the control plane */
     bool ct_events;                           /* report NEW/UPDATE/DESTROY */
@@ -153,6 +155,13 @@ enum dp_track {
 enum dp_track dp_track(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
                        struct ct_conn *c, enum ct_dir dir, uint64_t now);
 void dp_track_kill(struct rt_dp *dp, struct ct_conn *c);
+
+/* The firewall's per-source limits for new connection 'm': its source's
+ * bucket of new connections per second and its cap on tracked connections.
+ * Sets '*host' to the source's entry (NULL if the table had no room: then
+ * the source is not limited). */
+enum rt_drop_reason dp_source_limits(struct rt_dp *dp, const struct pkt_meta *m,
+                                     struct host_entry **host);
 
 /* Fills the checksum adjustments of an NPTv6 rule (ip6.c). */
 void dp_npt6_prepare(struct dp_npt6 *n);

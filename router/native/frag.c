@@ -1,13 +1,17 @@
 /*
- * frag.c - forwarding IPv4 fragments of tracked flows (RFC 4787 REQ-14).
+ * frag.c - forwarding IPv4 and IPv6 fragments of tracked flows (RFC 4787
+ * REQ-14; for IPv6 what Linux's nf_defrag_ipv6 makes possible, without
+ * reassembling).
  *
  * Theory of operation: virtual reassembly, as VPP and OVS do it.  The
  * router never rebuilds a datagram.  Only the first fragment (offset 0)
  * carries the L4 header, so it alone goes through conntrack and NAT, like
  * any packet; what it became (addresses after NAT, output interface) is
  * remembered under the datagram's RFC 791 key (source, destination,
- * protocol, identification).  Later fragments look that up and get the same
- * address rewrite and the same output.  The L4 checksum, which covers the
+ * protocol, identification; IPv6: source, destination, identification).
+ * Later fragments look that up and get the same address rewrite and the
+ * same output.  IPv6 addresses are not covered by any header checksum, and
+ * a later fragment carries no L4 header: copying them is the whole rewrite.  The L4 checksum, which covers the
  * whole datagram, sits in the first fragment and was updated there; a
  * rewrite of addresses and ports changes nothing else it covers.
  *
@@ -26,10 +30,13 @@
 void frag_key_of(const struct pkt_meta *m, struct frag_key *k)
 {
     memset(k, 0, sizeof *k);
-    k->src = m->tuple.src.v4;
-    k->dst = m->tuple.dst.v4;
-    k->id = m->ip_id;
-    k->proto = m->proto;
+    k->src = m->tuple.src;
+    k->dst = m->tuple.dst;
+    k->id = m->frag_id;
+    k->family = m->family;
+    /* In IPv6 the next header after the fragment header may be another
+     * extension header: the protocol is not part of the identity. */
+    k->proto = m->family == 4 ? m->proto : 0;
 }
 
 static bool key_eq(const struct frag_key *a, const struct frag_key *b)
@@ -39,13 +46,17 @@ static bool key_eq(const struct frag_key *a, const struct frag_key *b)
 
 static uint32_t key_hash(const struct frag_state *fs, const struct frag_key *k)
 {
-    uint64_t a, b = 0;
-    memcpy(&a, k, 8);
-    memcpy(&b, (const uint8_t *)k + 8, 4);
-    uint64_t h = (a ^ fs->key) * 0x9e3779b97f4a7c15ULL;
-    h ^= (b + (h >> 31)) * 0xbf58476d1ce4e5b9ULL;
+    uint64_t w[sizeof *k / 8];
+    memcpy(w, k, sizeof w);
+    uint64_t h = fs->key;
+    for (unsigned i = 0; i < sizeof w / sizeof w[0]; i++) {
+        h = (h ^ w[i]) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 31;
+    }
+    h *= 0xbf58476d1ce4e5b9ULL;
     return (uint32_t)(h ^ (h >> 29));
 }
+_Static_assert(sizeof(struct frag_key) == 40, "frag_key is hashed as five words");
 
 static bool expired(uint32_t deadline, uint64_t now_ms)
 {
@@ -64,7 +75,7 @@ static struct frag_entry *lookup(struct frag_state *fs, const struct frag_key *k
     return NULL;
 }
 
-/* Rewrites the addresses of the fragment at 'ip' (its IP header only). */
+/* Rewrites the addresses of the IPv4 fragment at 'ip' (its header only). */
 static void rewrite_addrs(uint8_t *ip, rt_be32 src, rt_be32 dst)
 {
     rt_be32 old = wire_be32(ip + IP4_OFF_SRC);
@@ -85,20 +96,38 @@ static enum rt_drop_reason translate(struct rt_dp *dp, uint8_t *ip, uint32_t len
                                      const struct frag_entry *e)
 {
     /* No ICMP about later fragments (RFC 1812 4.3.2.7): only drops. */
+    if (e->key.family == 6) {
+        if (ip[IP6_OFF_HLIM] <= 1)
+            return RT_DROP_TTL_EXPIRED;
+        if (len > dp->ifaces[e->out_iface].mtu)
+            return RT_DROP_TOO_BIG;
+        memcpy(ip + IP6_OFF_SRC, e->new_src.b, 16);
+        memcpy(ip + IP6_OFF_DST, e->new_dst.b, 16);
+        ip[IP6_OFF_HLIM]--;
+        return RT_DROP_NONE;
+    }
     if (ip[IP4_OFF_TTL] <= 1)
         return RT_DROP_TTL_EXPIRED;
     if (len > dp->ifaces[e->out_iface].mtu)
         return RT_DROP_TOO_BIG;
-    rewrite_addrs(ip, e->new_src, e->new_dst);
+    rewrite_addrs(ip, e->new_src.v4, e->new_dst.v4);
     uint16_t old = wire_be16(ip + IP4_OFF_TTL);
     ip[IP4_OFF_TTL]--;
     csum_replace2(ip + IP4_OFF_CSUM, old, wire_be16(ip + IP4_OFF_TTL));
     return RT_DROP_NONE;
 }
 
-void frag_first_done(struct rt_dp *dp, const struct frag_key *k, rt_be32 src,
-                     rt_be32 dst, int out, uint64_t now_ms)
+void frag_first_done(struct rt_dp *dp, const struct frag_key *k, const uint8_t *ip,
+                     int out, uint64_t now_ms)
 {
+    union rt_addr src = {.w = {0, 0}}, dst = {.w = {0, 0}};
+    if (k->family == 6) {
+        memcpy(src.b, ip + IP6_OFF_SRC, 16);
+        memcpy(dst.b, ip + IP6_OFF_DST, 16);
+    } else {
+        src.v4 = wire_be32(ip + IP4_OFF_SRC);
+        dst.v4 = wire_be32(ip + IP4_OFF_DST);
+    }
     struct frag_state *fs = &dp->frag;
     uint32_t h = key_hash(fs, k);
     struct frag_entry *slot = NULL;

@@ -1,5 +1,5 @@
 /*
- * frag.h - forwarding IPv4 fragments of tracked flows.
+ * frag.h - forwarding IPv4 and IPv6 fragments of tracked flows.
  */
 #ifndef RT_FRAG_H
 #define RT_FRAG_H
@@ -11,21 +11,23 @@
 #define FRAG_PENDING 64  /* later fragments waiting for their first */
 #define FRAG_BUF 2048    /* largest fragment that can wait */
 
-/* A datagram's identity: RFC 791's (source, destination, protocol, id). */
+/* A datagram's identity: RFC 791's (source, destination, protocol, id) for
+ * IPv4, RFC 8200's (source, destination, identification) for IPv6. */
 struct frag_key {
-    rt_be32 src;      /* source address, as received */
-    rt_be32 dst;      /* destination address, as received */
-    rt_be16 id;       /* IPv4 identification */
-    uint8_t proto;    /* IP protocol */
-    uint8_t pad;      /* zero */
+    union rt_addr src; /* source address, as received */
+    union rt_addr dst; /* destination address, as received */
+    rt_be32 id;        /* identification */
+    uint8_t proto;     /* IPv4: IP protocol; IPv6: 0 */
+    uint8_t family;    /* 4 or 6 */
+    uint16_t pad;      /* zero */
 };
 
 /* What the first fragment of a datagram became: later ones follow. */
 struct frag_entry {
     struct frag_key key;  /* the datagram */
     uint32_t expires;     /* deadline, ms, wrap-safe */
-    rt_be32 new_src;      /* source after NAT */
-    rt_be32 new_dst;      /* destination after NAT */
+    union rt_addr new_src; /* source after translation */
+    union rt_addr new_dst; /* destination after translation */
     int16_t out_iface;    /* where the fragments go */
     uint8_t in_use;       /* slot holds an entry */
     uint8_t pad;          /* zero */
@@ -62,11 +64,11 @@ void frag_remap_ifaces(struct frag_state *f, const int16_t *remap);
 /* The key of packet 'm' (before any translation). */
 void frag_key_of(const struct pkt_meta *m, struct frag_key *k);
 
-/* Records that the first fragment with key 'k' left through 'out' with
- * addresses 'src' and 'dst', and releases the later fragments that waited
- * for it. */
-void frag_first_done(struct rt_dp *dp, const struct frag_key *k, rt_be32 src,
-                     rt_be32 dst, int out, uint64_t now_ms);
+/* Records that the first fragment with key 'k' left through 'out' as the
+ * packet at 'ip' (whose addresses later fragments get), and releases the
+ * later fragments that waited for it. */
+void frag_first_done(struct rt_dp *dp, const struct frag_key *k, const uint8_t *ip,
+                     int out, uint64_t now_ms);
 
 /* Handles a later fragment: forwards it like its first fragment went, or
  * holds it until the first comes. */

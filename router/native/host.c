@@ -16,10 +16,17 @@
 #define HOST_EVICT_SCAN 64
 #define HOST_NIL UINT32_MAX
 
-static uint32_t host_hash(const struct host_table *ht, rt_be32 addr)
+static uint32_t host_hash(const struct host_table *ht, const union rt_addr *addr,
+                          uint8_t family)
 {
-    uint64_t h = ((uint64_t)addr ^ ht->key) * 0x9e3779b97f4a7c15ULL;
+    uint64_t h = (addr->w[0] ^ ht->key) * 0x9e3779b97f4a7c15ULL;
+    h = (h ^ (h >> 29) ^ addr->w[1] ^ family) * 0xbf58476d1ce4e5b9ULL;
     return (uint32_t)(h >> 32);
+}
+
+static bool same(const struct host_entry *e, const union rt_addr *addr, uint8_t family)
+{
+    return e->family == family && e->addr.w[0] == addr->w[0] && e->addr.w[1] == addr->w[1];
 }
 
 int host_init(struct host_table *ht, uint32_t capacity, uint64_t seed)
@@ -51,7 +58,7 @@ void host_destroy(struct host_table *ht)
 
 static void unlink_entry(struct host_table *ht, uint32_t i)
 {
-    uint32_t *link = &ht->buckets[host_hash(ht, ht->e[i].addr) & ht->mask];
+    uint32_t *link = &ht->buckets[host_hash(ht, &ht->e[i].addr, ht->e[i].family) & ht->mask];
     while (*link != HOST_NIL && *link != i)
         link = &ht->e[*link].next;
     if (*link == i)
@@ -79,13 +86,14 @@ static int64_t take_slot(struct host_table *ht)
     return -1;
 }
 
-struct host_entry *host_get(struct host_table *ht, rt_be32 addr, bool create)
+struct host_entry *host_get(struct host_table *ht, const union rt_addr *addr, uint8_t family,
+                            bool create)
 {
     if (!ht->capacity)
         return NULL;
-    uint32_t b = host_hash(ht, addr) & ht->mask;
+    uint32_t b = host_hash(ht, addr, family) & ht->mask;
     for (uint32_t i = ht->buckets[b]; i != HOST_NIL; i = ht->e[i].next)
-        if (ht->e[i].addr == addr)
+        if (same(&ht->e[i], addr, family))
             return &ht->e[i];
     if (!create)
         return NULL;
@@ -94,7 +102,8 @@ struct host_entry *host_get(struct host_table *ht, rt_be32 addr, bool create)
         return NULL;
     struct host_entry *e = &ht->e[slot];
     memset(e, 0, sizeof *e);
-    e->addr = addr;
+    e->addr = *addr;
+    e->family = family;
     e->in_use = 1;
     e->tokens = UINT32_MAX; /* "full", set properly on first use */
     e->next = ht->buckets[b];

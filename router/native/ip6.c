@@ -302,6 +302,10 @@ static void process_local6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_
         refuse6(dp, p, m, a);
         return;
     }
+    if (m->frag) { /* nothing here reassembles */
+        dp_drop(dp, p, RT_DROP_FRAGMENT);
+        return;
+    }
     if (m->proto == IPPROTO_ICMPV6_ && m->icmp_type == ICMP6_ECHO_REQUEST) {
         dp_drop(dp, p, RT_DROP_LOCAL);
         send_echo_reply6(dp, p, m);
@@ -371,6 +375,14 @@ static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
         dp_drop(dp, p, RT_DROP_POLICY);
         return;
     }
+    struct host_entry *host = NULL;
+    if (dp->src_conn_cap || dp->src_new_rate) {
+        enum rt_drop_reason why = dp_source_limits(dp, m, &host);
+        if (why != RT_DROP_NONE) {
+            dp_drop(dp, p, why);
+            return;
+        }
+    }
     struct ct_conn c;
     struct ct_tcp_win w;
     memset(&c, 0, sizeof c);
@@ -413,6 +425,10 @@ static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
         dp_drop(dp, p, RT_DROP_CT_FULL);
         return;
     }
+    if (host) {
+        host->conns++;
+        slot->status |= CT_HOST_COUNTED;
+    }
     if (dp->ct_events)
         dp_ct_event(dp, slot, RT_EV_NEW);
     nat_rewrite(m, slot, CT_DIR_ORIGINAL);
@@ -454,6 +470,43 @@ static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
     forward6(dp, p, m, out);
 }
 
+/* Local, RELATED, tracked or new: the packet's path once its addresses have
+ * passed the checks. */
+static void dispatch6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_t hash,
+                      uint64_t now)
+{
+    const uint8_t *dst = m->tuple.dst.b;
+    enum ct_dir dir;
+    struct ct_conn *c = NULL;
+    if (is_local6(dp, dst)) {
+        /* With NAT66, replies are addressed to the router. */
+        if (dp->n_masq6 && m->icmp_error) {
+            process_related6(dp, p, m, now);
+            return;
+        }
+        if (dp->n_masq6)
+            c = ct_find(&dp->ct, &m->tuple, hash, now, &dir);
+        if (!c) {
+            if (m->icmp_error)
+                dp_drop(dp, p, RT_DROP_LOCAL_DROP);
+            else
+                process_local6(dp, p, m);
+            return;
+        }
+        process_tracked6(dp, p, m, c, dir, hash, now);
+        return;
+    }
+    if (m->icmp_error) {
+        process_related6(dp, p, m, now);
+        return;
+    }
+    c = ct_find(&dp->ct, &m->tuple, hash, now, &dir);
+    if (c)
+        process_tracked6(dp, p, m, c, dir, hash, now);
+    else
+        process_new6(dp, p, m, hash, now);
+}
+
 void dp_process6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_t hash,
                  uint64_t now)
 {
@@ -492,33 +545,21 @@ void dp_process6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_
             return;
         }
     }
-    enum ct_dir dir;
-    struct ct_conn *c = NULL;
-    if (is_local6(dp, dst)) {
-        /* With NAT66, replies are addressed to the router. */
-        if (dp->n_masq6 && m->icmp_error) {
-            process_related6(dp, p, m, now);
-            return;
-        }
-        if (dp->n_masq6)
-            c = ct_find(&dp->ct, &m->tuple, hash, now, &dir);
-        if (!c) {
-            if (m->icmp_error)
-                dp_drop(dp, p, RT_DROP_LOCAL_DROP);
-            else
-                process_local6(dp, p, m);
-            return;
-        }
-        process_tracked6(dp, p, m, c, dir, hash, now);
+    if (m->frag == 2) { /* a later fragment: it follows its first */
+        frag_later(dp, p, m, now);
         return;
     }
-    if (m->icmp_error) {
-        process_related6(dp, p, m, now);
+    if (!m->frag) {
+        dispatch6(dp, p, m, hash, now);
         return;
     }
-    c = ct_find(&dp->ct, &m->tuple, hash, now, &dir);
-    if (c)
-        process_tracked6(dp, p, m, c, dir, hash, now);
-    else
-        process_new6(dp, p, m, hash, now);
+    /* A first fragment goes through like a whole packet; what it became is
+     * remembered for the rest of its datagram (frag.c). */
+    struct frag_key fk;
+    frag_key_of(m, &fk);
+    dispatch6(dp, p, m, hash, now);
+    if (p->out_iface >= 0 && p->reason == RT_DROP_NONE) {
+        dp->counters[RT_CNT_FRAGMENTS]++;
+        frag_first_done(dp, &fk, p->data, p->out_iface, now);
+    }
 }

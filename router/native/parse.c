@@ -214,8 +214,32 @@ static enum rt_drop_reason parse6(uint8_t *data, uint32_t len, bool l4_csum,
             return RT_DROP_BAD_EXT_HDR;
         const uint8_t *h = data + off;
         if (nh == IP6_NH_FRAGMENT) {
-            m->frag = (wire_h16(h + 2) & 0xfff8) ? 2 : 1;
-            return RT_DROP_IPV6_FRAGMENT;
+            /* RFC 8200 4.5.  An atomic fragment (offset 0, M clear, RFC
+             * 6946) is a whole packet; a later one has no L4 header; a
+             * first one must hold the whole header chain (RFC 7112), which
+             * the L4 parse below checks. */
+            uint16_t fo = wire_h16(h + 2);
+            if (m->frag)
+                return RT_DROP_BAD_IPV6_FRAGMENT; /* a second fragment header */
+            if ((fo & 1) && (total - off - 8) % 8 != 0)
+                return RT_DROP_BAD_IPV6_FRAGMENT; /* not the last: 8-byte units */
+            if (fo & 0xfff9) {
+                memcpy(&m->frag_id, h + 4, 4);
+                if (fo & 0xfff8) {
+                    m->frag = 2;
+                    m->proto = h[0];
+                    m->l3_len = (uint16_t)(off + 8);
+                    m->l4_off = (uint16_t)(off + 8);
+                    m->l4_len = total - off - 8;
+                    tuple_fill6(&m->tuple, data + IP6_OFF_SRC, data + IP6_OFF_DST, 0, 0, h[0]);
+                    return RT_DROP_NONE;
+                }
+                m->frag = 1;
+                l4_csum = false; /* the checksum covers the whole datagram */
+            }
+            nh = h[0];
+            off += 8;
+            continue;
         }
         uint32_t hl = nh == IP6_NH_AH ? ((uint32_t)h[1] + 2) * 4 : ((uint32_t)h[1] + 1) * 8;
         if (off + hl > total)
@@ -245,8 +269,10 @@ static enum rt_drop_reason parse6(uint8_t *data, uint32_t len, bool l4_csum,
         if (n < UDP_HDR_LEN)
             return RT_DROP_L4_SHORT;
         uint32_t ulen = wire_h16(l4 + UDP_OFF_LEN);
-        if (ulen < UDP_HDR_LEN || ulen > n)
+        if (ulen < UDP_HDR_LEN || (ulen > n && !m->frag))
             return RT_DROP_L4_SHORT;
+        if (wire_be16(l4 + UDP_OFF_CSUM) == 0 && m->frag)
+            return RT_DROP_BAD_L4_CSUM; /* mandatory, fragmented or not */
         if (l4_csum && (wire_be16(l4 + UDP_OFF_CSUM) == 0 ||
                         csum_fold(csum_add_bytes(csum_pseudo6(src, dst, nh, ulen), l4,
                                                  ulen)) != 0))
@@ -257,7 +283,7 @@ static enum rt_drop_reason parse6(uint8_t *data, uint32_t len, bool l4_csum,
     case IPPROTO_ICMPV6_: {
         if (n < ICMP_HDR_LEN)
             return RT_DROP_L4_SHORT;
-        if (csum_fold(csum_add_bytes(csum_pseudo6(src, dst, nh, n), l4, n)) != 0)
+        if (!m->frag && csum_fold(csum_add_bytes(csum_pseudo6(src, dst, nh, n), l4, n)) != 0)
             return RT_DROP_BAD_L4_CSUM;
         m->l4_hdr_len = ICMP_HDR_LEN;
         m->icmp_type = l4[ICMP_OFF_TYPE];
@@ -323,7 +349,7 @@ enum rt_drop_reason pkt_parse(uint8_t *data, uint32_t len, bool l4_csum,
     m->ttl = data[IP4_OFF_TTL];
     uint16_t frag = wire_h16(data + IP4_OFF_FRAG);
     m->df = (frag & IP4_FRAG_DF) != 0;
-    m->ip_id = wire_be16(data + IP4_OFF_ID);
+    m->frag_id = wire_be16(data + IP4_OFF_ID);
     if (frag & IP4_FRAG_OFFSET) {
         m->frag = 2; /* no L4 header here */
         tuple_fill4(&m->tuple, wire_be32(data + IP4_OFF_SRC),

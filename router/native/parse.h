@@ -26,7 +26,8 @@ struct pkt_meta {
     uint8_t df;             /* IPv4 don't-fragment bit set */
     uint8_t frag;           /* a fragment: 1 the first (offset 0), 2 a later
                                one (no L4 header), 0 a whole datagram */
-    rt_be16 ip_id;          /* IPv4 identification */
+    rt_be32 frag_id;        /* IPv4 identification (16 bits) or IPv6
+                               fragment identification, as in the packet */
     uint8_t icmp_type;      /* ICMP type, if proto is ICMP */
     uint8_t icmp_code;      /* ICMP code, if proto is ICMP */
     uint8_t icmp_error;     /* ICMP error carrying an inner packet */

@@ -217,6 +217,8 @@ struct rt_tables {
     uint32_t n_npt6;
     const struct rt_masq6_cfg *masq6;    /* NAT66 masquerade, first match */
     uint32_t n_masq6;
+    uint32_t src_prefix6;       /* IPv6 sources are limited per prefix of
+                                   this length, 1..128; 0 = 128 */
 };
 
 /*

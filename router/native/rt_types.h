@@ -33,7 +33,7 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(FRAG_NO_ROOM, "fragment_no_room") /* no room to hold an early fragment */ \
     X(FRAG_EXPIRED, "fragment_expired") /* first fragment never came */        \
     X(BAD_EXT_HDR, "bad_ipv6_ext_header") /* malformed IPv6 header chain */    \
-    X(IPV6_FRAGMENT, "ipv6_fragment")   /* IPv6 fragment (not forwarded yet) */ \
+    X(BAD_IPV6_FRAGMENT, "bad_ipv6_fragment") /* RFC 8200 4.5 / RFC 7112 */  \
     X(NPT_UNMAPPABLE, "npt_unmappable") /* NPTv6: subnet word 0xffff (RFC 6296) */ \
     X(MARTIAN, "martian_address")       /* impossible source or dest */        \
     X(NOT_UNICAST, "not_unicast")       /* multicast/broadcast destination */  \

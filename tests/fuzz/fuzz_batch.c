@@ -91,6 +91,7 @@ static struct rt_dp *make_dp(uint8_t variant)
         .routes6 = routes6, .n_routes6 = 3,
         .npt6 = npt6, .n_npt6 = (variant & 4) ? 1 : 0,
         .masq6 = masq6, .n_masq6 = (variant & 8) ? 1 : 0,
+        .src_prefix6 = (variant & 16) ? 64 : 0,
     };
     if (variant % 7 == 3)
         t.flags |= RT_F_TCP_LIBERAL;

@@ -35,6 +35,15 @@ def _frags() -> list[object]:
     return [parts[2], parts[1], parts[0], parts[3]]  # out of order
 
 
+def _frags6() -> list[object]:
+    from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6  # type: ignore[import-untyped]
+
+    big = IPv6(src="fd00:1::2", dst="2001:db8:9::1") / IPv6ExtHdrFragment(id=77) / \
+        UDP(sport=5000, dport=53) / Raw(b"g" * 1400)
+    parts = fragment6(big, 600)
+    return [parts[1], parts[0], *parts[2:]]  # the second before the first
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -87,6 +96,8 @@ def main() -> None:
             rec(1, IPv6(src="2001:db8:9::1", dst="2001:db8:2::1") / TCP(sport=80, dport=4000,
                                                                        flags="SA", ack=1)),
         ],
+        "frag6": [rec(0, f) for f in _frags6()] + [
+            rec(1, IPv6(src="2001:db8:9::1", dst="2001:db8:2::1") / UDP(sport=53, dport=5000))],
         "udp": [rec(0, udp_out), rec(1, IP(src=SRV, dst=WAN) / UDP(sport=53, dport=5000))],
         "icmp": [
             rec(0, IP(src=LAN, dst=SRV) / ICMP(type=8, id=7)),

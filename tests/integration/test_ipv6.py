@@ -50,6 +50,20 @@ def test_ping6_tcp_udp_through_the_router(netlab: NetLab) -> None:
         netlab.ctl("routes").stdout.splitlines()
 
 
+def test_fragmented_udp6_through_the_router(netlab: NetLab) -> None:
+    """IPv6 hosts fragment what does not fit the path; the router forwards
+    the fragments of tracked flows (virtual reassembly, frag.c)."""
+    wait_addr(netlab)
+    netlab.server(netlab.wan, "udp-echo", SERVER6, 5355)
+    big = "f" * 4000
+    r = netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER6, "5355", big)
+    assert r.stdout.startswith(f"from {HOST6}:") and r.stdout.rstrip().endswith(big)
+    c = netlab.ctl_json("stats")["counters"]
+    assert c["fragments"] >= 6, c  # three each way
+    drops = netlab.drops()
+    assert drops["bad_ipv6_fragment"] == 0 and drops["fragment_expired"] == 0, drops
+
+
 def test_unsolicited_inbound_ipv6_is_blocked(netlab: NetLab) -> None:
     wait_addr(netlab)
     netlab.server(netlab.lan, "http", HOST6, 8081)
@@ -157,6 +171,11 @@ sources = ["fd00:77::/64"]
     netlab.server(netlab.wan, "udp-echo", SERVER6, 5354)
     r = netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER6, "5354", "nat66")
     assert "from 2001:db8:113::1:" in r.stdout and "nat66" in r.stdout
+    # A datagram the host fragments, both ways.
+    big = "n" * 3000
+    r = netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER6, "5354", big)
+    assert r.stdout.startswith("from 2001:db8:113::1:") and r.stdout.rstrip().endswith(big)
+    assert netlab.ctl_json("stats")["counters"]["fragments"] >= 4
     # conntrack -L style: the reply tuple goes to the router's address.
     lines = netlab.ctl("conntrack", "list", "-p", "tcp").stdout
     assert "src=fd00:77::2 dst=2001:db8:113::10" in lines

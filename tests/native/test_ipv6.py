@@ -20,7 +20,9 @@ from scapy.layers.inet6 import (  # type: ignore[import-untyped]
 )
 from scapy.packet import Raw  # type: ignore[import-untyped]
 
-from tests.native.conftest import Lab, make_lab
+from router.config import parse
+from router.tables import compile_tables
+from tests.native.conftest import BASE, Lab, make_lab
 from tests.packets import checksum
 
 HOST6 = "2001:db8:1::2"
@@ -158,8 +160,14 @@ def test_extension_headers_walked() -> None:
      IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() /
      IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / UDP(),
      "bad_ipv6_ext_header"),
-    ("fragment", lambda: IPv6(src=HOST6, dst=SERVER6) / IPv6ExtHdrFragment() / UDP(),
-     "ipv6_fragment"),
+    ("two fragment headers", lambda: IPv6(src=HOST6, dst=SERVER6) /
+     IPv6ExtHdrFragment(m=1, id=5) / IPv6ExtHdrFragment(m=1, id=5) / UDP() / Raw(b"x" * 8),
+     "bad_ipv6_fragment"),
+    ("fragment not in 8-byte units", lambda: IPv6(src=HOST6, dst=SERVER6) /
+     IPv6ExtHdrFragment(m=1, id=6) / UDP() / Raw(b"x" * 5), "bad_ipv6_fragment"),
+    ("first fragment without the TCP header (RFC 7112)", lambda: IPv6(src=HOST6, dst=SERVER6) /
+     IPv6ExtHdrFragment(nh=6, m=1, id=7) / Raw(b"\x9c\x40\x01\xbb" + b"\0" * 12),
+     "short_l4_header"),
     ("udp without checksum", None, "bad_l4_checksum"),
 ])
 def test_hostile_chains_dropped_with_a_reason(name: str, build: object, reason: str) -> None:
@@ -357,3 +365,48 @@ source = "2001:db8:1::/64"
 destination = "10.0.0.0/8"
 action = "drop"
 ''')
+
+
+# ---- per-source limits ------------------------------------------------------
+
+def new6(lab: Lab, src: str, sport: int) -> str:
+    return str(lab.send(LAN6, out6(UDP(sport=sport, dport=53), src=src)).reason)
+
+
+def test_connection_cap_per_ipv6_source() -> None:
+    lab = lab6("\n[firewall]\nmax_connections_per_source = 3\n")
+    assert [new6(lab, HOST6, 1000 + i) for i in range(5)] == ["none"] * 3 + [
+        "source_conn_limit"] * 2
+    assert new6(lab, "2001:db8:1::3", 1000) == "none"  # per address by default
+    lab.advance(121)  # they expire: the host may open new ones again
+    lab.dp.sweep(lab.now, 1000)
+    assert new6(lab, HOST6, 2000) == "none"
+
+
+def test_ipv6_sources_limited_per_prefix() -> None:
+    extra = "\n[firewall]\nmax_connections_per_source = 3\nsource_prefix6 = 64\n"
+    lab = lab6(extra)
+    # Rotating addresses inside one /64 does not get around the cap.
+    got = [new6(lab, f"2001:db8:1::{i + 10:x}", 1000) for i in range(5)]
+    assert got == ["none"] * 3 + ["source_conn_limit"] * 2
+    # A reload that counts per address from now on forgets the old counts.
+    lab.dp.load(compile_tables(parse((BASE + V6 + extra.replace("64", "128")).encode()), {}))
+    assert new6(lab, "2001:db8:1::10", 2000) == "none"
+    assert [new6(lab, HOST6, 3000 + i) for i in range(4)] == ["none"] * 3 + [
+        "source_conn_limit"]
+    # Connections counted before the reload close without disturbing the new counts.
+    lab.advance(121)
+    lab.dp.sweep(lab.now, 1000)
+    assert [new6(lab, HOST6, 4000 + i) for i in range(4)] == ["none"] * 3 + [
+        "source_conn_limit"]
+
+
+def test_ipv4_and_ipv6_sources_are_counted_apart() -> None:
+    lab = lab6("\n[firewall]\nmax_connections_per_source = 1\n"
+               "\n[[route]]\ndestination = \"c0a8::/16\"\ninterface = \"lan6\"\n")
+    from tests.packets import IP as IP4
+    r = lab.send(0, bytes(IP4(src="192.168.1.2", dst="198.51.100.10") / UDP(sport=1, dport=53)))
+    assert r.reason == "none"
+    # The same 16 bytes as the IPv4 source's key, but another family.
+    assert new6(lab, "c0a8:102::", 1) == "none"
+    assert new6(lab, "c0a8:102::", 2) == "source_conn_limit"

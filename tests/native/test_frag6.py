@@ -1,0 +1,150 @@
+"""IPv6 fragments of tracked flows: virtual reassembly as for IPv4 (the first
+fragment goes through conntrack, the firewall and NAT66; later ones follow
+it), in order and out of order, with hop limits, MTU and the router's own
+address."""
+
+from __future__ import annotations
+
+from scapy.layers.inet import TCP, UDP  # type: ignore[import-untyped]
+from scapy.layers.inet6 import (  # type: ignore[import-untyped]
+    ICMPv6EchoRequest,
+    IPv6,
+    IPv6ExtHdrFragment,
+    fragment6,
+)
+from scapy.packet import Raw  # type: ignore[import-untyped]
+
+from tests.native.conftest import make_lab
+from tests.native.test_ipv6 import HOST6, LAN6, ROUTER_LAN6, SERVER6, V6, WAN6, lab6, verify6
+from tests.native.test_nat66 import MASQ, ROUTER_WAN6
+
+PAYLOAD = bytes(range(256)) * 11 + b"tail"  # 2820 bytes: three fragments of <= 1280
+
+
+def datagram(src: str = HOST6, dst: str = SERVER6, sport: int = 5000, ident: int = 99,
+             hlim: int = 64) -> object:
+    return IPv6(src=src, dst=dst, hlim=hlim) / IPv6ExtHdrFragment(id=ident) / \
+        UDP(sport=sport, dport=9000) / Raw(PAYLOAD)
+
+
+def frags(pkt: object, size: int = 1280) -> list[bytes]:
+    return [bytes(f) for f in fragment6(pkt, size)]
+
+
+def reassemble(parts: list[bytes]) -> bytes:
+    """Puts IPv6 fragments together as a receiving host does (RFC 8200 4.5):
+    the unfragmentable part of the first, the fragment data in offset order."""
+    chunks: dict[int, bytes] = {}
+    first = b""
+    for b in parts:
+        assert b[6] == 44, "not a fragment"
+        fh = b[40:48]
+        off = int.from_bytes(fh[2:4], "big") & 0xFFF8
+        chunks[off] = b[48:]
+        if off == 0:
+            first = b
+    data = b"".join(chunks[k] for k in sorted(chunks))
+    hdr = bytearray(first[:40])
+    hdr[6] = first[40]  # the fragment header's next header
+    hdr[4:6] = len(data).to_bytes(2, "big")
+    return bytes(hdr) + data
+
+
+def test_fragments_in_order_are_forwarded_and_tracked() -> None:
+    lab = lab6()
+    parts = frags(datagram())
+    assert len(parts) == 3
+    out = []
+    for part in parts:
+        r = lab.send(LAN6, part)
+        assert r.out_iface == WAN6 and r.reason == "none"
+        assert r.data[7] == 63  # hop limit decremented on every fragment
+        out.append(r.data)
+    whole = reassemble(out)
+    verify6(whole)
+    assert IPv6(whole)[UDP].sport == 5000 and bytes(IPv6(whole)[Raw]) == PAYLOAD
+    assert lab.dp.counters()["fragments"] == 3
+    (e,) = lab.entries()
+    assert (e.proto, e.sport[0], e.dport[0]) == (17, 5000, 9000)
+    assert e.packets == (1, 0)  # conntrack saw the first fragment
+
+
+def test_fragments_before_their_first_wait_then_follow() -> None:
+    lab = lab6()
+    first, *later = frags(datagram(ident=7))
+    for part in reversed(later):
+        r = lab.send(LAN6, part)
+        assert r.out_iface == -1 and r.reason == "none"  # held, not dropped
+    assert lab.dp.take_ready() == []
+    r = lab.send(LAN6, first)
+    assert r.out_iface == WAN6
+    ready = lab.dp.take_ready()
+    assert [i for i, _ in ready] == [WAN6] * len(later)
+    assert all(b[7] == 63 for _, b in ready)
+    verify6(reassemble([r.data] + [b for _, b in ready]))
+    assert lab.dp.counters()["fragments_held"] == len(later)
+
+
+def test_fragments_of_an_unsolicited_datagram_go_nowhere() -> None:
+    lab = lab6()
+    first, *later = frags(datagram(src=SERVER6, dst=HOST6, ident=8))
+    assert lab.send(WAN6, first).reason == "policy"
+    for part in later:
+        r = lab.send(WAN6, part)
+        assert r.out_iface == -1  # no first fragment went: they wait and expire
+    lab.advance(31)
+    lab.send(WAN6, frags(datagram(src=SERVER6, dst=HOST6, ident=9))[1])
+    assert lab.dp.drops()["fragment_expired"] >= 1
+    assert lab.dp.take_ready() == []
+
+
+def test_nat66_fragments_out_and_back() -> None:
+    lab = make_lab(V6 + MASQ)
+    out = [lab.send(LAN6, part) for part in frags(datagram(ident=11))]
+    assert all(r.out_iface == WAN6 for r in out)
+    assert all(IPv6(r.data).src == ROUTER_WAN6 for r in out)
+    whole = reassemble([r.data for r in out])
+    verify6(whole)  # the UDP checksum, updated in the first fragment, fits the whole
+    port = IPv6(whole)[UDP].sport
+    reply = IPv6(src=SERVER6, dst=ROUTER_WAN6) / IPv6ExtHdrFragment(id=12) / \
+        UDP(sport=9000, dport=port) / Raw(PAYLOAD)
+    back = [lab.send(WAN6, part) for part in frags(reply)]
+    assert all(r.out_iface == LAN6 for r in back), [r.reason for r in back]
+    assert all(IPv6(r.data).dst == HOST6 for r in back)
+    whole = reassemble([r.data for r in back])
+    verify6(whole)
+    assert IPv6(whole)[UDP].dport == 5000
+
+
+def test_later_fragment_too_big_or_out_of_hops_is_dropped() -> None:
+    lab = lab6()
+    # wan6 has mtu 1280: fragments of 1400 bytes cannot leave there.
+    first = frags(datagram(ident=13), size=1400)[0]
+    r = lab.send(LAN6, first)
+    assert r.reason == "too_big" and r.data[40] == 2  # packet too big, from the first
+    first, second, *_ = frags(datagram(ident=14))
+    assert lab.send(LAN6, first).out_iface == WAN6
+    hop1 = bytearray(second)
+    hop1[7] = 1
+    assert lab.send(LAN6, bytes(hop1)).reason == "ttl_expired"
+
+
+def test_fragments_for_the_router_itself_are_dropped() -> None:
+    lab = lab6()
+    ping = IPv6(src=HOST6, dst=ROUTER_LAN6) / IPv6ExtHdrFragment(id=15) / \
+        ICMPv6EchoRequest(data=b"p" * 2000)
+    first = frags(ping)[0]
+    r = lab.send(LAN6, first)
+    assert r.out_iface == -1 and r.reason == "fragment"
+
+
+def test_atomic_fragment_is_a_whole_packet() -> None:
+    lab = lab6()
+    pkt = IPv6(src=HOST6, dst=SERVER6) / IPv6ExtHdrFragment(id=16) / \
+        TCP(sport=40000, dport=443, flags="S")
+    r = lab.send(LAN6, bytes(pkt))
+    assert r.out_iface == WAN6
+    (e,) = lab.entries()
+    assert e.state == "SYN_SENT" and e.sport[0] == 40000
+
+
