@@ -72,44 +72,6 @@ uint64_t csum_pseudo6(const uint8_t *src, const uint8_t *dst, uint8_t proto,
     return csum_add_bytes(sum, tail, sizeof tail);
 }
 
-static uint16_t csum16_add(uint16_t a, uint16_t b)
-{
-    uint32_t s = (uint32_t)a + b;
-    return (uint16_t)((s & 0xffff) + (s >> 16));
-}
-
-void csum_replace2(uint8_t *field, uint16_t old, uint16_t new_)
-{
-    uint16_t hc;
-    memcpy(&hc, field, 2);
-    hc = (uint16_t)~csum16_add(csum16_add((uint16_t)~hc, (uint16_t)~old), new_);
-    memcpy(field, &hc, 2);
-}
-
-void csum_replace4(uint8_t *field, uint32_t old, uint32_t new_)
-{
-    uint16_t hc;
-    memcpy(&hc, field, 2);
-    uint16_t s = (uint16_t)~hc;
-    s = csum16_add(s, (uint16_t)~(uint16_t)old);
-    s = csum16_add(s, (uint16_t)~(uint16_t)(old >> 16));
-    s = csum16_add(s, (uint16_t)new_);
-    s = csum16_add(s, (uint16_t)(new_ >> 16));
-    hc = (uint16_t)~s;
-    memcpy(field, &hc, 2);
-}
-
-void csum_replace4_partial(uint8_t *field, uint32_t old, uint32_t new_)
-{
-    uint16_t s;
-    memcpy(&s, field, 2);
-    s = csum16_add(s, (uint16_t)~(uint16_t)old);
-    s = csum16_add(s, (uint16_t)~(uint16_t)(old >> 16));
-    s = csum16_add(s, (uint16_t)new_);
-    s = csum16_add(s, (uint16_t)(new_ >> 16));
-    memcpy(field, &s, 2);
-}
-
 void csum_replace16(uint8_t *field, const uint8_t *old, const uint8_t *new_)
 {
     for (int i = 0; i < 16; i += 4) {

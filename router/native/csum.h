@@ -31,8 +31,32 @@ uint64_t csum_pseudo6(const uint8_t *src, const uint8_t *dst, uint8_t proto,
  * 'field' (2 bytes, any alignment) for a 16-bit or 32-bit word of the
  * covered data changing from 'old' to 'new'.
  */
-void csum_replace2(uint8_t *field, uint16_t old, uint16_t new_);
-void csum_replace4(uint8_t *field, uint32_t old, uint32_t new_);
+static inline uint16_t csum16_add(uint16_t a, uint16_t b)
+{
+    uint32_t s = (uint32_t)a + b;
+    return (uint16_t)((s & 0xffff) + (s >> 16));
+}
+
+static inline void csum_replace2(uint8_t *field, uint16_t old, uint16_t new_)
+{
+    uint16_t hc;
+    __builtin_memcpy(&hc, field, 2);
+    hc = (uint16_t)~csum16_add(csum16_add((uint16_t)~hc, (uint16_t)~old), new_);
+    __builtin_memcpy(field, &hc, 2);
+}
+
+static inline void csum_replace4(uint8_t *field, uint32_t old, uint32_t new_)
+{
+    uint16_t hc;
+    __builtin_memcpy(&hc, field, 2);
+    uint16_t s = (uint16_t)~hc;
+    s = csum16_add(s, (uint16_t)~(uint16_t)old);
+    s = csum16_add(s, (uint16_t)~(uint16_t)(old >> 16));
+    s = csum16_add(s, (uint16_t)new_);
+    s = csum16_add(s, (uint16_t)(new_ >> 16));
+    hc = (uint16_t)~s;
+    __builtin_memcpy(field, &hc, 2);
+}
 
 /*
  * The same update for a field that holds a partial checksum (a packet marked
@@ -41,7 +65,16 @@ void csum_replace4(uint8_t *field, uint32_t old, uint32_t new_);
  * it.  So the sum is updated without the complement: S' = S + ~m + m'.
  * Only pseudo-header words (addresses, length) may change this way.
  */
-void csum_replace4_partial(uint8_t *field, uint32_t old, uint32_t new_);
+static inline void csum_replace4_partial(uint8_t *field, uint32_t old, uint32_t new_)
+{
+    uint16_t s;
+    __builtin_memcpy(&s, field, 2);
+    s = csum16_add(s, (uint16_t)~(uint16_t)old);
+    s = csum16_add(s, (uint16_t)~(uint16_t)(old >> 16));
+    s = csum16_add(s, (uint16_t)new_);
+    s = csum16_add(s, (uint16_t)(new_ >> 16));
+    __builtin_memcpy(field, &s, 2);
+}
 
 /* The same two updates for an IPv6 address (16 bytes at 'old' and 'new_')
  * changing under a checksum that covers it through the pseudo-header. */

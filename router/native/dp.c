@@ -350,9 +350,12 @@ static bool may_forward(struct rt_dp *dp, struct rt_pkt *p,
 static void forward(struct rt_pkt *p, const struct pkt_meta *m, int out)
 {
     uint8_t *ip = p->data;
+    /* TTL and protocol as one word, changed in a register: a byte store
+     * followed by a word load of the same bytes would stall the load. */
     uint16_t old = wire_be16(ip + IP4_OFF_TTL);
-    ip[IP4_OFF_TTL]--;
-    csum_replace2(ip + IP4_OFF_CSUM, old, wire_be16(ip + IP4_OFF_TTL));
+    uint16_t new_ = htons((uint16_t)(ntohs(old) - 0x100)); /* TTL >= 2 here */
+    wire_put_be16(ip + IP4_OFF_TTL, new_);
+    csum_replace2(ip + IP4_OFF_CSUM, old, new_);
     p->len = m->len;
     p->out_iface = (int16_t)out;
 }
@@ -1062,37 +1065,44 @@ static void stage_process(struct rt_dp *dp, struct rt_pkt *p,
 }
 
 /*
- * Packets go through in chunks: all are parsed and hashed and their buckets
- * prefetched, then the first connection of each bucket is prefetched, then
- * each is processed.  In a large table a lookup is a couple of cache misses;
- * this way the misses of a chunk overlap instead of adding up.
+ * A software pipeline over the batch: packet i is parsed and hashed and its
+ * bucket prefetched, while packet i - DIST has the first connection of its
+ * bucket prefetched and packet i - 2 * DIST is processed.  In a large table
+ * a lookup is two dependent cache misses (bucket, then connection); this
+ * way each has DIST packets' worth of work to arrive in, instead of
+ * stalling the packet that needs it.  Packets are still processed strictly
+ * in order; the prefetches are only hints.
  */
-#define CHUNK 16
+#define DIST 10
+#define RING 32 /* a power of two > 2 * DIST */
 
 void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
                    uint64_t now_ms)
 {
-    struct pkt_meta m[CHUNK];
-    uint32_t hash[CHUNK];
-    bool ok[CHUNK];
+    struct pkt_meta m[RING];
+    uint32_t hash[RING];
+    bool ok[RING];
     dp->counters[RT_CNT_BATCHES]++;
     dp->now_ms = now_ms;
-    for (uint32_t base = 0; base < n; base += CHUNK) {
-        uint32_t k = n - base < CHUNK ? n - base : CHUNK;
-        struct rt_pkt *p = pkts + base;
-        for (uint32_t i = 0; i < k; i++) {
-            ok[i] = stage_parse(dp, &p[i], &m[i]);
-            if (ok[i]) {
-                hash[i] = ct_hash(&dp->ct, &m[i].tuple);
-                ct_prefetch_bucket(&dp->ct, hash[i]);
+    for (uint32_t i = 0; i < n + 2 * DIST; i++) {
+        if (i < n) {
+            uint32_t r = i % RING;
+            ok[r] = stage_parse(dp, &pkts[i], &m[r]);
+            if (ok[r]) {
+                hash[r] = ct_hash(&dp->ct, &m[r].tuple);
+                ct_prefetch_bucket(&dp->ct, hash[r]);
             }
         }
-        for (uint32_t i = 0; i < k; i++)
-            if (ok[i])
-                ct_prefetch_head(&dp->ct, hash[i], m[i].proto == IPPROTO_TCP_);
-        for (uint32_t i = 0; i < k; i++)
-            if (ok[i])
-                stage_process(dp, &p[i], &m[i], hash[i], now_ms);
+        if (i >= DIST && i - DIST < n) {
+            uint32_t r = (i - DIST) % RING;
+            if (ok[r])
+                ct_prefetch_head(&dp->ct, hash[r], m[r].proto == IPPROTO_TCP_);
+        }
+        if (i >= 2 * DIST) {
+            uint32_t j = i - 2 * DIST, r = j % RING;
+            if (ok[r])
+                stage_process(dp, &pkts[j], &m[r], hash[r], now_ms);
+        }
     }
 }
 

@@ -9,6 +9,7 @@
  * ICMP error the inner IP header and 'inner_l4_avail' bytes of its L4
  * header are present.  IPv6 packets are recognised and reported as such.
  */
+#include <stddef.h>
 #include <string.h>
 #include "parse.h"
 #include "csum.h"
@@ -320,7 +321,9 @@ static enum rt_drop_reason parse6(uint8_t *data, uint32_t len, bool l4_csum,
 enum rt_drop_reason pkt_parse(uint8_t *data, uint32_t len, bool l4_csum,
                               struct pkt_meta *m)
 {
-    memset(m, 0, sizeof *m);
+    /* Everything but the two tuples (80 bytes the parse writes itself: the
+     * packet's tuple on success, the quoted one for ICMP errors only). */
+    memset(m, 0, offsetof(struct pkt_meta, tuple));
     m->data = data;
     if (len < 1)
         return RT_DROP_SHORT;

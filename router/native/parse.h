@@ -37,6 +37,9 @@ struct pkt_meta {
                                the caller, not the parser */
     uint16_t inner_off;     /* ICMP error: offset of the inner IP header */
     uint16_t inner_l4_off;  /* ICMP error: offset of the inner L4 header */
+    /* pkt_parse() zeroes what comes before 'tuple' and leaves these two to
+     * be written: 'tuple' always on success, 'inner' only for ICMP errors
+     * (icmp_error set), so they must stay last and be read only so. */
     struct ct_tuple tuple;  /* the packet's own tuple */
     struct ct_tuple inner;  /* ICMP error: tuple of the inner packet */
 };

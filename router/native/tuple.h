@@ -42,10 +42,18 @@ static inline void tuple_fill4(struct ct_tuple *t, rt_be32 src, rt_be32 dst,
                                rt_be16 sport, rt_be16 dport, uint8_t proto)
 {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint64_t w[5] = {src, 0, dst, 0,
-                     (uint64_t)sport | (uint64_t)dport << 16 |
-                         (uint64_t)proto << 32 | (uint64_t)4 << 40};
-    __builtin_memcpy(t, w, sizeof w);
+    /* One 8-byte store per word, straight into 't': building the words in
+     * an array first lets the compiler copy it with 16-byte loads, which
+     * cannot be forwarded from the 8-byte stores and stall. */
+    uint64_t w0 = src, w2 = dst, zero = 0;
+    uint64_t w4 = (uint64_t)sport | (uint64_t)dport << 16 | (uint64_t)proto << 32 |
+                  (uint64_t)4 << 40;
+    uint8_t *b = (uint8_t *)t;
+    __builtin_memcpy(b, &w0, 8);
+    __builtin_memcpy(b + 8, &zero, 8);
+    __builtin_memcpy(b + 16, &w2, 8);
+    __builtin_memcpy(b + 24, &zero, 8);
+    __builtin_memcpy(b + 32, &w4, 8);
 #else
     __builtin_memset(t, 0, sizeof *t);
     t->src.v4 = src;
@@ -62,13 +70,20 @@ static inline void tuple_fill6(struct ct_tuple *t, const uint8_t *src,
                                const uint8_t *dst, rt_be16 sport, rt_be16 dport,
                                uint8_t proto)
 {
-    __builtin_memset(t, 0, sizeof *t);
     __builtin_memcpy(t->src.b, src, 16);
     __builtin_memcpy(t->dst.b, dst, 16);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* The last word in one store, as in tuple_fill4(). */
+    uint64_t w4 = (uint64_t)sport | (uint64_t)dport << 16 | (uint64_t)proto << 32 |
+                  (uint64_t)6 << 40;
+    __builtin_memcpy((uint8_t *)t + 32, &w4, 8);
+#else
     t->sport = sport;
     t->dport = dport;
     t->proto = proto;
     t->family = 6;
+    t->zone = 0;
+#endif
 }
 
 /* Directions of a connection, as Linux names them. */
