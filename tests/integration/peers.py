@@ -86,7 +86,7 @@ def raw(iface: str, frames: list[str]) -> None:
 
 
 def udp_count(addr: str, port: int, secs: float) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(_fam(addr), socket.SOCK_DGRAM)
     s.bind((addr, port))
     s.settimeout(secs)
     print("ready", flush=True)
@@ -105,7 +105,7 @@ def udp_count(addr: str, port: int, secs: float) -> None:
 
 def udp_gso(dst: str, port: int, n: int, size: int) -> None:
     udp_segment = 103  # linux/udp.h UDP_SEGMENT
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(_fam(dst), socket.SOCK_DGRAM)
     s.setsockopt(socket.IPPROTO_UDP, udp_segment, size)
     s.connect((dst, port))
     s.send(b"u" * (size * n - 3) + b"END")

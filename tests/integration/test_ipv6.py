@@ -1,11 +1,13 @@
 """IPv6 end to end: the lab is dual-stack (conf/router.toml), IPv6 routed
-without translation through the stateful firewall."""
+through the stateful firewall as is, with NPTv6 or with NAT66; path MTU
+discovery, fragments, and TSO6/USO6 checked by a receiving kernel."""
 
 from __future__ import annotations
 
 import struct
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -186,16 +188,17 @@ sources = ["fd00:77::/64"]
     assert r.stdout.split() == []
 
 
-def test_tcp6_upload_with_tso6_checked_by_receiver(netlab: NetLab) -> None:
-    """TSO6: the LAN host's kernel hands 64 KB TCPv6 super-packets to the
-    router, which forwards them whole; a server behind a veth with
-    checksum offload off on the sending side and receive offload off on its
-    own verifies every segment's checksum."""
-    from tests.integration.test_offload import csum_errors
+FAR6 = "2001:db8:18::2"
 
+
+@pytest.fixture
+def far_server6(netlab: NetLab) -> Iterator[str]:
+    """A server namespace behind the WAN host, over a veth whose sending side
+    has checksum offload off (the WAN kernel completes every partial checksum
+    the router passed on, in software) and whose receiving side has receive
+    offload off (the server's kernel verifies every checksum)."""
     wait_addr(netlab)
     srv = f"{netlab.lan[:-1]}t"
-    far = "2001:db8:18::2"
     run("ip", "netns", "del", srv, check=False)
     run("ip", "netns", "add", srv)
     try:
@@ -204,26 +207,53 @@ def test_tcp6_upload_with_tso6_checked_by_receiver(netlab: NetLab) -> None:
             "netns", srv)
         netlab.ns(netlab.wan, "ip", "addr", "add", "2001:db8:18::1/64", "dev", "vw6", "nodad")
         netlab.ns(netlab.wan, "ip", "link", "set", "vw6", "up")
-        netlab.ns(srv, "ip", "addr", "add", f"{far}/64", "dev", "vs6", "nodad")
+        netlab.ns(srv, "ip", "addr", "add", f"{FAR6}/64", "dev", "vs6", "nodad")
         netlab.ns(srv, "ip", "link", "set", "vs6", "up")
         netlab.ns(srv, "ip", "-6", "route", "add", "default", "via", "2001:db8:18::1")
         netlab.ns(netlab.wan, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         netlab.ns(netlab.wan, "ethtool", "-K", "vw6", "tx", "off")
         netlab.ns(srv, "ethtool", "-K", "vs6", "rx", "off")
         for _ in range(50):
-            if netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", far,
+            if netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", FAR6,
                          check=False).returncode == 0:
                 break
             time.sleep(0.1)
-        before = netlab.ctl_json("stats")["counters"]["gso_packets"]
-        sink = netlab.spawn(srv, sys.executable, PEERS, "tcp-sink", far, "9107", "30")
-        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-        netlab.ns(netlab.lan, sys.executable, PEERS, "tcp-send", far, "9107", str(8 << 20))
-        assert sink.stdout.readline().split() == [HOST6, str(8 << 20)]
-        assert csum_errors(netlab, srv).get("TcpInCsumErrors", 0) == 0
-        c = netlab.ctl_json("stats")["counters"]
-        assert c["gso_packets"] - before > 0, c
-        drops = netlab.drops()
-        assert drops["tcp_out_of_window"] == 0 and drops["bad_offload"] == 0, drops
+        yield srv
     finally:
         run("ip", "netns", "del", srv, check=False)
+
+
+def test_tcp6_upload_with_tso6_checked_by_receiver(netlab: NetLab, far_server6: str) -> None:
+    """TSO6: the LAN host's kernel hands 64 KB TCPv6 super-packets to the
+    router, which forwards them whole; the far server verifies every
+    segment's checksum."""
+    from tests.integration.test_offload import csum_errors
+
+    srv = far_server6
+    before = netlab.ctl_json("stats")["counters"]["gso_packets"]
+    sink = netlab.spawn(srv, sys.executable, PEERS, "tcp-sink", FAR6, "9107", "30")
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    netlab.ns(netlab.lan, sys.executable, PEERS, "tcp-send", FAR6, "9107", str(8 << 20))
+    assert sink.stdout.readline().split() == [HOST6, str(8 << 20)]
+    assert csum_errors(netlab, srv).get("TcpInCsumErrors", 0) == 0
+    c = netlab.ctl_json("stats")["counters"]
+    assert c["gso_packets"] - before > 0, c
+    drops = netlab.drops()
+    assert drops["tcp_out_of_window"] == 0 and drops["bad_offload"] == 0, drops
+
+
+def test_udp6_gso_checked_by_receiver(netlab: NetLab, far_server6: str) -> None:
+    """USO6: one UDP_SEGMENT send of 8 datagrams crosses as one GSO packet
+    and arrives as 8 datagrams with correct checksums."""
+    from tests.integration.test_offload import csum_errors
+
+    srv = far_server6
+    before = netlab.ctl_json("stats")["counters"]
+    cnt = netlab.spawn(srv, sys.executable, PEERS, "udp-count", FAR6, "9108", "5")
+    assert cnt.stdout is not None and cnt.stdout.readline().strip() == "ready"
+    netlab.ns(netlab.lan, sys.executable, PEERS, "udp-gso", FAR6, "9108", "8", "1000")
+    assert cnt.stdout.readline().split() == ["8", "8000"]
+    assert csum_errors(netlab, srv).get("UdpInCsumErrors", 0) == 0
+    c = netlab.ctl_json("stats")["counters"]
+    assert c["gso_packets"] - before["gso_packets"] >= 1, c
+    assert c["gso_segments"] - before["gso_segments"] >= 8, c
