@@ -72,24 +72,17 @@ uint64_t csum_pseudo6(const uint8_t *src, const uint8_t *dst, uint8_t proto,
     return csum_add_bytes(sum, tail, sizeof tail);
 }
 
-void csum_replace16(uint8_t *field, const uint8_t *old, const uint8_t *new_)
+void csum_replace16(uint8_t *field, const uint8_t *old, const uint8_t *new_, bool partial)
 {
     for (int i = 0; i < 16; i += 4) {
         uint32_t o, n;
         memcpy(&o, old + i, 4);
         memcpy(&n, new_ + i, 4);
-        if (o != n)
-            csum_replace4(field, o, n);
-    }
-}
-
-void csum_replace16_partial(uint8_t *field, const uint8_t *old, const uint8_t *new_)
-{
-    for (int i = 0; i < 16; i += 4) {
-        uint32_t o, n;
-        memcpy(&o, old + i, 4);
-        memcpy(&n, new_ + i, 4);
-        if (o != n)
+        if (o == n)
+            continue;
+        if (partial)
             csum_replace4_partial(field, o, n);
+        else
+            csum_replace4(field, o, n);
     }
 }

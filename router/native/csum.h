@@ -76,9 +76,9 @@ static inline void csum_replace4_partial(uint8_t *field, uint32_t old, uint32_t 
     __builtin_memcpy(field, &s, 2);
 }
 
-/* The same two updates for an IPv6 address (16 bytes at 'old' and 'new_')
- * changing under a checksum that covers it through the pseudo-header. */
-void csum_replace16(uint8_t *field, const uint8_t *old, const uint8_t *new_);
-void csum_replace16_partial(uint8_t *field, const uint8_t *old, const uint8_t *new_);
+/* csum_replace4() or, with 'partial', csum_replace4_partial() for an IPv6
+ * address (16 bytes at 'old' and 'new_') changing under a checksum that
+ * covers it through the pseudo-header. */
+void csum_replace16(uint8_t *field, const uint8_t *old, const uint8_t *new_, bool partial);
 
 #endif /* RT_CSUM_H */

@@ -739,6 +739,9 @@ static void source_key(const struct rt_dp *dp, const union rt_addr *src, uint8_t
 enum rt_drop_reason dp_source_limits(struct rt_dp *dp, const struct pkt_meta *m,
                                      struct host_entry **host)
 {
+    *host = NULL;
+    if (!dp->src_conn_cap && !dp->src_new_rate)
+        return RT_DROP_NONE;
     union rt_addr key;
     source_key(dp, &m->tuple.src, m->family, &key);
     struct host_entry *e = host_get(&dp->hosts, &key, m->family, true);
@@ -815,13 +818,11 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
         dp_drop(dp, p, RT_DROP_POLICY);
         return;
     }
-    struct host_entry *host = NULL;
-    if (dp->src_conn_cap || dp->src_new_rate) {
-        enum rt_drop_reason why = dp_source_limits(dp, m, &host);
-        if (why != RT_DROP_NONE) {
-            dp_drop(dp, p, why);
-            return;
-        }
+    struct host_entry *host;
+    enum rt_drop_reason why = dp_source_limits(dp, m, &host);
+    if (why != RT_DROP_NONE) {
+        dp_drop(dp, p, why);
+        return;
     }
 
     struct ct_conn c;

@@ -158,8 +158,8 @@ void dp_track_kill(struct rt_dp *dp, struct ct_conn *c);
 
 /* The firewall's per-source limits for new connection 'm': its source's
  * bucket of new connections per second and its cap on tracked connections.
- * Sets '*host' to the source's entry (NULL if the table had no room: then
- * the source is not limited). */
+ * Sets '*host' to the source's entry (NULL if no limit is configured, or if
+ * the table had no room: then the source is not limited). */
 enum rt_drop_reason dp_source_limits(struct rt_dp *dp, const struct pkt_meta *m,
                                      struct host_entry **host);
 

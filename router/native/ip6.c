@@ -375,13 +375,11 @@ static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
         dp_drop(dp, p, RT_DROP_POLICY);
         return;
     }
-    struct host_entry *host = NULL;
-    if (dp->src_conn_cap || dp->src_new_rate) {
-        enum rt_drop_reason why = dp_source_limits(dp, m, &host);
-        if (why != RT_DROP_NONE) {
-            dp_drop(dp, p, why);
-            return;
-        }
+    struct host_entry *host;
+    enum rt_drop_reason why = dp_source_limits(dp, m, &host);
+    if (why != RT_DROP_NONE) {
+        dp_drop(dp, p, why);
+        return;
     }
     struct ct_conn c;
     struct ct_tcp_win w;

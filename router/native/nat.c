@@ -433,10 +433,7 @@ static void set_addr6(uint8_t *ip, uint32_t addr_off, uint8_t proto, uint8_t *l4
     uint32_t coff = l4_csum_off(proto);
     if (!coff || l4_avail < coff + 2)
         return;
-    if (partial)
-        csum_replace16_partial(l4 + coff, old, new_);
-    else
-        csum_replace16(l4 + coff, old, new_);
+    csum_replace16(l4 + coff, old, new_, partial);
     /* A UDP checksum is never zero in IPv6; a computed zero is sent as
      * 0xffff (RFC 8200 8.1), which is the same value. */
     if (proto == IPPROTO_UDP_ && !partial && wire_be16(l4 + coff) == 0)

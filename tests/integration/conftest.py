@@ -200,3 +200,37 @@ def netlab(tmp_path: Path) -> Iterator[NetLab]:
             lab.stop_router()
         for ns in (lan, wan):
             run("ip", "netns", "del", ns, check=False)
+
+
+@contextlib.contextmanager
+def server_behind_wan(netlab: NetLab, suffix: str, wan_addr: str, srv_addr: str,
+                      gateway: str) -> Iterator[str]:
+    """A server namespace behind the WAN host, for checking checksums on the
+    receiving side.  Inside namespaces a receiving kernel trusts a packet
+    marked CHECKSUM_PARTIAL; here the WAN host forwards to the server over a
+    veth whose sending side has checksum offload off (its kernel completes
+    every partial checksum the router passed on, in software) and whose
+    receiving side has receive offload off (the server's kernel verifies
+    every checksum).  Addresses are IPv4 or IPv6 with their prefix length."""
+    six = ":" in srv_addr
+    srv = f"{netlab.lan[:-1]}{suffix}"
+    wan_if, srv_if = f"vw{suffix}", f"vs{suffix}"
+    nodad = ["nodad"] if six else []
+    run("ip", "netns", "del", srv, check=False)
+    run("ip", "netns", "add", srv)
+    try:
+        run("ip", "-n", srv, "link", "set", "lo", "up")
+        run("ip", "link", "add", wan_if, "netns", netlab.wan, "type", "veth", "peer", srv_if,
+            "netns", srv)
+        netlab.ns(netlab.wan, "ip", "addr", "add", wan_addr, "dev", wan_if, *nodad)
+        netlab.ns(netlab.wan, "ip", "link", "set", wan_if, "up")
+        netlab.ns(srv, "ip", "addr", "add", srv_addr, "dev", srv_if, *nodad)
+        netlab.ns(srv, "ip", "link", "set", srv_if, "up")
+        netlab.ns(srv, "ip", "-6" if six else "-4", "route", "add", "default", "via", gateway)
+        netlab.ns(netlab.wan, "sysctl", "-qw",
+                  "net.ipv6.conf.all.forwarding=1" if six else "net.ipv4.ip_forward=1")
+        netlab.ns(netlab.wan, "ethtool", "-K", wan_if, "tx", "off")
+        netlab.ns(srv, "ethtool", "-K", srv_if, "rx", "off")
+        yield srv
+    finally:
+        run("ip", "netns", "del", srv, check=False)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import PEERS, NetLab, run
+from tests.integration.conftest import PEERS, NetLab, server_behind_wan
 
 pytestmark = pytest.mark.netns
 HOST6 = "2001:db8:77::2"
@@ -19,14 +19,19 @@ SERVER6 = "2001:db8:113::10"
 ROUTER_LAN6 = "2001:db8:77::1"
 
 
-def wait_addr(netlab: NetLab) -> None:
-    # The host addresses are set without DAD; give routes a moment anyway.
+def wait_ping6(netlab: NetLab, addr: str) -> None:
+    """Waits until the LAN host gets an answer from 'addr' (addresses are set
+    without DAD; a re-created link needs a moment anyway)."""
     for _ in range(50):
-        r = netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", ROUTER_LAN6, check=False)
-        if r.returncode == 0:
+        if netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", addr,
+                     check=False).returncode == 0:
             return
         time.sleep(0.1)
-    raise AssertionError("the router's IPv6 address does not answer")
+    raise AssertionError(f"{addr} does not answer over IPv6")
+
+
+def wait_addr(netlab: NetLab) -> None:
+    wait_ping6(netlab, ROUTER_LAN6)
 
 
 def test_ping6_tcp_udp_through_the_router(netlab: NetLab) -> None:
@@ -81,11 +86,7 @@ def test_packet_too_big_completes_a_tcp_transfer(netlab: NetLab) -> None:
     r = netlab.ctl_json("reload")
     assert r["applied"] and r["interfaces_added"] == ["wan0"]  # the link was re-created
     wait_addr(netlab)
-    for _ in range(50):  # the re-created WAN link needs its address again
-        if netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", SERVER6,
-                     check=False).returncode == 0:
-            break
-        time.sleep(0.1)
+    wait_ping6(netlab, SERVER6)  # the re-created WAN link needs its address again
     # The server advertises a full-size MSS although its link is smaller, as
     # a server behind a smaller hop would: only path MTU discovery can help.
     netlab.ns(netlab.wan, "ip", "-6", "route", "change", "2001:db8:77::/64", "dev", "wan0",
@@ -134,11 +135,7 @@ inside = "fd00:77::/48"
 outside = "2001:db8:77::/48"
 ''')
     netlab.start_router()
-    for _ in range(50):
-        if netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", SERVER6,
-                     check=False).returncode == 0:
-            break
-        time.sleep(0.1)
+    wait_ping6(netlab, SERVER6)
     netlab.server(netlab.wan, "http", SERVER6, 8083)
     r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "5", f"http://[{SERVER6}]:8083/")
     ext = npt_outside("fd00:77::2", "fd00:77::/48", "2001:db8:77::/48")
@@ -160,11 +157,7 @@ interface = "wan0"
 sources = ["fd00:77::/64"]
 ''')
     netlab.start_router()
-    for _ in range(50):
-        if netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", SERVER6,
-                     check=False).returncode == 0:
-            break
-        time.sleep(0.1)
+    wait_ping6(netlab, SERVER6)
     r = netlab.ns(netlab.lan, "ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", SERVER6)
     assert "3 received" in r.stdout
     netlab.server(netlab.wan, "http", SERVER6, 8084)
@@ -193,34 +186,12 @@ FAR6 = "2001:db8:18::2"
 
 @pytest.fixture
 def far_server6(netlab: NetLab) -> Iterator[str]:
-    """A server namespace behind the WAN host, over a veth whose sending side
-    has checksum offload off (the WAN kernel completes every partial checksum
-    the router passed on, in software) and whose receiving side has receive
-    offload off (the server's kernel verifies every checksum)."""
+    """A server behind the WAN host that verifies every checksum it gets."""
     wait_addr(netlab)
-    srv = f"{netlab.lan[:-1]}t"
-    run("ip", "netns", "del", srv, check=False)
-    run("ip", "netns", "add", srv)
-    try:
-        run("ip", "-n", srv, "link", "set", "lo", "up")
-        run("ip", "link", "add", "vw6", "netns", netlab.wan, "type", "veth", "peer", "vs6",
-            "netns", srv)
-        netlab.ns(netlab.wan, "ip", "addr", "add", "2001:db8:18::1/64", "dev", "vw6", "nodad")
-        netlab.ns(netlab.wan, "ip", "link", "set", "vw6", "up")
-        netlab.ns(srv, "ip", "addr", "add", f"{FAR6}/64", "dev", "vs6", "nodad")
-        netlab.ns(srv, "ip", "link", "set", "vs6", "up")
-        netlab.ns(srv, "ip", "-6", "route", "add", "default", "via", "2001:db8:18::1")
-        netlab.ns(netlab.wan, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
-        netlab.ns(netlab.wan, "ethtool", "-K", "vw6", "tx", "off")
-        netlab.ns(srv, "ethtool", "-K", "vs6", "rx", "off")
-        for _ in range(50):
-            if netlab.ns(netlab.lan, "ping", "-6", "-c", "1", "-W", "1", FAR6,
-                         check=False).returncode == 0:
-                break
-            time.sleep(0.1)
+    with server_behind_wan(netlab, "t", "2001:db8:18::1/64", f"{FAR6}/64",
+                           "2001:db8:18::1") as srv:
+        wait_ping6(netlab, FAR6)
         yield srv
-    finally:
-        run("ip", "netns", "del", srv, check=False)
 
 
 def test_tcp6_upload_with_tso6_checked_by_receiver(netlab: NetLab, far_server6: str) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import PEERS, ROUTER_WAN, NetLab, run
+from tests.integration.conftest import PEERS, ROUTER_WAN, NetLab, server_behind_wan
 
 pytestmark = pytest.mark.netns
 SRV_IP = "198.18.0.2"
@@ -26,24 +26,8 @@ SRV_IP = "198.18.0.2"
 
 @pytest.fixture
 def far_server(netlab: NetLab) -> Iterator[str]:
-    srv = f"{netlab.lan[:-1]}s"
-    run("ip", "netns", "del", srv, check=False)
-    run("ip", "netns", "add", srv)
-    try:
-        run("ip", "-n", srv, "link", "set", "lo", "up")
-        run("ip", "link", "add", "vw", "netns", netlab.wan, "type", "veth", "peer", "vs",
-            "netns", srv)
-        netlab.ns(netlab.wan, "ip", "addr", "add", "198.18.0.1/24", "dev", "vw")
-        netlab.ns(netlab.wan, "ip", "link", "set", "vw", "up")
-        netlab.ns(srv, "ip", "addr", "add", f"{SRV_IP}/24", "dev", "vs")
-        netlab.ns(srv, "ip", "link", "set", "vs", "up")
-        netlab.ns(srv, "ip", "route", "add", "default", "via", "198.18.0.1")
-        netlab.ns(netlab.wan, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        netlab.ns(netlab.wan, "ethtool", "-K", "vw", "tx", "off")
-        netlab.ns(srv, "ethtool", "-K", "vs", "rx", "off")
+    with server_behind_wan(netlab, "s", "198.18.0.1/24", f"{SRV_IP}/24", "198.18.0.1") as srv:
         yield srv
-    finally:
-        run("ip", "netns", "del", srv, check=False)
 
 
 def csum_errors(netlab: NetLab, ns: str) -> dict[str, int]:
