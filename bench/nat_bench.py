@@ -1,6 +1,7 @@
 """Router versus the Linux kernel's own NAT, on the same topology, same run.
 
     python bench/nat_bench.py [--rounds 3] [--secs 5] [--tests tcp1,tcp4,udp64,ping,crr1,crr4]
+                              [--baseline] [--busy-poll US]
 
 Topology (identical addresses for both):
 
@@ -12,6 +13,10 @@ Topology (identical addresses for both):
   route back to the LAN, so traffic only works through the NAT.
 * router: this project's router runs with conf/router.toml; its two TUN
   devices are moved into bn-lan and bn-wan.
+* fwd (with --baseline): bench/minfwd.c, the smallest TUN forwarder with a
+  stateless SNAT (poll, read, write; no offloads, no conntrack), on the same
+  TUN topology: what any userspace forwarder pays in system calls and
+  wakeups.
 
 Each round runs every configuration once, interleaved, and the ratio
 router/kernel is taken per round; the summary shows medians and ranges.  Every
@@ -87,6 +92,32 @@ class Kernel:
         return self
 
     def __exit__(self, *a: object) -> None:
+        cleanup_netns()
+
+
+class MinFwd:
+    """The baseline forwarder on the router's TUN topology."""
+
+    name = "fwd"
+
+    def __enter__(self) -> MinFwd:
+        base_netns(with_rtr=False)
+        self.proc = subprocess.Popen([MINFWD, "lan0", "wan0", LAN_HOST, ROUTER_WAN, "3600"],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("minfwd did not start")
+        for ns, dev, addr in ((LAN, "lan0", "192.168.77.2/24"), (WAN, "wan0", "203.0.113.10/24")):
+            sh("ip", "link", "set", dev, "netns", ns)
+            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "txqueuelen", "1000", "up")
+        sh("ip", "-n", LAN, "route", "add", "default", "dev", "lan0")
+        return self
+
+    def __exit__(self, *a: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=15)
         cleanup_netns()
 
 
@@ -172,6 +203,7 @@ def udp64(secs: int) -> dict[str, Any]:
 
 
 CRR: str = ""
+MINFWD: str = ""
 
 
 def crr(secs: int, workers: int) -> dict[str, Any]:
@@ -232,6 +264,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="write raw results as JSON here")
     ap.add_argument("--busy-poll", type=int, default=0, metavar="US",
                     help="run the router with dataplane.busy_poll = US")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also run bench/minfwd.c, a minimal TUN forwarder, each round")
     args = ap.parse_args()
     global BUSY_POLL
     BUSY_POLL = args.busy_poll
@@ -242,12 +276,17 @@ def main() -> int:
 
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="natbench.") as tmp:
-        global CRR
+        global CRR, MINFWD
         CRR = str(Path(tmp) / "crr")
+        MINFWD = str(Path(tmp) / "minfwd")
         sh("gcc", "-O2", "-Wall", "-Wextra", "-o", CRR, str(ROOT / "bench/crr.c"))
+        sh("gcc", "-O2", "-Wall", "-Wextra", "-o", MINFWD, str(ROOT / "bench/minfwd.c"))
         try:
             for rnd in range(args.rounds):
-                for cfg in (Kernel(), Router(Path(tmp))):
+                cfgs: list[Kernel | Router | MinFwd] = [Kernel(), Router(Path(tmp))]
+                if args.baseline:
+                    cfgs.append(MinFwd())
+                for cfg in cfgs:
                     with cfg:
                         nsx(LAN, "ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER)  # warm up
                         for t in tests:
@@ -277,6 +316,24 @@ def main() -> int:
             pr = [b / a for a, b in zip(kp, up, strict=True)]
             print(f"{'p99':<6} {fmt_range(kp, 1) + ' us':>26} {fmt_range(up, 1) + ' us':>26} "
                   f"{fmt_range(pr, 2):>20}")
+    if args.baseline:
+        print(f"\n{'test':<6} {'minimal forwarder':>26} {'fwd/kernel':>20} {'router/fwd':>20}")
+        for t in tests:
+            m = METRIC[t]
+            k = [r[m] for r in results if r["test"] == t and r["config"] == "kernel"]
+            u = [r[m] for r in results if r["test"] == t and r["config"] == "router"]
+            f = [r[m] for r in results if r["test"] == t and r["config"] == "fwd"]
+            d = 0 if m == "conn_per_s" else 2
+            print(f"{t:<6} {fmt_range(f, d) + ' ' + UNIT[m]:>26} "
+                  f"{fmt_range([b / a for a, b in zip(k, f, strict=True)], 2):>20} "
+                  f"{fmt_range([b / a for a, b in zip(f, u, strict=True)], 2):>20}")
+            if t == "ping":
+                kp = [r["p99_us"] for r in results if r["test"] == t and r["config"] == "kernel"]
+                up = [r["p99_us"] for r in results if r["test"] == t and r["config"] == "router"]
+                fp = [r["p99_us"] for r in results if r["test"] == t and r["config"] == "fwd"]
+                print(f"{'p99':<6} {fmt_range(fp, 1) + ' us':>26} "
+                      f"{fmt_range([b / a for a, b in zip(kp, fp, strict=True)], 2):>20} "
+                      f"{fmt_range([b / a for a, b in zip(fp, up, strict=True)], 2):>20}")
     meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus "
                        f"kernel {platform.release()}",

@@ -337,7 +337,9 @@ void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
                    uint64_t now_ms);
 
 /* Reads up to 'budget' packets from interface 'iface', processes them and
- * writes the results out.  Returns the number read, or -errno. */
+ * writes the results out; then reads one batch from each interface it wrote
+ * to (answers are often queued by the time a TUN write returns).  Returns
+ * the number of packets read in all, or -errno from 'iface'. */
 int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
                uint64_t now_ms);
 
