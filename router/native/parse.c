@@ -188,6 +188,40 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
     return RT_DROP_NONE;
 }
 
+static bool is_ext6(uint8_t nh)
+{
+    return nh == IP6_NH_HOPOPTS || nh == IP6_NH_ROUTING || nh == IP6_NH_FRAGMENT ||
+           nh == IP6_NH_DSTOPTS || nh == IP6_NH_AH;
+}
+
+/*
+ * The upper-layer header of the IPv6 packet quoted at 'in' ('len' bytes of
+ * it): walks its extension headers like parse6() does, with the same bound,
+ * and returns the offset of the L4 header with its protocol in '*proto'.
+ * A quote cut inside the chain, or of a later fragment (no L4 header),
+ * leaves '*proto' an extension header: the tuple then matches no flow.
+ */
+static uint32_t quoted_l4_6(const uint8_t *in, uint32_t len, uint8_t *proto)
+{
+    uint8_t nh = in[IP6_OFF_NH];
+    uint32_t off = IP6_HDR_LEN;
+    for (unsigned i = 0; i < IP6_MAX_EXT && is_ext6(nh) && off + 8 <= len; i++) {
+        const uint8_t *h = in + off;
+        if (nh == IP6_NH_FRAGMENT) {
+            if (wire_h16(h + 2) & 0xfff8)
+                break;
+            nh = h[0];
+            off += 8;
+            continue;
+        }
+        uint32_t hl = nh == IP6_NH_AH ? ((uint32_t)h[1] + 2) * 4 : ((uint32_t)h[1] + 1) * 8;
+        nh = h[0];
+        off += hl;
+    }
+    *proto = nh;
+    return off;
+}
+
 /*
  * IPv6: the fixed header, then the extension headers walked with a bound
  * (RFC 8200 4.1: hop-by-hop only first; at most IP6_MAX_EXT of them), then
@@ -208,8 +242,7 @@ static enum rt_drop_reason parse6(uint8_t *data, uint32_t len, bool l4_csum,
     uint8_t nh = data[IP6_OFF_NH];
     uint32_t off = IP6_HDR_LEN;
     for (unsigned i = 0;; i++) {
-        if (nh != IP6_NH_HOPOPTS && nh != IP6_NH_ROUTING && nh != IP6_NH_FRAGMENT &&
-            nh != IP6_NH_DSTOPTS && nh != IP6_NH_AH)
+        if (!is_ext6(nh))
             break;
         if (i >= IP6_MAX_EXT || (nh == IP6_NH_HOPOPTS && i != 0) || off + 8 > total)
             return RT_DROP_BAD_EXT_HDR;
@@ -290,20 +323,26 @@ static enum rt_drop_reason parse6(uint8_t *data, uint32_t len, bool l4_csum,
         m->icmp_type = l4[ICMP_OFF_TYPE];
         m->icmp_code = l4[ICMP_OFF_CODE];
         if (m->icmp_type < 128) {
-            /* An error: the quoted packet's tuple, if its header chain is
-             * plain (no extension headers) and its ports are there. */
+            /* An error: the quoted packet's tuple, its extension headers
+             * walked (a first fragment's quote has a fragment header). */
             m->icmp_error = 1;
             if (n < ICMP_HDR_LEN + IP6_HDR_LEN + 4)
                 return RT_DROP_L4_SHORT;
             uint8_t *in = l4 + ICMP_HDR_LEN;
-            uint32_t avail = n - ICMP_HDR_LEN - IP6_HDR_LEN;
+            uint32_t qlen = n - ICMP_HDR_LEN;
+            uint8_t iproto;
+            uint32_t ioff = quoted_l4_6(in, qlen, &iproto);
+            uint32_t avail = ioff < qlen ? qlen - ioff : 0;
+            if (ioff > qlen)
+                ioff = qlen;
+            if (off + ICMP_HDR_LEN + ioff > 0xffff)
+                return RT_DROP_BAD_EXT_HDR; /* offsets are 16 bits */
             m->inner_off = (uint16_t)(off + ICMP_HDR_LEN);
-            m->inner_l4_off = (uint16_t)(off + ICMP_HDR_LEN + IP6_HDR_LEN);
+            m->inner_l4_off = (uint16_t)(off + ICMP_HDR_LEN + ioff);
             m->inner_l4_avail = (uint8_t)(avail < 8 ? avail : 8);
             rt_be16 sp, dp;
-            l4_ports(in[IP6_OFF_NH], in + IP6_HDR_LEN, avail, &sp, &dp);
-            tuple_fill6(&m->inner, in + IP6_OFF_SRC, in + IP6_OFF_DST, sp, dp,
-                        in[IP6_OFF_NH]);
+            l4_ports(iproto, in + ioff, avail, &sp, &dp);
+            tuple_fill6(&m->inner, in + IP6_OFF_SRC, in + IP6_OFF_DST, sp, dp, iproto);
         } else if (icmp6_query_reply_type(m->icmp_type) >= 0) {
             m->icmp_query = 1;
         }

@@ -97,7 +97,9 @@ def main() -> None:
                                                                        flags="SA", ack=1)),
         ],
         "frag6": [rec(0, f) for f in _frags6()] + [
-            rec(1, IPv6(src="2001:db8:9::1", dst="2001:db8:2::1") / UDP(sport=53, dport=5000))],
+            rec(1, IPv6(src="2001:db8:9::1", dst="2001:db8:2::1") / UDP(sport=53, dport=5000)),
+            rec(1, IPv6(src="2001:db8:9::7", dst="2001:db8:2::1") / ICMPv6DestUnreach() /
+                bytes(_frags6()[1])[:200])],
         "udp": [rec(0, udp_out), rec(1, IP(src=SRV, dst=WAN) / UDP(sport=53, dport=5000))],
         "icmp": [
             rec(0, IP(src=LAN, dst=SRV) / ICMP(type=8, id=7)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 from scapy.layers.inet import TCP, UDP  # type: ignore[import-untyped]
 from scapy.layers.inet6 import (  # type: ignore[import-untyped]
     ICMPv6EchoRequest,
+    ICMPv6PacketTooBig,
     IPv6,
     IPv6ExtHdrFragment,
     fragment6,
@@ -148,3 +149,33 @@ def test_atomic_fragment_is_a_whole_packet() -> None:
     assert e.state == "SYN_SENT" and e.sport[0] == 40000
 
 
+
+
+def test_error_quoting_a_first_fragment_is_related() -> None:
+    """Path MTU discovery for fragmented datagrams: "packet too big" quotes
+    the first fragment, fragment header and all."""
+    lab = lab6()
+    first = lab.send(LAN6, frags(datagram(ident=21))[0])
+    assert first.out_iface == WAN6
+    ptb = IPv6(src="2001:db8:2::99", dst=HOST6) / ICMPv6PacketTooBig(mtu=1280) / \
+        Raw(first.data[:1232])
+    r = lab.send(WAN6, bytes(ptb))
+    assert r.out_iface == LAN6 and r.reason == "none"
+    assert lab.dp.counters()["related"] == 1
+
+
+def test_nat66_error_quoting_a_first_fragment_is_translated() -> None:
+    lab = make_lab(V6 + MASQ)
+    lab.send(LAN6, frags(datagram(ident=22, sport=5000))[0])  # takes port 5000
+    sent = frags(datagram(src="2001:db8:1::3", ident=23, sport=5000))[0]
+    out = lab.send(LAN6, sent)
+    port = IPv6(out.data)[UDP].sport
+    assert port != 5000
+    ptb = IPv6(src="2001:db8:2::99", dst=ROUTER_WAN6) / ICMPv6PacketTooBig(mtu=1280) / \
+        Raw(out.data[:1232])
+    r = lab.send(WAN6, bytes(ptb))
+    assert r.out_iface == LAN6 and IPv6(r.data).dst == "2001:db8:1::3"
+    verify6(r.data)
+    quote = r.data[48:]
+    assert quote[8:40] == sent[8:40]  # addresses as the host sent them
+    assert quote[48:50] == sent[48:50]  # and its source port, after the fragment header
