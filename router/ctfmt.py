@@ -105,6 +105,9 @@ def nat_mappings(entries: list[CtEntry], filtering: str = "address-and-port-depe
     the mapping; port forwards are listed as such."""
     from router.datapath import DST_NAT, NAT_MAPPED, SRC_NAT
 
+    def endpoint(addr: str, port: int) -> str:
+        return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for e in entries:
         if e.status & DST_NAT:
@@ -114,7 +117,7 @@ def nat_mappings(entries: list[CtEntry], filtering: str = "address-and-port-depe
         elif e.status & SRC_NAT:
             kind = "snat"
             internal = (e.src[0], e.sport[0])
-            external = (e.dst[1], e.sport[1] if e.proto == 1 else e.dport[1])
+            external = (e.dst[1], e.sport[1] if e.proto in (1, 58) else e.dport[1])
         else:
             continue
         key = (e.proto, kind, internal, external)
@@ -122,9 +125,11 @@ def nat_mappings(entries: list[CtEntry], filtering: str = "address-and-port-depe
         if m is None:
             m = out[key] = {
                 "proto": proto_name(e.proto), "kind": kind,
-                "internal": f"{internal[0]}:{internal[1]}",
-                "external": f"{external[0]}:{external[1]}",
-                "filtering": filtering if kind == "snat" else "forward",
+                "internal": endpoint(*internal),
+                "external": endpoint(*external),
+                # NAT66 maps per connection: only the connection's peer gets in.
+                "filtering": ("forward" if kind != "snat" else filtering if e.family == 4
+                              else "address-and-port-dependent"),
                 "connections": 0, "age": 0, "timeout": 0,
             }
         m["connections"] += 1

@@ -106,3 +106,16 @@ def test_a_full_listener_counts_what_it_missed() -> None:
     out = asyncio.run(go())
     assert out[0] == {"type": "MISSED", "count": 8}
     assert out[1]["n"] == 0 and out[-1]["n"] == events.QUEUE_MAX - 1
+
+
+def test_nat66_mappings_are_per_connection() -> None:
+    from router.ctfmt import nat_mappings
+
+    e = entry(family=6, proto=58, state=None, status=SRC_NAT | SEEN_REPLY,
+              src=("fd00:77::2", "2001:db8:113::10"), dst=("2001:db8:113::10", "2001:db8:113::1"),
+              sport=(7, 1024), dport=(0x8000, 0x8100))
+    (m,) = nat_mappings([e], "endpoint-independent")
+    assert m["proto"] == "icmpv6" and m["kind"] == "snat"
+    assert m["internal"] == "[fd00:77::2]:7"
+    assert m["external"] == "[2001:db8:113::1]:1024"  # the identifier, as for ICMP
+    assert m["filtering"] == "address-and-port-dependent"
