@@ -175,6 +175,9 @@ sources = ["fd00:77::/64"]
     lines = netlab.ctl("conntrack", "list", "-p", "tcp").stdout
     assert "src=fd00:77::2 dst=2001:db8:113::10" in lines
     assert "src=2001:db8:113::10 dst=2001:db8:113::1 " in lines
+    maps = netlab.ctl_json("nat", "list")
+    assert any(m["internal"].startswith("[fd00:77::2]:") and
+               m["external"].startswith("[2001:db8:113::1]:") for m in maps), maps
     # Nothing from the WAN reaches the LAN host or the router's ports.
     netlab.server(netlab.lan, "http", "fd00:77::2", 8085)
     r = netlab.ns(netlab.wan, sys.executable, PEERS, "scan", "2001:db8:113::1", "8085,22", "2")
