@@ -5,7 +5,8 @@ table size.  They must stay flat.
     bash bench/soak [--duration SECONDS] [--reload-every SECONDS]
 
 Root; builds its own lab (namespaces soak<pid>l / soak<pid>w) from
-conf/router.toml and removes it afterwards.  Prints one line per sample and
+conf/router.toml (dual-stack: IPv4 and IPv6 traffic, fragments included)
+and removes it afterwards.  Prints one line per sample and
 a verdict, and writes every sample to bench/results/<time>-soak.json.
 """
 
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = str(ROOT / ".venv/bin/python")
 PEERS = str(ROOT / "tests/integration/peers.py")
 SERVER = "203.0.113.10"
+SERVER6 = "2001:db8:113::10"  # the lab is dual-stack
 
 
 def sh(*cmd: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -66,6 +68,7 @@ def main() -> int:
     cfg = work / "router.toml"
     cfg.write_text(text)
     procs: list[subprocess.Popen[bytes]] = []
+    ipv6_exchanges = [0, 0]  # fragmented IPv6 echoes: failed, answered
     router = None
     samples = []
     try:
@@ -84,8 +87,9 @@ def main() -> int:
             raise SystemExit("soak: the router did not start")
         ctl = [PY, "-m", "router.ctl", "-S", sock]
         life = str(int(args.duration) + 60)
-        for mode, port in (("http", "80"), ("udp-echo", "53")):
-            p = subprocess.Popen(["ip", "netns", "exec", wan, PY, PEERS, mode, SERVER, port,
+        for mode, addr, port in (("http", SERVER, "80"), ("udp-echo", SERVER, "53"),
+                                 ("udp-echo", SERVER6, "53")):
+            p = subprocess.Popen(["ip", "netns", "exec", wan, PY, PEERS, mode, addr, port,
                                   life], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             procs.append(p)
             assert p.stdout is not None
@@ -117,6 +121,12 @@ def main() -> int:
                 sh("ip", "netns", "exec", lan, PY, PEERS, "udp-send", SERVER, "53", "q",
                    str(rnd.randrange(20000, 60000)), check=False)
             sh("ip", "netns", "exec", lan, "ping", "-c", "1", "-W", "1", SERVER, check=False)
+            # IPv6: a ping and a datagram the host fragments, both ways.
+            sh("ip", "netns", "exec", lan, "ping", "-6", "-c", "1", "-W", "1", SERVER6,
+               check=False)
+            r6 = sh("ip", "netns", "exec", lan, PY, PEERS, "udp-send", SERVER6, "53",
+                    "f" * 3000, str(rnd.randrange(20000, 60000)), check=False)
+            ipv6_exchanges[r6.returncode == 0 and r6.stdout.rstrip().endswith("f" * 3000)] += 1
             if now >= next_reload:
                 # Change a rule that touches nothing of the traffic, and reload.
                 cfg.write_text(text + f'\n[[firewall.rule]]\nfrom = "wan"\nprotocol = "udp"\n'
@@ -158,7 +168,9 @@ def main() -> int:
                "rss_kb_after_warmup": warm[0]["rss_kb"], "rss_kb_last": warm[-1]["rss_kb"],
                "rss_kb_max": max(s["rss_kb"] for s in samples),
                "fds_first": samples[0]["fds"], "fds_last": samples[-1]["fds"],
-               "conns_max": max(s["conns"] for s in samples), "flat": flat}
+               "conns_max": max(s["conns"] for s in samples),
+               "ipv6_fragmented_answered": ipv6_exchanges[1],
+               "ipv6_fragmented_failed": ipv6_exchanges[0], "flat": flat}
     out = ROOT / "bench/results"
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
