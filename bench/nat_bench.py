@@ -14,9 +14,9 @@ Topology (identical addresses for both):
 * router: this project's router runs with conf/router.toml; its two TUN
   devices are moved into bn-lan and bn-wan.
 * fwd (with --baseline): bench/minfwd.c, the smallest TUN forwarder with a
-  stateless SNAT (poll, read, write; no offloads, no conntrack), on the same
-  TUN topology: what any userspace forwarder pays in system calls and
-  wakeups.
+  stateless SNAT (poll, read, write; no conntrack), on the same TUN
+  topology: what any userspace forwarder pays in system calls and wakeups.
+  --baseline-flags "-o" gives it offloads, "-q 2" two queues and threads.
 
 Each round runs every configuration once, interleaved, and the ratio
 router/kernel is taken per round; the summary shows medians and ranges.  Every
@@ -102,7 +102,8 @@ class MinFwd:
 
     def __enter__(self) -> MinFwd:
         base_netns(with_rtr=False)
-        self.proc = subprocess.Popen([MINFWD, "lan0", "wan0", LAN_HOST, ROUTER_WAN, "3600"],
+        self.proc = subprocess.Popen([MINFWD, *MINFWD_FLAGS, "lan0", "wan0", LAN_HOST,
+                                      ROUTER_WAN, "3600"],
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":
@@ -204,6 +205,7 @@ def udp64(secs: int) -> dict[str, Any]:
 
 CRR: str = ""
 MINFWD: str = ""
+MINFWD_FLAGS: list[str] = []
 
 
 def crr(secs: int, workers: int) -> dict[str, Any]:
@@ -266,7 +268,10 @@ def main() -> int:
                     help="run the router with dataplane.busy_poll = US")
     ap.add_argument("--baseline", action="store_true",
                     help="also run bench/minfwd.c, a minimal TUN forwarder, each round")
+    ap.add_argument("--baseline-flags", default="", metavar="FLAGS",
+                    help='flags for minfwd: "-o" offloads, "-q N" queues and threads')
     args = ap.parse_args()
+    MINFWD_FLAGS[:] = args.baseline_flags.split()
     global BUSY_POLL
     BUSY_POLL = args.busy_poll
     tests = args.tests.split(",")
@@ -280,7 +285,8 @@ def main() -> int:
         CRR = str(Path(tmp) / "crr")
         MINFWD = str(Path(tmp) / "minfwd")
         sh("gcc", "-O2", "-Wall", "-Wextra", "-o", CRR, str(ROOT / "bench/crr.c"))
-        sh("gcc", "-O2", "-Wall", "-Wextra", "-o", MINFWD, str(ROOT / "bench/minfwd.c"))
+        sh("gcc", "-O2", "-Wall", "-Wextra", "-pthread", "-o", MINFWD,
+           str(ROOT / "bench/minfwd.c"))
         try:
             for rnd in range(args.rounds):
                 cfgs: list[Kernel | Router | MinFwd] = [Kernel(), Router(Path(tmp))]
