@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.cmd == "check":
         n_routes = len(cfg.routes) + len(cfg.routes6)
+        n_nat = len(cfg.nat.rules) + len(cfg.nat.masquerade6) + len(cfg.nat.npt6)
         print(f"{args.config}: ok ({len(cfg.interfaces)} interfaces, {n_routes} routes, "
-              f"{len(cfg.nat.rules)} NAT rules, zones: {', '.join(cfg.zones)})")
+              f"{n_nat} NAT rules, zones: {', '.join(cfg.zones)})")
         return 0
 
     log.setup(cfg.log_level, cfg.log_format, cfg.log_output)
