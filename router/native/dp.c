@@ -528,25 +528,34 @@ static void fw_refuse(struct rt_dp *dp, struct rt_pkt *p,
         send_icmp_error(dp, p, m, ICMP_DEST_UNREACH, ICMP_UNREACH_ADMIN, 0);
 }
 
+struct ct_conn *dp_related_conn(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                                bool to_router, uint64_t now, enum ct_dir *dir)
+{
+    struct ct_tuple key;
+    struct ct_conn *c = NULL;
+    if (tuple_invert(&m->inner, &key))
+        c = ct_find(&dp->ct, &key, ct_hash(&dp->ct, &key), now, dir);
+    /* The error must be addressed to the quoted packet's sender (tuples are
+     * zeroed past an IPv4 address, so 16 bytes compare both families). */
+    if (c && memcmp(c->tuple[*dir].dst.b, m->tuple.dst.b, 16) == 0)
+        return c;
+    if (to_router) {
+        dp_drop(dp, p, RT_DROP_LOCAL_DROP);
+        return NULL;
+    }
+    dp->counters[RT_CNT_ERROR]++;
+    dp_drop(dp, p, RT_DROP_ICMP_NO_FLOW);
+    return NULL;
+}
+
 /* An ICMP error: RELATED to the connection of the packet it quotes. */
 static void process_related(struct rt_dp *dp, struct rt_pkt *p,
                             struct pkt_meta *m, uint64_t now)
 {
-    struct ct_tuple key;
     enum ct_dir dir;
-    struct ct_conn *c = NULL;
-    if (tuple_invert(&m->inner, &key))
-        c = ct_find(&dp->ct, &key, ct_hash(&dp->ct, &key), now, &dir);
-    /* The error must be addressed to the quoted packet's sender. */
-    if (!c || c->tuple[dir].dst.v4 != m->tuple.dst.v4) {
-        if (is_local(dp, m->tuple.dst.v4)) {
-            dp_drop(dp, p, RT_DROP_LOCAL_DROP);
-            return;
-        }
-        dp->counters[RT_CNT_ERROR]++;
-        dp_drop(dp, p, RT_DROP_ICMP_NO_FLOW);
+    struct ct_conn *c = dp_related_conn(dp, p, m, is_local(dp, m->tuple.dst.v4), now, &dir);
+    if (!c)
         return;
-    }
     int out = route_out(dp, c->tuple[!dir].src.v4);
     if (out < 0) {
         dp_drop(dp, p, RT_DROP_NO_ROUTE);

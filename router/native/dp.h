@@ -149,6 +149,13 @@ enum dp_track {
     DP_TRACK_KILL,    /* forward it, then call dp_track_kill() */
 };
 
+/* The connection ICMP error 'm' quotes, with the direction of the quoted
+ * packet in '*dir', if the error is addressed to that packet's sender; else
+ * NULL, the error counted and dropped ('to_router': it is for one of the
+ * router's addresses).  Shared by the IPv4 and IPv6 pipelines. */
+struct ct_conn *dp_related_conn(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                                bool to_router, uint64_t now, enum ct_dir *dir);
+
 /* Runs the tracker of 'm' on 'c' (direction 'dir'): accounting, events,
  * INVALID drops with their reasons, re-opened tuples.  Shared by the IPv4
  * and IPv6 pipelines. */

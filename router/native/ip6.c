@@ -318,20 +318,10 @@ static void process_local6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_
 static void process_related6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
                              uint64_t now)
 {
-    struct ct_tuple key;
     enum ct_dir dir;
-    struct ct_conn *c = NULL;
-    if (tuple_invert(&m->inner, &key))
-        c = ct_find(&dp->ct, &key, ct_hash(&dp->ct, &key), now, &dir);
-    if (!c || memcmp(c->tuple[dir].dst.b, m->tuple.dst.b, 16) != 0) {
-        if (is_local6(dp, m->tuple.dst.b)) {
-            dp_drop(dp, p, RT_DROP_LOCAL_DROP);
-            return;
-        }
-        dp->counters[RT_CNT_ERROR]++;
-        dp_drop(dp, p, RT_DROP_ICMP_NO_FLOW);
+    struct ct_conn *c = dp_related_conn(dp, p, m, is_local6(dp, m->tuple.dst.b), now, &dir);
+    if (!c)
         return;
-    }
     int out = route6(dp, c->tuple[!dir].src.b);
     if (out < 0) {
         dp_drop(dp, p, RT_DROP_NO_ROUTE);
