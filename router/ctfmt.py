@@ -26,7 +26,7 @@ def entry_json(e: CtEntry) -> dict[str, Any]:
         t: dict[str, Any] = {"src": e.src[d], "dst": e.dst[d]}
         if e.proto in (6, 17):
             t |= {"sport": e.sport[d], "dport": e.dport[d]}
-        elif e.proto == 1:
+        elif e.proto in (1, 58):  # ICMP and ICMPv6 queries: type, code, identifier
             t |= {"type": e.dport[d] >> 8, "code": e.dport[d] & 0xFF, "id": e.sport[d]}
         t |= {"packets": e.packets[d], "bytes": e.bytes[d]}
         return t
@@ -53,7 +53,7 @@ def _tuple_text(t: Mapping[str, Any], proto: int) -> str:
     parts = [f"src={t['src']}", f"dst={t['dst']}"]
     if proto in (6, 17):
         parts += [f"sport={t['sport']}", f"dport={t['dport']}"]
-    elif proto == 1:
+    elif proto in (1, 58):
         parts += [f"type={t['type']}", f"code={t['code']}", f"id={t['id']}"]
     parts.append(f"packets={t['packets']} bytes={t['bytes']}")
     return " ".join(parts)

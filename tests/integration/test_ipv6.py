@@ -49,6 +49,9 @@ def test_ping6_tcp_udp_through_the_router(netlab: NetLab) -> None:
     lines = netlab.ctl("conntrack", "list", "-p", "tcp").stdout
     assert f"src={HOST6} dst={SERVER6}" in lines and "dport=8080" in lines
     assert {e["family"] for e in netlab.ctl_json("conntrack", "list")} >= {"ipv6"}
+    icmp6 = netlab.ctl("conntrack", "list", "-p", "icmpv6").stdout
+    assert f"src={HOST6} dst={SERVER6} type=128 code=0 id=" in icmp6, icmp6
+    assert f"src={SERVER6} dst={HOST6} type=129 code=0 id=" in icmp6, icmp6
     assert "::/0" not in netlab.ctl("routes").stdout  # shown as default
     (lan,) = [i for i in netlab.ctl_json("interfaces") if i["name"] == "lan0"]
     assert lan["address6"] == f"{ROUTER_LAN6}/64"

@@ -108,11 +108,23 @@ def test_a_full_listener_counts_what_it_missed() -> None:
     assert out[1]["n"] == 0 and out[-1]["n"] == events.QUEUE_MAX - 1
 
 
+def test_icmpv6_line() -> None:
+    e = entry(family=6, proto=58, state=None, status=SEEN_REPLY,
+              src=("2001:db8:77::2", "2001:db8:113::10"),
+              dst=("2001:db8:113::10", "2001:db8:77::2"),
+              sport=(13738, 13738), dport=(0x8000, 0x8100), timeout_ms=59_500)
+    assert entry_line(entry_json(e)) == (
+        "icmpv6   58 60 src=2001:db8:77::2 dst=2001:db8:113::10 type=128 code=0 id=13738 "
+        "packets=6 bytes=400 src=2001:db8:113::10 dst=2001:db8:77::2 type=129 code=0 id=13738 "
+        "packets=4 bytes=300 mark=0 use=1")
+
+
 def test_nat66_mappings_are_per_connection() -> None:
     from router.ctfmt import nat_mappings
 
     e = entry(family=6, proto=58, state=None, status=SRC_NAT | SEEN_REPLY,
-              src=("fd00:77::2", "2001:db8:113::10"), dst=("2001:db8:113::10", "2001:db8:113::1"),
+              src=("fd00:77::2", "2001:db8:113::10"),
+              dst=("2001:db8:113::10", "2001:db8:113::1"),
               sport=(7, 1024), dport=(0x8000, 0x8100))
     (m,) = nat_mappings([e], "endpoint-independent")
     assert m["proto"] == "icmpv6" and m["kind"] == "snat"
