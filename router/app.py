@@ -683,6 +683,14 @@ def _forget_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
+def _same_address(a: str, b: str) -> bool:
+    """Address equality whatever the spelling (2001:DB8::1 is 2001:db8:0::1)."""
+    try:
+        return ip_address(a) == ip_address(b)
+    except ValueError:
+        return a == b
+
+
 def _matches(j: Mapping[str, Any], filt: Mapping[str, Any]) -> bool:
     o = j["original"]
     for k, v in filt.items():
@@ -690,7 +698,7 @@ def _matches(j: Mapping[str, Any], filt: Mapping[str, Any]) -> bool:
             return False
         if k == "state" and (j["state"] or "").upper() != str(v).upper():
             return False
-        if k in ("src", "dst") and str(v) != o[k]:
+        if k in ("src", "dst") and not _same_address(str(v), o[k]):
             return False
         if k in ("sport", "dport") and int(v) != o.get(k):
             return False

@@ -131,3 +131,14 @@ def test_nat66_mappings_are_per_connection() -> None:
     assert m["internal"] == "[fd00:77::2]:7"
     assert m["external"] == "[2001:db8:113::1]:1024"  # the identifier, as for ICMP
     assert m["filtering"] == "address-and-port-dependent"
+
+
+def test_conntrack_filter_takes_any_spelling_of_an_address() -> None:
+    from router.app import _matches
+
+    j = entry_json(entry(family=6, proto=17, state=None, src=("2001:db8:77::2", "2001:db8::9"),
+                         dst=("2001:db8::9", "2001:db8:77::2")))
+    assert _matches(j, {"src": "2001:DB8:77:0::2"})
+    assert _matches(j, {"src": "2001:db8:77::2", "dst": "2001:db8:0:0::9"})
+    assert not _matches(j, {"src": "2001:db8:77::3"})
+    assert not _matches(j, {"src": "not-an-address"})
