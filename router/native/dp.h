@@ -170,6 +170,12 @@ void dp_track_kill(struct rt_dp *dp, struct ct_conn *c);
 enum rt_drop_reason dp_source_limits(struct rt_dp *dp, const struct pkt_meta *m,
                                      struct host_entry **host);
 
+/* Replaces 'p' (already counted as dropped) by ICMPv6 "packet too big"
+ * with 'mtu' to its source (ip6.c).  For later fragments, which a router
+ * may not fragment further either (RFC 8200 5). */
+void dp_packet_too_big6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                        uint32_t mtu);
+
 /* Fills the checksum adjustments of an NPTv6 rule (ip6.c). */
 void dp_npt6_prepare(struct dp_npt6 *n);
 

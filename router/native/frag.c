@@ -174,6 +174,11 @@ void frag_later(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
         enum rt_drop_reason r = translate(dp, p->data, m->len, e);
         if (r != RT_DROP_NONE) {
             dp_drop(dp, p, r);
+            /* IPv6 sources fragment, so they must hear of a fragment the
+             * next link cannot take (RFC 8201); an IPv4 router would have
+             * fragmented it instead, which this one does not do. */
+            if (r == RT_DROP_TOO_BIG && e->key.family == 6)
+                dp_packet_too_big6(dp, p, m, dp->ifaces[e->out_iface].mtu);
             return;
         }
         p->len = m->len;

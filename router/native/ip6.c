@@ -207,6 +207,12 @@ static void send_icmp6_error(struct rt_dp *dp, struct rt_pkt *p, const struct pk
     dp->counters[RT_CNT_ICMP_SENT]++;
 }
 
+void dp_packet_too_big6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                        uint32_t mtu)
+{
+    send_icmp6_error(dp, p, m, ICMP6_PACKET_TOO_BIG, 0, mtu);
+}
+
 /* Answers an echo request to one of the router's addresses, in place. */
 static void send_echo_reply6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
 {

@@ -117,7 +117,7 @@ def test_nat66_fragments_out_and_back() -> None:
     assert IPv6(whole)[UDP].dport == 5000
 
 
-def test_later_fragment_too_big_or_out_of_hops_is_dropped() -> None:
+def test_fragment_too_big_or_out_of_hops() -> None:
     lab = lab6()
     # wan6 has mtu 1280: fragments of 1400 bytes cannot leave there.
     first = frags(datagram(ident=13), size=1400)[0]
@@ -128,6 +128,16 @@ def test_later_fragment_too_big_or_out_of_hops_is_dropped() -> None:
     hop1 = bytearray(second)
     hop1[7] = 1
     assert lab.send(LAN6, bytes(hop1)).reason == "ttl_expired"
+    # A later fragment larger than the next link: dropped, and its source
+    # hears "packet too big" with the MTU (IPv6 routers never fragment).
+    big = IPv6(src=HOST6, dst=SERVER6) / IPv6ExtHdrFragment(nh=17, offset=150, m=0, id=14) / \
+        Raw(b"x" * 1400)
+    r = lab.send(LAN6, bytes(big))
+    assert r.reason == "too_big" and r.out_iface == LAN6
+    err = IPv6(r.data)
+    assert err.src == ROUTER_LAN6 and err.dst == HOST6 and r.data[40] == 2
+    assert int.from_bytes(r.data[44:48], "big") == 1280
+    verify6(r.data)
 
 
 def test_fragments_for_the_router_itself_are_dropped() -> None:
