@@ -784,6 +784,57 @@ static void abandon(struct rt_dp *dp, const struct ct_conn *c)
         nat_map_release(&dp->nm, c);
 }
 
+bool dp_conn_init(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                  struct ct_conn *c, struct ct_tcp_win *w, uint64_t now)
+{
+    memset(c, 0, sizeof *c);
+    if (!ct_l4_for(m->proto)->new_conn(c, w, m, &dp->ctp) ||
+        !tuple_invert(&m->tuple, &c->tuple[CT_DIR_REPLY])) {
+        dp->counters[RT_CNT_INVALID]++;
+        dp_drop(dp, p, m->proto == IPPROTO_TCP_ ? RT_DROP_BAD_TCP_FLAGS : RT_DROP_CT_INVALID);
+        return false;
+    }
+    c->tuple[CT_DIR_ORIGINAL] = m->tuple;
+    c->created = (uint32_t)(now >> CT_CREATED_SHIFT);
+    return true;
+}
+
+struct ct_conn *dp_conn_commit(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                               struct ct_conn *c, struct ct_tcp_win *w, uint32_t hash,
+                               bool reply_free, struct host_entry *host, uint64_t now)
+{
+    enum rt_drop_reason why = RT_DROP_NONE;
+    struct ct_conn *slot = NULL;
+    if (ct_l4_for(m->proto)->update(c, w, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
+        dp->counters[RT_CNT_INVALID]++;
+        why = RT_DROP_CT_INVALID;
+    } else {
+        account(c, m, CT_DIR_ORIGINAL);
+        slot = ct_alloc(&dp->ct, hash, now);
+        if (slot) {
+            *slot = *c;
+            if (m->proto == IPPROTO_TCP_)
+                *ct_tcp_win(&dp->ct, slot) = *w;
+            if (!ct_insert(&dp->ct, slot, hash, reply_free, now))
+                slot = NULL;
+        }
+        if (!slot)
+            why = RT_DROP_CT_FULL;
+    }
+    if (why != RT_DROP_NONE) {
+        abandon(dp, c);
+        dp_drop(dp, p, why);
+        return NULL;
+    }
+    if (host) {
+        host->conns++;
+        slot->status |= CT_HOST_COUNTED;
+    }
+    if (dp->ct_events)
+        dp_ct_event(dp, slot, RT_EV_NEW);
+    return slot;
+}
+
 /* A packet no connection knows: may it open one?  'hash' is the hash of its
  * tuple, which the caller has just looked up and not found. */
 static void process_new(struct rt_dp *dp, struct rt_pkt *p,
@@ -836,17 +887,8 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
 
     struct ct_conn c;
     struct ct_tcp_win w;
-    memset(&c, 0, sizeof c);
-    const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
-    if (!l4->new_conn(&c, &w, m, &dp->ctp) ||
-        !tuple_invert(&m->tuple, &c.tuple[CT_DIR_REPLY])) {
-        dp->counters[RT_CNT_INVALID]++;
-        dp_drop(dp, p, m->proto == IPPROTO_TCP_ ? RT_DROP_BAD_TCP_FLAGS
-                                             : RT_DROP_CT_INVALID);
+    if (!dp_conn_init(dp, p, m, &c, &w, now))
         return;
-    }
-    c.tuple[CT_DIR_ORIGINAL] = m->tuple;
-    c.created = (uint32_t)(now >> CT_CREATED_SHIFT);
     if (dn) {
         c.tuple[CT_DIR_REPLY].src.v4 = dn->addr;
         c.tuple[CT_DIR_REPLY].sport = dn->port;
@@ -878,36 +920,11 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
         }
         reply_free = true; /* nat_snat found it unused */
     }
-    if (l4->update(&c, &w, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
-        abandon(dp, &c);
-        dp->counters[RT_CNT_INVALID]++;
-        dp_drop(dp, p, RT_DROP_CT_INVALID);
+    struct ct_conn *slot = dp_conn_commit(dp, p, m, &c, &w, hash, reply_free, host, now);
+    if (!slot)
         return;
-    }
-    account(&c, m, CT_DIR_ORIGINAL);
-
-    struct ct_conn *slot = ct_alloc(&dp->ct, hash, now);
-    if (!slot) {
-        abandon(dp, &c);
-        dp_drop(dp, p, RT_DROP_CT_FULL);
-        return;
-    }
-    *slot = c;
-    if (m->proto == IPPROTO_TCP_)
-        *ct_tcp_win(&dp->ct, slot) = w;
-    if (!ct_insert(&dp->ct, slot, hash, reply_free, now)) {
-        abandon(dp, &c);
-        dp_drop(dp, p, RT_DROP_CT_FULL);
-        return;
-    }
     if (dn && dn->backend >= 0 && (uint32_t)dn->backend < dp->n_backends)
         dp->lb_conns[dn->backend]++;
-    if (host) {
-        host->conns++;
-        slot->status |= CT_HOST_COUNTED;
-    }
-    if (dp->ct_events)
-        dp_ct_event(dp, slot, RT_EV_NEW);
     nat_rewrite(m, slot, CT_DIR_ORIGINAL);
     forward(p, m, out);
 }

@@ -149,6 +149,20 @@ enum dp_track {
     DP_TRACK_KILL,    /* forward it, then call dp_track_kill() */
 };
 
+/* The two halves of opening a connection, shared by both pipelines.
+ * dp_conn_init() builds connection 'c' for new packet 'm' in the caller's
+ * memory (its L4 tracker decides whether 'm' may open one; tuples are the
+ * packet's and its plain inverse); the caller then edits the reply tuple
+ * for NAT.  dp_conn_commit() runs the tracker on 'm', stores 'c' in the
+ * table under 'hash' (with its TCP window state 'w'), counts it against
+ * 'host' and reports NEW; it returns the stored connection, or NULL after
+ * dropping the packet with its reason and releasing 'c''s NAT mapping. */
+bool dp_conn_init(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                  struct ct_conn *c, struct ct_tcp_win *w, uint64_t now);
+struct ct_conn *dp_conn_commit(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                               struct ct_conn *c, struct ct_tcp_win *w, uint32_t hash,
+                               bool reply_free, struct host_entry *host, uint64_t now);
+
 /* The connection ICMP error 'm' quotes, with the direction of the quoted
  * packet in '*dir', if the error is addressed to that packet's sender; else
  * NULL, the error counted and dropped ('to_router': it is for one of the

@@ -379,16 +379,8 @@ static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
     }
     struct ct_conn c;
     struct ct_tcp_win w;
-    memset(&c, 0, sizeof c);
-    const struct ct_l4_proto *l4 = ct_l4_for(m->proto);
-    if (!l4->new_conn(&c, &w, m, &dp->ctp) ||
-        !tuple_invert(&m->tuple, &c.tuple[CT_DIR_REPLY])) {
-        dp->counters[RT_CNT_INVALID]++;
-        dp_drop(dp, p, m->proto == IPPROTO_TCP_ ? RT_DROP_BAD_TCP_FLAGS : RT_DROP_CT_INVALID);
+    if (!dp_conn_init(dp, p, m, &c, &w, now))
         return;
-    }
-    c.tuple[CT_DIR_ORIGINAL] = m->tuple;
-    c.created = (uint32_t)(now >> CT_CREATED_SHIFT);
     bool reply_free = false;
     const uint8_t *masq = dp->n_masq6 ? masq6_address(dp, m, out) : NULL;
     if (masq && memcmp(masq, m->tuple.src.b, 16) != 0) {
@@ -401,30 +393,9 @@ static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
         }
         reply_free = true; /* nat_snat found it unused */
     }
-    if (l4->update(&c, &w, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
-        dp->counters[RT_CNT_INVALID]++;
-        dp_drop(dp, p, RT_DROP_CT_INVALID);
+    struct ct_conn *slot = dp_conn_commit(dp, p, m, &c, &w, hash, reply_free, host, now);
+    if (!slot)
         return;
-    }
-    dp_account(&c, m, CT_DIR_ORIGINAL);
-    struct ct_conn *slot = ct_alloc(&dp->ct, hash, now);
-    if (!slot) {
-        dp_drop(dp, p, RT_DROP_CT_FULL);
-        return;
-    }
-    *slot = c;
-    if (m->proto == IPPROTO_TCP_)
-        *ct_tcp_win(&dp->ct, slot) = w;
-    if (!ct_insert(&dp->ct, slot, hash, reply_free, now)) {
-        dp_drop(dp, p, RT_DROP_CT_FULL);
-        return;
-    }
-    if (host) {
-        host->conns++;
-        slot->status |= CT_HOST_COUNTED;
-    }
-    if (dp->ct_events)
-        dp_ct_event(dp, slot, RT_EV_NEW);
     nat_rewrite(m, slot, CT_DIR_ORIGINAL);
     forward6(dp, p, m, out);
 }
