@@ -517,6 +517,10 @@ static void send_tcp_reset(struct rt_dp *dp, struct rt_pkt *p,
 static void fw_refuse(struct rt_dp *dp, struct rt_pkt *p,
                       const struct pkt_meta *m, int action)
 {
+    if (m->family == 6) {
+        dp_refuse6(dp, p, m, action);
+        return;
+    }
     if (action != RT_FW_REJECT) {
         dp_drop_rule(dp, p, RT_DROP_FW_DROP, dp->fw_rule);
         return;
@@ -579,8 +583,7 @@ static void process_related(struct rt_dp *dp, struct rt_pkt *p,
 }
 
 /* A packet for the router itself. */
-static void process_local(struct rt_dp *dp, struct rt_pkt *p,
-                          struct pkt_meta *m)
+void dp_process_local(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
 {
     int a = dp_fw_eval(dp, p, m, RT_FW_INPUT, -1, RT_FW_NEW, &m->tuple.dst,
                        m->tuple.dport);
@@ -594,7 +597,12 @@ static void process_local(struct rt_dp *dp, struct rt_pkt *p,
         dp_drop(dp, p, RT_DROP_FRAGMENT);
         return;
     }
-    if (m->proto == IPPROTO_ICMP_ && m->icmp_type == ICMP_ECHO) {
+    if (m->family == 6 && m->proto == IPPROTO_ICMPV6_ && m->icmp_type == ICMP6_ECHO_REQUEST) {
+        dp_drop(dp, p, RT_DROP_LOCAL);
+        dp_echo_reply6(dp, p, m);
+        return;
+    }
+    if (m->family == 4 && m->proto == IPPROTO_ICMP_ && m->icmp_type == ICMP_ECHO) {
         dp_drop(dp, p, RT_DROP_LOCAL);
         send_echo_reply(dp, p, m);
         return;
@@ -846,7 +854,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
         dn = &tgt;
     else if (is_local(dp, m->tuple.dst.v4)) {
         if (!mapping_target(dp, m, &tgt)) {
-            process_local(dp, p, m);
+            dp_process_local(dp, p, m);
             return;
         }
         dn = &tgt;

@@ -190,6 +190,15 @@ enum rt_drop_reason dp_source_limits(struct rt_dp *dp, const struct pkt_meta *m,
 void dp_packet_too_big6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
                         uint32_t mtu);
 
+/* A packet for one of the router's own addresses, either family: the
+ * input chain, then echo answered, anything else counted (dp.c). */
+void dp_process_local(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m);
+/* Refusing an IPv6 packet a rule dropped or rejected (ICMPv6
+ * "administratively prohibited" for a reject), and answering an ICMPv6
+ * echo request to the router, in place (ip6.c). */
+void dp_refuse6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m, int action);
+void dp_echo_reply6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m);
+
 /* Fills the checksum adjustments of an NPTv6 rule (ip6.c). */
 void dp_npt6_prepare(struct dp_npt6 *n);
 

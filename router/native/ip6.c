@@ -214,7 +214,7 @@ void dp_packet_too_big6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_met
 }
 
 /* Answers an echo request to one of the router's addresses, in place. */
-static void send_echo_reply6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
+void dp_echo_reply6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
 {
     uint8_t me[16], peer[16];
     memcpy(me, m->tuple.dst.b, 16);
@@ -289,7 +289,7 @@ static void forward6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *
     p->out_iface = (int16_t)out;
 }
 
-static void refuse6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m, int action)
+void dp_refuse6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m, int action)
 {
     if (action != RT_FW_REJECT) {
         dp_drop_rule(dp, p, RT_DROP_FW_DROP, dp->fw_rule);
@@ -297,27 +297,6 @@ static void refuse6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m
     }
     dp_drop_rule(dp, p, RT_DROP_FW_REJECT, dp->fw_rule);
     send_icmp6_error(dp, p, m, ICMP6_DST_UNREACH, ICMP6_UNREACH_ADMIN, 0);
-}
-
-static void process_local6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
-{
-    int a = dp_fw_eval(dp, p, m, RT_FW_INPUT, -1, RT_FW_NEW, &m->tuple.dst, m->tuple.dport);
-    if (a < 0)
-        a = dp->input_policy;
-    if (a == RT_FW_DROP || a == RT_FW_REJECT) {
-        refuse6(dp, p, m, a);
-        return;
-    }
-    if (m->frag) { /* nothing here reassembles */
-        dp_drop(dp, p, RT_DROP_FRAGMENT);
-        return;
-    }
-    if (m->proto == IPPROTO_ICMPV6_ && m->icmp_type == ICMP6_ECHO_REQUEST) {
-        dp_drop(dp, p, RT_DROP_LOCAL);
-        send_echo_reply6(dp, p, m);
-        return;
-    }
-    dp_drop(dp, p, RT_DROP_LOCAL_DROP);
 }
 
 /* An ICMPv6 error: RELATED to the flow it quotes, or dropped. */
@@ -338,7 +317,7 @@ static void process_related6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
     if (dp->fw_states & RT_FW_RELATED) {
         int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_RELATED, &c->tuple[!dir].src, 0);
         if (a == RT_FW_DROP || a == RT_FW_REJECT) {
-            refuse6(dp, p, m, a);
+            dp_refuse6(dp, p, m, a);
             return;
         }
     }
@@ -355,7 +334,7 @@ static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
                          uint32_t hash, uint64_t now)
 {
     if (is_local6(dp, m->tuple.dst.b)) { /* a re-opened tuple of a NAT66 reply */
-        process_local6(dp, p, m);
+        dp_process_local(dp, p, m);
         return;
     }
     int out = next_hop6(dp, p, m, m->tuple.dst.b);
@@ -363,7 +342,7 @@ static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
         return;
     int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_NEW, &m->tuple.dst, m->tuple.dport);
     if (a == RT_FW_DROP || a == RT_FW_REJECT) {
-        refuse6(dp, p, m, a);
+        dp_refuse6(dp, p, m, a);
         return;
     }
     uint32_t zin = dp->ifaces[p->in_iface].zone, zout = dp->ifaces[out].zone;
@@ -413,7 +392,7 @@ static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
         int a = dp_fw_eval(dp, p, m, RT_FW_FORWARD, out, RT_FW_ESTABLISHED, dst,
                            c->tuple[!dir].sport);
         if (a == RT_FW_DROP || a == RT_FW_REJECT) {
-            refuse6(dp, p, m, a);
+            dp_refuse6(dp, p, m, a);
             return;
         }
     }
@@ -455,7 +434,7 @@ static void dispatch6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, ui
             if (m->icmp_error)
                 dp_drop(dp, p, RT_DROP_LOCAL_DROP);
             else
-                process_local6(dp, p, m);
+                dp_process_local(dp, p, m);
             return;
         }
         process_tracked6(dp, p, m, c, dir, hash, now);
