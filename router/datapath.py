@@ -1,7 +1,11 @@
 """The one importer of the compiled data plane: a checked, typed wrapper.
 
-Every call must come from the event loop thread: the C side has no locks (cffi
-releases the GIL during calls, so this is a rule, not a given).  Names of
+Every call comes from the event loop thread.  When worker threads run the data
+path (``start_workers``), they share the data plane with it: each call here
+takes the data plane's lock for its duration (``_c``), and the workers take it
+around each batch.  The workers are C threads that never touch Python objects,
+and cffi releases the GIL during calls, so neither waits for the other's
+interpreter.  Names of
 counters, drop reasons, timeouts and TCP states are read from C at import time,
 so Python never repeats a list the C side owns.
 """
@@ -208,6 +212,15 @@ class Datapath:
         self._cap_data: Any = None
         self._cap_snap = 0
 
+    def _c(self, fn: Any, *args: Any) -> Any:
+        """Calls C function ``fn`` on the data plane with its lock held: the
+        workers (if any) process batches between two such calls."""
+        lib.rt_dp_lock(self._dp)
+        try:
+            return fn(self._dp, *args)
+        finally:
+            lib.rt_dp_unlock(self._dp)
+
     # -- tables ------------------------------------------------------------
 
     def load(self, t: Tables) -> None:
@@ -337,14 +350,42 @@ class Datapath:
         tb.lb_slots = lb
         tb.n_lb_slots = len(t.lb_slots)
         tb.n_backends = len(t.backends)
-        if lib.rt_dp_load(self._dp, tb) != 0:
-            raise DatapathError(ffi.string(lib.rt_dp_error(self._dp)).decode())
+        if self._c(lib.rt_dp_load, tb) != 0:
+            raise DatapathError(ffi.string(self._c(lib.rt_dp_error)).decode())
 
     # -- packets -----------------------------------------------------------
 
     def poll(self, iface: int, budget: int, now_ms: int) -> int:
         """Reads, processes and writes up to ``budget`` packets of ``iface``."""
         return int(lib.rt_dp_poll(self._dp, iface, budget, now_ms))
+
+    def start_workers(self, fds: Sequence[Sequence[int]], budget: int,
+                      busy_poll_us: int = 0) -> None:
+        """Starts one worker thread per row of ``fds``: row k holds queue k's
+        descriptor of every interface, in the loaded tables' order."""
+        n = len(fds)
+        n_ifaces = len(fds[0]) if fds else 0
+        if any(len(row) != n_ifaces for row in fds):
+            raise DatapathError("every worker needs a descriptor for every interface")
+        flat = ffi.new("int32_t[]", [fd for row in fds for fd in row] or [0])
+        r = int(lib.rt_workers_start(self._dp, n, flat, n_ifaces, budget, busy_poll_us))
+        if r != 0:
+            raise DatapathError(f"cannot start {n} workers over {n_ifaces} interfaces: "
+                                f"{os.strerror(-r)}")
+
+    def stop_workers(self) -> None:
+        """Stops the workers and waits for them (nothing if none run)."""
+        lib.rt_workers_stop(self._dp)
+
+    def worker_stats(self) -> list[dict[str, int]]:
+        """Packets, batches, wakeups and given-up queues of each worker."""
+        st = ffi.new("struct rt_worker_stats *")
+        out = []
+        for k in range(int(lib.rt_workers_count(self._dp))):
+            if lib.rt_workers_stats(self._dp, k, st) == 0:
+                out.append({f: int(getattr(st, f))
+                            for f in ("packets", "batches", "wakeups", "errors")})
+        return out
 
     def process(self, packets: Sequence[tuple[int, bytes] | tuple[int, bytes, Offload]],
                 now_ms: int) -> list[Result]:
@@ -367,7 +408,7 @@ class Datapath:
             pkts[i].in_iface = iface
             for f in OFFLOAD_FIELDS:
                 setattr(pkts[i], f, getattr(off, f))
-        lib.rt_dp_process(self._dp, pkts, n, now_ms)
+        self._c(lib.rt_dp_process, pkts, n, now_ms)
         out = []
         for i in range(n):
             p = pkts[i]
@@ -386,7 +427,7 @@ class Datapath:
         out = []
         buf = ffi.new("uint8_t[]", SLOT_SIZE)
         iface = ffi.new("int16_t *")
-        while (n := lib.rt_dp_take_ready(self._dp, buf, SLOT_SIZE, iface)) > 0:
+        while (n := self._c(lib.rt_dp_take_ready, buf, SLOT_SIZE, iface)) > 0:
             out.append((int(iface[0]), bytes(ffi.buffer(buf, n))))
         return out
 
@@ -394,7 +435,7 @@ class Datapath:
 
     def sweep(self, now_ms: int, max_slots: int) -> SweepResult:
         r = ffi.new("struct rt_sweep_result *")
-        lib.rt_ct_sweep(self._dp, now_ms, max_slots, r)
+        self._c(lib.rt_ct_sweep, now_ms, max_slots, r)
         return SweepResult(int(r.visited), int(r.expired), bool(r.wrapped), int(r.count))
 
     def conntrack(self, now_ms: int) -> list[CtEntry]:
@@ -402,7 +443,7 @@ class Datapath:
         cursor = ffi.new("uint32_t *", 0)
         out: list[CtEntry] = []
         while True:
-            k = lib.rt_ct_dump(self._dp, cursor, self._entries, DUMP_CHUNK, now_ms)
+            k = self._c(lib.rt_ct_dump, cursor, self._entries, DUMP_CHUNK, now_ms)
             if k == 0:
                 return out
             for i in range(k):
@@ -430,21 +471,21 @@ class Datapath:
             for d in (0, 1):
                 (c.tcp_end[d], c.tcp_maxend[d], c.tcp_maxwin[d], c.tcp_scale[d],
                  c.tcp_flags[d]) = e.tcp_window[d]
-        return int(lib.rt_ct_restore(self._dp, c, now_ms))
+        return int(self._c(lib.rt_ct_restore, c, now_ms))
 
     def delete(self, slot: int) -> bool:
         """Removes the connection in ``slot``; False if there is none."""
-        return int(lib.rt_ct_delete(self._dp, slot)) == 0
+        return int(self._c(lib.rt_ct_delete, slot)) == 0
 
     def count(self) -> int:
-        return int(lib.rt_ct_count(self._dp))
+        return int(self._c(lib.rt_ct_count))
 
     def nat_mappings(self) -> int:
         """Endpoint-independent mappings in use."""
-        return int(lib.rt_nat_map_count(self._dp))
+        return int(self._c(lib.rt_nat_map_count))
 
     def flush(self) -> None:
-        lib.rt_ct_flush(self._dp)
+        self._c(lib.rt_ct_flush)
 
     # -- events and capture ------------------------------------------------
 
@@ -455,14 +496,14 @@ class Datapath:
         mask = 0
         for r in drop_reasons:
             mask |= 1 << DROP_NAMES.index(r)
-        if lib.rt_events_enable(self._dp, int(ct), mask, drop_rate, ring) != 0:
+        if self._c(lib.rt_events_enable, int(ct), mask, drop_rate, ring) != 0:
             raise DatapathError(f"cannot enable events with a ring of {ring}")
 
     def read_events(self, n: int = 1024) -> list[Event]:
         buf = self._ev_buf
         if buf is None or len(buf) < n:
             buf = self._ev_buf = ffi.new("struct rt_event[]", n)
-        k = lib.rt_events_read(self._dp, buf, n)
+        k = self._c(lib.rt_events_read, buf, n)
         out = []
         for i in range(k):
             ev = buf[i]
@@ -485,9 +526,9 @@ class Datapath:
     def events_lost(self) -> dict[str, int]:
         """Events lost to a full ring, by type; "RATE_LIMITED": drop samples
         left out by the sampling rate."""
-        out = {"RATE_LIMITED": int(lib.rt_events_lost(self._dp, lib.RT_EV_RATE_LIMITED))}
+        out = {"RATE_LIMITED": int(self._c(lib.rt_events_lost, lib.RT_EV_RATE_LIMITED))}
         for t, name in EVENT_TYPES.items():
-            out[name] = int(lib.rt_events_lost(self._dp, t))
+            out[name] = int(self._c(lib.rt_events_lost, t))
         return out
 
     def capture_start(self, ifaces: Sequence[int], snaplen: int = 2048,
@@ -495,7 +536,7 @@ class Datapath:
         mask = 0
         for i in ifaces:
             mask |= 1 << i
-        if lib.rt_capture_start(self._dp, mask, snaplen, slots) != 0:
+        if self._c(lib.rt_capture_start, mask, snaplen, slots) != 0:
             raise DatapathError("cannot start the capture (bad size or no memory)")
         self._cap_snap = snaplen
         self._cap_recs = ffi.new("struct rt_capture[]", 256)
@@ -504,7 +545,7 @@ class Datapath:
     def capture_read(self) -> list[Captured]:
         if self._cap_recs is None or self._cap_data is None:
             return []
-        k = lib.rt_capture_read(self._dp, self._cap_recs, self._cap_data, 256)
+        k = self._c(lib.rt_capture_read, self._cap_recs, self._cap_data, 256)
         out = []
         for i in range(k):
             r = self._cap_recs[i]
@@ -514,41 +555,41 @@ class Datapath:
         return out
 
     def capture_stop(self) -> None:
-        lib.rt_capture_stop(self._dp)
+        self._c(lib.rt_capture_stop)
         self._cap_recs = self._cap_data = None
 
     def capture_lost(self) -> int:
-        return int(lib.rt_capture_lost(self._dp))
+        return int(self._c(lib.rt_capture_lost))
 
     # -- counters ----------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
         buf = ffi.new("uint64_t[]", len(COUNTER_NAMES))
-        lib.rt_dp_counters(self._dp, buf, len(COUNTER_NAMES))
+        self._c(lib.rt_dp_counters, buf, len(COUNTER_NAMES))
         return {name: int(buf[i]) for i, name in enumerate(COUNTER_NAMES)}
 
     def drops(self) -> dict[str, int]:
         buf = ffi.new("uint64_t[]", len(DROP_NAMES))
-        lib.rt_dp_drops(self._dp, buf, len(DROP_NAMES))
+        self._c(lib.rt_dp_drops, buf, len(DROP_NAMES))
         return {name: int(buf[i]) for i, name in enumerate(DROP_NAMES) if name != "none"}
 
     def fw_stats(self) -> list[tuple[int, int]]:
         """(packets, bytes) each firewall rule matched since the tables were loaded."""
-        n = int(lib.rt_dp_fw_stats(self._dp, ffi.NULL, 0))
+        n = int(self._c(lib.rt_dp_fw_stats, ffi.NULL, 0))
         buf = ffi.new("uint64_t[]", max(2, 2 * n))
-        lib.rt_dp_fw_stats(self._dp, buf, 2 * n)
+        self._c(lib.rt_dp_fw_stats, buf, 2 * n)
         return [(int(buf[2 * i]), int(buf[2 * i + 1])) for i in range(n)]
 
     def lb_stats(self) -> list[int]:
         """New connections sent to each backend since the tables were loaded."""
-        n = int(lib.rt_dp_lb_stats(self._dp, ffi.NULL, 0))
+        n = int(self._c(lib.rt_dp_lb_stats, ffi.NULL, 0))
         buf = ffi.new("uint64_t[]", max(1, n))
-        lib.rt_dp_lb_stats(self._dp, buf, n)
+        self._c(lib.rt_dp_lb_stats, buf, n)
         return [int(buf[i]) for i in range(n)]
 
     def iface_stats(self, iface: int) -> dict[str, int]:
         st = ffi.new("struct rt_iface_stats *")
-        if lib.rt_dp_iface_stats(self._dp, iface, st) != 0:
+        if self._c(lib.rt_dp_iface_stats, iface, st) != 0:
             raise DatapathError(f"no interface {iface}")
         return {f: int(getattr(st, f)) for f in
                 ("rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_errors")}

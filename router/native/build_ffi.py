@@ -2,7 +2,8 @@
 
 setuptools runs it through ``cffi_modules`` when the package is installed.
 ``python -m router.native.build_ffi --sanitize OUTDIR`` builds a copy with
-AddressSanitizer and UndefinedBehaviorSanitizer for the test suite.
+AddressSanitizer and UndefinedBehaviorSanitizer for the test suite, and
+``--thread OUTDIR`` one with ThreadSanitizer for the worker tests.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ WARNINGS = ["-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wstrict-prototypes"]
 OPTIMIZE = ["-O2", "-fno-strict-aliasing", "-std=gnu11"]
 SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer",
             "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+# ThreadSanitizer cannot be combined with ASan: a build of its own, for the
+# worker tests (the data plane's lock against the workers' batches).
+THREAD = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=thread"]
 
 
-def make_builder(sanitize: bool = False) -> FFI:
+def make_builder(sanitize: bool = False, thread: bool = False) -> FFI:
     ffi = FFI()
     ffi.cdef((HERE / "rt.cdef").read_text())
-    flags = WARNINGS + (SANITIZE if sanitize else OPTIMIZE)
+    flags = WARNINGS + (THREAD if thread else SANITIZE if sanitize else OPTIMIZE)
+    sanitize = sanitize or thread
     ffi.set_source(
         "router.native._rt",
         '#include "rt.h"',
@@ -36,7 +41,8 @@ def make_builder(sanitize: bool = False) -> FFI:
         else [str(HERE / s) for s in SOURCES],
         include_dirs=[str(HERE)] if sanitize else ["router/native"],
         extra_compile_args=flags,
-        extra_link_args=["-fsanitize=address,undefined"] if sanitize else [],
+        extra_link_args=(["-fsanitize=thread"] if thread else
+                         ["-fsanitize=address,undefined"] if sanitize else []),
     )
     return ffi
 
@@ -46,11 +52,12 @@ ffibuilder = make_builder(sanitize=os.environ.get("RT_SANITIZE") == "1")
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sanitize", action="store_true")
+    ap.add_argument("--sanitize", action="store_true", help="ASan and UBSan")
+    ap.add_argument("--thread", action="store_true", help="ThreadSanitizer")
     ap.add_argument("outdir", type=Path)
     args = ap.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
-    builder = make_builder(sanitize=args.sanitize)
+    builder = make_builder(sanitize=args.sanitize, thread=args.thread)
     builder.compile(tmpdir=str(args.outdir), verbose=False)
     return 0
 

@@ -1187,6 +1187,10 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
     struct rt_dp *dp = calloc(1, sizeof *dp);
     if (!dp)
         return NULL;
+    if (pthread_mutex_init(&dp->lock, NULL) != 0) {
+        free(dp);
+        return NULL;
+    }
     if (ct_init(&dp->ct, p->ct_capacity, p->seed, dp->counters) != 0) {
         free(dp);
         return NULL;
@@ -1239,6 +1243,7 @@ void rt_dp_free(struct rt_dp *dp)
 {
     if (!dp)
         return;
+    io_free(dp);
     ct_destroy(&dp->ct);
     nat_maps_destroy(&dp->nm);
     host_destroy(&dp->hosts);
@@ -1258,6 +1263,7 @@ void rt_dp_free(struct rt_dp *dp)
     free(dp->ev.ev);
     free(dp->cap.rec);
     free(dp->cap.data);
+    pthread_mutex_destroy(&dp->lock);
     free(dp);
 }
 
@@ -1797,6 +1803,7 @@ uint32_t rt_abi_sizeof(const char *name)
     S(rt_tables)
     S(rt_pkt)
     S(rt_iface_stats)
+    S(rt_worker_stats)
     S(rt_sweep_result)
     S(rt_ct_entry)
 #undef S

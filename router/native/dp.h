@@ -4,6 +4,7 @@
 #ifndef RT_DP_H
 #define RT_DP_H
 
+#include <pthread.h>
 #include "rt.h"
 #include "ct_proto.h"
 #include "fib.h"
@@ -114,7 +115,17 @@ struct rt_dp {
     uint64_t drop_refill_ms;                  /* when it was last refilled */
     struct cap_ring cap;                      /* packet capture */
     char error[160];                          /* last rt_dp_load() error */
+    pthread_mutex_t lock;                     /* held around every use of the
+                                                 state above once workers run
+                                                 (see io.c) */
+    struct io_workers *workers;               /* NULL unless started */
+    struct io_ctx *loop_io;                   /* rt_dp_poll()'s reader */
 };
+
+/* Stops and frees the workers, if any (io.c). */
+void io_workers_stop(struct rt_dp *dp);
+/* ... and frees everything else io.c allocated. */
+void io_free(struct rt_dp *dp);
 
 /* Room before each packet in a slot for the virtio_net_hdr (10 bytes),
  * rounded up so that the IP header stays aligned. */

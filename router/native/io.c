@@ -1,12 +1,24 @@
 /*
  * io.c - the only file that makes system calls.
  *
- * rt_dp_poll() drains up to 'budget' packets from one TUN file descriptor
- * into the preallocated slots with read() (a TUN hands out one packet per
- * read), runs the batch through the pipeline, and writes every packet that
- * has an output interface.  The descriptor is non-blocking; EAGAIN ends the
- * batch early.  A failed write is counted on the output interface and the
- * packet is lost, as a full transmit queue would lose it.
+ * A reader drains up to 'budget' packets from one TUN file descriptor into
+ * its preallocated slots with read() (a TUN hands out one packet per read),
+ * runs the batch through the pipeline, and writes every packet that has an
+ * output interface.  Descriptors are non-blocking; EAGAIN ends the batch
+ * early.  A failed write is counted on the output interface and the packet is
+ * lost, as a full transmit queue would lose it.
+ *
+ * There are two kinds of readers.  rt_dp_poll() is called by the event loop
+ * for one readable device, with the data plane's own slots.  Workers
+ * (rt_workers_start) are threads, one per queue of multi-queue TUN devices:
+ * worker k reads queue k of every device and writes to queue k of the output
+ * device, so a flow stays on one worker both ways (the kernel steers a
+ * flow's packets to the queue it was last written from).  Both run the same
+ * code: read() and write(), where the time goes, happen without the lock;
+ * the lock is held only while the batch is processed (the connection table,
+ * NAT, counters, events and capture are shared) and while the writes'
+ * results are counted.  Every other call into the data plane takes the same
+ * lock (rt_dp_lock), so the control plane sees the state between batches.
  *
  * With IFF_VNET_HDR a virtio_net_hdr travels in front of every packet, in
  * both directions: it says whether the L4 checksum is still to be completed
@@ -18,7 +30,12 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 #include "dp.h"
 
@@ -57,76 +74,193 @@ static void vnet_encode(const struct rt_pkt *p, uint8_t *h)
     put_le16(h + 8, p->csum_offset);
 }
 
-/*
- * Writes 'len' bytes of packet at 'data' to interface 'out', with a
- * virtio_net_hdr made from 'meta' in front when the interface takes one (the
- * SLOT_HEADROOM bytes before 'data' are free for it).  Counts the result.
- */
-static void write_out(struct rt_dp *dp, int16_t out, uint8_t *data, uint32_t len,
-                      const struct rt_pkt *meta)
+/* What a reader's writes did, counted without the lock and added to the
+ * data plane's counters under it. */
+struct io_tx {
+    uint64_t mask;                    /* interfaces with counts below */
+    uint64_t packets[RT_MAX_IFACES];
+    uint64_t bytes[RT_MAX_IFACES];
+    uint64_t errors[RT_MAX_IFACES];
+};
+
+/* One reader: the event loop's (rt_dp_poll) or a worker's. */
+struct io_ctx {
+    struct rt_dp *dp;
+    struct rt_pkt *pkts;   /* 'n_slots' slots */
+    uint32_t n_slots;
+    const int32_t *fds;    /* descriptor per interface; NULL: the tables' */
+    uint32_t n_fds;        /* entries in 'fds' */
+    int32_t *out_fd;       /* per slot: where the packet goes, -1 nowhere */
+    uint8_t *out_vnet;     /* per slot: with a virtio_net_hdr */
+    bool own_tables;       /* the reader loads the tables too: look its
+                              interfaces' flags up there */
+    uint64_t vnet;         /* else bit i: interface i reads with a
+                              virtio_net_hdr */
+    struct io_tx tx;
+    uint64_t read_errors;  /* reads that failed other than EAGAIN */
+};
+
+static void lock(struct rt_dp *dp)
 {
-    struct dp_iface *o = &dp->ifaces[out];
-    uint8_t *at = data;
-    size_t n = len;
-    if (o->flags & RT_IF_VNET_HDR) {
-        at -= VNET_HDR_LEN;
-        n += VNET_HDR_LEN;
-        vnet_encode(meta, at);
-    } else if (meta->gso_type != RT_GSO_NONE ||
-               (meta->csum_flags & RT_PKT_NEEDS_CSUM)) {
-        /* All interfaces share one offload mode (see tun.py), so this only
-         * happens if tables were loaded inconsistently. */
+    pthread_mutex_lock(&dp->lock);
+}
+
+static void unlock(struct rt_dp *dp)
+{
+    pthread_mutex_unlock(&dp->lock);
+}
+
+void rt_dp_lock(struct rt_dp *dp)
+{
+    lock(dp);
+}
+
+void rt_dp_unlock(struct rt_dp *dp)
+{
+    unlock(dp);
+}
+
+/* Under the lock: the descriptor interface 'out' is written through by this
+ * reader, or -1. */
+static int32_t out_fd(const struct io_ctx *io, int16_t out)
+{
+    if (out < 0 || (uint32_t)out >= io->dp->n_ifaces)
+        return -1;
+    if (io->fds)
+        return (uint32_t)out < io->n_fds ? io->fds[out] : -1;
+    return io->dp->ifaces[out].fd;
+}
+
+/* Under the lock: decides how slot 'i' leaves (descriptor, header) and
+ * captures it.  A packet with offload metadata for an interface without
+ * virtio_net_hdr is dropped: all interfaces share one offload mode (see
+ * tun.py), so this only happens if tables were loaded inconsistently. */
+static void prepare_out(struct io_ctx *io, uint32_t i)
+{
+    struct rt_dp *dp = io->dp;
+    struct rt_pkt *p = &io->pkts[i];
+    io->out_fd[i] = -1;
+    if (p->out_iface < 0)
+        return;
+    int32_t fd = out_fd(io, p->out_iface);
+    struct dp_iface *o = &dp->ifaces[p->out_iface];
+    bool vnet = o->flags & RT_IF_VNET_HDR;
+    if (fd < 0 || (!vnet && (p->gso_type != RT_GSO_NONE ||
+                             (p->csum_flags & RT_PKT_NEEDS_CSUM)))) {
         o->st.tx_errors++;
-        dp->drops[RT_DROP_BAD_OFFLOAD]++;
+        dp->drops[fd < 0 ? RT_DROP_TX_ERROR : RT_DROP_BAD_OFFLOAD]++;
         return;
     }
-    if (cap_on(&dp->cap, (uint32_t)out))
-        cap_push(&dp->cap, (uint16_t)out, RT_CAP_TX, data, len);
+    if (cap_on(&dp->cap, (uint32_t)p->out_iface))
+        cap_push(&dp->cap, (uint16_t)p->out_iface, RT_CAP_TX, p->data, p->len);
+    io->out_fd[i] = fd;
+    io->out_vnet[i] = vnet;
+}
+
+/* Without the lock: writes slot 'i' as prepare_out() decided and counts the
+ * result in io->tx. */
+static void write_out(struct io_ctx *io, uint32_t i)
+{
+    struct rt_pkt *p = &io->pkts[i];
+    int32_t fd = io->out_fd[i];
+    if (fd < 0)
+        return;
+    uint8_t *at = p->data;
+    size_t n = p->len;
+    if (io->out_vnet[i]) {
+        at -= VNET_HDR_LEN;
+        n += VNET_HDR_LEN;
+        vnet_encode(p, at);
+    }
     ssize_t w;
     do {
-        w = o->fd >= 0 ? write(o->fd, at, n) : -1;
+        w = write(fd, at, n);
     } while (w < 0 && errno == EINTR);
+    uint32_t o = (uint32_t)p->out_iface;
+    io->tx.mask |= 1ull << o;
     if (w == (ssize_t)n) {
-        o->st.tx_packets++;
-        o->st.tx_bytes += len;
-        dp->counters[RT_CNT_TX_PACKETS]++;
+        io->tx.packets[o]++;
+        io->tx.bytes[o] += p->len;
     } else {
-        o->st.tx_errors++;
-        dp->drops[RT_DROP_TX_ERROR]++;
+        io->tx.errors[o]++;
     }
 }
 
-/* Fragments that waited for their first one, released by this batch. */
-static void send_ready_fragments(struct rt_dp *dp)
+/* Under the lock: adds io->tx to the data plane's counters. */
+static void merge_tx(struct io_ctx *io)
 {
-    struct rt_pkt *p = &dp->pkts[0]; /* the batch is written: reuse a slot */
-    struct rt_pkt plain;
-    memset(&plain, 0, sizeof plain); /* no offload metadata */
-    int16_t out;
-    uint32_t len;
-    while ((len = rt_dp_take_ready(dp, p->data, dp->slot_size, &out)) > 0)
-        write_out(dp, out, p->data, len, &plain);
+    struct rt_dp *dp = io->dp;
+    uint64_t m = io->tx.mask;
+    while (m) {
+        uint32_t o = (uint32_t)__builtin_ctzll(m);
+        m &= m - 1;
+        struct rt_iface_stats *st = &dp->ifaces[o].st;
+        st->tx_packets += io->tx.packets[o];
+        st->tx_bytes += io->tx.bytes[o];
+        st->tx_errors += io->tx.errors[o];
+        dp->counters[RT_CNT_TX_PACKETS] += io->tx.packets[o];
+        dp->drops[RT_DROP_TX_ERROR] += io->tx.errors[o];
+        io->tx.packets[o] = io->tx.bytes[o] = io->tx.errors[o] = 0;
+    }
+    io->tx.mask = 0;
 }
 
-/* Reads up to 'budget' packets from 'iface', processes and writes them;
- * sets a bit in '*wrote' for every interface written to. */
-static int poll_one(struct rt_dp *dp, uint32_t iface, uint32_t budget, uint64_t now_ms,
-                    uint64_t *wrote)
+/* Counts the writes of the batch, then sends the fragments that waited for
+ * their first one and were released by it, in the (now free) slots. */
+static void finish_batch(struct io_ctx *io)
 {
-    int fd = dp->ifaces[iface].fd;
-    bool vnet = dp->ifaces[iface].flags & RT_IF_VNET_HDR;
+    struct rt_dp *dp = io->dp;
+    struct rt_pkt plain;
+    memset(&plain, 0, sizeof plain); /* no offload metadata */
+    uint32_t k;
+    do {
+        lock(dp);
+        merge_tx(io);
+        for (k = 0; k < io->n_slots; k++) {
+            struct rt_pkt *p = &io->pkts[k];
+            int16_t out;
+            uint32_t len = rt_dp_take_ready(dp, p->data, dp->slot_size, &out);
+            if (len == 0)
+                break;
+            uint8_t *data = p->data;
+            *p = plain;
+            p->data = data;
+            p->len = len;
+            p->cap = dp->slot_size;
+            p->out_iface = out;
+            prepare_out(io, k);
+        }
+        unlock(dp);
+        for (uint32_t i = 0; i < k; i++)
+            write_out(io, i);
+    } while (k > 0);
+}
+
+/* Reads up to 'budget' packets from interface 'iface' through 'fd',
+ * processes and writes them; sets a bit in '*wrote' for every interface
+ * written to.  Returns the packets read, or -errno if none could be. */
+static int poll_one(struct io_ctx *io, uint32_t iface, int fd, uint32_t budget,
+                    uint64_t now_ms, uint64_t *wrote)
+{
+    struct rt_dp *dp = io->dp;
     uint32_t n = 0;
     int err = 0;
+    if (budget > io->n_slots)
+        budget = io->n_slots;
+    bool vnet = io->own_tables ? dp->ifaces[iface].flags & RT_IF_VNET_HDR
+                               : (io->vnet >> iface) & 1;
     while (n < budget) {
-        struct rt_pkt *p = &dp->pkts[n];
+        struct rt_pkt *p = &io->pkts[n];
         uint8_t *at = vnet ? p->data - VNET_HDR_LEN : p->data;
         size_t room = dp->slot_size + (vnet ? VNET_HDR_LEN : 0);
         ssize_t r = read(fd, at, room);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno != EAGAIN)
+            if (errno != EAGAIN) {
                 err = -errno;
+                io->read_errors++;
+            }
             break;
         }
         if (vnet) {
@@ -140,22 +274,38 @@ static int poll_one(struct rt_dp *dp, uint32_t iface, uint32_t budget, uint64_t 
         p->len = (uint32_t)r;
         p->cap = dp->slot_size;
         p->in_iface = (uint16_t)iface;
-        if (cap_on(&dp->cap, iface))
-            cap_push(&dp->cap, (uint16_t)iface, RT_CAP_RX, p->data, p->len);
         n++;
     }
     if (n == 0)
         return err;
-    rt_dp_process(dp, dp->pkts, n, now_ms);
-    for (uint32_t i = 0; i < n; i++) {
-        struct rt_pkt *p = &dp->pkts[i];
-        if (p->out_iface >= 0) {
-            write_out(dp, p->out_iface, p->data, p->len, p);
-            *wrote |= 1ull << p->out_iface;
-        }
+    lock(dp);
+    if (iface >= dp->n_ifaces) { /* tables changed under a worker: cannot
+                                     happen, workers are restarted first */
+        unlock(dp);
+        return 0;
     }
-    send_ready_fragments(dp);
+    if (cap_on(&dp->cap, iface))
+        for (uint32_t i = 0; i < n; i++)
+            cap_push(&dp->cap, (uint16_t)iface, RT_CAP_RX, io->pkts[i].data, io->pkts[i].len);
+    rt_dp_process(dp, io->pkts, n, now_ms);
+    for (uint32_t i = 0; i < n; i++) {
+        prepare_out(io, i);
+        if (io->out_fd[i] >= 0)
+            *wrote |= 1ull << io->pkts[i].out_iface;
+    }
+    unlock(dp);
+    for (uint32_t i = 0; i < n; i++)
+        write_out(io, i);
+    finish_batch(io);
     return (int)n;
+}
+
+/* The descriptor this reader reads interface 'i' from, or -1. */
+static int read_fd(struct io_ctx *io, uint32_t i)
+{
+    if (io->fds)
+        return i < io->n_fds ? io->fds[i] : -1;
+    return i < io->dp->n_ifaces ? io->dp->ifaces[i].fd : -1;
 }
 
 /*
@@ -167,26 +317,287 @@ static int poll_one(struct rt_dp *dp, uint32_t iface, uint32_t budget, uint64_t 
  * round trip.  One level only, so a call reads at most 1 + n_ifaces
  * batches.
  */
-int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
-               uint64_t now_ms)
+static int poll_follow(struct io_ctx *io, uint32_t iface, uint32_t budget, uint64_t now_ms)
 {
-    if (iface >= dp->n_ifaces || dp->ifaces[iface].fd < 0)
+    int fd = read_fd(io, iface);
+    if (fd < 0)
         return -EBADF;
-    if (budget > dp->batch)
-        budget = dp->batch;
     uint64_t wrote = 0, ignored = 0;
-    int r = poll_one(dp, iface, budget, now_ms, &wrote);
+    int r = poll_one(io, iface, fd, budget, now_ms, &wrote);
     if (r <= 0)
         return r;
     wrote &= ~(1ull << iface);
     while (wrote) {
         uint32_t o = (uint32_t)__builtin_ctzll(wrote);
         wrote &= wrote - 1;
-        if (o < dp->n_ifaces && dp->ifaces[o].fd >= 0) {
-            int more = poll_one(dp, o, budget, now_ms, &ignored);
+        int ofd = read_fd(io, o);
+        if (ofd >= 0) {
+            int more = poll_one(io, o, ofd, budget, now_ms, &ignored);
             if (more > 0)
                 r += more;
         }
     }
     return r;
+}
+
+int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
+               uint64_t now_ms)
+{
+    if (iface >= dp->n_ifaces || dp->ifaces[iface].fd < 0)
+        return -EBADF;
+    /* The event loop's reader: the data plane's own slots and its tables'
+     * descriptors (the thread that polls is the one that loads tables). */
+    struct io_ctx *io = dp->loop_io;
+    if (!io) {
+        io = calloc(1, sizeof *io);
+        int32_t *ofd = calloc(dp->batch, sizeof *ofd);
+        uint8_t *ovnet = calloc(dp->batch, 1);
+        if (!io || !ofd || !ovnet) {
+            free(io);
+            free(ofd);
+            free(ovnet);
+            return -ENOMEM;
+        }
+        io->dp = dp;
+        io->pkts = dp->pkts;
+        io->n_slots = dp->batch;
+        io->out_fd = ofd;
+        io->out_vnet = ovnet;
+        io->own_tables = true;
+        dp->loop_io = io;
+    }
+    return poll_follow(io, iface, budget, now_ms);
+}
+
+void io_free(struct rt_dp *dp)
+{
+    io_workers_stop(dp);
+    if (dp->loop_io) {
+        free(dp->loop_io->out_fd);
+        free(dp->loop_io->out_vnet);
+        free(dp->loop_io);
+        dp->loop_io = NULL;
+    }
+}
+
+/* -- workers ------------------------------------------------------------ */
+
+struct io_worker {
+    struct io_workers *set;
+    uint32_t index;
+    pthread_t thread;
+    bool started;
+    struct io_ctx io;
+    uint8_t *slots;
+    struct rt_worker_stats st; /* updated with relaxed atomics */
+};
+
+struct io_workers {
+    struct rt_dp *dp;
+    uint32_t n, n_ifaces, budget, busy_poll_us;
+    int stop_fd;               /* eventfd: readable once stopping */
+    int32_t *fds;              /* [worker * n_ifaces + iface] */
+    struct io_worker w[];
+};
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void add(uint64_t *c, uint64_t v)
+{
+    __atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+}
+
+/*
+ * A worker: sleeps in poll() on its queue of every device (and the stop
+ * event), then gives each readable queue one batch, with the follow-up
+ * reads of poll_follow().  With busy polling it does not sleep for
+ * 'busy_poll_us' after the last packet.  A queue whose reads fail (the
+ * device went away) is left out until the workers are restarted.
+ */
+static void *worker_main(void *arg)
+{
+    struct io_worker *w = arg;
+    struct io_workers *set = w->set;
+    uint32_t ni = set->n_ifaces;
+    struct pollfd pfd[RT_MAX_IFACES + 1];
+    for (uint32_t i = 0; i < ni; i++) {
+        pfd[i].fd = w->io.fds[i];
+        pfd[i].events = POLLIN;
+    }
+    pfd[ni].fd = set->stop_fd;
+    pfd[ni].events = POLLIN;
+    uint64_t last_packet = 0;
+    for (;;) {
+        int timeout = -1;
+        bool spin = set->busy_poll_us &&
+                    mono_ns() - last_packet < (uint64_t)set->busy_poll_us * 1000;
+        if (spin)
+            timeout = 0;
+        int r = poll(pfd, ni + 1, timeout);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            add(&w->st.errors, 1);
+            break;
+        }
+        if (pfd[ni].revents)
+            break;
+        if (!spin)
+            add(&w->st.wakeups, 1);
+        uint64_t now_ns = mono_ns();
+        uint64_t now_ms = now_ns / 1000000;
+        uint64_t got = 0;
+        for (uint32_t i = 0; i < ni; i++) {
+            if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLERR | POLLHUP)))
+                continue;
+            int k = poll_follow(&w->io, i, set->budget, now_ms);
+            if (k > 0) {
+                got += (uint64_t)k;
+                add(&w->st.batches, 1);
+            } else if (k < 0) {
+                add(&w->st.errors, 1);
+                pfd[i].fd = -1; /* broken: do not spin on it */
+            }
+        }
+        if (got) {
+            add(&w->st.packets, got);
+            last_packet = now_ns;
+        }
+    }
+    return NULL;
+}
+
+static void workers_free(struct io_workers *set)
+{
+    for (uint32_t k = 0; k < set->n; k++) {
+        free(set->w[k].slots);
+        free(set->w[k].io.pkts);
+        free(set->w[k].io.out_fd);
+        free(set->w[k].io.out_vnet);
+    }
+    if (set->stop_fd >= 0)
+        close(set->stop_fd);
+    free(set->fds);
+    free(set);
+}
+
+void io_workers_stop(struct rt_dp *dp)
+{
+    struct io_workers *set = dp->workers;
+    if (!set)
+        return;
+    uint64_t one = 1;
+    ssize_t ignored = write(set->stop_fd, &one, sizeof one);
+    (void)ignored;
+    for (uint32_t k = 0; k < set->n; k++)
+        if (set->w[k].started)
+            pthread_join(set->w[k].thread, NULL);
+    dp->workers = NULL;
+    workers_free(set);
+}
+
+void rt_workers_stop(struct rt_dp *dp)
+{
+    io_workers_stop(dp);
+}
+
+int rt_workers_start(struct rt_dp *dp, uint32_t n, const int32_t *fds, uint32_t n_ifaces,
+                     uint32_t budget, uint32_t busy_poll_us)
+{
+    if (dp->workers)
+        return -EBUSY;
+    if (n == 0 || n > RT_MAX_WORKERS || n_ifaces == 0 || n_ifaces > RT_MAX_IFACES ||
+        budget == 0)
+        return -EINVAL;
+    lock(dp);
+    bool same = n_ifaces == dp->n_ifaces;
+    uint64_t vnet = 0; /* the offload mode is fixed while devices are open */
+    for (uint32_t i = 0; i < n_ifaces && same; i++)
+        if (dp->ifaces[i].flags & RT_IF_VNET_HDR)
+            vnet |= 1ull << i;
+    unlock(dp);
+    if (!same)
+        return -EINVAL;
+    for (uint32_t i = 0; i < n * n_ifaces; i++)
+        if (fds[i] < 0)
+            return -EBADF;
+    if (budget > dp->batch)
+        budget = dp->batch;
+    struct io_workers *set = calloc(1, sizeof *set + n * sizeof set->w[0]);
+    if (!set)
+        return -ENOMEM;
+    set->dp = dp;
+    set->n = n;
+    set->n_ifaces = n_ifaces;
+    set->budget = budget;
+    set->busy_poll_us = busy_poll_us;
+    set->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    set->fds = malloc(sizeof *fds * n * n_ifaces);
+    if (set->stop_fd < 0 || !set->fds) {
+        workers_free(set);
+        return -ENOMEM;
+    }
+    memcpy(set->fds, fds, sizeof *fds * n * n_ifaces);
+    size_t stride = SLOT_HEADROOM + dp->slot_size;
+    for (uint32_t k = 0; k < n; k++) {
+        struct io_worker *w = &set->w[k];
+        w->set = set;
+        w->index = k;
+        w->slots = malloc(budget * stride);
+        w->io.pkts = calloc(budget, sizeof *w->io.pkts);
+        w->io.out_fd = calloc(budget, sizeof *w->io.out_fd);
+        w->io.out_vnet = calloc(budget, 1);
+        if (!w->slots || !w->io.pkts || !w->io.out_fd || !w->io.out_vnet) {
+            workers_free(set);
+            return -ENOMEM;
+        }
+        for (uint32_t i = 0; i < budget; i++) {
+            w->io.pkts[i].data = w->slots + i * stride + SLOT_HEADROOM;
+            w->io.pkts[i].cap = dp->slot_size;
+        }
+        w->io.dp = dp;
+        w->io.n_slots = budget;
+        w->io.fds = set->fds + (size_t)k * n_ifaces;
+        w->io.n_fds = n_ifaces;
+        w->io.vnet = vnet;
+    }
+    /* Signals stay with the threads that handle them: workers block all. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = 0;
+    for (uint32_t k = 0; k < n && !err; k++) {
+        err = pthread_create(&set->w[k].thread, NULL, worker_main, &set->w[k]);
+        set->w[k].started = err == 0;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    dp->workers = set;
+    if (err) {
+        io_workers_stop(dp);
+        return -err;
+    }
+    return 0;
+}
+
+uint32_t rt_workers_count(const struct rt_dp *dp)
+{
+    return dp->workers ? dp->workers->n : 0;
+}
+
+int rt_workers_stats(const struct rt_dp *dp, uint32_t k, struct rt_worker_stats *out)
+{
+    const struct io_workers *set = dp->workers;
+    if (!set || k >= set->n)
+        return -1;
+    const struct rt_worker_stats *st = &set->w[k].st;
+    out->packets = __atomic_load_n(&st->packets, __ATOMIC_RELAXED);
+    out->batches = __atomic_load_n(&st->batches, __ATOMIC_RELAXED);
+    out->wakeups = __atomic_load_n(&st->wakeups, __ATOMIC_RELAXED);
+    out->errors = __atomic_load_n(&st->errors, __ATOMIC_RELAXED);
+    return 0;
 }

@@ -2,8 +2,8 @@
  * rt.h - the public API of the data plane: everything Python may call.
  *
  * rt.cdef repeats the declarations below for cffi; test_abi.py checks that
- * the two agree.  All calls must come from one thread (the event loop): the
- * data plane has no locks.  Time is always an argument ('now_ms', monotonic
+ * the two agree.  Calls come from one thread (the event loop) unless workers
+ * run (rt_workers_start): then each call is made holding rt_dp_lock().  Time is always an argument ('now_ms', monotonic
  * milliseconds), so tests can drive expiry with a fake clock.
  */
 #ifndef RT_H
@@ -12,6 +12,7 @@
 #include "rt_types.h"
 
 #define RT_MAX_IFACES 64
+#define RT_MAX_WORKERS 64
 #define RT_MAX_ZONES 32
 
 /* Flags of struct rt_tables. */
@@ -251,6 +252,14 @@ struct rt_iface_stats {
     uint64_t tx_errors;  /* writes that failed */
 };
 
+/* What one worker did (rt_workers_stats). */
+struct rt_worker_stats {
+    uint64_t packets;    /* packets read */
+    uint64_t batches;    /* batches processed */
+    uint64_t wakeups;    /* returns from a sleeping poll() */
+    uint64_t errors;     /* queues given up after a failed read */
+};
+
 struct rt_sweep_result {
     uint32_t visited;   /* slots looked at */
     uint32_t expired;   /* connections removed */
@@ -342,6 +351,28 @@ void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
  * the number of packets read in all, or -errno from 'iface'. */
 int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
                uint64_t now_ms);
+
+/* Workers: 'n' threads, worker k reading and writing descriptors
+ * fds[k * n_ifaces + i] for interface i (queue k of every multi-queue
+ * TUN device), in batches of at most 'budget' packets; after packets came
+ * a worker keeps polling without sleeping for 'busy_poll_us' (0: never).
+ * 'n_ifaces' must be the loaded tables' interface count; the descriptors
+ * must stay open, and the interface numbering unchanged, until
+ * rt_workers_stop(): stop the workers before a reload that changes
+ * interfaces.  Returns 0 or -errno (-EBUSY when already running). */
+int rt_workers_start(struct rt_dp *dp, uint32_t n, const int32_t *fds, uint32_t n_ifaces,
+                     uint32_t budget, uint32_t busy_poll_us);
+/* Stops the workers and waits for them; nothing if none run. */
+void rt_workers_stop(struct rt_dp *dp);
+uint32_t rt_workers_count(const struct rt_dp *dp);
+/* Worker k's counters; -1 if there is no such worker. */
+int rt_workers_stats(const struct rt_dp *dp, uint32_t k, struct rt_worker_stats *out);
+
+/* While workers run, every other call below and above must be made with the
+ * lock held (rt_dp_poll() and the workers take it themselves, around each
+ * batch): datapath.py does this for Python. */
+void rt_dp_lock(struct rt_dp *dp);
+void rt_dp_unlock(struct rt_dp *dp);
 
 /* Fragments that waited for their first one and may now go: copies one
  * into 'buf' and sets '*out_iface'; returns its length, 0 when none is left.

@@ -6,7 +6,7 @@ from router.native import ffi, lib
 
 STRUCTS = ["rt_dp_params", "rt_iface_cfg", "rt_route_cfg", "rt_nat_cfg", "rt_dnat_cfg",
            "rt_tables", "rt_lb_slot", "rt_fw_rule",
-           "rt_pkt", "rt_iface_stats", "rt_sweep_result", "rt_ct_entry"]
+           "rt_pkt", "rt_iface_stats", "rt_worker_stats", "rt_sweep_result", "rt_ct_entry"]
 
 
 @pytest.mark.parametrize("name", STRUCTS)
