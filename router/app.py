@@ -1,10 +1,14 @@
 """The running router: event loop, signals, reload, GC pacing, control.
 
-One uvloop event loop does everything.  Each TUN descriptor is registered with
+One uvloop event loop does everything but, with ``dataplane.queues`` > 1, the
+packets.  With one queue, each TUN descriptor is registered with
 ``add_reader``; a wakeup makes one call into C that reads, processes and
 writes up to ``dataplane.batch`` packets.  Readiness is level-triggered, so a
 busy interface is simply called again on the next loop iteration, after timers,
 signals and control requests had their turn: no interface can starve another.
+With several queues, every device is multi-queue and C worker threads (one per
+queue) move the packets; the loop keeps everything else, calling into the
+data plane under its lock (see io.c).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Router:
         self.dp = Datapath(cfg.conntrack.max_entries, batch=cfg.batch)
         self.tuns: list[Tun] = []
         self.vnet_hdr = cfg.offload  # fixed while the devices are open
+        self.queues = cfg.queues     # likewise
         self.tables = compile_tables(cfg, {}, self.vnet_hdr)
         self.started = time.time()
         self.config_hash = file_hash(cfg.path)
@@ -71,6 +76,8 @@ class Router:
                                       self._rule_text)
         self.capturing: str | None = None
         self._readers: list[int] = []
+        self._workers: tuple[Any, ...] | None = None  # what the running workers were given
+        self._worker_errors = 0
         self._spinning = False
         self._last_packet = 0
         self._reload_lock = asyncio.Lock()
@@ -83,11 +90,13 @@ class Router:
         starts: netlink setup is synchronous and must not run inside it."""
         try:
             for iface in self.cfg.interfaces:
-                tun = open_tun(iface, vnet_hdr=self.vnet_hdr, dev=self.cfg.tun_device)
+                tun = open_tun(iface, vnet_hdr=self.vnet_hdr, dev=self.cfg.tun_device,
+                               queues=self.queues)
                 self.tuns.append(tun)
                 self.log.info("tun.opened", interface=iface.name, fd=tun.fd,
                               netns=iface.netns, address=str(iface.address),
-                              offloads=hex(tun.offloads) if self.vnet_hdr else None)
+                              offloads=hex(tun.offloads) if self.vnet_hdr else None,
+                              queues=self.queues if self.queues > 1 else None)
             self.tables = compile_tables(self.cfg, self._fds(), self.vnet_hdr)
             self.dp.load(self.tables)
             self._restore_state()
@@ -172,7 +181,7 @@ class Router:
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_stop_signal, sig)
-            self._register_readers()
+            self._attach()
             await self.control.start()
             if self.metrics is not None:
                 await self.metrics.start()
@@ -183,7 +192,8 @@ class Router:
                            asyncio.create_task(self._lag())]
             self.log.info("router.started", version=__version__, config=self.cfg.path,
                           interfaces=[i.name for i in self.cfg.interfaces],
-                          conntrack_max=self.cfg.conntrack.max_entries, pid=os.getpid())
+                          conntrack_max=self.cfg.conntrack.max_entries, pid=os.getpid(),
+                          queues=self.queues)
             await self._stop.wait()
             self.log.info("router.stopping")
         finally:
@@ -203,6 +213,7 @@ class Router:
         for fd in self._readers:
             loop.remove_reader(fd)
         self._readers = []
+        self._stop_workers()
         self.save_state()
         self.log.info("router.stopped")
 
@@ -281,6 +292,8 @@ class Router:
             tables = compile_tables(new, self._fds(), self.vnet_hdr)
             self.dp.load(tables)
             self.tables = tables
+            by_name = self._fds_by_name()
+            self.tuns = [by_name[i.name] for i in new.interfaces]  # the tables' order
         except (ConfigError, DatapathError, TunError) as e:
             self.reloads["failed"] += 1
             fields: dict[str, Any] = {"file": path, "reason": str(e)}
@@ -290,7 +303,7 @@ class Router:
             return {"applied": False, "error": str(e)}
         restart = self._needs_restart(new)
         self.cfg = new
-        self._register_readers()
+        self._attach()
         self.events.configure(new.log_drops, new.log_rate)
         self.config_hash = file_hash(path)
         self.reloads["ok"] += 1
@@ -327,8 +340,16 @@ class Router:
         by_name = self._fds_by_name()
         interim = {n: t.fd for n, t in by_name.items() if n not in gone}
         self.dp.load(compile_tables(self.cfg, interim, self.vnet_hdr))
+        if self.queues > 1:
+            # Workers hold the descriptors: they stop before any is closed,
+            # and go on with the kept devices while the new ones open.
+            self._stop_workers()
+            self._start_workers([by_name.get(i.name) if i.name not in gone else None
+                                 for i in self.cfg.interfaces])
         for n in gone:
-            loop.remove_reader(by_name[n].fd)
+            if by_name[n].fd in self._readers:
+                loop.remove_reader(by_name[n].fd)
+                self._readers.remove(by_name[n].fd)
             by_name[n].close()
             self.log.info("tun.closed", interface=n)
         opened: dict[str, Tun] = {}
@@ -336,7 +357,7 @@ class Router:
             for iface in new.interfaces:
                 if iface.name in added:
                     opened[iface.name] = await loop.run_in_executor(
-                        None, open_tun, iface, self.vnet_hdr, new.tun_device)
+                        None, open_tun, iface, self.vnet_hdr, new.tun_device, self.queues)
                     self.log.info("tun.opened", interface=iface.name,
                                   fd=opened[iface.name].fd, netns=iface.netns)
         except TunError:
@@ -348,19 +369,25 @@ class Router:
                 if iface.name in gone:
                     with contextlib.suppress(TunError):
                         restored[iface.name] = await loop.run_in_executor(
-                            None, open_tun, iface, self.vnet_hdr, self.cfg.tun_device)
+                            None, open_tun, iface, self.vnet_hdr, self.cfg.tun_device,
+                            self.queues)
             self.tuns = [restored.get(i.name) or by_name[i.name]
                          for i in self.cfg.interfaces
                          if i.name in restored or i.name not in gone]
             self.dp.load(compile_tables(self.cfg, self._fds(), self.vnet_hdr))
-            self._register_readers()
+            self._attach()
             raise
         kept = {n: t for n, t in by_name.items() if n not in gone}
         self.tuns = [opened.get(i.name) or kept[i.name] for i in new.interfaces]
 
-    def _register_readers(self) -> None:
-        """One reader per device, called with the device's interface number
-        in the running tables."""
+    def _attach(self) -> None:
+        """Hands the devices (in the running tables' order) to the data
+        path: with one queue, one event loop reader per device, called with
+        the device's interface number; with several, the worker threads,
+        restarted only if what they were given changed."""
+        if self.queues > 1:
+            self._start_workers(list(self.tuns))
+            return
         loop = asyncio.get_running_loop()
         for fd in self._readers:
             loop.remove_reader(fd)
@@ -368,6 +395,24 @@ class Router:
         for n, tun in enumerate(self.tuns):
             loop.add_reader(tun.fd, self._readable, n)
             self._readers.append(tun.fd)
+
+    def _start_workers(self, tuns: list[Tun | None]) -> None:
+        """Runs the workers over ``tuns`` (None: an interface without a
+        device for now), unless they already run over exactly that."""
+        fds = [[t.fds[k] if t is not None else -1 for t in tuns] for k in range(self.queues)]
+        want = (tuple(map(tuple, fds)), self.cfg.batch, self.cfg.busy_poll)
+        if want == self._workers:
+            return
+        self._stop_workers()
+        self.dp.start_workers(fds, self.cfg.batch, self.cfg.busy_poll)
+        self._workers = want
+        self.log.info("dp.workers_started", workers=self.queues,
+                      interfaces=sum(t is not None for t in tuns))
+
+    def _stop_workers(self) -> None:
+        if self._workers is not None:
+            self.dp.stop_workers()
+            self._workers = None
 
     def _needs_restart(self, new: Config) -> list[str]:
         out = []
@@ -381,6 +426,8 @@ class Router:
             out.append("dataplane.batch")
         if new.offload != self.vnet_hdr:
             out.append("dataplane.offload")
+        if new.queues != self.queues:
+            out.append("dataplane.queues")
         return out
 
     # -- periodic work -----------------------------------------------------
@@ -429,6 +476,7 @@ class Router:
             "nat_mappings": self.dp.nat_mappings(),
             "gc": dict(self.gc_work),
             "loop_lag": self.loop_lag,
+            "workers": self.dp.worker_stats(),
             "reloads": dict(self.reloads),
             "events": {"listeners": len(self.events.listeners),
                        "delivered": self.events.delivered,
@@ -446,6 +494,12 @@ class Router:
             last = cur
             if delta:
                 self.log.info("dp.drops", **delta)
+            errors = sum(w["errors"] for w in self.dp.worker_stats())
+            if errors > self._worker_errors:
+                self.log.error("dp.queue_failed", queues_given_up=errors,
+                               hint="a device's reads fail (was it deleted?); reload or "
+                                    "restart the router")
+            self._worker_errors = errors
 
     # -- control -----------------------------------------------------------
 
@@ -478,6 +532,8 @@ class Router:
             "config_sha256": self.config_hash,
             "conntrack": {"count": self.dp.count(), "max": self.dp.capacity},
             "interfaces": len(self.tuns),
+            "queues": self.queues,
+            "workers": self.dp.worker_stats(),
             "reloads": dict(self.reloads),
             "metrics": self.metrics.address if self.metrics else None,
         }

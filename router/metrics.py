@@ -72,6 +72,16 @@ class Collector:
         yield GaugeMetricFamily("router_loop_lag_seconds",
                                 "How late the event loop ran a timer, last check.",
                                 value=s["loop_lag"])
+        workers = s.get("workers") or []
+        if workers:
+            wk = CounterMetricFamily("router_worker",
+                                     "Data plane worker threads (dataplane.queues > 1): "
+                                     "packets read, batches, wakeups, queues given up.",
+                                     labels=["worker", "what"])
+            for k, w in enumerate(workers):
+                for what in ("packets", "batches", "wakeups", "errors"):
+                    wk.add_metric([str(k), what], w[what])
+            yield wk
         reloads = CounterMetricFamily("router_reloads", "Config reloads.", labels=["result"])
         for result, n in s["reloads"].items():
             reloads.add_metric([result], n)

@@ -15,7 +15,7 @@ import fcntl
 import os
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +57,23 @@ class Tun:
     """An open TUN device."""
 
     iface: Interface
-    dev: Any  # pytun.TunTapDevice
+    dev: Any  # pytun.TunTapDevice: queue 0
     offloads: int = 0  # TUN_F_* the kernel accepted
+    more: list[Any] = field(default_factory=list)  # queues 1.. of a multi-queue device
 
     @property
     def fd(self) -> int:
         return int(self.dev.fileno())
 
+    @property
+    def fds(self) -> list[int]:
+        """Every queue's descriptor, queue 0 first."""
+        return [self.fd, *(int(d.fileno()) for d in self.more)]
+
     def close(self) -> None:
+        for d in self.more:
+            d.close()
+        self.more.clear()
         self.dev.close()
 
 
@@ -115,17 +124,23 @@ def _enable_offloads(fd: int) -> int:
     return 0
 
 
-def open_tun(iface: Interface, vnet_hdr: bool = False, dev: str = "/dev/net/tun") -> Tun:
+def open_tun(iface: Interface, vnet_hdr: bool = False, dev: str = "/dev/net/tun",
+             queues: int = 1) -> Tun:
     """Creates (or attaches to) the TUN device of ``iface`` and configures it.
     With ``vnet_hdr`` every packet carries a virtio_net_hdr and the kernel may
     hand over GSO super-packets with partial checksums (see io.c).  A
     ``precreated`` device (``ip tuntap add ... user U``, addressed and up) is
     only attached to: that needs no capability at all.  ``dev`` is the tun
-    character device to open (a private node works too)."""
+    character device to open (a private node works too).  With ``queues`` > 1
+    the device is multi-queue (IFF_MULTI_QUEUE) and opened that many times,
+    one descriptor per queue, before it moves into its namespace (a queue is
+    attached by name, in the namespace the router runs in)."""
     if iface.netns is not None and not (NETNS_DIR / iface.netns).exists():
         raise TunError(f"interface {iface.name}: network namespace {iface.netns!r} does not "
                        f"exist (create it with: ip netns add {iface.netns})")
     flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if vnet_hdr else 0)
+    if queues > 1:
+        flags |= pytun.IFF_MULTI_QUEUE
     try:
         device = pytun.TunTapDevice(name=iface.name, flags=flags, dev=dev)
     except pytun.Error as e:
@@ -133,6 +148,10 @@ def open_tun(iface: Interface, vnet_hdr: bool = False, dev: str = "/dev/net/tun"
         if "Permission denied" in str(e):
             hint = (f" (the process cannot open {dev}: give it access to the node, e.g. a "
                     f"group, or set dataplane.tun_device to a node it owns)")
+        elif "Invalid argument" in str(e) and queues > 1:
+            hint = (f" (the device exists without multiple queues: create it with 'ip tuntap "
+                    f"add dev {iface.name} mode tun multi_queue ...', or set "
+                    f"dataplane.queues = 1)")
         elif "Operation not permitted" in str(e):
             hint = (" (creating a device needs CAP_NET_ADMIN; without it, create the device "
                     "beforehand with 'ip tuntap add dev NAME mode tun user USER' and set "
@@ -140,9 +159,16 @@ def open_tun(iface: Interface, vnet_hdr: bool = False, dev: str = "/dev/net/tun"
         raise TunError(f"interface {iface.name}: cannot open {dev}: {e}{hint}") from None
     tun = Tun(iface, device)
     try:
-        os.set_blocking(tun.fd, False)
-        if vnet_hdr:
-            tun.offloads = _enable_offloads(tun.fd)
+        for _ in range(queues - 1):
+            try:
+                tun.more.append(pytun.TunTapDevice(name=iface.name, flags=flags, dev=dev))
+            except pytun.Error as e:
+                raise TunError(f"interface {iface.name}: cannot open queue {len(tun.fds)} of "
+                               f"{queues}: {e}") from None
+        for fd in tun.fds:
+            os.set_blocking(fd, False)
+            if vnet_hdr:
+                tun.offloads = _enable_offloads(fd)
         if not iface.precreated:  # else addresses, MTU and state are its creator's
             _set_up(iface)
     except TunError:

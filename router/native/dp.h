@@ -120,6 +120,8 @@ struct rt_dp {
                                                  (see io.c) */
     struct io_workers *workers;               /* NULL unless started */
     struct io_ctx *loop_io;                   /* rt_dp_poll()'s reader */
+    struct rt_worker_stats worker_st[RT_MAX_WORKERS]; /* by worker number,
+                                                 kept across restarts */
 };
 
 /* Stops and frees the workers, if any (io.c). */

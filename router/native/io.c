@@ -389,7 +389,8 @@ struct io_worker {
     bool started;
     struct io_ctx io;
     uint8_t *slots;
-    struct rt_worker_stats st; /* updated with relaxed atomics */
+    struct rt_worker_stats *st; /* dp->worker_st[index]: kept across restarts;
+                                   updated with relaxed atomics */
 };
 
 struct io_workers {
@@ -442,13 +443,13 @@ static void *worker_main(void *arg)
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            add(&w->st.errors, 1);
+            add(&w->st->errors, 1);
             break;
         }
         if (pfd[ni].revents)
             break;
         if (!spin)
-            add(&w->st.wakeups, 1);
+            add(&w->st->wakeups, 1);
         uint64_t now_ns = mono_ns();
         uint64_t now_ms = now_ns / 1000000;
         uint64_t got = 0;
@@ -458,14 +459,14 @@ static void *worker_main(void *arg)
             int k = poll_follow(&w->io, i, set->budget, now_ms);
             if (k > 0) {
                 got += (uint64_t)k;
-                add(&w->st.batches, 1);
+                add(&w->st->batches, 1);
             } else if (k < 0) {
-                add(&w->st.errors, 1);
+                add(&w->st->errors, 1);
                 pfd[i].fd = -1; /* broken: do not spin on it */
             }
         }
         if (got) {
-            add(&w->st.packets, got);
+            add(&w->st->packets, got);
             last_packet = now_ns;
         }
     }
@@ -523,9 +524,11 @@ int rt_workers_start(struct rt_dp *dp, uint32_t n, const int32_t *fds, uint32_t 
     unlock(dp);
     if (!same)
         return -EINVAL;
+    bool any = false; /* -1: the interface has no queue for this worker */
     for (uint32_t i = 0; i < n * n_ifaces; i++)
-        if (fds[i] < 0)
-            return -EBADF;
+        any |= fds[i] >= 0;
+    if (!any)
+        return -EBADF;
     if (budget > dp->batch)
         budget = dp->batch;
     struct io_workers *set = calloc(1, sizeof *set + n * sizeof set->w[0]);
@@ -548,6 +551,7 @@ int rt_workers_start(struct rt_dp *dp, uint32_t n, const int32_t *fds, uint32_t 
         struct io_worker *w = &set->w[k];
         w->set = set;
         w->index = k;
+        w->st = &dp->worker_st[k];
         w->slots = malloc(budget * stride);
         w->io.pkts = calloc(budget, sizeof *w->io.pkts);
         w->io.out_fd = calloc(budget, sizeof *w->io.out_fd);
@@ -594,7 +598,7 @@ int rt_workers_stats(const struct rt_dp *dp, uint32_t k, struct rt_worker_stats 
     const struct io_workers *set = dp->workers;
     if (!set || k >= set->n)
         return -1;
-    const struct rt_worker_stats *st = &set->w[k].st;
+    const struct rt_worker_stats *st = &dp->worker_st[k];
     out->packets = __atomic_load_n(&st->packets, __ATOMIC_RELAXED);
     out->batches = __atomic_load_n(&st->batches, __ATOMIC_RELAXED);
     out->wakeups = __atomic_load_n(&st->wakeups, __ATOMIC_RELAXED);

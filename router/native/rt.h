@@ -354,7 +354,8 @@ int rt_dp_poll(struct rt_dp *dp, uint32_t iface, uint32_t budget,
 
 /* Workers: 'n' threads, worker k reading and writing descriptors
  * fds[k * n_ifaces + i] for interface i (queue k of every multi-queue
- * TUN device), in batches of at most 'budget' packets; after packets came
+ * TUN device; -1: none, as for an interface being replaced), in batches
+ * of at most 'budget' packets; after packets came
  * a worker keeps polling without sleeping for 'busy_poll_us' (0: never).
  * 'n_ifaces' must be the loaded tables' interface count; the descriptors
  * must stay open, and the interface numbering unchanged, until
@@ -365,7 +366,8 @@ int rt_workers_start(struct rt_dp *dp, uint32_t n, const int32_t *fds, uint32_t 
 /* Stops the workers and waits for them; nothing if none run. */
 void rt_workers_stop(struct rt_dp *dp);
 uint32_t rt_workers_count(const struct rt_dp *dp);
-/* Worker k's counters; -1 if there is no such worker. */
+/* Worker k's counters (since the data plane was made: they go on across
+ * restarts); -1 if there is no such worker now. */
 int rt_workers_stats(const struct rt_dp *dp, uint32_t k, struct rt_worker_stats *out);
 
 /* While workers run, every other call below and above must be made with the

@@ -174,7 +174,15 @@ def make_config(text: str, lan: str, wan: str, sock: str,
 
 
 @pytest.fixture
-def netlab(tmp_path: Path) -> Iterator[NetLab]:
+def queues() -> int:
+    """dataplane.queues of the lab's router: 1 (the event loop moves the
+    packets) unless a module overrides this fixture, as test_gateway.py
+    does to run every test with worker threads too."""
+    return 1
+
+
+@pytest.fixture
+def netlab(tmp_path: Path, queues: int) -> Iterator[NetLab]:
     if os.geteuid() != 0:
         pytest.fail("integration tests need root (network namespaces, /dev/net/tun)")
     tag = f"rt{os.getpid() % 100000}"
@@ -185,8 +193,10 @@ def netlab(tmp_path: Path) -> Iterator[NetLab]:
         run("ip", "-n", ns, "link", "set", "lo", "up")
     sock = str(tmp_path / "router.sock")
     cfg = tmp_path / "router.toml"
-    cfg.write_text(make_config((ROOT / "conf/router.toml").read_text(), lan, wan, sock,
-                               SHORT_TIMEOUTS))
+    text = make_config((ROOT / "conf/router.toml").read_text(), lan, wan, sock, SHORT_TIMEOUTS)
+    if queues > 1:
+        text = text.replace("[dataplane]\n", f"[dataplane]\nqueues = {queues}\n", 1)
+    cfg.write_text(text)
     lab = NetLab(lan=lan, wan=wan, workdir=tmp_path, config=cfg, socket=sock)
     try:
         lab.start_router()

@@ -24,6 +24,13 @@ from tests.packets import IP, TCP, UDP, Raw
 pytestmark = pytest.mark.netns
 
 
+@pytest.fixture(params=[1, 2], ids=["1q", "2q"])
+def queues(request: pytest.FixtureRequest) -> int:
+    """Every test here runs twice: packets moved by the event loop, and by
+    two worker threads over two-queue devices (dataplane.queues = 2)."""
+    return int(request.param)
+
+
 def test_ping_through_nat_and_to_router(netlab: NetLab) -> None:
     r = netlab.ns(netlab.lan, "ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER)
     assert "3 received" in r.stdout

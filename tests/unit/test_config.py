@@ -43,6 +43,8 @@ def test_minimal_config_defaults() -> None:
     assert cfg.conntrack.max_entries == 65536 and cfg.conntrack.tcp_loose
     assert cfg.control_socket == "/run/router/router.sock"
     assert cfg.interfaces[0].mtu == 1500
+    assert cfg.queues == 1  # the event loop moves the packets
+    assert parse((MIN + "\n[dataplane]\nqueues = 4\n").encode()).queues == 4
 
 
 def test_config_is_immutable() -> None:
@@ -104,6 +106,8 @@ def test_syntax_error_has_line() -> None:
     ("\n[control]\nsocket = 'rel.sock'\n", "control.socket", "absolute path"),
     ("\n[log]\nlevel = 'loud'\n", "log.level", "one of debug"),
     ("\n[dataplane]\nbatch = 0\n", "dataplane.batch", "between 1 and 1024"),
+    ("\n[dataplane]\nqueues = 0\n", "dataplane.queues", "between 1 and 64"),
+    ("\n[dataplane]\nqueues = 65\n", "dataplane.queues", "between 1 and 64"),
 ])
 def test_bad_values(extra: str, key: str, reason: str) -> None:
     e = err(MIN + extra)
