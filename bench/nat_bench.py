@@ -1,7 +1,7 @@
 """Router versus the Linux kernel's own NAT, on the same topology, same run.
 
     python bench/nat_bench.py [--rounds 3] [--secs 5] [--tests tcp1,tcp4,udp64,ping,crr1,crr4]
-                              [--baseline] [--busy-poll US]
+                              [--baseline] [--busy-poll US] [--queues 1,2]
 
 Topology (identical addresses for both):
 
@@ -17,6 +17,9 @@ Topology (identical addresses for both):
   stateless SNAT (poll, read, write; no conntrack), on the same TUN
   topology: what any userspace forwarder pays in system calls and wakeups.
   --baseline-flags "-o" gives it offloads, "-q 2" two queues and threads.
+* router-qN (with --queues 1,N): the router again with dataplane.queues = N
+  (multi-queue devices, a worker thread per queue), compared with the
+  kernel and with the first --queues value in the same rounds.
 
 Each round runs every configuration once, interleaved, and the ratio
 router/kernel is taken per round; the summary shows medians and ranges.  Every
@@ -123,9 +126,9 @@ class MinFwd:
 
 
 class Router:
-    name = "router"
-
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, queues: int = 1, name: str = "router") -> None:
+        self.name = name
+        self.queues = queues
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock = str(workdir / "bench.sock")
@@ -142,6 +145,8 @@ class Router:
         text = text.replace("max = 65536", "max = 262144")
         if BUSY_POLL:
             text = text.replace("batch = 64", f"batch = 64\nbusy_poll = {BUSY_POLL}")
+        if self.queues > 1:
+            text = text.replace("batch = 64", f"batch = 64\nqueues = {self.queues}")
         cfg = self.workdir / "bench.toml"
         cfg.write_text(text)
         log = open(self.workdir / "router.log", "ab")
@@ -247,7 +252,7 @@ TESTS = {
 }
 METRIC = {"tcp1": "gbps", "tcp4": "gbps", "udp64": "kpps", "ping": "avg_us",
           "crr1": "conn_per_s", "crr4": "conn_per_s"}
-UNIT = {"gbps": "Gbit/s", "kpps": "kpps", "avg_us": "us", "conn_per_s": "/s"}
+UNIT = {"gbps": "Gbit/s", "kpps": "kpps", "avg_us": "us", "p99_us": "us", "conn_per_s": "/s"}
 
 
 def fmt_range(vals: list[float], digits: int) -> str:
@@ -270,7 +275,11 @@ def main() -> int:
                     help="also run bench/minfwd.c, a minimal TUN forwarder, each round")
     ap.add_argument("--baseline-flags", default="", metavar="FLAGS",
                     help='flags for minfwd: "-o" offloads, "-q N" queues and threads')
+    ap.add_argument("--queues", default="1", metavar="N[,M...]",
+                    help="dataplane.queues of the router; more values run it again with each "
+                         "(router-qM), e.g. 1,2")
     args = ap.parse_args()
+    queues = [int(q) for q in args.queues.split(",")]
     MINFWD_FLAGS[:] = args.baseline_flags.split()
     global BUSY_POLL
     BUSY_POLL = args.busy_poll
@@ -289,7 +298,8 @@ def main() -> int:
            str(ROOT / "bench/minfwd.c"))
         try:
             for rnd in range(args.rounds):
-                cfgs: list[Kernel | Router | MinFwd] = [Kernel(), Router(Path(tmp))]
+                cfgs: list[Kernel | Router | MinFwd] = [Kernel(), Router(Path(tmp), queues[0])]
+                cfgs += [Router(Path(tmp), q, f"router-q{q}") for q in queues[1:]]
                 if args.baseline:
                     cfgs.append(MinFwd())
                 for cfg in cfgs:
@@ -340,10 +350,22 @@ def main() -> int:
                 print(f"{'p99':<6} {fmt_range(fp, 1) + ' us':>26} "
                       f"{fmt_range([b / a for a, b in zip(kp, fp, strict=True)], 2):>20} "
                       f"{fmt_range([b / a for a, b in zip(fp, up, strict=True)], 2):>20}")
+    for q in queues[1:]:
+        name = f"router-q{q}"
+        print(f"\n{'test':<6} {name:>26} {name + '/kernel':>20} {name + '/router':>20}")
+        for t in tests:
+            for m in (METRIC[t], "p99_us") if t == "ping" else (METRIC[t],):
+                k = [r[m] for r in results if r["test"] == t and r["config"] == "kernel"]
+                u = [r[m] for r in results if r["test"] == t and r["config"] == "router"]
+                v = [r[m] for r in results if r["test"] == t and r["config"] == name]
+                d = 0 if m == "conn_per_s" else 2
+                print(f"{t if m != 'p99_us' else 'p99':<6} {fmt_range(v, d) + ' ' + UNIT[m]:>26} "
+                      f"{fmt_range([b / a for a, b in zip(k, v, strict=True)], 2):>20} "
+                      f"{fmt_range([b / a for a, b in zip(u, v, strict=True)], 2):>20}")
     meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus "
                        f"kernel {platform.release()}",
-            "rounds": args.rounds, "secs": args.secs}
+            "rounds": args.rounds, "secs": args.secs, "queues": queues}
     print(f"\n{meta['date']} {meta['machine']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

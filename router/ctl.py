@@ -112,6 +112,12 @@ def _print_kv(d: dict[str, Any], indent: str = "") -> None:
         if isinstance(v, dict):
             print(f"{indent}{k}:")
             _print_kv(v, indent + "  ")
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            print(f"{indent}{k}:")
+            for i, x in enumerate(v):
+                print(f"{indent}  {i}: " + " ".join(f"{a} {b}" for a, b in x.items()))
+        elif isinstance(v, list) and not v:
+            print(f"{indent}{k}: none")
         else:
             print(f"{indent}{k}: {v}")
 

@@ -42,6 +42,8 @@ SRC_NAT = int(lib.RT_CT_SRC_NAT)
 DST_NAT = int(lib.RT_CT_DST_NAT)
 NAT_MAPPED = int(lib.RT_CT_NAT_MAPPED)
 
+WORKER_STATS = ("packets", "batches", "wakeups", "errors", "lock_waits", "locked_ns",
+                "busy_ns")
 SLOT_SIZE = 65536  # the largest IPv4 packet fits any slot
 DUMP_CHUNK = 256
 
@@ -378,13 +380,13 @@ class Datapath:
         lib.rt_workers_stop(self._dp)
 
     def worker_stats(self) -> list[dict[str, int]]:
-        """Packets, batches, wakeups and given-up queues of each worker."""
+        """Each worker's counters (WORKER_STATS; see struct rt_worker_stats)."""
         st = ffi.new("struct rt_worker_stats *")
         out = []
         for k in range(int(lib.rt_workers_count(self._dp))):
             if lib.rt_workers_stats(self._dp, k, st) == 0:
                 out.append({f: int(getattr(st, f))
-                            for f in ("packets", "batches", "wakeups", "errors")})
+                            for f in WORKER_STATS})
         return out
 
     def process(self, packets: Sequence[tuple[int, bytes] | tuple[int, bytes, Offload]],

@@ -76,11 +76,15 @@ class Collector:
         if workers:
             wk = CounterMetricFamily("router_worker",
                                      "Data plane worker threads (dataplane.queues > 1): "
-                                     "packets read, batches, wakeups, queues given up.",
+                                     "packets read, batches, wakeups, queues given up, "
+                                     "waits for the data plane's lock, seconds holding it "
+                                     "and seconds busy.",
                                      labels=["worker", "what"])
             for k, w in enumerate(workers):
-                for what in ("packets", "batches", "wakeups", "errors"):
+                for what in ("packets", "batches", "wakeups", "errors", "lock_waits"):
                     wk.add_metric([str(k), what], w[what])
+                for what in ("locked", "busy"):
+                    wk.add_metric([str(k), what + "_seconds"], w[what + "_ns"] / 1e9)
             yield wk
         reloads = CounterMetricFamily("router_reloads", "Config reloads.", labels=["result"])
         for result, n in s["reloads"].items():

@@ -98,6 +98,8 @@ struct io_ctx {
                               virtio_net_hdr */
     struct io_tx tx;
     uint64_t read_errors;  /* reads that failed other than EAGAIN */
+    struct rt_worker_stats *st; /* a worker's: lock use is measured */
+    uint64_t locked_at;    /* when the lock was taken (st only) */
 };
 
 static void lock(struct rt_dp *dp)
@@ -118,6 +120,40 @@ void rt_dp_lock(struct rt_dp *dp)
 void rt_dp_unlock(struct rt_dp *dp)
 {
     unlock(dp);
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void add(uint64_t *c, uint64_t v)
+{
+    __atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+}
+
+/* The lock for a reader's batch.  A worker counts the times it had to wait
+ * and the time it held the lock: what limits how far workers scale. */
+static void io_lock(struct io_ctx *io)
+{
+    if (!io->st) {
+        lock(io->dp);
+        return;
+    }
+    if (pthread_mutex_trylock(&io->dp->lock) != 0) {
+        add(&io->st->lock_waits, 1);
+        lock(io->dp);
+    }
+    io->locked_at = mono_ns();
+}
+
+static void io_unlock(struct io_ctx *io)
+{
+    if (io->st)
+        add(&io->st->locked_ns, mono_ns() - io->locked_at);
+    unlock(io->dp);
 }
 
 /* Under the lock: the descriptor interface 'out' is written through by this
@@ -214,7 +250,7 @@ static void finish_batch(struct io_ctx *io)
     memset(&plain, 0, sizeof plain); /* no offload metadata */
     uint32_t k;
     do {
-        lock(dp);
+        io_lock(io);
         merge_tx(io);
         for (k = 0; k < io->n_slots; k++) {
             struct rt_pkt *p = &io->pkts[k];
@@ -230,7 +266,7 @@ static void finish_batch(struct io_ctx *io)
             p->out_iface = out;
             prepare_out(io, k);
         }
-        unlock(dp);
+        io_unlock(io);
         for (uint32_t i = 0; i < k; i++)
             write_out(io, i);
     } while (k > 0);
@@ -278,10 +314,10 @@ static int poll_one(struct io_ctx *io, uint32_t iface, int fd, uint32_t budget,
     }
     if (n == 0)
         return err;
-    lock(dp);
+    io_lock(io);
     if (iface >= dp->n_ifaces) { /* tables changed under a worker: cannot
                                      happen, workers are restarted first */
-        unlock(dp);
+        io_unlock(io);
         return 0;
     }
     if (cap_on(&dp->cap, iface))
@@ -293,7 +329,7 @@ static int poll_one(struct io_ctx *io, uint32_t iface, int fd, uint32_t budget,
         if (io->out_fd[i] >= 0)
             *wrote |= 1ull << io->pkts[i].out_iface;
     }
-    unlock(dp);
+    io_unlock(io);
     for (uint32_t i = 0; i < n; i++)
         write_out(io, i);
     finish_batch(io);
@@ -401,18 +437,6 @@ struct io_workers {
     struct io_worker w[];
 };
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void add(uint64_t *c, uint64_t v)
-{
-    __atomic_fetch_add(c, v, __ATOMIC_RELAXED);
-}
-
 /*
  * A worker: sleeps in poll() on its queue of every device (and the stop
  * event), then gives each readable queue one batch, with the follow-up
@@ -467,6 +491,7 @@ static void *worker_main(void *arg)
         }
         if (got) {
             add(&w->st->packets, got);
+            add(&w->st->busy_ns, mono_ns() - now_ns);
             last_packet = now_ns;
         }
     }
@@ -569,6 +594,7 @@ int rt_workers_start(struct rt_dp *dp, uint32_t n, const int32_t *fds, uint32_t 
         w->io.fds = set->fds + (size_t)k * n_ifaces;
         w->io.n_fds = n_ifaces;
         w->io.vnet = vnet;
+        w->io.st = w->st;
     }
     /* Signals stay with the threads that handle them: workers block all. */
     sigset_t all, old;
@@ -603,5 +629,8 @@ int rt_workers_stats(const struct rt_dp *dp, uint32_t k, struct rt_worker_stats 
     out->batches = __atomic_load_n(&st->batches, __ATOMIC_RELAXED);
     out->wakeups = __atomic_load_n(&st->wakeups, __ATOMIC_RELAXED);
     out->errors = __atomic_load_n(&st->errors, __ATOMIC_RELAXED);
+    out->lock_waits = __atomic_load_n(&st->lock_waits, __ATOMIC_RELAXED);
+    out->locked_ns = __atomic_load_n(&st->locked_ns, __ATOMIC_RELAXED);
+    out->busy_ns = __atomic_load_n(&st->busy_ns, __ATOMIC_RELAXED);
     return 0;
 }

@@ -258,6 +258,11 @@ struct rt_worker_stats {
     uint64_t batches;    /* batches processed */
     uint64_t wakeups;    /* returns from a sleeping poll() */
     uint64_t errors;     /* queues given up after a failed read */
+    uint64_t lock_waits; /* times the data plane's lock was busy */
+    uint64_t locked_ns;  /* time holding it */
+    uint64_t busy_ns;    /* time from a wakeup with packets to the end of
+                            its batches: locked_ns / busy_ns is the part
+                            that does not run in parallel */
 };
 
 struct rt_sweep_result {
