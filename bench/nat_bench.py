@@ -147,6 +147,8 @@ class Router:
             text = text.replace("batch = 64", f"batch = 64\nbusy_poll = {BUSY_POLL}")
         if self.queues > 1:
             text = text.replace("batch = 64", f"batch = 64\nqueues = {self.queues}")
+        elif self.queues == 0:  # one queue, moved by a worker thread
+            text = text.replace("batch = 64", "batch = 64\nworkers = true")
         cfg = self.workdir / "bench.toml"
         cfg.write_text(text)
         log = open(self.workdir / "router.log", "ab")
@@ -277,7 +279,7 @@ def main() -> int:
                     help='flags for minfwd: "-o" offloads, "-q N" queues and threads')
     ap.add_argument("--queues", default="1", metavar="N[,M...]",
                     help="dataplane.queues of the router; more values run it again with each "
-                         "(router-qM), e.g. 1,2")
+                         "(router-qM), e.g. 1,2; 0 is one queue with a worker thread")
     args = ap.parse_args()
     queues = [int(q) for q in args.queues.split(",")]
     MINFWD_FLAGS[:] = args.baseline_flags.split()

@@ -59,6 +59,7 @@ class Router:
         self.tuns: list[Tun] = []
         self.vnet_hdr = cfg.offload  # fixed while the devices are open
         self.queues = cfg.queues     # likewise
+        self.threaded = cfg.workers or cfg.queues > 1  # C workers move the packets
         self.tables = compile_tables(cfg, {}, self.vnet_hdr)
         self.started = time.time()
         self.config_hash = file_hash(cfg.path)
@@ -193,7 +194,7 @@ class Router:
             self.log.info("router.started", version=__version__, config=self.cfg.path,
                           interfaces=[i.name for i in self.cfg.interfaces],
                           conntrack_max=self.cfg.conntrack.max_entries, pid=os.getpid(),
-                          queues=self.queues)
+                          queues=self.queues, workers=self.threaded)
             await self._stop.wait()
             self.log.info("router.stopping")
         finally:
@@ -340,7 +341,7 @@ class Router:
         by_name = self._fds_by_name()
         interim = {n: t.fd for n, t in by_name.items() if n not in gone}
         self.dp.load(compile_tables(self.cfg, interim, self.vnet_hdr))
-        if self.queues > 1:
+        if self.threaded:
             # Workers hold the descriptors: they stop before any is closed,
             # and go on with the kept devices while the new ones open.
             self._stop_workers()
@@ -385,7 +386,7 @@ class Router:
         path: with one queue, one event loop reader per device, called with
         the device's interface number; with several, the worker threads,
         restarted only if what they were given changed."""
-        if self.queues > 1:
+        if self.threaded:
             self._start_workers(list(self.tuns))
             return
         loop = asyncio.get_running_loop()
@@ -428,6 +429,8 @@ class Router:
             out.append("dataplane.offload")
         if new.queues != self.queues:
             out.append("dataplane.queues")
+        if (new.workers or new.queues > 1) != self.threaded:
+            out.append("dataplane.workers")
         return out
 
     # -- periodic work -----------------------------------------------------

@@ -174,15 +174,15 @@ def make_config(text: str, lan: str, wan: str, sock: str,
 
 
 @pytest.fixture
-def queues() -> int:
-    """dataplane.queues of the lab's router: 1 (the event loop moves the
-    packets) unless a module overrides this fixture, as test_gateway.py
-    does to run every test with worker threads too."""
-    return 1
+def dataplane() -> dict[str, Any]:
+    """[dataplane] settings of the lab's router beyond conf/router.toml:
+    none (one queue, one worker thread) unless a module overrides this
+    fixture, as test_gateway.py does to run every test in each mode."""
+    return {}
 
 
 @pytest.fixture
-def netlab(tmp_path: Path, queues: int) -> Iterator[NetLab]:
+def netlab(tmp_path: Path, dataplane: dict[str, Any]) -> Iterator[NetLab]:
     if os.geteuid() != 0:
         pytest.fail("integration tests need root (network namespaces, /dev/net/tun)")
     tag = f"rt{os.getpid() % 100000}"
@@ -194,8 +194,9 @@ def netlab(tmp_path: Path, queues: int) -> Iterator[NetLab]:
     sock = str(tmp_path / "router.sock")
     cfg = tmp_path / "router.toml"
     text = make_config((ROOT / "conf/router.toml").read_text(), lan, wan, sock, SHORT_TIMEOUTS)
-    if queues > 1:
-        text = text.replace("[dataplane]\n", f"[dataplane]\nqueues = {queues}\n", 1)
+    for k, v in dataplane.items():
+        value = str(v).lower() if isinstance(v, bool) else str(v)
+        text = text.replace("[dataplane]\n", f"[dataplane]\n{k} = {value}\n", 1)
     cfg.write_text(text)
     lab = NetLab(lan=lan, wan=wan, workdir=tmp_path, config=cfg, socket=sock)
     try:

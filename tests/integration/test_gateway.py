@@ -8,6 +8,8 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,11 +26,28 @@ from tests.packets import IP, TCP, UDP, Raw
 pytestmark = pytest.mark.netns
 
 
-@pytest.fixture(params=[1, 2], ids=["1q", "2q"])
-def queues(request: pytest.FixtureRequest) -> int:
-    """Every test here runs twice: packets moved by the event loop, and by
-    two worker threads over two-queue devices (dataplane.queues = 2)."""
-    return int(request.param)
+@pytest.fixture(params=[{}, {"workers": False}, {"queues": 2}], ids=["worker", "loop", "2q"])
+def dataplane(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Every test here runs in each mode of the data path: one worker
+    thread (the default), the event loop itself (workers = false), and two
+    worker threads over two-queue devices (queues = 2)."""
+    return dict(request.param)
+
+
+def test_data_path_mode(netlab: NetLab, dataplane: dict[str, Any]) -> None:
+    """The mode asked for is the mode that runs."""
+    want = 0 if dataplane.get("workers") is False else dataplane.get("queues", 1)
+    st = netlab.ctl_json("status")
+    assert len(st["workers"]) == want and st["queues"] == dataplane.get("queues", 1)
+    assert len(netlab.events("dp.workers_started")) == (1 if want else 0)
+    r = netlab.ns(netlab.lan, "ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER)
+    assert "2 received" in r.stdout
+    for _ in range(20):  # a quiet moment (the hosts send IPv6 solicitations now and then)
+        read = sum(w["packets"] for w in netlab.ctl_json("status")["workers"])
+        rx = netlab.ctl_json("stats")["counters"]["rx_packets"]
+        if read == sum(w["packets"] for w in netlab.ctl_json("status")["workers"]):
+            break
+    assert rx >= 4 and read == (rx if want else 0)  # every packet read by a worker, or none
 
 
 def test_ping_through_nat_and_to_router(netlab: NetLab) -> None:
@@ -409,3 +428,28 @@ def test_conntrack_get_and_delete(netlab: NetLab) -> None:
     r = netlab.ctl("conntrack", "get", "-p", "udp", "-s", LAN_HOST, "-d", SERVER,
                    "--sport", "43000", "--dport", "5356", check=False)
     assert r.returncode == 1 and "0 flow entries" in r.stderr
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_busy_poll_spins_only_while_traffic_flows(netlab: NetLab) -> None:
+    assert netlab.router is not None
+    netlab.config.write_text(netlab.config.read_text().replace(
+        "[dataplane]\n", "[dataplane]\nbusy_poll = 300000\n", 1))
+    assert netlab.ctl_json("reload")["applied"]
+    pid = netlab.router.pid
+    c0 = cpu_seconds(pid)
+    time.sleep(1.0)
+    assert cpu_seconds(pid) - c0 < 0.3  # idle: asleep, as without busy polling
+    r = netlab.ns(netlab.lan, "ping", "-c", "20", "-i", "0.05", "-W", "2", SERVER)
+    assert "20 received" in r.stdout
+    c1 = cpu_seconds(pid)
+    # Pings 50 ms apart within a 300 ms window: the loop never slept.
+    assert c1 - c0 > 0.5, c1 - c0
+    time.sleep(0.5)  # the window closes
+    c2 = cpu_seconds(pid)
+    time.sleep(1.0)
+    assert cpu_seconds(pid) - c2 < 0.3  # asleep again

@@ -1,11 +1,13 @@
 """Worker threads over multi-queue TUN devices (``dataplane.queues`` > 1).
 
-Every gateway test already runs with two queues (test_gateway.py); here the
-workers themselves: the devices really have the queues, both workers carry
-traffic, the counters add up, and the operations that touch the devices
-(reloads adding and removing interfaces, busy polling, offloads checked on the
-receiving side, IPv6) work with them.  Tests imported from the other modules
-run here with this module's ``queues`` fixture, that is with workers.
+One worker thread over single-queue devices is the default, so every other
+module tests it; every gateway test also runs with two queues and with the
+event loop moving the packets (test_gateway.py).  Here the queues
+themselves: the devices really have them, both workers carry traffic, the
+counters add up, and the operations that touch the devices (reloads adding
+and removing interfaces, offloads checked on the receiving side, IPv6) work
+with them.  Tests imported from the other modules run here with this
+module's ``dataplane`` fixture, that is with two queues.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -28,7 +31,6 @@ from tests.integration.test_offload import (  # noqa: F401
     test_udp_gso_checked_by_receiver,
 )
 from tests.integration.test_operate import (  # noqa: F401
-    test_busy_poll_spins_only_while_traffic_flows,
     test_reload_adds_and_removes_an_interface,
     test_tcp_stream_survives_ten_reloads,
 )
@@ -38,8 +40,8 @@ QUEUES = 2
 
 
 @pytest.fixture
-def queues() -> int:
-    return QUEUES
+def dataplane() -> dict[str, Any]:
+    return {"queues": QUEUES}
 
 
 def test_devices_have_queues_and_both_workers_carry_traffic(netlab: NetLab) -> None:

@@ -43,7 +43,7 @@ def test_minimal_config_defaults() -> None:
     assert cfg.conntrack.max_entries == 65536 and cfg.conntrack.tcp_loose
     assert cfg.control_socket == "/run/router/router.sock"
     assert cfg.interfaces[0].mtu == 1500
-    assert cfg.queues == 1  # the event loop moves the packets
+    assert cfg.queues == 1 and cfg.workers  # one queue, moved by a worker thread
     assert parse((MIN + "\n[dataplane]\nqueues = 4\n").encode()).queues == 4
 
 
