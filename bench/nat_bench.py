@@ -1,7 +1,7 @@
 """Router versus the Linux kernel's own NAT, on the same topology, same run.
 
     python bench/nat_bench.py [--rounds 3] [--secs 5] [--tests tcp1,tcp4,udp64,ping,crr1,crr4]
-                              [--baseline] [--busy-poll US] [--queues 1,2]
+                              [--baseline] [--busy-poll US] [--queues 1,loop,2]
 
 Topology (identical addresses for both):
 
@@ -19,7 +19,8 @@ Topology (identical addresses for both):
   --baseline-flags "-o" gives it offloads, "-q 2" two queues and threads.
 * router-qN (with --queues 1,N): the router again with dataplane.queues = N
   (multi-queue devices, a worker thread per queue), compared with the
-  kernel and with the first --queues value in the same rounds.
+  kernel and with the first --queues value in the same rounds; router-qloop
+  (--queues 1,loop): the event loop moving the packets (workers = false).
 
 Each round runs every configuration once, interleaved, and the ratio
 router/kernel is taken per round; the summary shows medians and ranges.  Every
@@ -126,7 +127,7 @@ class MinFwd:
 
 
 class Router:
-    def __init__(self, workdir: Path, queues: int = 1, name: str = "router") -> None:
+    def __init__(self, workdir: Path, queues: str = "1", name: str = "router") -> None:
         self.name = name
         self.queues = queues
         self.workdir = workdir
@@ -145,10 +146,10 @@ class Router:
         text = text.replace("max = 65536", "max = 262144")
         if BUSY_POLL:
             text = text.replace("batch = 64", f"batch = 64\nbusy_poll = {BUSY_POLL}")
-        if self.queues > 1:
+        if self.queues == "loop":  # the event loop moves the packets
+            text = text.replace("batch = 64", "batch = 64\nworkers = false")
+        elif int(self.queues) > 1:
             text = text.replace("batch = 64", f"batch = 64\nqueues = {self.queues}")
-        elif self.queues == 0:  # one queue, moved by a worker thread
-            text = text.replace("batch = 64", "batch = 64\nworkers = true")
         cfg = self.workdir / "bench.toml"
         cfg.write_text(text)
         log = open(self.workdir / "router.log", "ab")
@@ -279,9 +280,11 @@ def main() -> int:
                     help='flags for minfwd: "-o" offloads, "-q N" queues and threads')
     ap.add_argument("--queues", default="1", metavar="N[,M...]",
                     help="dataplane.queues of the router; more values run it again with each "
-                         "(router-qM), e.g. 1,2; 0 is one queue with a worker thread")
+                         "(router-qM), e.g. 1,2; 'loop': the event loop moves the packets")
     args = ap.parse_args()
-    queues = [int(q) for q in args.queues.split(",")]
+    queues = args.queues.split(",")
+    if any(q != "loop" and not (q.isdigit() and int(q) >= 1) for q in queues):
+        ap.error("--queues: numbers of queues (1 or more) or 'loop'")
     MINFWD_FLAGS[:] = args.baseline_flags.split()
     global BUSY_POLL
     BUSY_POLL = args.busy_poll

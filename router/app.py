@@ -1,14 +1,13 @@
 """The running router: event loop, signals, reload, GC pacing, control.
 
-One uvloop event loop does everything but, with ``dataplane.queues`` > 1, the
-packets.  With one queue, each TUN descriptor is registered with
-``add_reader``; a wakeup makes one call into C that reads, processes and
-writes up to ``dataplane.batch`` packets.  Readiness is level-triggered, so a
-busy interface is simply called again on the next loop iteration, after timers,
-signals and control requests had their turn: no interface can starve another.
-With several queues, every device is multi-queue and C worker threads (one per
-queue) move the packets; the loop keeps everything else, calling into the
-data plane under its lock (see io.c).
+One uvloop event loop does everything but move the packets: C worker threads
+(one per TUN queue, ``dataplane.queues``; see io.c) do that, and the loop calls
+into the data plane under its lock.  With ``dataplane.workers = false`` the
+loop moves them too: each TUN descriptor is registered with ``add_reader``; a
+wakeup makes one call into C that reads, processes and writes up to
+``dataplane.batch`` packets.  Readiness is level-triggered, so a busy interface
+is simply called again on the next loop iteration, after timers, signals and
+control requests had their turn: no interface can starve another.
 """
 
 from __future__ import annotations
