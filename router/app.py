@@ -293,7 +293,8 @@ class Router:
             self.dp.load(tables)
             self.tables = tables
             by_name = self._fds_by_name()
-            self.tuns = [by_name[i.name] for i in new.interfaces]  # the tables' order
+            # The tables' order (a device is missing only where none is opened).
+            self.tuns = [by_name[i.name] for i in new.interfaces if i.name in by_name]
         except (ConfigError, DatapathError, TunError) as e:
             self.reloads["failed"] += 1
             fields: dict[str, Any] = {"file": path, "reason": str(e)}
@@ -344,8 +345,8 @@ class Router:
             # Workers hold the descriptors: they stop before any is closed,
             # and go on with the kept devices while the new ones open.
             self._stop_workers()
-            self._start_workers([by_name.get(i.name) if i.name not in gone else None
-                                 for i in self.cfg.interfaces])
+            self._attach([by_name.get(i.name) if i.name not in gone else None
+                          for i in self.cfg.interfaces])
         for n in gone:
             if by_name[n].fd in self._readers:
                 loop.remove_reader(by_name[n].fd)
@@ -380,14 +381,27 @@ class Router:
         kept = {n: t for n, t in by_name.items() if n not in gone}
         self.tuns = [opened.get(i.name) or kept[i.name] for i in new.interfaces]
 
-    def _attach(self) -> None:
-        """Hands the devices (in the running tables' order) to the data
-        path: with one queue, one event loop reader per device, called with
-        the device's interface number; with several, the worker threads,
-        restarted only if what they were given changed."""
+    def _attach(self, tuns: list[Tun | None] | None = None) -> None:
+        """Hands the devices (``tuns``, default all; None: an interface
+        without a device for now), in the running tables' order, to the data
+        path: the worker threads, restarted only if what they were given
+        changed; or, with ``workers = false``, one event loop reader per
+        device, called with the device's interface number.  If the workers
+        cannot start (no threads left to the user, say), one queue falls back
+        to the event loop; several cannot, since the loop reads queue 0 only."""
+        given: list[Tun | None] = list(self.tuns) if tuns is None else tuns
         if self.threaded:
-            self._start_workers(list(self.tuns))
-            return
+            if not any(t is not None for t in given):
+                self._stop_workers()  # nothing to read (only in tests without devices)
+                return
+            try:
+                self._start_workers(given)
+                return
+            except DatapathError as e:
+                if self.queues > 1:
+                    raise
+                self.log.error("dp.workers_failed", reason=str(e), fallback="event loop")
+                self.threaded = False
         loop = asyncio.get_running_loop()
         for fd in self._readers:
             loop.remove_reader(fd)

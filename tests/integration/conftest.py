@@ -80,12 +80,13 @@ class NetLab:
     def ctl_json(self, *args: str) -> Any:
         return json.loads(self.ctl("--json", *args).stdout)
 
-    def start_router(self) -> None:
+    def start_router(self, prefix: tuple[str, ...] = ()) -> None:
+        """Starts the router (``prefix``: a command to run it through)."""
         # The socket appearing is the sign of life: never mistake an old one.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
         log = open(self.workdir / "router.log", "ab")  # noqa: SIM115
-        self.router = subprocess.Popen([sys.executable, "-m", "router", "run", "-c",
+        self.router = subprocess.Popen([*prefix, sys.executable, "-m", "router", "run", "-c",
                                         str(self.config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -84,6 +84,12 @@ def test_root_start_drops_to_the_service_user(netlab: NetLab, userdir: Path,
     assert int(st["CapPrm"], 16) == CAP_NET_ADMIN
     assert int(st["CapBnd"], 16) == CAP_NET_ADMIN
     assert st["NoNewPrivs"] == "1"
+    # So does every thread: the data plane's worker starts after the drop.
+    tasks = list(Path(f"/proc/{netlab.router.pid}/task").iterdir())
+    assert len(tasks) >= 2
+    for t in tasks:
+        ts = proc_status(int(t.name))
+        assert ts["Uid"] == str(service_user.pw_uid) and int(ts["CapEff"], 16) == CAP_NET_ADMIN
     # The control socket is the user's and not world-accessible.
     sock = os.stat(netlab.socket)
     assert sock.st_uid == service_user.pw_uid and oct(sock.st_mode & 0o777) == "0o660"
@@ -97,6 +103,29 @@ def test_root_start_drops_to_the_service_user(netlab: NetLab, userdir: Path,
     assert state.exists() and state.stat().st_uid == service_user.pw_uid
     (ev,) = netlab.events("router.privileges_dropped")
     assert ev["user"] == USER and ev["keep_net_admin"] is True
+
+
+def test_no_thread_left_to_the_user_falls_back_to_the_event_loop(
+        netlab: NetLab, userdir: Path, service_user: pwd.struct_passwd) -> None:
+    """A service user at its process limit (RLIMIT_NPROC counts threads)
+    cannot get the worker thread: the event loop moves the packets."""
+    netlab.stop_router()
+    text = re.sub(r'state_file = "[^"]*"', 'state_file = ""', netlab.config.read_text())
+    # No metrics: binding them resolves the address in a thread, which the
+    # limit refuses too.
+    text = text.replace('listen = "127.0.0.1:0"', 'listen = ""')
+    netlab.config = userdir / "router.toml"
+    netlab.config.write_text(text + f'\n[service]\nuser = "{USER}"\n')
+    netlab.start_router(prefix=("prlimit", "--nproc=1:1", "--"))
+    deadline = time.monotonic() + 10
+    while not netlab.events("dp.workers_failed") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (ev,) = netlab.events("dp.workers_failed")
+    assert ev["fallback"] == "event loop" and "Resource temporarily unavailable" in ev["reason"]
+    out = netlab.ns(netlab.lan, "ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER)
+    assert "2 received" in out.stdout
+    assert netlab.ctl_json("status")["workers"] == []
+    assert netlab.stop_router() == 0
 
 
 def _unprivileged_config(d: Path, precreated: bool) -> Path:
