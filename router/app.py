@@ -82,8 +82,26 @@ class Router:
         self._last_packet = 0
         self._reload_lock = asyncio.Lock()
         self._pending: set[asyncio.Future[Any]] = set()
+        self._early_signal: signal.Signals | None = None
+        self._fork_hook = False
 
     # -- life cycle --------------------------------------------------------
+
+    def catch_early_signals(self) -> None:
+        """Until run() installs the event loop's handlers, a SIGTERM or
+        SIGINT is remembered instead of killing the process: the router is
+        reachable (its control socket exists) before the loop runs, and a
+        stop asked for then must still be a clean one."""
+        def remember(signum: int, frame: object) -> None:
+            self._early_signal = signal.Signals(signum)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, remember)
+        self._register_fork_hook()
+
+    def _register_fork_hook(self) -> None:
+        if not self._fork_hook:
+            os.register_at_fork(after_in_child=_forget_signals)
+            self._fork_hook = True
 
     def open_devices(self) -> None:
         """Opens and configures every TUN device.  Runs before the event loop
@@ -177,10 +195,12 @@ class Router:
         try:
             # Signals first: a SIGTERM that comes while the rest starts must
             # still stop the router cleanly (and save its state).
-            os.register_at_fork(after_in_child=_forget_signals)
+            self._register_fork_hook()
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_stop_signal, sig)
+            if self._early_signal is not None:
+                self._on_stop_signal(self._early_signal)
             self._attach()
             await self.control.start()
             if self.metrics is not None:

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         router = Router(cfg)
+        router.catch_early_signals()
         router.open_devices()
         try:
             router.setup_privileges()

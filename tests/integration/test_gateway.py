@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -405,6 +406,26 @@ def test_sigterm_right_after_start_stops_cleanly(netlab: NetLab) -> None:
     assert len(netlab.events("router.stopped")) == 4
     assert len(netlab.events("ct.saved")) == 4
     assert not os.path.exists(netlab.socket)
+
+
+def test_sigterm_while_devices_open_stops_cleanly(netlab: NetLab) -> None:
+    """A SIGTERM after the first device is open, while the second is being
+    set up (before the event loop runs), is remembered and honoured as a
+    clean stop, not the default death by signal."""
+    netlab.stop_router()
+    before = len(netlab.events("tun.opened"))
+    log = open(netlab.workdir / "router.log", "ab")  # noqa: SIM115
+    p = subprocess.Popen([sys.executable, "-m", "router", "run", "-c", str(netlab.config)],
+                         stdout=log, stderr=log)
+    deadline = time.monotonic() + 20
+    while len(netlab.events("tun.opened")) == before and time.monotonic() < deadline:
+        time.sleep(0.002)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=15) == 0
+    assert netlab.events("router.stopped")[-1:] and netlab.events("router.signal")[-1][
+        "signal"] == "SIGTERM"
+    assert not os.path.exists(netlab.socket)
+    netlab.start_router()  # for the fixture's own stop
 
 
 def test_conntrack_get_and_delete(netlab: NetLab) -> None:
