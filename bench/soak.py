@@ -2,7 +2,11 @@
 for a bounded time, sampling the router's RSS, open file descriptors and
 table size.  They must stay flat.
 
-    bash bench/soak [--duration SECONDS] [--reload-every SECONDS]
+    bash bench/soak [--duration SECONDS] [--reload-every SECONDS] [--queues N|loop]
+
+Every fourth reload adds or removes a third interface (in a namespace of its
+own), which stops and restarts the data plane's worker threads under traffic;
+the number of threads is sampled too and must stay flat.
 
 Root; builds its own lab (namespaces soak<pid>l / soak<pid>w) from
 conf/router.toml (dual-stack: IPv4 and IPv6 traffic, fragments included)
@@ -35,12 +39,14 @@ def sh(*cmd: str, timeout: float = 30, check: bool = True) -> subprocess.Complet
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check)
 
 
-def proc_sample(pid: int) -> tuple[int, int]:
-    rss = 0
+def proc_sample(pid: int) -> tuple[int, int, int]:
+    rss = threads = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    return rss, len(os.listdir(f"/proc/{pid}/fd")), threads
 
 
 def main() -> int:
@@ -48,12 +54,14 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=600)
     ap.add_argument("--reload-every", type=float, default=3)
     ap.add_argument("--sample-every", type=float, default=10)
+    ap.add_argument("--queues", default="1",
+                    help="dataplane.queues, or 'loop' for workers = false")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("soak: needs root (network namespaces, TUN devices)", file=sys.stderr)
         return 2
     tag = f"soak{os.getpid() % 100000}"
-    lan, wan = f"{tag}l", f"{tag}w"
+    lan, wan, dmz = f"{tag}l", f"{tag}w", f"{tag}d"
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     sock = str(work / "router.sock")
     text = (ROOT / "conf/router.toml").read_text()
@@ -61,6 +69,13 @@ def main() -> int:
     text = text.replace('"/run/router/router.sock"', f'"{sock}"')
     text = text.replace('listen = "127.0.0.1:9188"', 'listen = ""')
     text = text.replace('"/var/lib/router/conntrack.json"', '""')
+    if args.queues == "loop":
+        text = text.replace("[dataplane]\n", "[dataplane]\nworkers = false\n", 1)
+    elif args.queues != "1":
+        text = text.replace("[dataplane]\n", f"[dataplane]\nqueues = {int(args.queues)}\n", 1)
+    dmz_iface = (f'\n[[interface]]\nname = "dmz0"\naddress = "10.99.0.1/24"\nzone = "dmz"\n'
+                 f'netns = "{dmz}"\nhost_address = "10.99.0.2/24"\n'
+                 f'host_routes = ["0.0.0.0/0"]\n')
     # Short timeouts so that the table turns over during the soak.
     for k, v in (("udp", 5), ("udp_stream", 10), ("icmp", 5), ("tcp_time_wait", 5),
                  ("tcp_fin_wait", 5), ("tcp_close", 5)):
@@ -72,7 +87,7 @@ def main() -> int:
     router = None
     samples = []
     try:
-        for ns in (lan, wan):
+        for ns in (lan, wan, dmz):
             sh("ip", "netns", "del", ns, check=False)
             sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
@@ -105,7 +120,8 @@ def main() -> int:
         next_sample = t0
         reloads = 0
         stream: subprocess.Popen[bytes] | None = None
-        print(f"{'t(s)':>6} {'rss(KiB)':>9} {'fds':>4} {'conns':>6} {'reloads':>7}", flush=True)
+        print(f"{'t(s)':>6} {'rss(KiB)':>9} {'fds':>4} {'thr':>4} {'conns':>6} {'reloads':>7}",
+              flush=True)
         while time.monotonic() < end:
             now = time.monotonic()
             if stream is None or stream.poll() is not None:
@@ -128,21 +144,24 @@ def main() -> int:
                     "f" * 3000, str(rnd.randrange(20000, 60000)), check=False)
             ipv6_exchanges[r6.returncode == 0 and r6.stdout.rstrip().endswith("f" * 3000)] += 1
             if now >= next_reload:
-                # Change a rule that touches nothing of the traffic, and reload.
-                cfg.write_text(text + f'\n[[firewall.rule]]\nfrom = "wan"\nprotocol = "udp"\n'
-                                      f'port = {7000 + reloads % 100}\naction = "drop"\n')
+                # Change a rule that touches nothing of the traffic, and reload;
+                # every fourth time add (or then remove) the third interface.
+                extra = dmz_iface if (reloads // 4) % 2 == 1 else ""
+                cfg.write_text(text + extra +
+                               f'\n[[firewall.rule]]\nfrom = "wan"\nprotocol = "udp"\n'
+                               f'port = {7000 + reloads % 100}\naction = "drop"\n')
                 router.send_signal(signal.SIGHUP)
                 reloads += 1
                 next_reload = now + args.reload_every
             if now >= next_sample:
-                rss, fds = proc_sample(router.pid)
+                rss, fds, threads = proc_sample(router.pid)
                 st = json.loads(sh(*ctl, "--json", "status").stdout)
-                s = {"t": round(now - t0, 1), "rss_kb": rss, "fds": fds,
+                s = {"t": round(now - t0, 1), "rss_kb": rss, "fds": fds, "threads": threads,
                      "conns": st["conntrack"]["count"], "reloads_ok": st["reloads"]["ok"],
                      "reloads_failed": st["reloads"]["failed"]}
                 samples.append(s)
-                print(f"{s['t']:>6} {rss:>9} {fds:>4} {s['conns']:>6} {s['reloads_ok']:>7}",
-                      flush=True)
+                print(f"{s['t']:>6} {rss:>9} {fds:>4} {threads:>4} {s['conns']:>6} "
+                      f"{s['reloads_ok']:>7}", flush=True)
                 next_sample = now + args.sample_every
             time.sleep(0.2)
     finally:
@@ -153,21 +172,27 @@ def main() -> int:
         if router is not None and router.poll() is None:
             router.send_signal(signal.SIGTERM)
             router.wait(timeout=15)
-        for ns in (lan, wan):
+        for ns in (lan, wan, dmz):
             sh("ip", "netns", "del", ns, check=False)
     if len(samples) < 3:
         print("soak: too short to judge")
         return 0
     warm = samples[len(samples) // 4:]  # after the table and caches warmed up
     rss_growth = warm[-1]["rss_kb"] - warm[0]["rss_kb"]
-    fd_growth = warm[-1]["fds"] - warm[0]["fds"]
     failed = samples[-1]["reloads_failed"]
-    flat = rss_growth < 0.05 * warm[0]["rss_kb"] + 2048 and fd_growth <= 0 and failed == 0
+    # fds and threads vary by the third interface's device and the executor
+    # thread that opens it: judged against the most seen after warm-up.
+    fd_growth = warm[-1]["fds"] - max(s["fds"] for s in warm[:len(warm) // 2 + 1])
+    thread_growth = warm[-1]["threads"] - max(s["threads"] for s in warm[:len(warm) // 2 + 1])
+    flat = (rss_growth < 0.05 * warm[0]["rss_kb"] + 2048 and fd_growth <= 0
+            and thread_growth <= 0 and failed == 0)
     summary = {"duration_s": args.duration, "reloads": samples[-1]["reloads_ok"],
                "reloads_failed": failed, "rss_kb_first": samples[0]["rss_kb"],
                "rss_kb_after_warmup": warm[0]["rss_kb"], "rss_kb_last": warm[-1]["rss_kb"],
                "rss_kb_max": max(s["rss_kb"] for s in samples),
                "fds_first": samples[0]["fds"], "fds_last": samples[-1]["fds"],
+               "threads_first": samples[0]["threads"], "threads_last": samples[-1]["threads"],
+               "threads_max": max(s["threads"] for s in samples), "queues": args.queues,
                "conns_max": max(s["conns"] for s in samples),
                "ipv6_fragmented_answered": ipv6_exchanges[1],
                "ipv6_fragmented_failed": ipv6_exchanges[0], "flat": flat}
