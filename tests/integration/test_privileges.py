@@ -10,6 +10,7 @@ run inside a namespace of their own, with a private tun node the user owns
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -250,3 +251,39 @@ def test_no_capability_with_precreated_devices(netlab: NetLab, userdir: Path, ro
          "router", "run", "-c", str(cfg2)], capture_output=True, text=True, timeout=30,
         cwd=ROOT)
     assert r.returncode == 1 and "needs CAP_NET_ADMIN" in r.stderr, r.stderr
+
+
+def test_precreated_devices_need_multi_queue_for_queues(
+        netlab: NetLab, userdir: Path, router_ns: str, service_user: pwd.struct_passwd) -> None:
+    """dataplane.queues on devices created beforehand: a device created
+    without multi_queue is refused with the command that fixes it; created
+    with it, the router attaches each queue with no capability at all."""
+    _private_tun_node(userdir, service_user.pw_uid)
+    run("ip", "-n", router_ns, "tuntap", "add", "dev", "lan0", "mode", "tun", "multi_queue",
+        "user", USER)
+    run("ip", "-n", router_ns, "tuntap", "add", "dev", "wan0", "mode", "tun", "user", USER)
+    cfg = _unprivileged_config(userdir, precreated=True)
+    cfg.write_text(cfg.read_text().replace("[dataplane]\n", "[dataplane]\nqueues = 2\n"))
+    r = subprocess.run(
+        ["ip", "netns", "exec", router_ns, "setpriv", f"--reuid={USER}", f"--regid={USER}",
+         "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m",
+         "router", "run", "-c", str(cfg)], capture_output=True, text=True, timeout=30,
+        cwd=ROOT)
+    assert r.returncode == 1
+    assert "interface wan0" in r.stderr and "multi_queue" in r.stderr, r.stderr
+    run("ip", "-n", router_ns, "tuntap", "del", "dev", "wan0", "mode", "tun")
+    run("ip", "-n", router_ns, "tuntap", "add", "dev", "wan0", "mode", "tun", "multi_queue",
+        "user", USER)
+    for dev, addr in (("lan0", "192.168.77.2/24"), ("wan0", "203.0.113.10/24")):
+        run("ip", "-n", router_ns, "addr", "add", addr, "dev", dev)
+        run("ip", "-n", router_ns, "link", "set", dev, "up")
+    p = _run_as_user(netlab, router_ns, cfg, "")
+    assert int(_caps_of_router(p)["CapEff"], 16) == 0
+    _ping_router(router_ns)
+    st = run(sys.executable, "-m", "router.ctl", "-S", str(userdir / "router.sock"), "--json",
+             "status")
+    assert len(json.loads(st.stdout)["workers"]) == 2
+    q = run("ip", "netns", "exec", router_ns, "ls", "/sys/class/net/lan0/queues").stdout.split()
+    assert "rx-1" in q
+    p.terminate()
+    assert p.wait(timeout=15) == 0
