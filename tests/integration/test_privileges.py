@@ -190,6 +190,15 @@ def _run_as_user(netlab: NetLab, ns: str, cfg: Path, caps: str) -> subprocess.Po
     return p
 
 
+def _fail_as_user(ns: str, cfg: Path) -> subprocess.CompletedProcess[str]:
+    """Runs the router as the user with no capability, expecting it to stop."""
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, "setpriv", f"--reuid={USER}", f"--regid={USER}",
+         "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m",
+         "router", "run", "-c", str(cfg)], capture_output=True, text=True, timeout=30,
+        cwd=ROOT)
+
+
 def _ping_router(ns: str) -> None:
     # The kernel side of lan0 is this namespace: it reaches the router's own
     # address through the device, and the router answers from userspace.
@@ -245,11 +254,7 @@ def test_no_capability_with_precreated_devices(netlab: NetLab, userdir: Path, ro
     # Without the precreated flag, the same user cannot create devices.
     cfg2 = _unprivileged_config(userdir, precreated=False)
     cfg2.write_text(cfg2.read_text().replace('name = "lan0"', 'name = "lan9"'))
-    r = subprocess.run(
-        ["ip", "netns", "exec", router_ns, "setpriv", f"--reuid={USER}", f"--regid={USER}",
-         "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m",
-         "router", "run", "-c", str(cfg2)], capture_output=True, text=True, timeout=30,
-        cwd=ROOT)
+    r = _fail_as_user(router_ns, cfg2)
     assert r.returncode == 1 and "needs CAP_NET_ADMIN" in r.stderr, r.stderr
 
 
@@ -264,11 +269,7 @@ def test_precreated_devices_need_multi_queue_for_queues(
     run("ip", "-n", router_ns, "tuntap", "add", "dev", "wan0", "mode", "tun", "user", USER)
     cfg = _unprivileged_config(userdir, precreated=True)
     cfg.write_text(cfg.read_text().replace("[dataplane]\n", "[dataplane]\nqueues = 2\n"))
-    r = subprocess.run(
-        ["ip", "netns", "exec", router_ns, "setpriv", f"--reuid={USER}", f"--regid={USER}",
-         "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m",
-         "router", "run", "-c", str(cfg)], capture_output=True, text=True, timeout=30,
-        cwd=ROOT)
+    r = _fail_as_user(router_ns, cfg)
     assert r.returncode == 1
     assert "interface wan0" in r.stderr and "multi_queue" in r.stderr, r.stderr
     run("ip", "-n", router_ns, "tuntap", "del", "dev", "wan0", "mode", "tun")
