@@ -97,7 +97,6 @@ struct io_ctx {
     uint64_t vnet;         /* else bit i: interface i reads with a
                               virtio_net_hdr */
     struct io_tx tx;
-    uint64_t read_errors;  /* reads that failed other than EAGAIN */
     struct rt_worker_stats *st; /* a worker's: lock use is measured */
     uint64_t locked_at;    /* when the lock was taken (st only) */
 };
@@ -156,15 +155,13 @@ static void io_unlock(struct io_ctx *io)
     unlock(io->dp);
 }
 
-/* Under the lock: the descriptor interface 'out' is written through by this
- * reader, or -1. */
-static int32_t out_fd(const struct io_ctx *io, int16_t out)
+/* The descriptor this reader reads and writes interface 'i' through, or
+ * -1 (the tables' own for the event loop, which loads them). */
+static int32_t iface_fd(const struct io_ctx *io, uint32_t i)
 {
-    if (out < 0 || (uint32_t)out >= io->dp->n_ifaces)
-        return -1;
     if (io->fds)
-        return (uint32_t)out < io->n_fds ? io->fds[out] : -1;
-    return io->dp->ifaces[out].fd;
+        return i < io->n_fds ? io->fds[i] : -1;
+    return i < io->dp->n_ifaces ? io->dp->ifaces[i].fd : -1;
 }
 
 /* Under the lock: decides how slot 'i' leaves (descriptor, header) and
@@ -178,7 +175,7 @@ static void prepare_out(struct io_ctx *io, uint32_t i)
     io->out_fd[i] = -1;
     if (p->out_iface < 0)
         return;
-    int32_t fd = out_fd(io, p->out_iface);
+    int32_t fd = iface_fd(io, (uint32_t)p->out_iface);
     struct dp_iface *o = &dp->ifaces[p->out_iface];
     bool vnet = o->flags & RT_IF_VNET_HDR;
     if (fd < 0 || (!vnet && (p->gso_type != RT_GSO_NONE ||
@@ -293,10 +290,8 @@ static int poll_one(struct io_ctx *io, uint32_t iface, int fd, uint32_t budget,
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno != EAGAIN) {
+            if (errno != EAGAIN)
                 err = -errno;
-                io->read_errors++;
-            }
             break;
         }
         if (vnet) {
@@ -336,14 +331,6 @@ static int poll_one(struct io_ctx *io, uint32_t iface, int fd, uint32_t budget,
     return (int)n;
 }
 
-/* The descriptor this reader reads interface 'i' from, or -1. */
-static int read_fd(struct io_ctx *io, uint32_t i)
-{
-    if (io->fds)
-        return i < io->n_fds ? io->fds[i] : -1;
-    return i < io->dp->n_ifaces ? io->dp->ifaces[i].fd : -1;
-}
-
 /*
  * One batch from 'iface', then one batch from each interface it wrote to.
  * A write() to a TUN device runs the receiving namespace's stack in this
@@ -355,7 +342,7 @@ static int read_fd(struct io_ctx *io, uint32_t i)
  */
 static int poll_follow(struct io_ctx *io, uint32_t iface, uint32_t budget, uint64_t now_ms)
 {
-    int fd = read_fd(io, iface);
+    int fd = iface_fd(io, iface);
     if (fd < 0)
         return -EBADF;
     uint64_t wrote = 0, ignored = 0;
@@ -366,7 +353,7 @@ static int poll_follow(struct io_ctx *io, uint32_t iface, uint32_t budget, uint6
     while (wrote) {
         uint32_t o = (uint32_t)__builtin_ctzll(wrote);
         wrote &= wrote - 1;
-        int ofd = read_fd(io, o);
+        int ofd = iface_fd(io, o);
         if (ofd >= 0) {
             int more = poll_one(io, o, ofd, budget, now_ms, &ignored);
             if (more > 0)
