@@ -533,8 +533,8 @@ class Router:
             errors = sum(w["errors"] for w in self.dp.worker_stats())
             if errors > self._worker_errors:
                 self.log.error("dp.queue_failed", queues_given_up=errors,
-                               hint="a device's reads fail (was it deleted?); reload or "
-                                    "restart the router")
+                               hint="a device's reads fail (was it deleted from "
+                                    "outside?); restart the router to recreate it")
             self._worker_errors = errors
 
     # -- control -----------------------------------------------------------

@@ -21,6 +21,7 @@ from tests.integration.conftest import (
     ROUTER_WAN,
     SERVER,
     NetLab,
+    run,
 )
 from tests.packets import IP, TCP, UDP, Raw
 
@@ -474,3 +475,24 @@ def test_busy_poll_spins_only_while_traffic_flows(netlab: NetLab) -> None:
     c2 = cpu_seconds(pid)
     time.sleep(1.0)
     assert cpu_seconds(pid) - c2 < 0.3  # asleep again
+
+
+def test_a_device_deleted_from_outside_is_given_up(netlab: NetLab,
+                                                   dataplane: dict[str, Any]) -> None:
+    """Someone deletes the LAN device under the router: its reads fail; the
+    failure is reported, the router does not spin on it, and the WAN side
+    keeps working."""
+    assert netlab.router is not None
+    run("ip", "-n", netlab.lan, "link", "del", "lan0")
+    time.sleep(0.5)
+    c0 = cpu_seconds(netlab.router.pid)
+    time.sleep(1.0)
+    assert cpu_seconds(netlab.router.pid) - c0 < 0.3
+    r = netlab.ns(netlab.wan, "ping", "-c", "2", "-i", "0.2", "-W", "2", ROUTER_WAN)
+    assert "2 received" in r.stdout
+    workers = netlab.ctl_json("status")["workers"]
+    if workers:  # each worker gave its lan0 queue up
+        assert [w["errors"] for w in workers] == [1] * len(workers)
+    else:
+        (ev,) = netlab.events("dp.poll_failed")
+        assert ev["interface"] == "lan0" and ev["error"] == "File descriptor in bad state"
