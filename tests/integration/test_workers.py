@@ -65,6 +65,7 @@ def test_devices_have_queues_and_both_workers_carry_traffic(netlab: NetLab) -> N
               "ok=0\n"
               "for i in range(64):\n"
               "  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3)\n"
+              "  s.bind(('', 41000 + i))\n"  # 64 distinct flows, not a port reused
               f"  s.sendto(b'x%d'%i,('{SERVER}',5300))\n"
               "  d,_=s.recvfrom(100); ok+=d.endswith(b'x%d'%i); s.close()\n"
               "print(ok)\n")
