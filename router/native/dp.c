@@ -1118,6 +1118,12 @@ void rt_dp_process(struct rt_dp *dp, struct rt_pkt *pkts, uint32_t n,
     uint32_t hash[RING];
     bool ok[RING];
     dp->counters[RT_CNT_BATCHES]++;
+    /* The data plane's clock never goes back: workers read the time when
+     * they wake, so a batch may carry one a little older than the batch
+     * another worker just processed, and the token buckets take elapsed
+     * time as 'now - last refill'. */
+    if (now_ms < dp->now_ms)
+        now_ms = dp->now_ms;
     dp->now_ms = now_ms;
     for (uint32_t i = 0; i < n + 2 * DIST; i++) {
         if (i < n) {

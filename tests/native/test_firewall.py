@@ -196,3 +196,24 @@ def test_new_connection_rate_per_source(lab_factory) -> None:  # type: ignore[no
     more = [lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER) /
                                 UDP(sport=4000 + i, dport=53))).reason for i in range(5)]
     assert more.count("none") == 3
+
+
+def test_rate_limits_hold_when_batches_come_out_of_time_order(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """Workers read the clock when they wake, so a batch may carry a time a
+    millisecond older than the batch another worker just processed.  The
+    token buckets must not take that as a clock that wrapped and refill."""
+    lab = lab_factory("\n[firewall]\nicmp_rate = 10\nnew_connections_per_source = 10\n")
+
+    def expired_answered() -> bool:
+        r = lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER, ttl=1) / UDP(sport=1, dport=2)))
+        return r.out_iface == LAN
+
+    def new(sport: int) -> str:
+        return str(lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER) /
+                                       UDP(sport=sport, dport=53))).reason)
+
+    assert sum(expired_answered() for _ in range(12)) == 10
+    assert [new(5000 + i) for i in range(12)].count("none") == 10
+    lab.now -= 1  # the next batch read the clock a moment earlier
+    assert sum(expired_answered() for _ in range(5)) == 0
+    assert [new(6000 + i) for i in range(5)] == ["source_rate_limit"] * 5
