@@ -45,6 +45,8 @@ NAT_MAPPED = int(lib.RT_CT_NAT_MAPPED)
 WORKER_STATS = ("packets", "batches", "wakeups", "errors", "lock_waits", "locked_ns",
                 "busy_ns")
 SLOT_SIZE = 65536  # the largest IPv4 packet fits any slot
+GUARD = 16  # bytes after an exact buffer, checked by process(exact=True)
+GUARD_BYTES = bytes([0xA5]) * GUARD
 DUMP_CHUNK = 256
 
 
@@ -390,9 +392,11 @@ class Datapath:
         return out
 
     def process(self, packets: Sequence[tuple[int, bytes] | tuple[int, bytes, Offload]],
-                now_ms: int) -> list[Result]:
+                now_ms: int, exact: bool = False) -> list[Result]:
         """Runs caller-supplied packets (interface, bytes[, offload metadata])
-        through the pipeline."""
+        through the pipeline.  With ``exact`` each buffer ends at its packet
+        (no room to grow), followed by guard bytes that must come back
+        untouched: a write past a packet raises DatapathError."""
         n = len(packets)
         if n == 0:
             return []
@@ -401,16 +405,23 @@ class Datapath:
         for i, item in enumerate(packets):
             iface, data, *rest = item
             off = rest[0] if rest else NO_OFFLOAD
-            buf = ffi.new("uint8_t[]", max(SLOT_SIZE, len(data)))
+            size = len(data) + GUARD if exact else max(SLOT_SIZE, len(data))
+            buf = ffi.new("uint8_t[]", size)
             ffi.memmove(buf, data, len(data))
+            if exact:
+                ffi.memmove(buf + len(data), GUARD_BYTES, GUARD)
             bufs.append(buf)
             pkts[i].data = buf
             pkts[i].len = len(data)
-            pkts[i].cap = len(buf)
+            pkts[i].cap = len(data) if exact else len(buf)
             pkts[i].in_iface = iface
             for f in OFFLOAD_FIELDS:
                 setattr(pkts[i], f, getattr(off, f))
         self._c(lib.rt_dp_process, pkts, n, now_ms)
+        if exact:
+            for i, item in enumerate(packets):
+                if bytes(ffi.buffer(bufs[i] + len(item[1]), GUARD)) != GUARD_BYTES:
+                    raise DatapathError(f"packet {i} was written past its end")
         out = []
         for i in range(n):
             p = pkts[i]

@@ -3,7 +3,9 @@
 setuptools runs it through ``cffi_modules`` when the package is installed.
 ``python -m router.native.build_ffi --sanitize OUTDIR`` builds a copy with
 AddressSanitizer and UndefinedBehaviorSanitizer for the test suite, and
-``--thread OUTDIR`` one with ThreadSanitizer for the worker tests.
+``--thread OUTDIR`` one with ThreadSanitizer for the worker tests (with
+neither, an ordinary build into OUTDIR, e.g. to test a change while the
+installed one is in use).
 """
 
 from __future__ import annotations
@@ -28,18 +30,20 @@ SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer",
 THREAD = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=thread"]
 
 
-def make_builder(sanitize: bool = False, thread: bool = False) -> FFI:
+def make_builder(sanitize: bool = False, thread: bool = False, elsewhere: bool = False) -> FFI:
+    """setuptools wants paths relative to the checkout; a build into another
+    directory (``elsewhere``, and every sanitized one) absolute ones."""
     ffi = FFI()
     ffi.cdef((HERE / "rt.cdef").read_text())
     flags = WARNINGS + (THREAD if thread else SANITIZE if sanitize else OPTIMIZE)
-    sanitize = sanitize or thread
+    absolute = sanitize or thread or elsewhere
     ffi.set_source(
         "router.native._rt",
         '#include "rt.h"',
         sources=[str(Path("router/native") / s) for s in SOURCES]
-        if not sanitize
+        if not absolute
         else [str(HERE / s) for s in SOURCES],
-        include_dirs=[str(HERE)] if sanitize else ["router/native"],
+        include_dirs=[str(HERE)] if absolute else ["router/native"],
         extra_compile_args=flags,
         extra_link_args=(["-fsanitize=thread"] if thread else
                          ["-fsanitize=address,undefined"] if sanitize else []),
@@ -57,7 +61,7 @@ def main() -> int:
     ap.add_argument("outdir", type=Path)
     args = ap.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
-    builder = make_builder(sanitize=args.sanitize, thread=args.thread)
+    builder = make_builder(sanitize=args.sanitize, thread=args.thread, elsewhere=True)
     builder.compile(tmpdir=str(args.outdir), verbose=False)
     return 0
 

@@ -381,6 +381,10 @@ static void set_addr(uint8_t *ip, uint32_t addr_off, uint8_t *l4,
 static void set_l4_word(uint8_t proto, uint8_t *l4, uint32_t l4_avail,
                         uint32_t off, rt_be16 new_, bool partial)
 {
+    /* A quoted packet may end before its ports (its header chain claimed
+     * more than the quote holds): nothing there to rewrite. */
+    if (l4_avail < off + 2)
+        return;
     rt_be16 old = wire_be16(l4 + off);
     if (old == new_)
         return;
@@ -454,6 +458,12 @@ static void make_like6(uint8_t *ip, uint8_t proto, uint8_t *l4, uint32_t l4_avai
     }
 }
 
+/* How many bytes of the quoted packet's L4 header an ICMP error holds. */
+static uint32_t quote_l4_avail(const struct pkt_meta *m)
+{
+    return m->inner_l4_off < m->len ? m->len - m->inner_l4_off : 0;
+}
+
 /* The tuple a packet in 'dir' must look like: the inverse of the other
  * direction's tuple.  For ICMP the identifier is the same both ways. */
 static void target_tuple(const struct ct_conn *c, enum ct_dir dir,
@@ -496,7 +506,7 @@ static void rewrite_icmp6_error(struct pkt_meta *m, const struct ct_conn *c,
     memcpy(ip + IP6_OFF_DST, t.dst.b, 16);
     uint8_t *inner = m->data + m->inner_off;
     make_like6(inner, m->inner.proto, m->data + m->inner_l4_off,
-               m->len - m->inner_l4_off, &c->tuple[!dir], false);
+               quote_l4_avail(m), &c->tuple[!dir], false);
     /* Addresses and quoted bytes changed: the whole checksum again. */
     wire_put_be16(icmp + ICMP_OFF_CSUM, 0);
     wire_put_be16(icmp + ICMP_OFF_CSUM,
@@ -529,7 +539,7 @@ void nat_rewrite_icmp_error(struct pkt_meta *m, const struct ct_conn *c,
      * like the other direction's tuple as its sender sent it. */
     uint8_t *inner = m->data + m->inner_off;
     uint8_t *inner_l4 = m->data + m->inner_l4_off;
-    make_like(inner, inner_l4, m->len - m->inner_l4_off, &c->tuple[!dir], false);
+    make_like(inner, inner_l4, quote_l4_avail(m), &c->tuple[!dir], false);
 
     /* The quoted bytes changed under the ICMP checksum: recompute it. */
     wire_put_be16(icmp + ICMP_OFF_CSUM, 0);

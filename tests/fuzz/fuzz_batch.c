@@ -7,7 +7,8 @@
  * [flags][len hi][len lo][bytes], where flags pick the input interface, how
  * far the clock moves, and whether the buffer has spare room (for generated
  * ICMP) or ends exactly at the packet, so that any read past it is caught by
- * AddressSanitizer.  Every few packets the table is swept.  A fresh data
+ * AddressSanitizer.  Every ICMP error is also sent as a copy whose quote's
+ * lengths are inconsistent (mangle_quote).  Every few packets the table is swept.  A fresh data
  * plane per input keeps every run reproducible.  Connection events and drop
  * samples are on in half the variants, into a ring of 8 that fills up.
  */
@@ -104,6 +105,58 @@ static struct rt_dp *make_dp(uint8_t variant)
     return dp;
 }
 
+/*
+ * Quotes with inconsistent lengths, on purpose: for an ICMP or ICMPv6 error,
+ * a copy whose quoted packet claims more than it holds (the inner IPv4
+ * header length and total length, the first inner IPv6 extension header's
+ * length, the inner TCP data offset) and is cut at a point chosen by 'salt',
+ * in a buffer that ends exactly at the packet.  Returns the copy's length,
+ * or 0 if the packet is no error.  The outer lengths are kept consistent so
+ * that the copy gets past the outer parse to the quote.
+ */
+static size_t mangle_quote(const uint8_t *pkt, size_t len, uint8_t salt,
+                           uint8_t *out)
+{
+    size_t inner;
+    if (len >= 20 + 8 + 20 && (pkt[0] >> 4) == 4 && (pkt[0] & 15) == 5 &&
+        pkt[9] == 1 && (pkt[20] == 3 || pkt[20] == 11 || pkt[20] == 12)) {
+        inner = 28;
+    } else if (len >= 40 + 8 + 40 && (pkt[0] >> 4) == 6 && pkt[6] == 58 &&
+               pkt[40] < 128) {
+        inner = 48;
+    } else {
+        return 0;
+    }
+    size_t cut = inner + 1 + salt % (len - inner);  /* keep at least a byte */
+    memcpy(out, pkt, cut);
+    uint8_t *q = out + inner;
+    size_t qlen = cut - inner;
+    if ((q[0] >> 4) == 4) {
+        q[0] = (uint8_t)(0x40 | (5 + salt % 11));         /* IHL 5..15 */
+        if (qlen >= 4) {
+            q[2] = 0xff;                                  /* total length */
+            q[3] = salt;
+        }
+        size_t ihl = (size_t)(q[0] & 15) * 4;
+        if (qlen > ihl + 12 && q[9] == 6)
+            q[ihl + 12] = (uint8_t)(salt & 0xf0);         /* TCP data offset */
+    } else if ((q[0] >> 4) == 6 && qlen >= 42) {
+        q[41] = salt;                                     /* ext header length */
+        if (qlen >= 6) {
+            q[4] = 0xff;                                  /* payload length */
+            q[5] = salt;
+        }
+    }
+    if ((pkt[0] >> 4) == 4) {
+        out[2] = (uint8_t)(cut >> 8);
+        out[3] = (uint8_t)cut;
+    } else {
+        out[4] = (uint8_t)((cut - 40) >> 8);
+        out[5] = (uint8_t)(cut - 40);
+    }
+    return cut;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -132,6 +185,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pkts[n].cap = (uint32_t)cap;
         pkts[n].in_iface = (flags & 0x40) ? 7 : (flags & 1);
         now += (uint64_t)((flags >> 1) & 0x1f) * 997;
+        /* The mangled copy first: the original may be rewritten in place. */
+        uint8_t *copy = malloc(len ? len : 1);
+        size_t clen = mangle_quote(bufs[n], len, (uint8_t)(off * 31 + flags), copy);
+        if (clen) {
+            uint8_t *exact = malloc(clen); /* ends at the packet: ASan sees past it */
+            memcpy(exact, copy, clen);
+            struct rt_pkt mp = {.data = exact, .len = (uint32_t)clen,
+                                .cap = (uint32_t)clen, .in_iface = flags & 1};
+            rt_dp_process(dp, &mp, 1, now);
+            if (mp.out_iface >= 0 && (mp.len > mp.cap || mp.len < 20))
+                abort();
+            free(exact);
+        }
+        free(copy);
         rt_dp_process(dp, &pkts[n], 1, now);
         if (pkts[n].out_iface >= 0 && (pkts[n].len > pkts[n].cap || pkts[n].len < 20))
             abort(); /* a verdict must describe bytes inside the buffer */

@@ -119,6 +119,16 @@ def main() -> None:
             rec(0, IP(src="192.168.1.2", dst=SRV) / TCP(sport=8085, dport=5555, flags="SA",
                                                        ack=1)),
         ],
+        # An inside host's error about a reply, whose quote's destination
+        # options header claims more than the quote holds (NAT66 once wrote
+        # the translated port past the packet here).
+        "quote_overrun": [
+            rec(0, IPv6(src="fd00:1::3", dst="2001:db8:9::1") / UDP(sport=0, dport=0)),
+            rec(0, IPv6(src="fd00:1::2", dst="2001:db8:9::1") / UDP(sport=0, dport=0)),
+            rec(0, IPv6(src="fd00:1::2", dst="2001:db8:9::1") / ICMPv6DestUnreach(code=4) /
+                Raw(bytes(IPv6(src="2001:db8:9::1", dst="fd00:1::2", nh=60, plen=72)) +
+                    bytes([17, 7, 1, 6, 0, 0, 0, 0])), room=False),
+        ],
         "too_big": [rec(0, IP(src=LAN, dst=SRV, flags="DF") / UDP(sport=1, dport=2) /
                         Raw(b"x" * 1450), room=False)],
     }

@@ -53,8 +53,8 @@ class Lab:
     now: int = 1_000_000
     sent: list[Result] = field(default_factory=list)
 
-    def send(self, iface: int, pkt: bytes) -> Result:
-        (r,) = self.dp.process([(iface, pkt)], self.now)
+    def send(self, iface: int, pkt: bytes, exact: bool = False) -> Result:
+        (r,) = self.dp.process([(iface, pkt)], self.now, exact=exact)
         self.sent.append(r)
         return r
 

@@ -5,6 +5,7 @@ and TCPv6 GSO packets, port exhaustion, and NPTv6 taking precedence."""
 
 from __future__ import annotations
 
+import socket
 import struct
 
 from scapy.layers.inet import TCP, UDP  # type: ignore[import-untyped]
@@ -247,3 +248,25 @@ def test_nat66_entry_survives_dump_and_restore() -> None:
     r = lab.send(WAN6, bytes(IPv6(src=SERVER6, dst=ROUTER_WAN6) / UDP(sport=53, dport=port)))
     assert r.out_iface == LAN6 and IPv6(r.data).dst == HOST6B and IPv6(r.data)[UDP].dport == 6000
     verify6(r.data)
+
+
+def test_icmpv6_error_whose_quoted_header_chain_overruns_the_quote_is_safe() -> None:
+    """An inside host's error about a reply it got, whose quote's destination
+    options header claims 64 bytes but ends after 8: the quote's ports are
+    absent (read as 0, which the flow has), and translating it back must not
+    write the external port past the packet (AddressSanitizer caught a
+    heap-buffer-overflow in set_l4_word here)."""
+    lab = lab66()
+    lab.send(LAN6, out6(UDP(sport=0, dport=0) / Raw(b"b"), src=HOST6B))  # takes port 0
+    r = lab.send(LAN6, out6(UDP(sport=0, dport=0) / Raw(b"a"), src=HOST6))
+    assert IPv6(r.data)[UDP].sport != 0
+    hdr = bytes(IPv6(src=SERVER6, dst=HOST6, nh=60, hlim=63, plen=72))
+    quote = hdr + bytes([17, 7]) + b"\x01\x06" + bytes(4)  # claims 64 bytes, has 8
+    pkt = bytes(IPv6(src=HOST6, dst=SERVER6) / ICMPv6DestUnreach(code=4) / Raw(quote))
+    out = lab.send(LAN6, pkt, exact=True)  # raises if written past the end
+    assert out.reason == "none" and out.out_iface == WAN6  # RELATED, translated
+    assert len(out.data) == len(pkt)
+    assert out.data[48 + 40:] == quote[40:]  # the option bytes are not ports
+    assert IPv6(out.data).src == ROUTER_WAN6
+    assert out.data[48 + 24:48 + 40] == socket.inet_pton(socket.AF_INET6, ROUTER_WAN6)
+    verify6(out.data)
