@@ -104,7 +104,7 @@ class SweepResult:
     count: int
 
 
-TcpWindow = tuple[int, int, int, int, int]
+TcpWindow = tuple[int, int, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,8 @@ class CtEntry:
     age_ms: int
     packets: tuple[int, int]
     bytes: tuple[int, int]
-    # TCP window tracking per direction: (end, maxend, maxwin, scale, flags);
+    # TCP window tracking per direction: (end, maxend, maxwin, scale, flags,
+    # maxack);
     # None when not known (a restored entry then re-learns it liberally).
     tcp_window: tuple[TcpWindow, TcpWindow] | None = None
 
@@ -191,7 +192,7 @@ class Captured:
 
 def _window(e: Any, d: int) -> TcpWindow:
     return (int(e.tcp_end[d]), int(e.tcp_maxend[d]), int(e.tcp_maxwin[d]),
-            int(e.tcp_scale[d]), int(e.tcp_flags[d]))
+            int(e.tcp_scale[d]), int(e.tcp_flags[d]), int(e.tcp_maxack[d]))
 
 
 class Datapath:
@@ -483,7 +484,7 @@ class Datapath:
         if e.tcp_window is not None:
             for d in (0, 1):
                 (c.tcp_end[d], c.tcp_maxend[d], c.tcp_maxwin[d], c.tcp_scale[d],
-                 c.tcp_flags[d]) = e.tcp_window[d]
+                 c.tcp_flags[d], c.tcp_maxack[d]) = e.tcp_window[d]
         return int(self._c(lib.rt_ct_restore, c, now_ms))
 
     def delete(self, slot: int) -> bool:

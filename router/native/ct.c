@@ -11,7 +11,7 @@
  * find their connection at the head of the chain, the one the batch loop
  * prefetched (with one bucket per node it was 63 %, and every other lookup
  * paid a cache miss nothing could hide).  A full table costs 128 bytes per
- * connection plus 16 bytes of index (and 32 of TCP window state).
+ * connection plus 16 bytes of index (and 40 of TCP window state).
  *
  * The array and the index are anonymous mappings, asked to use huge pages
  * when large: a lookup in a big table is a couple of cache misses, and TLB

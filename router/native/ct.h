@@ -53,13 +53,15 @@ static_assert(sizeof(struct ct_conn) == 128, "ct_conn must be two cache lines");
 #define CT_TCPF_CLOSE_INIT 0x04   /* (unused, Linux's numbering) */
 #define CT_TCPF_BE_LIBERAL 0x08   /* out-of-window segments pass */
 #define CT_TCPF_DATA_UNACK 0x10   /* sent data not acknowledged yet */
+#define CT_TCPF_MAXACK_SET 0x20   /* 'maxack' holds an acknowledgement */
 
 /*
  * The sequence-window state of a TCP connection (Linux's ip_ct_tcp_state,
  * van Rooij's "Real Stateful TCP Packet Filtering"), per direction: the
  * highest sequence number sent plus one (end), the highest the receiver
- * allowed (maxend), the largest window seen (maxwin) and the window scale.
- * Kept in an array parallel to the connections, one 32-byte entry per slot:
+ * allowed (maxend), the largest window seen (maxwin), the highest
+ * acknowledgement sent (maxack) and the window scale.
+ * Kept in an array parallel to the connections, one 40-byte entry per slot:
  * only TCP touches it, so the two cache lines of struct ct_conn stay what
  * every protocol reads.  'last_sig' identifies the last acknowledgement so
  * that identical ones (retransmissions) can be counted.
@@ -68,11 +70,12 @@ struct ct_tcp_win {
     uint32_t end[CT_DIRS];
     uint32_t maxend[CT_DIRS];
     uint32_t maxwin[CT_DIRS];
+    uint32_t maxack[CT_DIRS]; /* highest acknowledgement sent (RFC 5961) */
     uint32_t last_sig;       /* hash of seq, ack, end and window */
     uint8_t scale[CT_DIRS];  /* window scale shift, 0..14 */
     uint8_t flags[CT_DIRS];  /* CT_TCPF_* */
 };
-static_assert(sizeof(struct ct_tcp_win) == 32, "ct_tcp_win is 32 bytes");
+static_assert(sizeof(struct ct_tcp_win) == 40, "ct_tcp_win is 40 bytes");
 
 /*
  * The table: a preallocated array of connections and a chained hash index

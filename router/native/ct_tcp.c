@@ -251,8 +251,10 @@ static bool tcp_in_window(struct ct_conn *c, struct ct_tcp_win *w,
                           unsigned cls, const struct ct_params *p)
 {
     unsigned s = dir, r = !dir;
-    if (m->frag)
-        return true; /* the data length is the datagram's, not known here */
+    /* A first fragment is checked like any segment, with the data it holds
+     * (the rest follows in later fragments, which never come here): its
+     * sequence and acknowledgement numbers are all a blind attacker needs
+     * to get right, so they must fit as for a whole segment. */
     uint8_t flags = m->tcp_flags;
     uint32_t seq = m->tcp_seq, ack = m->tcp_ack, sack = ack;
     uint32_t win = m->tcp_win;
@@ -335,6 +337,13 @@ static bool tcp_in_window(struct ct_conn *c, struct ct_tcp_win *w,
         }
         if (ack == w->end[r])
             w->flags[r] &= (uint8_t)~CT_TCPF_DATA_UNACK;
+        if (flags & TCP_ACK) {
+            /* The highest acknowledgement S sent: where R's next segment,
+             * and so a genuine RST from R, starts (RFC 5961 3.2). */
+            if (!(w->flags[s] & CT_TCPF_MAXACK_SET) || seq_after(ack, w->maxack[s]))
+                w->maxack[s] = ack;
+            w->flags[s] |= CT_TCPF_MAXACK_SET;
+        }
         if (cls == CT_TCP_CLASS_ACK) {
             /* Count exact repetitions of the last acknowledgement. */
             uint32_t sig = ack_signature(seq, ack, end, win);
@@ -399,8 +408,25 @@ static enum ct_verdict tcp_update(struct ct_conn *c, struct ct_tcp_win *w,
     if (new_ == sSS && (old == sTW || old == sCL))
         return CT_REOPEN;  /* delete and look the packet up again */
 
+    /* RFC 5961 3.2, as Linux: a RST before what the other side has
+     * acknowledged is invalid; in an established connection, one that is
+     * not exactly there (nor right after the sender's own last segment)
+     * passes, so that the receiver answers it with a challenge ACK, but
+     * changes neither state nor timer.  Only the exact sequence number
+     * closes: a blind attacker must hit it, not just the window. */
+    bool challenge = false;
+    if (cls == F_RST && (w->flags[!dir] & CT_TCPF_MAXACK_SET)) {
+        uint32_t expect = w->maxack[!dir];
+        if (seq_before(m->tcp_seq, expect))
+            return CT_BAD_RST;
+        challenge = old == sES && (c->status & CT_ASSURED) && m->tcp_seq != expect &&
+                    m->tcp_seq != w->end[dir];
+    }
+
     if (!tcp_in_window(c, w, m, dir, cls, p))
         return (m->tcp_flags & TCP_RST) ? CT_BAD_RST : CT_OUT_OF_WINDOW;
+    if (challenge)
+        return CT_ACCEPT;
 
     bool seen_reply = (c->status & CT_SEEN_REPLY) != 0;
     if (cls == F_RST && !seen_reply)

@@ -32,7 +32,8 @@
 static_assert(RT_TCPF_WINDOW_SCALE == CT_TCPF_WINDOW_SCALE &&
                   RT_TCPF_SACK_PERM == CT_TCPF_SACK_PERM &&
                   RT_TCPF_BE_LIBERAL == CT_TCPF_BE_LIBERAL &&
-                  RT_TCPF_DATA_UNACK == CT_TCPF_DATA_UNACK,
+                  RT_TCPF_DATA_UNACK == CT_TCPF_DATA_UNACK &&
+                  RT_TCPF_MAXACK_SET == CT_TCPF_MAXACK_SET,
               "rt.h and ct.h TCP window flags agree");
 /* ICMP errors quote at most this much, so that they fit 576 bytes
  * (RFC 1812 4.3.2.3). */
@@ -305,6 +306,7 @@ static void fill_entry(const struct rt_dp *dp, const struct ct_conn *c,
             e->tcp_end[d] = w->end[d];
             e->tcp_maxend[d] = w->maxend[d];
             e->tcp_maxwin[d] = w->maxwin[d];
+            e->tcp_maxack[d] = w->maxack[d];
             e->tcp_scale[d] = w->scale[d];
             e->tcp_flags[d] = w->flags[d];
         }
@@ -1663,11 +1665,13 @@ int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
             w->end[d] = e->tcp_end[d];
             w->maxend[d] = e->tcp_maxend[d];
             w->maxwin[d] = e->tcp_maxwin[d];
+            w->maxack[d] = e->tcp_maxack[d];
             w->scale[d] = e->tcp_scale[d] > 14 ? 14 : e->tcp_scale[d];
             w->flags[d] = e->tcp_flags[d] & (CT_TCPF_WINDOW_SCALE |
                                              CT_TCPF_SACK_PERM |
                                              CT_TCPF_BE_LIBERAL |
-                                             CT_TCPF_DATA_UNACK);
+                                             CT_TCPF_DATA_UNACK |
+                                             CT_TCPF_MAXACK_SET);
             known |= e->tcp_maxwin[d] != 0;
         }
         if (!known) /* saved without windows: learn them again */

@@ -293,6 +293,7 @@ struct rt_ct_entry {
     uint32_t tcp_end[2];    /* highest sequence number sent + 1 */
     uint32_t tcp_maxend[2]; /* highest sequence number it may send + 1 */
     uint32_t tcp_maxwin[2]; /* largest window it announced */
+    uint32_t tcp_maxack[2]; /* highest acknowledgement it sent (with MAXACK) */
     uint8_t tcp_scale[2];   /* its window scale */
     uint8_t tcp_flags[2];   /* RT_TCPF_* */
 };
@@ -302,6 +303,7 @@ struct rt_ct_entry {
 #define RT_TCPF_SACK_PERM 0x02
 #define RT_TCPF_BE_LIBERAL 0x08
 #define RT_TCPF_DATA_UNACK 0x10
+#define RT_TCPF_MAXACK_SET 0x20
 
 /* struct rt_event.type.  Index 0 of rt_events_lost() counts drop samples
  * left out by the sampling rate. */

@@ -167,6 +167,80 @@ def test_rst_out_of_window_is_invalid(lab: Lab) -> None:
     assert entry(lab).state == "ESTABLISHED"
 
 
+def established_with_data(lab: Lab) -> None:
+    """Handshake, then the client sends 1000 bytes the server acknowledges:
+    the server's next sequence number is S_ISN + 1, the client's C_ISN + 1001."""
+    handshake(lab)
+    assert lab.send(LAN, seg(True, "PA", C_ISN + 1, S_ISN + 1, data=b"x" * 1000)).out_iface == WAN
+    assert lab.send(WAN, seg(False, "A", S_ISN + 1, C_ISN + 1001)).out_iface == LAN
+    e = entry(lab)
+    assert e.state == "ESTABLISHED" and e.assured and e.timeout_ms > 86400_000
+
+
+def test_rst_in_window_but_not_exact_keeps_the_connection(lab: Lab) -> None:
+    """RFC 5961 3.2, as Linux: an in-window RST that is not at the exact next
+    sequence number passes (the receiver answers it with a challenge ACK)
+    but neither closes the connection nor shortens its 5-day timeout."""
+    established_with_data(lab)
+    for off in (1, 500, 8000):
+        assert lab.send(WAN, seg(False, "R", S_ISN + 1 + off)).out_iface == LAN
+        e = entry(lab)
+        assert e.state == "ESTABLISHED" and e.timeout_ms > 86400_000
+    # Before what the client acknowledged: invalid.
+    dropped(lab, seg(False, "R", S_ISN), WAN, "tcp_invalid_rst")
+    # From the client, at the exact place: after the data it sent last.
+    assert lab.send(LAN, seg(True, "R", C_ISN + 1001)).out_iface == WAN
+    assert entry(lab).state == "CLOSE"
+
+
+def test_exact_rst_from_the_server_closes(lab: Lab) -> None:
+    established_with_data(lab)
+    assert lab.send(WAN, seg(False, "RA", S_ISN + 1, C_ISN + 1001)).out_iface == LAN
+    assert entry(lab).state == "CLOSE"
+
+
+def fragment(pkt: bytes, first: bool, offset8: int = 0, more: bool = True) -> bytes:
+    """'pkt' (IPv4, no options) as a fragment: the first (offset 0, MF set)
+    or a later one at 'offset8' 8-byte units, with a fresh header checksum."""
+    b = bytearray(pkt)
+    frag = (0x2000 if more else 0) | (0 if first else offset8)
+    b[4:6] = b"\x12\x34"
+    b[6:8] = struct.pack("!H", frag)
+    b[10:12] = b"\0\0"
+    b[10:12] = struct.pack("!H", checksum(bytes(b[:20])))
+    return bytes(b)
+
+
+def test_rst_in_a_first_fragment_is_checked_like_any_segment(lab: Lab) -> None:
+    """A RST with more-fragments set used to skip the window check: one
+    spoofed packet with any sequence number closed an established flow."""
+    established_with_data(lab)
+    blind = fragment(seg(False, "R", S_ISN + 1 + 1_000_000) + b"", first=True)
+    r = lab.send(WAN, blind)
+    assert r.out_iface == -1 and r.reason == "tcp_invalid_rst"
+    r = lab.send(WAN, fragment(seg(False, "R", S_ISN + 1 + 700), first=True))
+    assert r.out_iface == LAN  # in window, not exact: passes, changes nothing
+    e = entry(lab)
+    assert e.state == "ESTABLISHED" and e.timeout_ms > 86400_000
+    # The data in a first fragment moves the window like a whole segment's.
+    r = lab.send(LAN, fragment(seg(True, "PA", C_ISN + 1001, S_ISN + 1, data=b"y" * 64),
+                               first=True))
+    assert r.out_iface == WAN
+    dropped(lab, fragment(seg(True, "PA", C_ISN + 1001 + 9000, S_ISN + 1, data=b"y" * 64),
+                          first=True), LAN)
+
+
+def test_a_later_fragment_never_changes_tcp_state(lab: Lab) -> None:
+    """A later fragment carries no TCP header: bytes in it that look like a
+    RST are data, and whatever happens to it, the connection stays."""
+    established_with_data(lab)
+    rst = seg(False, "R", S_ISN + 1)
+    later = fragment(rst[:20] + rst[20:] + bytes(16), first=False, offset8=3, more=False)
+    lab.send(WAN, later)
+    e = entry(lab)
+    assert e.state == "ESTABLISHED" and e.timeout_ms > 86400_000
+
+
 def test_rst_answering_syn_with_seq_zero(lab: Lab) -> None:
     lab.send(LAN, seg(True, "S", C_ISN))
     r = lab.send(WAN, seg(False, "RA", 0, C_ISN + 1))
