@@ -696,13 +696,15 @@ static bool forward_target(const struct rt_dp *dp, const struct pkt_meta *m,
  * here.
  */
 static bool mapping_target(struct rt_dp *dp, const struct pkt_meta *m,
-                           struct dnat_target *t)
+                           struct dnat_target *t, uint64_t now)
 {
     if (dp->np.filtering == NAT_FILTER_APDF ||
         (m->proto != IPPROTO_TCP_ && m->proto != IPPROTO_UDP_))
         return false;
     struct nat_map *mp = nat_map_by_ext(&dp->nm, m->proto, m->tuple.dst.v4,
                                         m->tuple.dport);
+    if (mp)
+        mp = nat_map_live(&dp->ct, mp, now);
     if (!mp)
         return false;
     if (dp->np.filtering == NAT_FILTER_ADF &&
@@ -791,7 +793,7 @@ enum rt_drop_reason dp_source_limits(struct rt_dp *dp, const struct pkt_meta *m,
 static void abandon(struct rt_dp *dp, const struct ct_conn *c)
 {
     if (c->status & CT_NAT_MAPPED)
-        nat_map_release(&dp->nm, c);
+        nat_map_release(&dp->nm, c, CT_NIL);
 }
 
 bool dp_conn_init(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
@@ -836,6 +838,8 @@ struct ct_conn *dp_conn_commit(struct rt_dp *dp, struct rt_pkt *p, const struct 
         dp_drop(dp, p, why);
         return NULL;
     }
+    if (slot->status & CT_NAT_MAPPED)
+        nat_map_link(&dp->nm, slot, ct_slot(&dp->ct, slot));
     if (host) {
         host->conns++;
         slot->status |= CT_HOST_COUNTED;
@@ -855,7 +859,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p,
     if (forward_target(dp, m, &tgt))
         dn = &tgt;
     else if (is_local(dp, m->tuple.dst.v4)) {
-        if (!mapping_target(dp, m, &tgt)) {
+        if (!mapping_target(dp, m, &tgt, now)) {
             dp_process_local(dp, p, m);
             return;
         }
@@ -1176,7 +1180,7 @@ static void on_ct_delete(void *ctx, const struct ct_conn *c)
     if (dp->ct_events)
         dp_ct_event(dp, c, RT_EV_DESTROY);
     if (c->status & CT_NAT_MAPPED)
-        nat_map_release(&dp->nm, c);
+        nat_map_release(&dp->nm, c, ct_slot(&dp->ct, c));
     if (c->status & CT_HOST_COUNTED) {
         const struct ct_tuple *o = &c->tuple[CT_DIR_ORIGINAL];
         union rt_addr key;
@@ -1214,7 +1218,7 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
     /* Every mapping has a connection, and most inside endpoints have
      * several: half the connection count is plenty. */
     uint32_t maps = p->ct_capacity / 2 > 64 ? p->ct_capacity / 2 : 64;
-    if (nat_maps_init(&dp->nm, maps, p->seed) != 0) {
+    if (nat_maps_init(&dp->nm, maps, p->ct_capacity, p->seed) != 0) {
         rt_dp_free(dp);
         return NULL;
     }
@@ -1681,6 +1685,8 @@ int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
         abandon(dp, &c);
         return -2;
     }
+    if (slot->status & CT_NAT_MAPPED)
+        nat_map_link(&dp->nm, slot, ct_slot(&dp->ct, slot));
     return 0;
 }
 

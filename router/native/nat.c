@@ -65,7 +65,8 @@ static uint32_t map_hash(const struct nat_maps *nm, uint8_t proto, rt_be32 a,
     return (uint32_t)h;
 }
 
-int nat_maps_init(struct nat_maps *nm, uint32_t capacity, uint64_t seed)
+int nat_maps_init(struct nat_maps *nm, uint32_t capacity, uint32_t conns,
+                  uint64_t seed)
 {
     memset(nm, 0, sizeof *nm);
     uint32_t nb = 2;
@@ -74,10 +75,15 @@ int nat_maps_init(struct nat_maps *nm, uint32_t capacity, uint64_t seed)
     nm->maps = calloc(capacity, sizeof *nm->maps);
     nm->by_int = malloc((size_t)nb * sizeof *nm->by_int);
     nm->by_ext = malloc((size_t)nb * sizeof *nm->by_ext);
-    if (!nm->maps || !nm->by_int || !nm->by_ext) {
+    nm->conn_next = malloc((size_t)conns * sizeof *nm->conn_next + 1);
+    nm->conn_prev = malloc((size_t)conns * sizeof *nm->conn_prev + 1);
+    if (!nm->maps || !nm->by_int || !nm->by_ext || !nm->conn_next || !nm->conn_prev) {
         nat_maps_destroy(nm);
         return -1;
     }
+    for (uint32_t i = 0; i < conns; i++)
+        nm->conn_next[i] = nm->conn_prev[i] = NAT_UNLINKED;
+    nm->conns = conns;
     memset(nm->by_int, 0xff, (size_t)nb * sizeof *nm->by_int);
     memset(nm->by_ext, 0xff, (size_t)nb * sizeof *nm->by_ext);
     nm->mask = nb - 1;
@@ -92,6 +98,8 @@ void nat_maps_destroy(struct nat_maps *nm)
     free(nm->maps);
     free(nm->by_int);
     free(nm->by_ext);
+    free(nm->conn_next);
+    free(nm->conn_prev);
     memset(nm, 0, sizeof *nm);
 }
 
@@ -145,6 +153,7 @@ static struct nat_map *map_new(struct nat_maps *nm, uint8_t proto,
     m->ext_addr = ext_addr;
     m->ext_port = ext_port;
     m->in_use = 1;
+    m->head = CT_NIL;
     uint32_t *hi = &nm->by_int[map_hash(nm, proto, int_addr, ext_addr, int_port) &
                                nm->mask];
     uint32_t *he = &nm->by_ext[map_hash(nm, proto, ext_addr, 0, ext_port) & nm->mask];
@@ -177,17 +186,71 @@ static void map_free(struct nat_maps *nm, struct nat_map *m)
     nm->count--;
 }
 
-void nat_map_release(struct nat_maps *nm, const struct ct_conn *c)
+/* The mapping connection 'c' holds a reference on. */
+static struct nat_map *map_of(struct nat_maps *nm, const struct ct_conn *c)
 {
     const struct ct_tuple *o = &c->tuple[CT_DIR_ORIGINAL];
     const struct ct_tuple *r = &c->tuple[CT_DIR_REPLY];
-    struct nat_map *m;
     if (c->status & CT_SRC_NAT) /* outbound: inside is the original source */
-        m = map_by_int(nm, o->proto, o->src.v4, o->sport, r->dst.v4);
-    else                        /* inbound through a mapping */
-        m = map_by_int(nm, o->proto, r->src.v4, r->sport, o->dst.v4);
-    if (m && m->refs && --m->refs == 0)
+        return map_by_int(nm, o->proto, o->src.v4, o->sport, r->dst.v4);
+    return map_by_int(nm, o->proto, r->src.v4, r->sport, o->dst.v4); /* inbound */
+}
+
+void nat_map_link(struct nat_maps *nm, const struct ct_conn *c, uint32_t slot)
+{
+    struct nat_map *m = map_of(nm, c);
+    if (!m || slot >= nm->conns || nm->conn_next[slot] != NAT_UNLINKED)
+        return;
+    nm->conn_prev[slot] = CT_NIL;
+    nm->conn_next[slot] = m->head;
+    if (m->head != CT_NIL)
+        nm->conn_prev[m->head] = slot;
+    m->head = slot;
+}
+
+static void unlink_conn(struct nat_maps *nm, struct nat_map *m, uint32_t slot)
+{
+    if (slot >= nm->conns || nm->conn_next[slot] == NAT_UNLINKED)
+        return;
+    uint32_t prev = nm->conn_prev[slot], next = nm->conn_next[slot];
+    if (prev != CT_NIL)
+        nm->conn_next[prev] = next;
+    else if (m->head == slot)
+        m->head = next;
+    if (next != CT_NIL)
+        nm->conn_prev[next] = prev;
+    nm->conn_next[slot] = nm->conn_prev[slot] = NAT_UNLINKED;
+}
+
+void nat_map_release(struct nat_maps *nm, const struct ct_conn *c, uint32_t slot)
+{
+    struct nat_map *m = map_of(nm, c);
+    if (!m)
+        return;
+    unlink_conn(nm, m, slot);
+    if (m->refs && --m->refs == 0)
         map_free(nm, m);
+}
+
+struct nat_map *nat_map_live(struct ct_table *ct,
+                             struct nat_map *m, uint64_t now_ms)
+{
+    /* Each expired connection is deleted once, whoever meets it: the walk
+     * stops at the first live one, so it costs one look plus the deletions
+     * the sweep would have made anyway.  A deletion unlinks the connection
+     * (nat_map_release, through the table's on_delete) and frees the
+     * mapping with its last reference (in_use then reads 0). */
+    while (m->in_use) {
+        uint32_t s = m->head;
+        if (s == CT_NIL)
+            return m; /* only references of connections being built */
+        struct ct_conn *c = &ct->conns[s];
+        if (!ct_expired(c, now_ms))
+            return m;
+        ct_delete(ct, c);
+        ct->counters[RT_CNT_EXPIRED]++;
+    }
+    return NULL;
 }
 
 bool nat_map_knows_peer(const struct nat_map *m, rt_be32 peer)
@@ -238,7 +301,8 @@ static bool port_free(struct ct_table *ct, struct nat_maps *nm,
                       const struct ct_tuple *r, rt_be16 port, bool eim,
                       uint64_t now_ms)
 {
-    if (eim && nm && nat_map_by_ext(nm, r->proto, r->dst.v4, port))
+    struct nat_map *m = eim && nm ? nat_map_by_ext(nm, r->proto, r->dst.v4, port) : NULL;
+    if (m && nat_map_live(ct, m, now_ms))
         return false;
     return !ct_tuple_in_use(ct, r, now_ms);
 }
@@ -260,6 +324,8 @@ bool nat_snat(struct ct_table *ct, struct nat_maps *nm, struct ct_conn *c,
 
     if (eim) {
         struct nat_map *m = map_by_int(nm, o->proto, o->src.v4, o->sport, addr);
+        if (m)
+            m = nat_map_live(ct, m, now_ms);
         if (m) {
             *port = m->ext_port;
             if (!ct_tuple_in_use(ct, r, now_ms)) {

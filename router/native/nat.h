@@ -29,7 +29,11 @@ struct nat_params {
  * An endpoint-independent mapping: every connection from one inside
  * endpoint (protocol, address, port or ICMP identifier) to one external
  * address uses the same external port, whatever the destination.  It lives
- * as long as a connection uses it.
+ * as long as a live connection uses it: its connections are on a list
+ * (through the slot-indexed arrays of struct nat_maps), and a mapping is
+ * only ever used after nat_map_live() has found one of them unexpired, so
+ * an expired connection the sweep has not reached yet holds no port and
+ * lets nothing in.
  */
 struct nat_map {
     rt_be32 int_addr;          /* inside address */
@@ -44,7 +48,7 @@ struct nat_map {
     uint32_t next_int;         /* chain of the by-inside index */
     uint32_t next_ext;         /* chain of the by-outside index */
     rt_be32 peers[NAT_PEERS];  /* addresses the inside endpoint sent to */
-    uint32_t pad;              /* explicit, zero */
+    uint32_t head;             /* first connection (slot) on its list */
 };
 
 /* The mapping table, preallocated like the connection table. */
@@ -58,9 +62,16 @@ struct nat_maps {
     uint32_t free_head;        /* recycled slots, linked by next_int */
     uint32_t high_water;       /* slots from here on never used */
     uint64_t key;              /* hash key */
+    uint32_t *conn_next;       /* per connection slot: next on its mapping's */
+    uint32_t *conn_prev;       /*   list, previous (NAT_UNLINKED: on none) */
+    uint32_t conns;            /* connection slots those arrays cover */
 };
 
-int nat_maps_init(struct nat_maps *nm, uint32_t capacity, uint64_t seed);
+#define NAT_UNLINKED (CT_NIL - 1)
+
+/* 'capacity' mappings for a table of 'conns' connections. */
+int nat_maps_init(struct nat_maps *nm, uint32_t capacity, uint32_t conns,
+                  uint64_t seed);
 void nat_maps_destroy(struct nat_maps *nm);
 
 /* The mapping whose outside endpoint is ('proto', 'addr', 'port'), or NULL. */
@@ -68,8 +79,18 @@ struct nat_map *nat_map_by_ext(struct nat_maps *nm, uint8_t proto, rt_be32 addr,
                                rt_be16 port);
 
 /* Drops one reference of the mapping of connection 'c' (which holds
- * CT_NAT_MAPPED); frees the mapping with its last reference. */
-void nat_map_release(struct nat_maps *nm, const struct ct_conn *c);
+ * CT_NAT_MAPPED), taking slot 'slot' off its list (CT_NIL: a connection
+ * never inserted); frees the mapping with its last reference. */
+void nat_map_release(struct nat_maps *nm, const struct ct_conn *c, uint32_t slot);
+
+/* Puts inserted connection 'c' (holding CT_NAT_MAPPED) in slot 'slot' on its
+ * mapping's list. */
+void nat_map_link(struct nat_maps *nm, const struct ct_conn *c, uint32_t slot);
+
+/* 'm' if one of its connections is unexpired at 'now_ms'; expired ones met
+ * on the way are deleted, and with the last of them the mapping: then NULL. */
+struct nat_map *nat_map_live(struct ct_table *ct,
+                             struct nat_map *m, uint64_t now_ms);
 
 /* Takes a reference on the mapping (proto, inside endpoint, external
  * endpoint), making it if needed; false if the external port belongs to

@@ -95,6 +95,34 @@ def test_mapping_ends_with_its_last_connection(lab: Lab) -> None:
     assert inbound(lab, SERVER, 9999, x).out_iface == -1
 
 
+def test_expired_mapping_is_gone_before_any_sweep(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """An expired connection the sweep has not reached yet neither lets
+    inbound packets through its mapping nor keeps its external port (one
+    used to arrive an hour after expiry)."""
+    lab = lab_factory('\n[nat]\nfiltering = "endpoint-independent"\n')
+    x = collided(lab)
+    out(lab, LAN_HOST, 5000, SERVER2)  # two connections on the mapping
+    assert inbound(lab, OTHER, 1234, x).out_iface == LAN  # a third, inbound
+    lab.advance(3600)  # no sweep
+    r = inbound(lab, OTHER, 4321, x)
+    assert r.out_iface == -1 and r.reason == "local_unhandled"
+    assert lab.dp.nat_mappings() == 1  # LAN_HOST2's, not met yet
+    assert lab.dp.count() == 1
+    # The port is free: another inside endpoint may take it.
+    assert out(lab, LAN_HOST2, x, SERVER) == x
+    assert lab.dp.nat_mappings() == 2
+
+
+def test_a_live_connection_keeps_its_mapping_when_another_expired(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    lab = lab_factory('\n[nat]\nfiltering = "endpoint-independent"\n')
+    x = collided(lab)
+    lab.advance(100)
+    assert out(lab, LAN_HOST, 5000, SERVER2) == x  # newer, live longer
+    lab.advance(60)  # the first one expired, the second did not
+    r = inbound(lab, OTHER, 1234, x)
+    assert r.out_iface == LAN and IP(r.data).dst == LAN_HOST
+
+
 def test_tcp_mapping_and_inbound_syn(lab: Lab) -> None:
     def syn(src: str, dst: str, sport: int, dport: int) -> bytes:
         return bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="S"))
