@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Mapping
 from ipaddress import ip_address
@@ -42,12 +42,48 @@ def now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
-def file_hash(path: str) -> str:
+CONFIG_READ_TIMEOUT = 10.0  # seconds a reload waits for the file system
+
+
+async def read_config(path: str, timeout: float = CONFIG_READ_TIMEOUT) -> Config:
+    """Reads and validates the config file in a thread of its own, so that
+    the event loop never waits on the file system: a hung mount, or a file
+    that is slow to validate, costs the loop nothing, and after ``timeout``
+    seconds the reload fails and the running config stays.  The thread is a
+    daemon: one stuck in the kernel never holds up a stop."""
+    global _config_reader
+    if _config_reader is not None and _config_reader.is_alive():
+        raise ConfigError(path, "", "an earlier read of this file has not returned yet "
+                                    "(a hung file system?); the running config stays")
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Config] = loop.create_future()
+
+    def settle(result: Config | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = config.load(path), None
+        except Exception as e:  # handed to the loop, which re-raises it
+            result, error = None, e
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    _config_reader = threading.Thread(target=work, name="config-read", daemon=True)
+    _config_reader.start()
     try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return ""
+        return await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        raise ConfigError(path, "", f"not read within {timeout:g} s (a hung file "
+                                    "system?); the running config stays") from None
+
+
+_config_reader: threading.Thread | None = None
 
 
 class Router:
@@ -61,7 +97,7 @@ class Router:
         self.threaded = cfg.workers or cfg.queues > 1  # C workers move the packets
         self.tables = compile_tables(cfg, {}, self.vnet_hdr)
         self.started = time.time()
-        self.config_hash = file_hash(cfg.path)
+        self.config_hash = cfg.sha256
         self.reloads = {"ok": 0, "failed": 0}
         self._stop = asyncio.Event()
         self._poll_errors = 0
@@ -210,6 +246,7 @@ class Router:
                            asyncio.create_task(self._gc()),
                            asyncio.create_task(self._stats()),
                            asyncio.create_task(self._lag())]
+            self._log_warnings(self.cfg)
             self.log.info("router.started", version=__version__, config=self.cfg.path,
                           interfaces=[i.name for i in self.cfg.interfaces],
                           conntrack_max=self.cfg.conntrack.max_entries, pid=os.getpid(),
@@ -302,7 +339,7 @@ class Router:
     async def _reload(self) -> dict[str, Any]:
         path = self.cfg.path
         try:
-            new = config.load(path)
+            new = await read_config(path)
             keep, gone, added = self._interface_plan(new)
             # Everything that can be checked without touching a device.
             fds = {n: t.fd for n, t in self._fds_by_name().items() if n in keep}
@@ -326,14 +363,20 @@ class Router:
         self.cfg = new
         self._attach()
         self.events.configure(new.log_drops, new.log_rate)
-        self.config_hash = file_hash(path)
+        self.config_hash = new.sha256
         self.reloads["ok"] += 1
+        self._log_warnings(new)
         self.log.info("config.reloaded", file=path, sha256=self.config_hash[:16],
                       interfaces_added=sorted(added) or None,
                       interfaces_removed=sorted(gone) or None,
                       needs_restart=restart or None)
         return {"applied": True, "needs_restart": restart,
                 "interfaces_added": sorted(added), "interfaces_removed": sorted(gone)}
+
+    def _log_warnings(self, cfg: Config) -> None:
+        for warning in config.warnings(cfg):
+            key, _, reason = warning.partition(": ")
+            self.log.warning("config.warning", file=cfg.path, key=key, reason=reason)
 
     @staticmethod
     def _link_key(i: config.Interface) -> tuple[Any, ...]:

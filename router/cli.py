@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as e:
         print(f"router: {e}", file=sys.stderr)
         return 1
+    for warning in config.warnings(cfg):
+        print(f"router: warning: {args.config}: {warning}", file=sys.stderr)
     if args.cmd == "check":
         n_routes = len(cfg.routes) + len(cfg.routes6)
         n_nat = len(cfg.nat.rules) + len(cfg.nat.masquerade6) + len(cfg.nat.npt6)

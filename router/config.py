@@ -10,22 +10,35 @@ running on the old one.  Every key is documented in ``docs/config.md``.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Interface,
+    IPv6Network,
+    ip_address,
+)
 from pathlib import Path
 from typing import Any
 
 from router.datapath import DROP_NAMES, TIMEOUT_DEFAULTS
 
-IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
-ZONE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
-NETNS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Whole-string patterns, used with fullmatch (a "$" would also match before
+# a trailing newline, and such a name fails only later, at run time).
+IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+ZONE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+NETNS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_INTERFACES = 64
 MAX_ZONES = 32
 MAX_TIMEOUT = 20 * 86400  # the data plane keeps deadlines within 2^31 ms
+MAX_CONFIG_BYTES = 4 << 20  # far above any real config; bounds the time and memory of a read
 ACTIONS = ("accept", "drop")
 MAPPINGS = ("endpoint-independent", "address-and-port-dependent")
 FILTERINGS = ("endpoint-independent", "address-dependent", "address-and-port-dependent")
@@ -203,6 +216,7 @@ class Nat:
 class Config:
     path: str
     interfaces: tuple[Interface, ...]
+    sha256: str = ""  # of the bytes this was parsed from
     routes: tuple[Route, ...] = ()
     routes6: tuple[Route6, ...] = ()
     nat: Nat = Nat()
@@ -438,14 +452,59 @@ def _line_in(lines: list[str], table: list[tuple[str, str]], leaf: str | None,
 # ---------------------------------------------------------------------------
 
 
-def load(path: str | Path) -> Config:
-    """Reads and validates the config file at ``path``."""
+def warnings(cfg: Config) -> list[str]:
+    """What is valid but probably unwise, for ``router check`` and the log
+    at start: each as 'key: reason'."""
+    out = []
+    if cfg.metrics_listen and not _is_loopback(cfg.metrics_listen.rpartition(":")[0]):
+        out.append(f"metrics.listen: {cfg.metrics_listen} is reachable from other machines, "
+                   "and metrics have no authentication: anyone who can reach it learns the "
+                   "connection counts, drops and interfaces; listen on 127.0.0.1 (or [::1]) "
+                   "and let a local scraper or a TLS proxy expose it")
+    return out
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+
+
+def read(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them.
+    Opening never blocks on a FIFO or a device (O_NONBLOCK), and anything
+    but a regular file is refused before a byte is read."""
     p = str(path)
     try:
-        raw = Path(path).read_bytes()
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
         raise ConfigError(p, "", f"cannot read: {e.strerror or e}") from None
-    return parse(raw, p)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(p, "", "not a regular file")
+        if st.st_size > limit:
+            raise ConfigError(p, "", f"{st.st_size} bytes; a config may have {limit} at most")
+        chunks = []
+        size = 0
+        while chunk := os.read(fd, 65536):
+            size += len(chunk)
+            if size > limit:  # it grew while being read
+                raise ConfigError(p, "", f"more than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as e:
+        raise ConfigError(p, "", f"cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+def load(path: str | Path) -> Config:
+    """Reads and validates the config file at ``path``."""
+    return parse(read(path), str(path))
 
 
 def parse(raw: bytes, path: str = "<config>") -> Config:
@@ -459,6 +518,8 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
         raise ConfigError(path, "", f"TOML syntax: {e}", int(m.group(1)) if m else None) from None
+    except RecursionError:
+        raise ConfigError(path, "", "TOML syntax: arrays or tables nested too deep") from None
     r = _Reader(path, text)
     r.known(doc, "", {"interface", "route", "nat", "firewall", "conntrack", "control", "log",
                       "dataplane", "loadbalancer", "metrics", "service"})
@@ -519,7 +580,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
         raise r.fail("service.group", "needs service.user")
     keep_na = r.get(svc, "keep_net_admin", "service", bool, True)
 
-    return Config(path=path, metrics_listen=listen,
+    return Config(path=path, sha256=hashlib.sha256(raw).hexdigest(), metrics_listen=listen,
                   interfaces=interfaces, routes=routes, routes6=routes6, nat=nat, policies=policies,
                   loadbalancers=lbs, input_default=input_default, rules=fw_rules,
                   icmp_rate=icmp_rate, max_conns_per_source=src_cap,
@@ -548,7 +609,7 @@ def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
     for w, t in r.tables(doc, "interface", ""):
         r.known(t, w, keys)
         name = r.get(t, "name", w, str, required=True)
-        if not IFNAME_RE.match(name):
+        if not IFNAME_RE.fullmatch(name):
             raise r.fail(f"{w}.name", "must be 1-15 letters, digits, '_', '.' or '-'")
         if name in seen_names:
             raise r.fail(f"{w}.name", f"duplicate interface name {name!r}")
@@ -559,12 +620,12 @@ def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
                 raise r.fail(f"{w}.address", f"{addr.network} overlaps the network of {other}")
         nets.append((name, addr.network))
         zone = r.get(t, "zone", w, str, required=True)
-        if not ZONE_RE.match(zone):
+        if not ZONE_RE.fullmatch(zone):
             raise r.fail(f"{w}.zone", "must start with a letter: letters, digits, '_' or '-'")
         mtu = r.integer(t, "mtu", w, 1500, 576, 65535)
         txq = r.integer(t, "txqueuelen", w, 1000, 1, 1_000_000)
         netns = r.get(t, "netns", w, str)
-        if netns is not None and not NETNS_RE.match(netns):
+        if netns is not None and not NETNS_RE.fullmatch(netns):
             raise r.fail(f"{w}.netns", "must be a network namespace name (letters, digits, _.-)")
         host = None
         if "host_address" in t:
@@ -644,6 +705,7 @@ def _any_net(r: _Reader, val: Any, key: str) -> IPv4Network | IPv6Network:
 def _routes6(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
              ) -> tuple[Route6, ...]:
     out: list[Route6] = []
+    seen: set[IPv6Network] = set()
     for w, t in r.tables(doc, "route", ""):
         dest = t.get("destination")
         if not isinstance(dest, str) or ":" not in dest:
@@ -658,8 +720,9 @@ def _routes6(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
         if "gateway" in t:
             raise r.fail(f"{w}.gateway", "IPv6 routes name only their interface (a TUN link "
                          "has no neighbours to choose between)")
-        if any(x.destination == net for x in out):
+        if net in seen:
             raise r.fail(f"{w}.destination", f"duplicate route for {net}")
+        seen.add(net)
         out.append(Route6(destination=net, interface=iface))
     return tuple(out)
 
@@ -667,6 +730,7 @@ def _routes6(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
 def _routes(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
             ) -> tuple[Route, ...]:
     out: list[Route] = []
+    seen: set[IPv4Network] = set()
     for w, t in r.tables(doc, "route", ""):
         if isinstance(t.get("destination"), str) and ":" in t["destination"]:
             continue  # IPv6: _routes6
@@ -686,8 +750,9 @@ def _routes(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
                 raise r.fail(f"{w}.gateway", f"{gw} is not on {iface}'s network")
             if any(gw == i.address.ip for i in ifaces.values()):
                 raise r.fail(f"{w}.gateway", f"{gw} is the router's own address")
-        if any(x.destination == dest for x in out):
+        if dest in seen:
             raise r.fail(f"{w}.destination", f"duplicate route for {dest}")
+        seen.add(dest)
         out.append(Route(destination=dest, interface=iface, gateway=gw))
     return tuple(out)
 
@@ -813,7 +878,7 @@ def _loadbalancers(r: _Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Inte
         r.known(t, w, {"name", "interface", "address", "protocol", "port", "masquerade",
                        "backend"})
         name = r.get(t, "name", w, str, required=True)
-        if not ZONE_RE.match(name) or any(lb.name == name for lb in out):
+        if not ZONE_RE.fullmatch(name) or any(lb.name == name for lb in out):
             raise r.fail(f"{w}.name", "must be a unique name (letters, digits, '_', '-')")
         iface = r.interface(t, w, ifaces)
         addr = (r.address(t["address"], f"{w}.address") if "address" in t

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
-from router.config import ConfigError, load, parse
+import router.app as app_mod
+from router.config import MAX_CONFIG_BYTES, ConfigError, load, parse, warnings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -321,3 +330,137 @@ def test_masquerade6_parsed_and_checked() -> None:
     assert m.interface == "wan0" and [str(s) for s in m.sources] == ["fd00:1::/64"]
     e = err(v6 + "\n[[nat.masquerade6]]\ninterface = 'wan0'\nsources = ['10.0.0.0/8']\n")
     assert e.key == "nat.masquerade6[0].sources[0]" and "not an IPv6 network" in e.reason
+
+
+@pytest.mark.parametrize("change", [
+    'name = "lan0\\n"', 'zone = "lan\\n"', 'netns = "lab\\n"',
+])
+def test_names_ending_in_a_newline_are_refused(change: str) -> None:
+    """A "$" anchor matched before a trailing newline: such names passed
+    the check and failed at run time."""
+    key = change.split(" ")[0]
+    if key == "netns":
+        text = MIN.replace('zone = "lan"', f'zone = "lan"\n{change}', 1)
+    else:
+        text = MIN.replace(change.replace("\\n", ""), change, 1)
+    assert text != MIN
+    assert err(text).key.endswith(key)
+
+
+def test_metrics_on_a_public_address_is_a_warning() -> None:
+    for listen, loud in (("0.0.0.0:9188", True), ("[::]:9188", True), ("192.0.2.1:9188", True),
+                         ("127.0.0.1:9188", False), ("[::1]:9188", False),
+                         ("localhost:9188", False), ("", False)):
+        cfg = parse((MIN + f'\n[metrics]\nlisten = "{listen}"\n').encode())
+        (w,) = warnings(cfg) or [None]
+        assert (w is not None) == loud, listen
+        if loud:
+            assert w.startswith("metrics.listen:") and "no authentication" in w
+
+
+def test_check_prints_the_warning(tmp_path: Path) -> None:
+    f = tmp_path / "r.toml"
+    f.write_text(MIN + '\n[metrics]\nlisten = "0.0.0.0:9188"\n')
+    r = subprocess.run([sys.executable, "-m", "router", "check", "-c", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "warning" in r.stderr and "metrics.listen" in r.stderr
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "router.toml"
+    os.mkfifo(fifo)
+    got: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            load(fifo)
+        except ConfigError as e:
+            got.append(e)
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "reading a FIFO blocked"
+    assert "not a regular file" in str(got[0])
+    assert "not a regular file" in str(err_of(lambda: load(tmp_path)))  # a directory
+
+
+def err_of(f: Callable[[], object]) -> ConfigError:
+    with pytest.raises(ConfigError) as e:
+        f()
+    return e.value
+
+
+def test_size_is_bounded(tmp_path: Path) -> None:
+    f = tmp_path / "big.toml"
+    f.write_bytes(MIN.encode() + b"#" * (MAX_CONFIG_BYTES + 1))
+    assert "at most" in str(err_of(lambda: load(f)))
+
+
+def test_deep_nesting_is_a_config_error() -> None:
+    e = err(MIN + "x = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deep" in e.reason
+
+
+def test_route_validation_is_near_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Duplicate routes were found by comparing each with all before it
+    (20,000 routes: 57 s).  Counted in comparisons, not seconds."""
+    n = 3000
+    routes = "".join(f'\n[[route]]\ndestination = "10.{i >> 8}.{i & 255}.0/24"\n'
+                     f'gateway = "203.0.113.9"\n' for i in range(n))
+    calls = [0]
+    eq = IPv4Network.__eq__
+
+    def counting(a: IPv4Network, b: object) -> bool:
+        calls[0] += 1
+        return eq(a, b)
+    monkeypatch.setattr(IPv4Network, "__eq__", counting)
+    cfg = parse((MIN + routes).encode())
+    assert len(cfg.routes) == n
+    assert calls[0] < 10 * n
+    monkeypatch.undo()
+    dup = routes + '\n[[route]]\ndestination = "10.0.5.0/24"\ngateway = "203.0.113.9"\n'
+    assert "duplicate route" in err(MIN + dup).reason
+
+
+def test_sha256_is_of_the_bytes_parsed() -> None:
+    raw = MIN.encode()
+    assert parse(raw).sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_a_hung_read_fails_the_reload_and_blocks_no_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config on a hung file system: the reload fails after its timeout,
+    the event loop keeps running meanwhile, and a second reload is refused
+    while the first read is still stuck."""
+    release = threading.Event()
+
+    def stuck(path: str) -> None:
+        release.wait(30)
+        raise ConfigError(path, "", "late")
+    monkeypatch.setattr(app_mod.config, "load", stuck)
+
+    async def main() -> tuple[str, str, int]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+        t = asyncio.create_task(tick())
+        first = str(await _raises(app_mod.read_config("/etc/x.toml", timeout=0.5)))
+        second = str(await _raises(app_mod.read_config("/etc/x.toml", timeout=0.5)))
+        t.cancel()
+        return first, second, ticks
+    first, second, ticks = asyncio.run(main())
+    release.set()
+    assert "not read within 0.5 s" in first
+    assert "has not returned yet" in second
+    assert ticks >= 20  # the loop ran all along
+
+
+async def _raises(coro: Awaitable[object]) -> ConfigError:
+    try:
+        await coro
+    except ConfigError as e:
+        return e
+    raise AssertionError("no ConfigError")
