@@ -464,7 +464,8 @@ class Datapath:
                 out.append(_ct_entry(self._entries[i]))
 
     def restore(self, e: CtEntry, now_ms: int) -> int:
-        """Puts back a saved connection: 0, or -1 (invalid) / -2 (clash, full)."""
+        """Puts back a saved connection: 0, or -1 (invalid) / -2 (clash, full) /
+        -3 (the running config would not let it open)."""
         c = ffi.new("struct rt_ct_entry *")
         c.family = e.family
         c.proto = e.proto

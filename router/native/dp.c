@@ -425,9 +425,10 @@ static bool in_prefix(rt_be32 addr, rt_be32 net, uint8_t plen)
  * without states matches new connections only: replies and related packets
  * of accepted connections pass unless a rule names those states.
  */
-int dp_fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
-               const struct pkt_meta *m, uint8_t chain, int out,
-               uint8_t state, const union rt_addr *dst, rt_be16 dport)
+/* The first rule of 'chain' that matches, or -1 (nothing counted). */
+static int fw_match(const struct rt_dp *dp, const struct rt_pkt *p,
+                    const struct pkt_meta *m, uint8_t chain, int out,
+                    uint8_t state, const union rt_addr *dst, rt_be16 dport)
 {
     uint32_t zin = dp->ifaces[p->in_iface].zone;
     uint32_t zout = out >= 0 ? dp->ifaces[out].zone : UINT32_MAX;
@@ -457,12 +458,22 @@ int dp_fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
             ((m->proto != IPPROTO_ICMP_ && m->proto != IPPROTO_ICMPV6_) ||
              r->icmp_type != m->icmp_type))
             continue;
-        dp->fw_counts[2 * i]++;
-        dp->fw_counts[2 * i + 1] += m->len;
-        dp->fw_rule = (int)i;
-        return r->action;
+        return (int)i;
     }
     return -1;
+}
+
+int dp_fw_eval(struct rt_dp *dp, const struct rt_pkt *p,
+               const struct pkt_meta *m, uint8_t chain, int out,
+               uint8_t state, const union rt_addr *dst, rt_be16 dport)
+{
+    int i = fw_match(dp, p, m, chain, out, state, dst, dport);
+    if (i < 0)
+        return -1;
+    dp->fw_counts[2 * i]++;
+    dp->fw_counts[2 * i + 1] += m->len;
+    dp->fw_rule = i;
+    return dp->fw[i].action;
 }
 
 /*
@@ -1608,6 +1619,59 @@ uint32_t rt_ct_dump(struct rt_dp *dp, uint32_t *cursor,
     return k;
 }
 
+/*
+ * Would the current config let connection 'c' open?  A restored entry
+ * passes the same decision as the first packet of its original direction:
+ * it came in on the interface that routes back to its source, goes out
+ * (after any DNAT) where its destination routes; the firewall rules for NEW
+ * decide, else a port forward or load balancer that still exists, or a live
+ * mapping of the same inside endpoint, is its own permission, else the zone
+ * policy (the input chain and policy for the router's own address).  So a
+ * state file, even a forged one, can open no hole the config would not.
+ */
+static bool restore_permitted(struct rt_dp *dp, const struct ct_conn *c,
+                              uint64_t now_ms)
+{
+    const struct ct_tuple *o = &c->tuple[CT_DIR_ORIGINAL], *r = &c->tuple[CT_DIR_REPLY];
+    bool v6 = o->family == 6;
+    bool dnat = (c->status & CT_DST_NAT) != 0;
+    struct pkt_meta m;
+    memset(&m, 0, sizeof m);
+    m.family = o->family;
+    m.proto = o->proto;
+    m.tuple = *o;
+    if (o->proto == IPPROTO_ICMP_ || o->proto == IPPROTO_ICMPV6_)
+        m.icmp_type = (uint8_t)(ntohs(o->dport) >> 8);
+    union rt_addr dst = dnat ? r->src : o->dst;
+    rt_be16 dport = dnat ? r->sport : o->dport;
+    int in = v6 ? dp_route6(dp, o->src.b) : route_out(dp, o->src.v4);
+    if (in < 0)
+        return false;
+    struct rt_pkt p;
+    memset(&p, 0, sizeof p);
+    p.in_iface = (int16_t)in;
+    if (v6 ? dp_is_local6(dp, dst.b) : is_local(dp, dst.v4)) {
+        int i = fw_match(dp, &p, &m, RT_FW_INPUT, -1, RT_FW_NEW, &dst, dport);
+        return (i < 0 ? dp->input_policy : dp->fw[i].action) == RT_FW_ACCEPT;
+    }
+    int out = v6 ? dp_route6(dp, dst.b) : route_out(dp, dst.v4);
+    if (out < 0)
+        return false;
+    int i = fw_match(dp, &p, &m, RT_FW_FORWARD, out, RT_FW_NEW, &dst, dport);
+    if (i >= 0)
+        return dp->fw[i].action == RT_FW_ACCEPT;
+    if (dnat && !v6) {
+        if (dnat_match(dp, &m))
+            return true;
+        struct nat_map *mp = nat_map_by_ext(&dp->nm, o->proto, o->dst.v4, o->dport);
+        if (mp && dp->np.filtering != NAT_FILTER_APDF &&
+            nat_map_live(&dp->ct, mp, now_ms) && mp->int_addr == r->src.v4 &&
+            mp->int_port == r->sport)
+            return true;
+    }
+    return dp->zone_policy[dp->ifaces[in].zone][dp->ifaces[out].zone] != 0;
+}
+
 int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
                   uint64_t now_ms)
 {
@@ -1642,6 +1706,13 @@ int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
     uint32_t hash = ct_hash(&dp->ct, &c.tuple[CT_DIR_ORIGINAL]);
     if (ct_find(&dp->ct, &c.tuple[CT_DIR_ORIGINAL], hash, now_ms, &dir))
         return -2;
+    struct ct_tuple inverse;
+    if (!(c.status & (CT_SRC_NAT | CT_DST_NAT)) &&
+        (!tuple_invert(&c.tuple[CT_DIR_ORIGINAL], &inverse) ||
+         memcmp(&inverse, &c.tuple[CT_DIR_REPLY], sizeof inverse) != 0))
+        return -1; /* without NAT the reply tuple is the plain inverse */
+    if (!restore_permitted(dp, &c, now_ms))
+        return -3;
     /* Rebuild the endpoint-independent mapping the connection used. */
     const struct ct_tuple *o = &c.tuple[CT_DIR_ORIGINAL], *r = &c.tuple[CT_DIR_REPLY];
     if ((e->status & RT_CT_NAT_MAPPED) && dp->np.eim && e->family == 4) {

@@ -206,6 +206,11 @@ void dp_packet_too_big6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_met
 /* A packet for one of the router's own addresses, either family: the
  * input chain, then echo answered, anything else counted (dp.c). */
 void dp_process_local(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m);
+
+/* The IPv6 output interface for 'dst', or -1; whether 'a' is one of the
+ * router's IPv6 addresses (ip6.c). */
+int dp_route6(const struct rt_dp *dp, const uint8_t *dst);
+bool dp_is_local6(const struct rt_dp *dp, const uint8_t *a);
 /* Refusing an IPv6 packet a rule dropped or rejected (ICMPv6
  * "administratively prohibited" for a reject), and answering an ICMPv6
  * echo request to the router, in place (ip6.c). */

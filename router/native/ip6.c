@@ -132,7 +132,7 @@ static bool is_unspecified_or_loopback6(const uint8_t *a)
 }
 
 /* The output interface for 'dst' (routes are sorted longest first), or -1. */
-static int route6(const struct rt_dp *dp, const uint8_t *dst)
+int dp_route6(const struct rt_dp *dp, const uint8_t *dst)
 {
     for (uint32_t i = 0; i < dp->n_routes6; i++)
         if (prefix_match6(dst, dp->routes6[i].prefix, dp->routes6[i].plen))
@@ -140,7 +140,7 @@ static int route6(const struct rt_dp *dp, const uint8_t *dst)
     return -1;
 }
 
-static bool is_local6(const struct rt_dp *dp, const uint8_t *a)
+bool dp_is_local6(const struct rt_dp *dp, const uint8_t *a)
 {
     for (uint32_t i = 0; i < dp->n_ifaces; i++)
         if (dp->ifaces[i].has_addr6 && memcmp(dp->ifaces[i].addr6, a, 16) == 0)
@@ -183,7 +183,7 @@ static void send_icmp6_error(struct rt_dp *dp, struct rt_pkt *p, const struct pk
     if (m->icmp_error || !in->has_addr6 || is_multicast6(peer) ||
         is_unspecified_or_loopback6(peer) || !dp_icmp_allowed(dp))
         return;
-    int out = route6(dp, peer);
+    int out = dp_route6(dp, peer);
     if (out < 0)
         return;
     uint32_t room = p->cap < ICMP6_ERR_MAX ? p->cap : ICMP6_ERR_MAX;
@@ -219,7 +219,7 @@ void dp_echo_reply6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m
     uint8_t me[16], peer[16];
     memcpy(me, m->tuple.dst.b, 16);
     memcpy(peer, m->tuple.src.b, 16);
-    int out = route6(dp, peer);
+    int out = dp_route6(dp, peer);
     if (out < 0)
         return;
     /* A fresh header: extension headers are not echoed. */
@@ -260,7 +260,7 @@ static bool may_forward6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_me
 static int next_hop6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
                      const uint8_t *dst)
 {
-    int out = route6(dp, dst);
+    int out = dp_route6(dp, dst);
     if (out < 0) {
         dp_drop(dp, p, RT_DROP_NO_ROUTE);
         send_icmp6_error(dp, p, m, ICMP6_DST_UNREACH, ICMP6_UNREACH_NOROUTE, 0);
@@ -304,10 +304,10 @@ static void process_related6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
                              uint64_t now)
 {
     enum ct_dir dir;
-    struct ct_conn *c = dp_related_conn(dp, p, m, is_local6(dp, m->tuple.dst.b), now, &dir);
+    struct ct_conn *c = dp_related_conn(dp, p, m, dp_is_local6(dp, m->tuple.dst.b), now, &dir);
     if (!c)
         return;
-    int out = route6(dp, c->tuple[!dir].src.b);
+    int out = dp_route6(dp, c->tuple[!dir].src.b);
     if (out < 0) {
         dp_drop(dp, p, RT_DROP_NO_ROUTE);
         return;
@@ -333,7 +333,7 @@ static void process_tracked6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta
 static void process_new6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
                          uint32_t hash, uint64_t now)
 {
-    if (is_local6(dp, m->tuple.dst.b)) { /* a re-opened tuple of a NAT66 reply */
+    if (dp_is_local6(dp, m->tuple.dst.b)) { /* a re-opened tuple of a NAT66 reply */
         dp_process_local(dp, p, m);
         return;
     }
@@ -422,7 +422,7 @@ static void dispatch6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, ui
     const uint8_t *dst = m->tuple.dst.b;
     enum ct_dir dir;
     struct ct_conn *c = NULL;
-    if (is_local6(dp, dst)) {
+    if (dp_is_local6(dp, dst)) {
         /* With NAT66, replies are addressed to the router. */
         if (dp->n_masq6 && m->icmp_error) {
             process_related6(dp, p, m, now);
@@ -477,13 +477,13 @@ void dp_process6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_
         return;
     }
     if (is_multicast6(src) || is_unspecified_or_loopback6(src) || is_link_local6(src) ||
-        is_local6(dp, src) || is_unspecified_or_loopback6(dst) || is_link_local6(dst)) {
+        dp_is_local6(dp, src) || is_unspecified_or_loopback6(dst) || is_link_local6(dst)) {
         dp_drop(dp, p, RT_DROP_MARTIAN);
         return;
     }
     uint32_t rpf = dp->ifaces[p->in_iface].rp_filter;
     if (rpf != RT_RPF_OFF) {
-        int back = route6(dp, src);
+        int back = dp_route6(dp, src);
         if (back < 0 || (rpf == RT_RPF_STRICT && back != p->in_iface)) {
             dp_drop(dp, p, RT_DROP_SPOOFED);
             return;

@@ -403,7 +403,8 @@ uint64_t rt_ct_table_bytes(const struct rt_dp *dp);
 /* Puts back a connection saved with rt_ct_dump() (restart with state): its
  * tuples, state, status, counters, age and time left.  NAT mappings are
  * rebuilt from it.  Returns 0, or -1 if the entry is not valid, -2 if it
- * clashes with the table or the table is full. */
+ * clashes with the table or the table is full, -3 if the running config
+ * would not let such a connection open (firewall rules, forwards, policy). */
 int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
                   uint64_t now_ms);
 
