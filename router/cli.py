@@ -39,6 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     for warning in config.warnings(cfg):
         print(f"router: warning: {args.config}: {warning}", file=sys.stderr)
     if args.cmd == "check":
+        from router import state
+
+        bad = state.check_path(cfg.conntrack.state_file) if cfg.conntrack.state_file else None
+        if bad:
+            print(f"router: {args.config}: conntrack.state_file: {cfg.conntrack.state_file} "
+                  f"{bad}", file=sys.stderr)
+            return 1
         n_routes = len(cfg.routes) + len(cfg.routes6)
         n_nat = len(cfg.nat.rules) + len(cfg.nat.masquerade6) + len(cfg.nat.npt6)
         print(f"{args.config}: ok ({len(cfg.interfaces)} interfaces, {n_routes} routes, "
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         router.open_devices()
         try:
             router.setup_privileges()
+            router.restore_state()
             uvloop.run(router.run())
         finally:
             router.close_devices()

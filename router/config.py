@@ -187,6 +187,12 @@ class Policy:
     action: str
 
 
+# The state file's directory belongs to the service user; the key, one level
+# up, to root alone (docs/deployment.md).
+STATE_FILE = "/var/lib/router/state/conntrack.json"
+STATE_KEY = "/var/lib/router/state.key"
+
+
 @dataclass(frozen=True, slots=True)
 class Conntrack:
     max_entries: int = 65536
@@ -196,7 +202,8 @@ class Conntrack:
     checksum: bool = True
     timeouts: Mapping[str, int] = field(default_factory=lambda: dict(TIMEOUT_DEFAULTS))
     gc_interval: float = 5.0
-    state_file: str = "/var/lib/router/conntrack.json"
+    state_file: str = STATE_FILE
+    state_key: str = STATE_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -1017,13 +1024,25 @@ def _fw_log(r: _Reader, doc: Mapping[str, Any]) -> tuple[tuple[str, ...], int]:
     return (tuple(dict.fromkeys(reasons)) if on else ()), rate
 
 
+def _plain_path(p: str) -> bool:
+    return p.startswith("/") and ".." not in p.split("/") and "\0" not in p
+
+
 def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
     t = r.table(doc, "conntrack", "")
     r.known(t, "conntrack", {"max", "tcp_loose", "tcp_liberal", "tcp_max_retrans", "checksum",
-                             "timeouts", "gc_interval", "state_file"})
-    state_file = r.get(t, "state_file", "conntrack", str, "/var/lib/router/conntrack.json")
-    if state_file and not state_file.startswith("/"):
-        raise r.fail("conntrack.state_file", "must be an absolute path (or empty: no state)")
+                             "timeouts", "gc_interval", "state_file", "state_key"})
+    state_file = r.get(t, "state_file", "conntrack", str, STATE_FILE)
+    if state_file and not _plain_path(state_file):
+        raise r.fail("conntrack.state_file", "must be an absolute path without '..' (or empty: "
+                                             "no state)")
+    state_key = r.get(t, "state_key", "conntrack", str, STATE_KEY)
+    if not _plain_path(state_key):
+        raise r.fail("conntrack.state_key", "must be an absolute path without '..'")
+    if state_file and (os.path.dirname(state_key) + "/").startswith(
+            os.path.dirname(state_file) + "/"):
+        raise r.fail("conntrack.state_key", "must not be in the state file's directory "
+                     "(which the service user may write): use one only root can")
     mx = r.integer(t, "max", "conntrack", 65536, 16, 1 << 26)
     loose = r.get(t, "tcp_loose", "conntrack", bool, True)
     liberal = r.get(t, "tcp_liberal", "conntrack", bool, False)
@@ -1039,7 +1058,7 @@ def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
         timeouts[k] = r.integer(to, k, "conntrack.timeouts", 0, 1, MAX_TIMEOUT)
     return Conntrack(max_entries=mx, tcp_loose=loose, tcp_liberal=liberal,
                      tcp_max_retrans=max_retrans, checksum=csum, timeouts=timeouts,
-                     gc_interval=float(gci), state_file=state_file)
+                     gc_interval=float(gci), state_file=state_file, state_key=state_key)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -1094,6 +1113,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                       "checksum": cfg.conntrack.checksum,
                       "gc_interval": cfg.conntrack.gc_interval,
                       "state_file": cfg.conntrack.state_file,
+                      "state_key": cfg.conntrack.state_key,
                       "timeouts": dict(cfg.conntrack.timeouts)},
         "nat": {"port_min": cfg.nat.port_min, "port_max": cfg.nat.port_max,
                 "preserve_ports": cfg.nat.preserve_ports,

@@ -18,11 +18,11 @@ import contextlib
 import json
 import os
 import socket
+import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-from router import log
+from router import log, safepath
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[Any]]
 MAX_REQUEST = 64 * 1024
@@ -49,33 +49,53 @@ class ControlServer:
 
     def bind(self, owner: tuple[int, int] | None = None) -> None:
         """Creates the listening socket now, before the event loop runs (and
-        before privileges are dropped).  With ``owner`` (uid, gid) the socket,
-        and its directory if this created it, become that user's."""
-        p = Path(self.path)
-        created = not p.parent.exists()
-        p.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        if p.is_socket():
+        before privileges are dropped).  With ``owner`` (uid, gid) the socket
+        becomes that user's; its directory stays root's, so that nothing the
+        service user does can redirect what root does here (an earlier
+        version gave it the directory: that is taken back, through its
+        descriptor).  The directory must be one only root (or this process's
+        user) can write; the socket's mode (0660) is set by the umask at
+        bind() and its owner with lchown, neither following a symlink."""
+        directory, name = os.path.split(self.path)
+        if owner is not None and os.geteuid() == 0:
+            dfd = safepath.take_over_dir(directory, from_uid=owner[0], mode=0o755)
+        else:
+            dfd = safepath.open_dir(directory, create=0o755)
+        try:
+            self._clear_stale(name, dfd)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old = os.umask(0o117)
+            try:
+                sock.bind(self.path)
+            finally:
+                os.umask(old)
+            if owner is not None:
+                os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
+        finally:
+            os.close(dfd)
+        sock.listen(64)
+        self._sock = sock
+
+    def _clear_stale(self, name: str, dfd: int) -> None:
+        """Removes a socket left by a router that did not stop cleanly (or a
+        symlink in its place); refuses if one still listens there, or if
+        something else has the name."""
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISSOCK(st.st_mode):
             probe = socket.socket(socket.AF_UNIX)
             try:
                 probe.connect(self.path)
                 raise OSError(f"another router already listens on {self.path}")
             except (ConnectionRefusedError, FileNotFoundError):
-                p.unlink()  # stale, from a router that did not stop cleanly
+                pass
             finally:
                 probe.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o117)
-        try:
-            sock.bind(self.path)
-        finally:
-            os.umask(old)
-        os.chmod(self.path, 0o660)
-        if owner is not None:
-            os.chown(self.path, *owner)
-            if created:
-                os.chown(p.parent, *owner)
-        sock.listen(64)
-        self._sock = sock
+        elif not stat.S_ISLNK(st.st_mode):
+            raise OSError(f"{self.path} exists and is not a socket")
+        os.unlink(name, dir_fd=dfd)
 
     async def start(self) -> None:
         if self._sock is None:

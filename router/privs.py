@@ -20,6 +20,8 @@ import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
+from router import safepath
+
 CAP_NET_ADMIN = 12
 PR_CAPBSET_DROP = 24
 PR_SET_KEEPCAPS = 8
@@ -74,11 +76,9 @@ def lookup(user: str, group: str = "") -> Account:
 
 
 def hand_over(path: str, acct: Account, mode: int) -> None:
-    """Makes directory ``path`` (created if missing) the service user's."""
-    p = Path(path)
-    p.mkdir(parents=True, exist_ok=True)
-    os.chown(p, acct.uid, acct.gid)
-    os.chmod(p, mode)
+    """Makes directory ``path`` (created if missing) the service user's,
+    never following a symlink (safepath.hand_over)."""
+    safepath.hand_over(path, acct.uid, acct.gid, mode)
 
 
 def drop(acct: Account, keep_net_admin: bool) -> None:

@@ -164,8 +164,9 @@ def make_config(text: str, lan: str, wan: str, sock: str,
     text = text.replace('"rtlab-lan"', f'"{lan}"').replace('"rtlab-wan"', f'"{wan}"')
     text = text.replace('"/run/router/router.sock"', f'"{sock}"')
     text = text.replace('listen = "127.0.0.1:9188"', 'listen = "127.0.0.1:0"')
-    text = text.replace('"/var/lib/router/conntrack.json"',
-                        f'"{os.path.dirname(sock)}/conntrack.json"')
+    text = text.replace('"/var/lib/router/state/conntrack.json"',
+                        f'"{os.path.dirname(sock)}/state/conntrack.json"')
+    text = text.replace('"/var/lib/router/state.key"', f'"{os.path.dirname(sock)}/state.key"')
     text, n = re.subn(r"(?m)^gc_interval = [0-9.]+", "gc_interval = 1.0", text)
     assert n == 1
     for k, v in (timeouts or {}).items():

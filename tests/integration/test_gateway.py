@@ -389,11 +389,12 @@ def test_connections_survive_a_restart(netlab: NetLab) -> None:
 
 def test_damaged_state_file_is_refused(netlab: NetLab) -> None:
     netlab.stop_router()
-    state_file = netlab.workdir / "conntrack.json"
+    state_file = netlab.workdir / "state" / "conntrack.json"
     state_file.write_text('{"format": "tun-router-conntrack", "version": 99, "entries": []}')
     netlab.start_router()
     (ev,) = netlab.events("ct.state_refused")
-    assert "version 99" in ev["reason"]
+    assert "authentication" in ev["reason"]
+    assert state_file.with_name("conntrack.json.refused").exists()
     assert netlab.ctl_json("conntrack", "list") == []
     r = netlab.ns(netlab.lan, "ping", "-c", "1", "-W", "2", SERVER)
     assert "1 received" in r.stdout

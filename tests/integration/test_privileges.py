@@ -158,7 +158,8 @@ socket = "{d}/router.sock"
 listen = "127.0.0.1:0"
 
 [conntrack]
-state_file = "{d}/conntrack.json"
+state_file = "{d}/state/conntrack.json"
+state_key = "{d}/state.key"
 
 [dataplane]
 tun_device = "{d}/tun"
