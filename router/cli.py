@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     log.setup(cfg.log_level, cfg.log_format, cfg.log_output)
+    _raise_open_files()
     import uvloop
 
     from router.app import Router
@@ -77,6 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _raise_open_files() -> None:
+    """Takes the open-file limit up to its hard limit (the usual soft one,
+    1024, is small for a gateway).  Clients of the control socket and the
+    metrics are capped anyway, so that none can use up what is left."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

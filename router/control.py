@@ -26,6 +26,9 @@ from router import log, safepath
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[Any]]
 MAX_REQUEST = 64 * 1024
+MAX_CLIENTS = 64           # at once; routerctl needs one, streams one each
+REQUEST_DEADLINE = 30.0    # seconds a client may take to send a whole request line
+REFUSAL_LOG_INTERVAL = 10.0
 
 
 class CommandError(Exception):
@@ -46,6 +49,9 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._sock: socket.socket | None = None
         self._log = log.get("control")
+        self.clients = 0
+        self.refused = 0
+        self._last_refusal_log = -REFUSAL_LOG_INTERVAL
 
     def bind(self, owner: tuple[int, int] | None = None) -> None:
         """Creates the listening socket now, before the event loop runs (and
@@ -114,12 +120,25 @@ class ControlServer:
             os.unlink(self.path)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.clients >= MAX_CLIENTS:
+            self.refused += 1
+            now = asyncio.get_running_loop().time()
+            if now - self._last_refusal_log >= REFUSAL_LOG_INTERVAL:
+                self._log.warning("control.refused", reason="too many clients",
+                                  max_clients=MAX_CLIENTS, refused=self.refused)
+                self._last_refusal_log = now
+            writer.transport.abort()
+            return
+        self.clients += 1
         try:
             while True:
                 try:
-                    line = await reader.readline()
+                    async with asyncio.timeout(REQUEST_DEADLINE):
+                        line = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
                     await self._send(writer, {"ok": False, "error": "request too long"})
+                    return
+                except TimeoutError:
                     return
                 if not line:
                     return
@@ -131,6 +150,7 @@ class ControlServer:
         except (ConnectionResetError, BrokenPipeError):
             pass
         finally:
+            self.clients -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

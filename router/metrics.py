@@ -11,7 +11,6 @@ there; it answers ``GET /metrics`` and nothing else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -110,15 +109,27 @@ class Collector:
                                       value=ev["missed"])
 
 
-async def _skip_headers(reader: asyncio.StreamReader) -> None:
-    """Reads request headers up to the blank line; the exporter needs none."""
-    while True:
-        line = await asyncio.wait_for(reader.readline(), 5)
-        if not line.strip():
-            return
+# Limits of the HTTP side: a scraper needs one connection, a few at most;
+# anything beyond is refused at once, so that no number of local clients can
+# take the router's descriptors (and with them the control socket).
+MAX_CLIENTS = 16
+REQUEST_DEADLINE = 5.0     # seconds for the request line and every header
+RESPONSE_DEADLINE = 10.0   # seconds for a client to take the answer
+MAX_REQUEST_BYTES = 8192   # request line and headers together
+REFUSAL_LOG_INTERVAL = 10.0
 
 
 class MetricsServer:
+    """``GET /metrics`` on the event loop (the data plane may only be called
+    from its thread).  Hand-written on asyncio rather than a server library:
+    the maintained ones at hand (prometheus_client's threaded server, aiohttp)
+    bound neither concurrent connections nor the whole time a client may take
+    to send its headers, which is what a local user holding slow connections
+    exploits, so they would need these same guards around them.  Every client
+    has a deadline for its whole request and for taking the answer; at most
+    MAX_CLIENTS are served at once, others are closed on arrival and counted,
+    with a warning in the log at most every REFUSAL_LOG_INTERVAL seconds."""
+
     def __init__(self, listen: str, snapshot: Callable[[], dict[str, Any]]) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]")
@@ -127,12 +138,19 @@ class MetricsServer:
         self.registry.register(Collector(snapshot))
         self._server: asyncio.AbstractServer | None = None
         self.address = ""
+        self.clients = 0
+        self.refused = 0
+        self.timed_out = 0
+        self._refusals_logged = 0
+        self._last_log = -REFUSAL_LOG_INTERVAL
+        self._log = log.get("metrics")
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._client, self.host, self.port)
+        self._server = await asyncio.start_server(self._client, self.host, self.port,
+                                                  limit=MAX_REQUEST_BYTES)
         sock = self._server.sockets[0].getsockname()
         self.address = f"{sock[0]}:{sock[1]}"
-        log.get("metrics").info("metrics.listening", address=self.address)
+        self._log.info("metrics.listening", address=self.address, max_clients=MAX_CLIENTS)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -141,24 +159,68 @@ class MetricsServer:
 
     async def _client(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
+        if self.clients >= MAX_CLIENTS:
+            self.refused += 1
+            self._note_refusal(writer)
+            writer.transport.abort()
+            return
+        self.clients += 1
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            await _skip_headers(reader)
-            parts = request.decode("latin-1").split()
-            if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+            try:
+                async with asyncio.timeout(REQUEST_DEADLINE):
+                    request = await _read_request(reader)
+            except TimeoutError:
+                self.timed_out += 1
+                return
+            if request is None:
+                body, head = b"request too large\n", "HTTP/1.1 431 Request Header Fields Too Large"
+            elif (len(request) >= 2 and request[0] == "GET" and
+                  request[1].split("?")[0] == "/metrics"):
                 body = generate_latest(self.registry)
                 head = ("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; "
-                        f"charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-                        "Connection: close\r\n\r\n")
+                        "charset=utf-8")
             else:
-                body = b"only /metrics is served here\n"
-                head = (f"HTTP/1.1 404 Not Found\r\nContent-Length: {len(body)}\r\n"
-                        "Connection: close\r\n\r\n")
-            writer.write(head.encode() + body)
-            await writer.drain()
+                body, head = b"only /metrics is served here\n", "HTTP/1.1 404 Not Found"
+            writer.write(f"{head}\r\nContent-Length: {len(body)}\r\nConnection: close"
+                         "\r\n\r\n".encode() + body)
+            async with asyncio.timeout(RESPONSE_DEADLINE):
+                writer.close()  # after the answer is flushed
+                await writer.wait_closed()
         except (TimeoutError, ConnectionError, UnicodeDecodeError):
             pass
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self.clients -= 1
+            writer.transport.abort()  # whatever is left: free the descriptor now
+
+    def _note_refusal(self, writer: asyncio.StreamWriter) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_log >= REFUSAL_LOG_INTERVAL:
+            self._log.warning("metrics.refused", reason="too many clients",
+                              max_clients=MAX_CLIENTS, refused=self.refused,
+                              since_last=self.refused - self._refusals_logged,
+                              peer=str(writer.get_extra_info("peername")))
+            self._last_log = now
+            self._refusals_logged = self.refused
+
+
+async def _read_request(reader: asyncio.StreamReader) -> list[str] | None:
+    """The request line's words, once the headers (which the exporter needs
+    none of) have been read to the blank line; None if they exceed
+    MAX_REQUEST_BYTES."""
+    total = 0
+    first: list[str] | None = None
+    while True:
+        try:
+            line = await reader.readline()
+        except (ValueError, asyncio.LimitOverrunError):
+            return None
+        total += len(line)
+        if total > MAX_REQUEST_BYTES:
+            return None
+        if first is None:
+            first = line.decode("latin-1").split()
+            if not line:
+                return first
+            continue
+        if not line.strip():
+            return first

@@ -7,16 +7,18 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import SERVER, NetLab
+from tests.integration.conftest import SERVER, NetLab, run
 from tests.integration.test_privileges import USER, service_user
 
 __all__ = ["service_user"]  # a fixture, shared with test_privileges
@@ -179,3 +181,62 @@ def test_a_state_file_that_is_not_one_is_left_alone(netlab: NetLab) -> None:
     assert netlab.stop_router() == 0
     assert other.read_text() == "not a table\n"
     assert not netlab.events("ct.saved")[1:]  # only the fixture's first run saved
+
+
+# ---- local clients against the control plane ------------------------------
+
+def _metrics_addr(netlab: NetLab) -> tuple[str, int]:
+    host, _, port = netlab.ctl_json("status")["metrics"].rpartition(":")
+    return host, int(port)
+
+
+def test_slow_metrics_clients_cannot_take_the_control_socket(netlab: NetLab) -> None:
+    """About 1,000 slow connections to the metrics endpoint used to use up a
+    1024 open-file limit, after which the control socket failed with a
+    traceback.  Now the metrics serve 16 at a time, refuse the rest at once
+    (logged), and the control socket answers throughout."""
+    netlab.stop_router()
+    netlab.start_router(prefix=("prlimit", "--nofile=1024:1024", "--"))
+    addr = _metrics_addr(netlab)
+    conns = []
+    try:
+        for _ in range(1000):
+            s = socket.create_connection(addr, timeout=5)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")  # and never finishes
+            conns.append(s)
+        for _ in range(3):
+            assert netlab.ctl_json("status")["conntrack"]["max"] > 0
+        (ev, *_) = netlab.events("metrics.refused")
+        assert ev["max_clients"] == 16 and ev["refused"] >= 1
+    finally:
+        for s in conns:
+            s.close()
+    # A real scrape works again.
+    r = run("curl", "-sS", "--max-time", "10", f"http://{addr[0]}:{addr[1]}/metrics")
+    assert "node_nf_conntrack_entries " in r.stdout
+
+
+def test_a_client_dribbling_headers_is_cut_off(netlab: NetLab) -> None:
+    """Each header line had its own 5 s timeout and the request none: one
+    header every 4 s held a connection for ever.  The whole request now has
+    5 seconds."""
+    addr = _metrics_addr(netlab)
+    s = socket.create_connection(addr, timeout=15)
+    s.sendall(b"GET /metrics HTTP/1.1\r\n")
+    start = time.monotonic()
+    closed_after = None
+    for _ in range(5):
+        time.sleep(2)
+        try:
+            s.sendall(b"X-Slow: 1\r\n")
+            s.settimeout(0.1)
+            if s.recv(100) == b"":
+                closed_after = time.monotonic() - start
+                break
+        except TimeoutError:
+            continue
+        except OSError:
+            closed_after = time.monotonic() - start
+            break
+    s.close()
+    assert closed_after is not None and closed_after < 9
