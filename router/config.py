@@ -38,6 +38,9 @@ NETNS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_INTERFACES = 64
 MAX_ZONES = 32
 MAX_TIMEOUT = 20 * 86400  # the data plane keeps deadlines within 2^31 ms
+# No source may hold more than this percent of the connection table, and when
+# the table is full a source under its fair share evicts from one over it.
+SOURCE_SHARE = 50
 MAX_CONFIG_BYTES = 4 << 20  # far above any real config; bounds the time and memory of a read
 ACTIONS = ("accept", "drop")
 MAPPINGS = ("endpoint-independent", "address-and-port-dependent")
@@ -234,6 +237,7 @@ class Config:
     max_conns_per_source: int = 0
     new_conns_per_source: int = 0
     source_prefix6: int = 128        # IPv6 sources limited per prefix of this length
+    source_share: int = SOURCE_SHARE  # percent of the table one source may hold
     log_drops: tuple[str, ...] = ()  # drop reasons logged; empty: none
     log_rate: int = 10               # logged drops per second at most
     rules: tuple[Rule, ...] = ()
@@ -537,7 +541,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     routes6 = _routes6(r, doc, names)
     nat = _nat(r, doc, names)
     policies, forward_default, input_default, fw_rules, (icmp_rate, src_cap, src_rate,
-                                                         src_prefix6) = (
+                                                         src_prefix6, src_share) = (
         _firewall(r, doc, {i.zone for i in interfaces}))
     lbs = _loadbalancers(r, doc, names, nat.forwards)
     ct = _conntrack(r, doc)
@@ -591,7 +595,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
                   interfaces=interfaces, routes=routes, routes6=routes6, nat=nat, policies=policies,
                   loadbalancers=lbs, input_default=input_default, rules=fw_rules,
                   icmp_rate=icmp_rate, max_conns_per_source=src_cap,
-                  source_prefix6=src_prefix6,
+                  source_prefix6=src_prefix6, source_share=src_share,
                   new_conns_per_source=src_rate, log_drops=log_drops, log_rate=log_rate,
                   forward_default=forward_default, conntrack=ct, control_socket=sock,
                   log_level=level, log_format=fmt, batch=batch, offload=offload,
@@ -924,11 +928,12 @@ STATES = ("new", "established", "related")
 
 def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
               ) -> tuple[tuple[Policy, ...], str, str, tuple[Rule, ...],
-                         tuple[int, int, int, int]]:
+                         tuple[int, int, int, int, int]]:
     t = r.table(doc, "firewall", "")
     r.known(t, "firewall", {"forward", "input", "policy", "rule", "icmp_rate",
                             "max_connections_per_source", "new_connections_per_source",
-                            "source_prefix6", "log", "log_reasons", "log_rate"})
+                            "source_prefix6", "source_share", "log", "log_reasons",
+                            "log_rate"})
     default = r.choice(t, "forward", "firewall", ACTIONS, "drop")
     input_default = r.choice(t, "input", "firewall", ("accept", "drop", "reject"), "accept")
     out: list[Policy] = []
@@ -1002,13 +1007,15 @@ def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
     cap = r.integer(t, "max_connections_per_source", "firewall", 0, 0, 1 << 26)
     rate = r.integer(t, "new_connections_per_source", "firewall", 0, 0, 1_000_000)
     prefix6 = r.integer(t, "source_prefix6", "firewall", 128, 1, 128)
-    return tuple(out), default, input_default, tuple(rules), (icmp_rate, cap, rate, prefix6)
+    share = r.integer(t, "source_share", "firewall", SOURCE_SHARE, 0, 100)
+    return tuple(out), default, input_default, tuple(rules), (icmp_rate, cap, rate, prefix6,
+                                                               share)
 
 
 # Drops logged with `firewall.log = true` unless `log_reasons` says otherwise:
 # the ones a firewall decides, not malformed packets.
 DEFAULT_LOG_REASONS = ("firewall_drop", "firewall_reject", "policy", "spoofed_source",
-                       "source_conn_limit", "source_rate_limit", "ct_invalid",
+                       "source_conn_limit", "source_rate_limit", "source_share", "ct_invalid",
                        "tcp_out_of_window", "tcp_invalid_rst", "bad_tcp_flags")
 
 
@@ -1135,6 +1142,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                      "max_connections_per_source": cfg.max_conns_per_source,
                      "new_connections_per_source": cfg.new_conns_per_source,
                      "source_prefix6": cfg.source_prefix6,
+                     "source_share": cfg.source_share,
                      "log": bool(cfg.log_drops), "log_reasons": list(cfg.log_drops or
                                                                       DEFAULT_LOG_REASONS),
                      "log_rate": cfg.log_rate,

@@ -350,6 +350,7 @@ class Datapath:
         tb.src_conn_cap = t.src_conn_cap
         tb.src_new_rate = t.src_new_rate
         tb.src_prefix6 = t.src_prefix6
+        tb.src_share = t.src_share
         tb.nat_pool = pool
         tb.n_nat_pool = len(t.nat_pool)
         tb.lb_slots = lb

@@ -137,6 +137,7 @@ class Tables:
     src_conn_cap: int = 0
     src_new_rate: int = 0
     src_prefix6: int = 128
+    src_share: int = 0
     lb_slots: tuple[LbSlot, ...] = ()
     backends: tuple[tuple[str, str], ...] = ()  # (load balancer, "addr:port") by number
     routes6: tuple[Route6Entry, ...] = ()
@@ -235,6 +236,7 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         src_conn_cap=cfg.max_conns_per_source,
         src_new_rate=cfg.new_conns_per_source,
         src_prefix6=cfg.source_prefix6,
+        src_share=cfg.source_share,
         lb_slots=tuple(slots),
         backends=tuple(backends),
     )

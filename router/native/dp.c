@@ -772,7 +772,7 @@ enum rt_drop_reason dp_source_limits(struct rt_dp *dp, const struct pkt_meta *m,
                                      struct host_entry **host)
 {
     *host = NULL;
-    if (!dp->src_conn_cap && !dp->src_new_rate)
+    if (!dp->src_conn_cap && !dp->src_new_rate && !dp->src_share_cap)
         return RT_DROP_NONE;
     union rt_addr key;
     source_key(dp, &m->tuple.src, m->family, &key);
@@ -797,7 +797,54 @@ enum rt_drop_reason dp_source_limits(struct rt_dp *dp, const struct pkt_meta *m,
     }
     if (dp->src_conn_cap && e->conns >= dp->src_conn_cap)
         return RT_DROP_SRC_CONN_LIMIT;
+    if (dp->src_share_cap && e->conns >= dp->src_share_cap)
+        return RT_DROP_SRC_SHARE;
     return RT_DROP_NONE;
+}
+
+/* How many slots fair_evict() looks at, from a random one. */
+#define FAIR_SCAN 64
+
+/*
+ * The table is full and 'host' wants a connection.  If it holds less than
+ * its fair share (the table divided among the sources that have
+ * connections), one connection of a source holding more than that goes:
+ * one not yet ASSURED if the scan meets one, else an ASSURED one.  So a
+ * host that filled the table with established connections cannot lock out
+ * the others, and a host under its share can always connect.  Returns
+ * true if an entry was evicted.
+ */
+static bool fair_evict(struct rt_dp *dp, const struct host_entry *host)
+{
+    struct ct_table *ct = &dp->ct;
+    uint32_t sources = dp->hosts.active + (host->conns == 0);
+    uint32_t fair = ct->capacity / (sources ? sources : 1);
+    if (host->conns >= fair || ct->high_water == 0)
+        return false;
+    struct ct_conn *pick = NULL;
+    uint32_t start = (uint32_t)(rng_next(&dp->rng) % ct->high_water);
+    for (uint32_t n = 0; n < FAIR_SCAN && n < ct->high_water; n++) {
+        struct ct_conn *c = &ct->conns[(start + n) % ct->high_water];
+        if (!ct_live(c) || !(c->status & CT_HOST_COUNTED))
+            continue;
+        const struct ct_tuple *o = &c->tuple[CT_DIR_ORIGINAL];
+        union rt_addr key;
+        source_key(dp, &o->src, o->family, &key);
+        const struct host_entry *e = host_get(&dp->hosts, &key, o->family, false);
+        if (!e || e->conns <= fair)
+            continue;
+        if (!(c->status & CT_ASSURED)) {
+            pick = c;
+            break;
+        }
+        if (!pick)
+            pick = c;
+    }
+    if (!pick)
+        return false;
+    ct_delete(ct, pick);
+    dp->counters[RT_CNT_FAIR_EVICT]++;
+    return true;
 }
 
 /* Gives up a connection that was being built: its mapping reference. */
@@ -833,6 +880,8 @@ struct ct_conn *dp_conn_commit(struct rt_dp *dp, struct rt_pkt *p, const struct 
         why = RT_DROP_CT_INVALID;
     } else {
         account(c, m, CT_DIR_ORIGINAL);
+        if (host && dp->src_share_cap && dp->ct.count >= dp->ct.capacity)
+            fair_evict(dp, host);
         slot = ct_alloc(&dp->ct, hash, now);
         if (slot) {
             *slot = *c;
@@ -852,7 +901,8 @@ struct ct_conn *dp_conn_commit(struct rt_dp *dp, struct rt_pkt *p, const struct 
     if (slot->status & CT_NAT_MAPPED)
         nat_map_link(&dp->nm, slot, ct_slot(&dp->ct, slot));
     if (host) {
-        host->conns++;
+        if (host->conns++ == 0)
+            dp->hosts.active++;
         slot->status |= CT_HOST_COUNTED;
     }
     if (dp->ct_events)
@@ -1180,9 +1230,13 @@ static void forget_ipv6_sources(struct rt_dp *dp)
             c->tuple[CT_DIR_ORIGINAL].family == 6)
             c->status &= (uint16_t)~CT_HOST_COUNTED;
     }
-    for (uint32_t i = 0; i < dp->hosts.high_water; i++)
-        if (dp->hosts.e[i].in_use && dp->hosts.e[i].family == 6)
-            dp->hosts.e[i].conns = 0;
+    for (uint32_t i = 0; i < dp->hosts.high_water; i++) {
+        struct host_entry *e = &dp->hosts.e[i];
+        if (e->in_use && e->family == 6 && e->conns) {
+            e->conns = 0;
+            dp->hosts.active--;
+        }
+    }
 }
 
 static void on_ct_delete(void *ctx, const struct ct_conn *c)
@@ -1197,8 +1251,8 @@ static void on_ct_delete(void *ctx, const struct ct_conn *c)
         union rt_addr key;
         source_key(dp, &o->src, o->family, &key);
         struct host_entry *e = host_get(&dp->hosts, &key, o->family, false);
-        if (e && e->conns)
-            e->conns--;
+        if (e && e->conns && --e->conns == 0 && dp->hosts.active)
+            dp->hosts.active--;
     }
 }
 
@@ -1355,6 +1409,8 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
         LOAD_FAIL("tcp_max_retrans %u not in 1..15", t->tcp_max_retrans);
     if (t->src_prefix6 > 128)
         LOAD_FAIL("src_prefix6 %u not in 0..128", t->src_prefix6);
+    if (t->src_share > 100)
+        LOAD_FAIL("src_share %u not in 0..100", t->src_share);
     for (uint32_t i = 0; i < t->n_ifaces; i++) {
         if (t->ifaces[i].zone >= t->n_zones)
             LOAD_FAIL("interface %u: zone %u out of range", i,
@@ -1556,6 +1612,10 @@ int rt_dp_load(struct rt_dp *dp, const struct rt_tables *t)
     dp->input_policy = (uint8_t)t->input_policy;
     dp->src_conn_cap = t->src_conn_cap;
     dp->src_new_rate = t->src_new_rate;
+    dp->src_share_cap = t->src_share ? (uint32_t)((uint64_t)dp->ct.capacity * t->src_share / 100)
+                                     : 0;
+    if (t->src_share && dp->src_share_cap == 0)
+        dp->src_share_cap = 1;
     uint32_t prefix6 = t->src_prefix6 ? t->src_prefix6 : 128;
     if (prefix6 != dp->src_prefix6)
         forget_ipv6_sources(dp);

@@ -106,6 +106,8 @@ struct rt_dp {
     uint32_t src_new_rate;                    /* new conns/s per source */
     uint32_t src_prefix6;                     /* IPv6 sources counted per
                                                  prefix of this length */
+    uint32_t src_share_cap;                   /* conns one source may hold
+                                                 (its share), 0 = any */
     struct frag_state frag;                   /* fragments in flight */
     struct ev_ring ev;                        /* events for the control plane */
     bool ct_events;                           /* report NEW/UPDATE/DESTROY */

@@ -27,6 +27,7 @@ struct host_table {
     uint32_t high_water;   /* slots from here on never used */
     uint32_t free_head;    /* recycled slots */
     uint32_t cursor;       /* where the next eviction scan starts */
+    uint32_t active;       /* sources with connections (conns > 0) */
     uint64_t key;          /* hash key */
 };
 

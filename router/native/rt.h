@@ -220,6 +220,9 @@ struct rt_tables {
     uint32_t n_masq6;
     uint32_t src_prefix6;       /* IPv6 sources are limited per prefix of
                                    this length, 1..128; 0 = 128 */
+    uint32_t src_share;         /* percent of the table one source may hold,
+                                   1..100; 0 = no share (and no fair
+                                   eviction when the table is full) */
 };
 
 /*

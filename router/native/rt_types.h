@@ -51,6 +51,7 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(SPOOFED, "spoofed_source")        /* fails the reverse-path check */     \
     X(SRC_CONN_LIMIT, "source_conn_limit") /* source has too many conns */    \
     X(SRC_RATE_LIMIT, "source_rate_limit") /* source opens them too fast */   \
+    X(SRC_SHARE, "source_share")    /* source holds its share of the table */ \
     X(ICMP_NO_FLOW, "icmp_error_no_flow") /* ICMP error for unknown flow */    \
     X(LOCAL, "local_delivered")         /* consumed by the router itself */    \
     X(LOCAL_DROP, "local_unhandled")    /* for the router, nothing answers */  \
@@ -118,6 +119,8 @@ enum rt_timeout { RT_TIMEOUTS(RT_TO_ENUM__) RT_N_TIMEOUTS };
     X(INSERT_FAILED, "insert_failed") /* insert lost (tuple clash) */         \
     X(DROP, "drop")                 /* table full and nothing to evict */     \
     X(EARLY_DROP, "early_drop")     /* non-assured entry evicted for room */  \
+    X(FAIR_EVICT, "fair_evict")     /* an over-share source's entry evicted   \
+                                       for a source under its fair share */    \
     X(ERROR, "error")               /* ICMP errors with no flow */            \
     X(SEARCH_RESTART, "search_restart") /* always 0: no resizes under use */  \
     X(EXPIRED, "expired")           /* entries removed because they expired */ \

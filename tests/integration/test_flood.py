@@ -114,12 +114,14 @@ def test_lan_host_opening_connections_as_fast_as_it_can(netlab: NetLab) -> None:
              "print(n)\n")
     p = netlab.spawn(netlab.lan, sys.executable, "-c", burst)
     time.sleep(1.5)
-    assert netlab.ctl_json("conntrack", "count")["count"] <= MAX
+    # One host holds at most its share of the table (firewall.source_share,
+    # half by default): the other half stays free for everyone else.
+    assert netlab.ctl_json("conntrack", "count")["count"] <= MAX // 2
     assert ctl_time(netlab) < 2.0
     echo.check("during")
     out, _ = p.communicate(timeout=30)
     assert int(out.strip()) > 5 * MAX
-    assert netlab.ctl_json("stats")["counters"]["early_drop"] > 0
+    assert netlab.drops()["source_share"] > 0
     echo.check("after")  # ASSURED: never evicted for the newcomers
     (e,) = netlab.ctl_json("conntrack", "list", "-p", "tcp", "--dport", "8061")
     assert e["assured"]

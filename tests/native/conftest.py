@@ -65,6 +65,11 @@ class Lab:
         return self.dp.conntrack(self.now)
 
 
+# For tests of the table's own limits, filled from one host: no source share
+# (firewall.source_share), so that one source may take the whole table.
+NO_SHARE = "\n[firewall]\nsource_share = 0\n"
+
+
 def make_lab(extra: str = "", capacity: int = 1024, seed: int = 7) -> Lab:
     cfg = parse((BASE + extra).encode(), "test.toml")
     dp = Datapath(capacity=capacity, batch=64, seed=seed)

@@ -1,6 +1,6 @@
 """Expiry with a fake clock, garbage collection, and a full table."""
 
-from tests.native.conftest import LAN, LAN_HOST, ROUTER_WAN, SERVER, WAN, Lab
+from tests.native.conftest import LAN, LAN_HOST, NO_SHARE, ROUTER_WAN, SERVER, WAN, Lab
 from tests.packets import IP, TCP, UDP
 
 
@@ -56,7 +56,7 @@ def test_configured_timeouts_apply(lab_factory) -> None:  # type: ignore[no-unty
 
 
 def test_sweep_is_bounded_and_resumes(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory(capacity=64)
+    lab = lab_factory(NO_SHARE, capacity=64)
     for i in range(40):
         lab.send(LAN, udp(sport=10000 + i))
     lab.advance(130)
@@ -73,7 +73,7 @@ def test_sweep_is_bounded_and_resumes(lab_factory) -> None:  # type: ignore[no-u
 
 
 def test_full_table_early_drops_unassured(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory(capacity=16)
+    lab = lab_factory(NO_SHARE, capacity=16)
     for i in range(16):
         assert lab.send(LAN, udp(sport=20000 + i)).out_iface == WAN
     assert lab.dp.count() == 16
@@ -98,7 +98,7 @@ def assured_tcp(lab: Lab, sport: int) -> None:
 
 
 def test_full_table_never_evicts_assured(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory(capacity=16)
+    lab = lab_factory(NO_SHARE, capacity=16)
     for i in range(16):
         assured_tcp(lab, 40000 + i)
     assert all(e.assured for e in lab.entries()) and lab.dp.count() == 16
