@@ -21,6 +21,6 @@ if [ "${BASELINE:-1}" = 1 ]; then
     extra+=(--baseline)
 fi
 .venv/bin/python bench/nat_bench.py --rounds "${ROUNDS:-3}" --secs "${SECS:-5}" \
-    --tests "${TESTS:-tcp1,tcp4,udp64,ping,crr1,crr4}" --out "bench/results/$stamp-nat.json" \
+    --tests "${TESTS:-tcp1,tcp4,udp64,ping,crr1,crr4,flood}" --out "bench/results/$stamp-nat.json" \
     --queues "${QUEUES:-1}" \
     "${extra[@]}"

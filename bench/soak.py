@@ -68,7 +68,7 @@ def main() -> int:
     text = text.replace('"rtlab-lan"', f'"{lan}"').replace('"rtlab-wan"', f'"{wan}"')
     text = text.replace('"/run/router/router.sock"', f'"{sock}"')
     text = text.replace('listen = "127.0.0.1:9188"', 'listen = ""')
-    text = text.replace('"/var/lib/router/conntrack.json"', '""')
+    text = text.replace('"/var/lib/router/state/conntrack.json"', '""')
     if args.queues == "loop":
         text = text.replace("[dataplane]\n", "[dataplane]\nworkers = false\n", 1)
     elif args.queues != "1":

@@ -38,6 +38,15 @@ NETNS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_INTERFACES = 64
 MAX_ZONES = 32
 MAX_TIMEOUT = 20 * 86400  # the data plane keeps deadlines within 2^31 ms
+# A device's kernel-side queue: what the router has not read yet.  Deep
+# enough to ride out a scheduling hiccup at full load without losing
+# packets (bench flood: 1000 lost some, and each loss stalls a TCP flow for
+# a retransmission timeout); at most a few ms of queueing when overloaded.
+TXQUEUELEN = 4096
+# New connections per second (and burst) one source may open: far above
+# what a host opens in normal use, and what keeps one host's flood from
+# reaching the rest of the pipeline (bench flood, docs/performance.md).
+NEW_CONNS_PER_SOURCE = 1000
 # No source may hold more than this percent of the connection table, and when
 # the table is full a source under its fair share evicts from one over it.
 SOURCE_SHARE = 50
@@ -69,7 +78,7 @@ class Interface:
     address: IPv4Interface
     zone: str
     mtu: int = 1500
-    txqueuelen: int = 1000
+    txqueuelen: int = TXQUEUELEN
     netns: str | None = None
     host_address: IPv4Interface | None = None
     host_routes: tuple[IPv4Network, ...] = ()
@@ -235,7 +244,7 @@ class Config:
     input_default: str = "accept"
     icmp_rate: int = 1000
     max_conns_per_source: int = 0
-    new_conns_per_source: int = 0
+    new_conns_per_source: int = NEW_CONNS_PER_SOURCE
     source_prefix6: int = 128        # IPv6 sources limited per prefix of this length
     source_share: int = SOURCE_SHARE  # percent of the table one source may hold
     log_drops: tuple[str, ...] = ()  # drop reasons logged; empty: none
@@ -634,7 +643,7 @@ def _interfaces(r: _Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
         if not ZONE_RE.fullmatch(zone):
             raise r.fail(f"{w}.zone", "must start with a letter: letters, digits, '_' or '-'")
         mtu = r.integer(t, "mtu", w, 1500, 576, 65535)
-        txq = r.integer(t, "txqueuelen", w, 1000, 1, 1_000_000)
+        txq = r.integer(t, "txqueuelen", w, TXQUEUELEN, 1, 1_000_000)
         netns = r.get(t, "netns", w, str)
         if netns is not None and not NETNS_RE.fullmatch(netns):
             raise r.fail(f"{w}.netns", "must be a network namespace name (letters, digits, _.-)")
@@ -1005,7 +1014,8 @@ def _firewall(r: _Reader, doc: Mapping[str, Any], zones: set[str]
                           comment=comment))
     icmp_rate = r.integer(t, "icmp_rate", "firewall", 1000, 0, 1_000_000)
     cap = r.integer(t, "max_connections_per_source", "firewall", 0, 0, 1 << 26)
-    rate = r.integer(t, "new_connections_per_source", "firewall", 0, 0, 1_000_000)
+    rate = r.integer(t, "new_connections_per_source", "firewall", NEW_CONNS_PER_SOURCE, 0,
+                     1_000_000)
     prefix6 = r.integer(t, "source_prefix6", "firewall", 128, 1, 128)
     share = r.integer(t, "source_share", "firewall", SOURCE_SHARE, 0, 100)
     return tuple(out), default, input_default, tuple(rules), (icmp_rate, cap, rate, prefix6,
