@@ -151,7 +151,7 @@ class Router:
         # As many entries as the kernel's table here: crr leaves many in TIME_WAIT.
         text = text.replace("max = 65536", "max = 262144")
         # crr measures the connection rate the data path sustains from one
-        # client; the per-source rate limit (a policy, 1000/s by default)
+        # client; the per-source rate limit (a policy, 2000/s by default)
         # would measure the limit instead.  flood() puts the default back.
         text = text.replace("[firewall]\n", f"[firewall]\n{NO_RATE_LIMIT}\n", 1)
         self.text = text

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import signal
 import threading
@@ -23,11 +22,12 @@ from collections.abc import Mapping
 from ipaddress import ip_address
 from typing import Any
 
-from router import __version__, config, events, log, privs, safepath, state
+from router import __version__, config, events, log, privs
 from router.config import Config, ConfigError
 from router.control import CommandError, ControlServer, Stream
 from router.ctfmt import entry_json, nat_mappings
 from router.datapath import Datapath, DatapathError
+from router.keeper import StateKeeper
 from router.metrics import MetricsServer
 from router.tables import compile_tables
 from router.tun import Tun, TunError, open_tun
@@ -111,7 +111,7 @@ class Router:
                                       lambda: [i.name for i in self.cfg.interfaces],
                                       self._rule_text)
         self.capturing: str | None = None
-        self.state_key: bytes | None = None  # read before privileges drop
+        self.keeper = StateKeeper(lambda: self.cfg, self.dp, log.get("router"), now_ms)
         self._readers: list[int] = []
         self._workers: tuple[Any, ...] | None = None  # what the running workers were given
         self._worker_errors = 0
@@ -159,119 +159,12 @@ class Router:
             raise
 
     def restore_state(self) -> None:
-        """Puts back the connections a previous run saved, then removes the
-        file: it is used once.  Runs after privileges are dropped: the file
-        is the service user's, and root never reads it.  A file that fails
-        any check (state.decode) is refused whole and renamed aside, a file
-        that is not a state file at all is left alone and never overwritten;
-        either way the router starts empty and says why."""
-        path = self.cfg.conntrack.state_file
-        if not path or self.state_key is None:
-            return
-        directory, name = os.path.split(path)
-        limit = state.max_bytes(self.cfg.conntrack.max_entries)
-        try:
-            dfd = safepath.open_dir(directory, create=0o700)
-        except (safepath.UnsafePath, OSError) as e:
-            self._state_off(f"state directory: {e}")
-            return
-        try:
-            saved = self._read_state(dfd, name, path, limit, self.state_key)
-            if saved is not None:
-                self._restore_entries(path, saved)
-                os.unlink(name, dir_fd=dfd)
-        finally:
-            os.close(dfd)
-
-    def _read_state(self, dfd: int, name: str, path: str, limit: int,
-                    key: bytes) -> state.Saved | None:
-        """The checked state file, or None (none there, or refused)."""
-        try:
-            fd, _ = safepath.open_private(name, dfd, limit)
-        except FileNotFoundError:
-            return None
-        except (safepath.UnsafePath, OSError) as err:
-            self._refuse_state(dfd, name, path, err)
-            return None
-        try:
-            data = safepath.read_fd(fd, limit)
-            return state.decode(data, key, self.cfg.conntrack.max_entries)
-        except (safepath.UnsafePath, OSError, state.StateError) as err:
-            self._refuse_state(dfd, name, path, err)
-            return None
-        finally:
-            os.close(fd)
-
-    def _refuse_state(self, dfd: int, name: str, path: str, err: Exception) -> None:
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
-            try:
-                ours = state.looks_like_state(os.read(fd, 256))
-            finally:
-                os.close(fd)
-        except OSError:
-            ours = False
-        if not ours:
-            self._state_off(f"{path} is not a conntrack state file: {err}; it is left "
-                            "alone, and the table will not be saved over it")
-            return
-        self.log.error("ct.state_refused", file=path, reason=str(err),
-                       moved_to=path + ".refused")
-        os.replace(name, name + ".refused", src_dir_fd=dfd, dst_dir_fd=dfd)
-
-    def _state_off(self, reason: str) -> None:
-        self.log.error("ct.state_disabled", file=self.cfg.conntrack.state_file, reason=reason)
-        self.state_key = None
-
-    def _restore_entries(self, path: str, saved: state.Saved) -> None:
-        gone = max(0, int((time.time() - saved.saved_at) * 1000))
-        now = now_ms()
-        restored = expired = failed = refused = 0
-        for entry in saved.entries():
-            left = entry.timeout_ms - gone
-            if left <= 0:
-                expired += 1
-                continue
-            entry = dataclasses.replace(entry, timeout_ms=left, age_ms=entry.age_ms + gone)
-            r = self.dp.restore(entry, now)
-            if r == 0:
-                restored += 1
-            elif r == -3:
-                refused += 1
-            else:
-                failed += 1
-        self.log.info("ct.restored", file=path, restored=restored, expired=expired,
-                      failed=failed, refused_by_firewall=refused, downtime_ms=gone)
+        """After privileges drop: the connections the last run saved."""
+        self.keeper.restore()
 
     def save_state(self) -> None:
         """Writes the table for the next start (on a clean stop)."""
-        path = self.cfg.conntrack.state_file
-        if not path or self.state_key is None:
-            return
-        try:
-            entries = self.dp.conntrack(now_ms())
-            state.save(path, entries, self.state_key)
-        except (OSError, safepath.UnsafePath) as e:
-            self.log.error("ct.state_not_saved", file=path, reason=str(e))
-            return
-        self.log.info("ct.saved", file=path, entries=len(entries))
-
-    def _prepare_state(self, acct: privs.Account | None) -> None:
-        """Before privileges drop: reads (or makes) the state key, which only
-        root can read, and makes the state directory for the service user."""
-        ct = self.cfg.conntrack
-        if not ct.state_file:
-            return
-        try:
-            self.state_key = state.load_key(ct.state_key)
-        except state.StateError as e:
-            self._state_off(str(e))
-            return
-        if acct is not None:
-            try:
-                privs.hand_over(os.path.dirname(ct.state_file), acct, 0o700)
-            except (safepath.UnsafePath, OSError) as e:
-                self._state_off(f"state directory: {e}")
+        self.keeper.save()
 
     def setup_privileges(self) -> None:
         """Binds the control socket, and with ``service.user`` set, hands the
@@ -280,11 +173,11 @@ class Router:
         cfg = self.cfg
         if not cfg.user:
             self.control.bind()
-            self._prepare_state(None)
+            self.keeper.prepare(None)
             return
         acct = privs.lookup(cfg.user, cfg.group)
         self.control.bind(owner=(acct.uid, acct.gid))
-        self._prepare_state(acct)
+        self.keeper.prepare(acct)
         privs.drop(acct, cfg.keep_net_admin)
         self.log.info("router.privileges_dropped", user=acct.user, group=acct.group,
                       keep_net_admin=cfg.keep_net_admin, **privs.status())

@@ -8,16 +8,8 @@ from dataclasses import replace
 
 from router.datapath import CtEntry
 from tests.native.conftest import LAN_HOST, ROUTER_LAN, ROUTER_WAN, SERVER, WAN, make_lab
+from tests.native.test_dnat import FORWARDS
 from tests.packets import IP, TCP
-
-FORWARD = """
-[[nat.forward]]
-interface = "wan0"
-protocol = "tcp"
-port = 8080
-to = "192.168.1.2"
-to_port = 80
-"""
 
 
 def est(src: tuple[str, str], dst: tuple[str, str], sport: tuple[int, int],
@@ -64,7 +56,7 @@ def test_a_policy_or_rule_that_allows_it_restores_it() -> None:
 def test_a_port_forward_restores_only_while_it_exists() -> None:
     e = est((SERVER, LAN_HOST), (ROUTER_WAN, SERVER), (4444, 80), (8080, 4444),
             status=0x6 | 0x20)  # DST_NAT
-    assert make_lab(FORWARD).dp.restore(e, 1_000_000) == 0
+    assert make_lab(FORWARDS).dp.restore(e, 1_000_000) == 0
     assert make_lab().dp.restore(e, 1_000_000) == -3
 
 
