@@ -81,10 +81,13 @@ class NetLab:
         return json.loads(self.ctl("--json", *args).stdout)
 
     def start_router(self, prefix: tuple[str, ...] = ()) -> None:
-        """Starts the router (``prefix``: a command to run it through)."""
-        # The socket appearing is the sign of life: never mistake an old one.
+        """Starts the router (``prefix``: a command to run it through) and
+        waits until it serves: its socket exists (never mistake an old one)
+        and it logged router.started (the table restored, the loop running)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
+        started = len(self.events("router.started")) if (self.workdir / "router.log").exists() \
+            else 0
         log = open(self.workdir / "router.log", "ab")  # noqa: SIM115
         self.router = subprocess.Popen([*prefix, sys.executable, "-m", "router", "run", "-c",
                                         str(self.config)], stdout=log, stderr=log)
@@ -92,7 +95,7 @@ class NetLab:
         while time.monotonic() < deadline:
             if self.router.poll() is not None:
                 raise AssertionError(f"router exited: {self.log()}")
-            if os.path.exists(self.socket):
+            if os.path.exists(self.socket) and len(self.events("router.started")) > started:
                 return
             time.sleep(0.05)
         raise AssertionError(f"router did not start: {self.log()}")
