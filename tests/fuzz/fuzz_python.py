@@ -62,8 +62,8 @@ def _make_router() -> Router:
     d = tempfile.mkdtemp(prefix="rtfuzz-")
     text = (ROOT / "conf/router.toml").read_text()
     text = text.replace('"/run/router/router.sock"', f'"{d}/router.sock"')
-    text = text.replace('"/var/lib/router/state/conntrack.json"', f'"{d}/ct.json"')
-    text = text.replace('"/var/lib/router/state.key"', f'"{d}/key/state.key"')
+    text = text.replace('"/var/lib/router/state/conntrack.json"', f'"{d}/state/ct.json"')
+    text = text.replace('"/var/lib/router/state.key"', f'"{d}/state.key"')
     path = Path(d) / "router.toml"
     path.write_text(text)
     router = Router(config.load(str(path)))
