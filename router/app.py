@@ -79,6 +79,8 @@ async def read_config(path: str, timeout: float = CONFIG_READ_TIMEOUT) -> Config
     try:
         return await asyncio.wait_for(asyncio.shield(done), timeout)
     except TimeoutError:
+        # Whatever the read ends with later is of no interest any more.
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
         raise ConfigError(path, "", f"not read within {timeout:g} s (a hung file "
                                     "system?); the running config stays") from None
 
