@@ -53,8 +53,12 @@ def open_dir(path: str, create: int | None = None, trusted: bool = True) -> int:
         while todo:
             name = todo.pop(0)
             last = not todo
-            if name == "..":
-                raise UnsafePath(f"{path}: '..' in the path")
+            if name == "..":  # from a link's target (e.g. ../run): walk again to the parent
+                todo = [p for p in where.split("/") if p][:-1] + todo
+                os.close(fd)
+                fd = os.open("/", DIR_FLAGS)
+                where = ""
+                continue
             here = f"{where}/{name}"
             try:
                 nfd = os.open(name, DIR_FLAGS, dir_fd=fd)

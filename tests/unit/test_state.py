@@ -203,3 +203,14 @@ def test_open_dir_refuses_a_planted_symlink(tmp_path: Path) -> None:
         os.chmod(tmp_path, 0o700)
     fd = safepath.open_dir("/var/run", trusted=False)  # root's own symlink: followed
     os.close(fd)
+
+
+def test_open_dir_follows_a_relative_link_root_made(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "run").symlink_to("../run")
+    fd = safepath.open_dir(str(tmp_path / "var" / "run"), trusted=False)
+    try:
+        assert os.fstat(fd).st_ino == (tmp_path / "run").stat().st_ino
+    finally:
+        os.close(fd)
