@@ -26,7 +26,7 @@ from router import __version__, config, events, log, privs
 from router.config import Config, ConfigError
 from router.control import CommandError, ControlServer, Stream
 from router.ctfmt import entry_json, nat_mappings
-from router.datapath import Datapath, DatapathError
+from router.datapath import Datapath, DatapathError, steering_program
 from router.keeper import StateKeeper
 from router.metrics import MetricsServer
 from router.tables import compile_tables
@@ -97,6 +97,20 @@ class Router:
         self.vnet_hdr = cfg.offload  # fixed while the devices are open
         self.queues = cfg.queues     # likewise
         self.threaded = cfg.workers or cfg.queues > 1  # C workers move the packets
+        # With one queue and workers, connection openers get a queue of their
+        # own (steer.c), so a flood of them never delays established traffic:
+        # devices then have two queues, each read by a worker.  Loaded now,
+        # while the process may still load eBPF (CAP_BPF); else one queue.
+        self.steering: tuple[int, int] | None = None  # (SYNs to 1, all to 0)
+        if (self.threaded and cfg.queues == 1 and cfg.syn_queue and
+                not any(i.precreated for i in cfg.interfaces)):
+            try:
+                self.steering = (steering_program(1), steering_program(0))
+            except DatapathError as e:
+                self.log.warning("dp.syn_queue_unavailable", reason=str(e),
+                                 hint="connection openers share the devices' one queue")
+        self.dev_queues = self.queues + (self.steering is not None)
+        self._syn_queue_asked = cfg.syn_queue
         self.tables = compile_tables(cfg, {}, self.vnet_hdr)
         self.started = time.time()
         self.config_hash = cfg.sha256
@@ -147,13 +161,13 @@ class Router:
         starts: netlink setup is synchronous and must not run inside it."""
         try:
             for iface in self.cfg.interfaces:
-                tun = open_tun(iface, vnet_hdr=self.vnet_hdr, dev=self.cfg.tun_device,
-                               queues=self.queues)
+                tun = self._open_tun(iface, self.cfg.tun_device)
                 self.tuns.append(tun)
                 self.log.info("tun.opened", interface=iface.name, fd=tun.fd,
                               netns=iface.netns, address=str(iface.address),
                               offloads=hex(tun.offloads) if self.vnet_hdr else None,
-                              queues=self.queues if self.queues > 1 else None)
+                              queues=self.dev_queues if self.dev_queues > 1 else None,
+                              syn_queue=self.steering is not None or None)
             self.tables = compile_tables(self.cfg, self._fds(), self.vnet_hdr)
             self.dp.load(self.tables)
         except BaseException:
@@ -240,6 +254,18 @@ class Router:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _open_tun(self, iface: config.Interface, tun_device: str) -> Tun:
+        """Opens one device with the running queue count, its queues steered
+        if connection openers have a queue of their own."""
+        tun = open_tun(iface, self.vnet_hdr, tun_device, self.dev_queues)
+        if self.steering is not None:
+            try:
+                tun.steer(self.steering[0 if self.threaded else 1])
+            except TunError:
+                tun.close()
+                raise
+        return tun
 
     def _fds(self) -> dict[str, int]:
         return {t.iface.name: t.fd for t in self.tuns}
@@ -385,7 +411,7 @@ class Router:
             for iface in new.interfaces:
                 if iface.name in added:
                     opened[iface.name] = await loop.run_in_executor(
-                        None, open_tun, iface, self.vnet_hdr, new.tun_device, self.queues)
+                        None, self._open_tun, iface, new.tun_device)
                     self.log.info("tun.opened", interface=iface.name,
                                   fd=opened[iface.name].fd, netns=iface.netns)
         except TunError:
@@ -397,8 +423,7 @@ class Router:
                 if iface.name in gone:
                     with contextlib.suppress(TunError):
                         restored[iface.name] = await loop.run_in_executor(
-                            None, open_tun, iface, self.vnet_hdr, self.cfg.tun_device,
-                            self.queues)
+                            None, self._open_tun, iface, self.cfg.tun_device)
             self.tuns = [restored.get(i.name) or by_name[i.name]
                          for i in self.cfg.interfaces
                          if i.name in restored or i.name not in gone]
@@ -429,6 +454,9 @@ class Router:
                     raise
                 self.log.error("dp.workers_failed", reason=str(e), fallback="event loop")
                 self.threaded = False
+                if self.steering is not None:  # the loop reads queue 0: all goes there
+                    for t in self.tuns:
+                        t.steer(self.steering[1])
         loop = asyncio.get_running_loop()
         for fd in self._readers:
             loop.remove_reader(fd)
@@ -440,14 +468,15 @@ class Router:
     def _start_workers(self, tuns: list[Tun | None]) -> None:
         """Runs the workers over ``tuns`` (None: an interface without a
         device for now), unless they already run over exactly that."""
-        fds = [[t.fds[k] if t is not None else -1 for t in tuns] for k in range(self.queues)]
+        fds = [[t.fds[k] if t is not None else -1 for t in tuns]
+               for k in range(self.dev_queues)]
         want = (tuple(map(tuple, fds)), self.cfg.batch, self.cfg.busy_poll)
         if want == self._workers:
             return
         self._stop_workers()
         self.dp.start_workers(fds, self.cfg.batch, self.cfg.busy_poll)
         self._workers = want
-        self.log.info("dp.workers_started", workers=self.queues,
+        self.log.info("dp.workers_started", workers=self.dev_queues,
                       interfaces=sum(t is not None for t in tuns))
 
     def _stop_workers(self) -> None:
@@ -469,6 +498,8 @@ class Router:
             out.append("dataplane.offload")
         if new.queues != self.queues:
             out.append("dataplane.queues")
+        if new.syn_queue != self._syn_queue_asked:
+            out.append("dataplane.syn_queue")
         if (new.workers or new.queues > 1) != self.threaded:
             out.append("dataplane.workers")
         return out
@@ -576,6 +607,7 @@ class Router:
             "conntrack": {"count": self.dp.count(), "max": self.dp.capacity},
             "interfaces": len(self.tuns),
             "queues": self.queues,
+            "syn_queue": self.steering is not None,
             "workers": self.dp.worker_stats(),
             "reloads": dict(self.reloads),
             "metrics": self.metrics.address if self.metrics else None,

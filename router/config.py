@@ -263,6 +263,7 @@ class Config:
     busy_poll: int = 0           # microseconds of busy polling after traffic; 0 = off
     queues: int = 1              # TUN queues per device, a worker thread each when > 1
     workers: bool = True         # C worker threads move the packets (else the event loop)
+    syn_queue: bool = True       # TCP connection openers get a queue and a worker of their own
     log_output: str = "stderr"
     user: str = ""              # drop to this user after setup when started as root
     group: str = ""             # and this group ("" = the user's primary group)
@@ -580,13 +581,14 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
 
     dpl = r.table(doc, "dataplane", "")
     r.known(dpl, "dataplane", {"batch", "offload", "tun_device", "busy_poll", "queues",
-                               "workers"})
+                               "workers", "syn_queue"})
     batch = r.integer(dpl, "batch", "dataplane", 64, 1, 1024)
     offload = r.get(dpl, "offload", "dataplane", bool, True)
     tun_device = r.get(dpl, "tun_device", "dataplane", str, "/dev/net/tun")
     busy_poll = r.integer(dpl, "busy_poll", "dataplane", 0, 0, 10_000_000)
     queues = r.integer(dpl, "queues", "dataplane", 1, 1, 64)
     workers = r.get(dpl, "workers", "dataplane", bool, True)
+    syn_queue = r.get(dpl, "syn_queue", "dataplane", bool, True)
     if not tun_device.startswith("/"):
         raise r.fail("dataplane.tun_device", "must be an absolute path")
 
@@ -610,6 +612,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
                   forward_default=forward_default, conntrack=ct, control_socket=sock,
                   log_level=level, log_format=fmt, batch=batch, offload=offload,
                   tun_device=tun_device, busy_poll=busy_poll, queues=queues, workers=workers,
+                  syn_queue=syn_queue,
                   log_output=output, user=user,
                   group=group, keep_net_admin=keep_na)
 
@@ -1122,7 +1125,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         "log": {"level": cfg.log_level, "format": cfg.log_format, "output": cfg.log_output},
         "dataplane": {"batch": cfg.batch, "offload": cfg.offload, "tun_device": cfg.tun_device,
                       "busy_poll": cfg.busy_poll, "queues": cfg.queues,
-                      "workers": cfg.workers},
+                      "workers": cfg.workers, "syn_queue": cfg.syn_queue},
         "service": {"user": cfg.user, "group": cfg.group,
                     "keep_net_admin": cfg.keep_net_admin},
         "conntrack": {"max": cfg.conntrack.max_entries, "tcp_loose": cfg.conntrack.tcp_loose,

@@ -57,6 +57,19 @@ def be32(addr: IPv4Address | None) -> int:
     return int(struct.unpack("=I", addr.packed)[0])
 
 
+def steering_program(syn_queue: int) -> int:
+    """The descriptor of the queue-steering program (steer.c): TCP segments
+    opening a connection to queue ``syn_queue``, the rest to queue 0.
+    Needs CAP_BPF; raises DatapathError."""
+    log = ffi.new("char[]", 4096)
+    fd = int(lib.rt_steer_load(syn_queue, log, 4096))
+    if fd < 0:
+        detail = ffi.string(log).decode(errors="replace").strip()
+        raise DatapathError(f"cannot load the steering program: {os.strerror(-fd)}"
+                            + (f" ({detail})" if detail else ""))
+    return fd
+
+
 class DatapathError(Exception):
     pass
 

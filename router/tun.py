@@ -30,6 +30,7 @@ IFA_F_NODAD = 0x02
 # linux/if_tun.h
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
+TUNSETSTEERINGEBPF = 0x800454E0
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
@@ -69,6 +70,16 @@ class Tun:
     def fds(self) -> list[int]:
         """Every queue's descriptor, queue 0 first."""
         return [self.fd, *(int(d.fileno()) for d in self.more)]
+
+    def steer(self, prog_fd: int) -> None:
+        """Lets eBPF program ``prog_fd`` choose the queue of every packet the
+        kernel writes to this device (steer.c); -1 gives it back to the
+        kernel's flow hash."""
+        try:
+            fcntl.ioctl(self.fd, TUNSETSTEERINGEBPF, struct.pack("i", prog_fd))
+        except OSError as e:
+            raise TunError(f"interface {self.iface.name}: cannot steer its queues: "
+                           f"{e.strerror}") from None
 
     def close(self) -> None:
         for d in self.more:

@@ -375,6 +375,13 @@ int rt_workers_start(struct rt_dp *dp, uint32_t n, const int32_t *fds, uint32_t 
                      uint32_t budget, uint32_t busy_poll_us);
 /* Stops the workers and waits for them; nothing if none run. */
 void rt_workers_stop(struct rt_dp *dp);
+
+/* Loads the steering program for multi-queue TUN devices (steer.c): TCP
+ * segments with SYN set and ACK clear go to queue 'syn_queue', everything
+ * else to queue 0.  Returns the program's descriptor (for
+ * TUNSETSTEERINGEBPF), or -errno (-EPERM without CAP_BPF); the verifier's
+ * log, if any, goes to 'log'. */
+int rt_steer_load(uint32_t syn_queue, char *log, uint32_t log_size);
 uint32_t rt_workers_count(const struct rt_dp *dp);
 /* Worker k's counters (since the data plane was made: they go on across
  * restarts); -1 if there is no such worker now. */

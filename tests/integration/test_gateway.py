@@ -37,10 +37,14 @@ def dataplane(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 def test_data_path_mode(netlab: NetLab, dataplane: dict[str, Any]) -> None:
-    """The mode asked for is the mode that runs."""
-    want = 0 if dataplane.get("workers") is False else dataplane.get("queues", 1)
+    """The mode asked for is the mode that runs.  By default (one queue,
+    workers, started as root) connection openers have a second queue and
+    worker of their own (dataplane.syn_queue)."""
+    syn = not dataplane
+    want = 0 if dataplane.get("workers") is False else dataplane.get("queues", 1) + syn
     st = netlab.ctl_json("status")
     assert len(st["workers"]) == want and st["queues"] == dataplane.get("queues", 1)
+    assert st["syn_queue"] is syn
     assert len(netlab.events("dp.workers_started")) == (1 if want else 0)
     r = netlab.ns(netlab.lan, "ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER)
     assert "2 received" in r.stdout
@@ -50,6 +54,15 @@ def test_data_path_mode(netlab: NetLab, dataplane: dict[str, Any]) -> None:
         if read == sum(w["packets"] for w in netlab.ctl_json("status")["workers"]):
             break
     assert rx >= 4 and read == (rx if want else 0)  # every packet read by a worker, or none
+    if syn:  # a SYN is read by worker 1; its answer (RST, with ACK) and the rest by worker 0
+        before = [w["packets"] for w in netlab.ctl_json("status")["workers"]]
+        r = netlab.ns(netlab.lan, sys.executable, "-c",
+                      "import socket\n"
+                      "try: socket.create_connection(('%s', 9), timeout=3)\n"
+                      "except ConnectionRefusedError: print('refused')\n" % SERVER)
+        assert r.stdout.strip() == "refused"
+        after = [w["packets"] for w in netlab.ctl_json("status")["workers"]]
+        assert after[1] - before[1] == 1 and after[0] - before[0] >= 1
 
 
 def test_ping_through_nat_and_to_router(netlab: NetLab) -> None:
