@@ -58,8 +58,8 @@ def test_data_path_mode(netlab: NetLab, dataplane: dict[str, Any]) -> None:
         before = [w["packets"] for w in netlab.ctl_json("status")["workers"]]
         r = netlab.ns(netlab.lan, sys.executable, "-c",
                       "import socket\n"
-                      "try: socket.create_connection(('%s', 9), timeout=3)\n"
-                      "except ConnectionRefusedError: print('refused')\n" % SERVER)
+                      f"try: socket.create_connection(('{SERVER}', 9), timeout=3)\n"
+                      "except ConnectionRefusedError: print('refused')\n")
         assert r.stdout.strip() == "refused"
         after = [w["packets"] for w in netlab.ctl_json("status")["workers"]]
         assert after[1] - before[1] == 1 and after[0] - before[0] >= 1
