@@ -474,6 +474,9 @@ class Router:
         if want == self._workers:
             return
         self._stop_workers()
+        # The worker of connection openers gives way to that of established
+        # traffic when the CPUs are busy (a flood keeps it busy).
+        self.dp.background_workers(0b10 if self.steering is not None else 0)
         self.dp.start_workers(fds, self.cfg.batch, self.cfg.busy_poll)
         self._workers = want
         self.log.info("dp.workers_started", workers=self.dev_queues,

@@ -561,8 +561,9 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     control = r.table(doc, "control", "")
     r.known(control, "control", {"socket"})
     sock = r.get(control, "socket", "control", str, "/run/router/router.sock")
-    if not sock.startswith("/"):
-        raise r.fail("control.socket", "must be an absolute path")
+    if not _plain_path(sock):
+        raise r.fail("control.socket", "must be an absolute path without '..' or control "
+                                       "characters")
 
     met = r.table(doc, "metrics", "")
     r.known(met, "metrics", {"listen"})
@@ -589,8 +590,9 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     queues = r.integer(dpl, "queues", "dataplane", 1, 1, 64)
     workers = r.get(dpl, "workers", "dataplane", bool, True)
     syn_queue = r.get(dpl, "syn_queue", "dataplane", bool, True)
-    if not tun_device.startswith("/"):
-        raise r.fail("dataplane.tun_device", "must be an absolute path")
+    if not _plain_path(tun_device):
+        raise r.fail("dataplane.tun_device", "must be an absolute path without '..' or control "
+                                             "characters")
 
     svc = r.table(doc, "service", "")
     r.known(svc, "service", {"user", "group", "keep_net_admin"})
@@ -1046,7 +1048,11 @@ def _fw_log(r: _Reader, doc: Mapping[str, Any]) -> tuple[tuple[str, ...], int]:
 
 
 def _plain_path(p: str) -> bool:
-    return p.startswith("/") and ".." not in p.split("/") and "\0" not in p
+    """Absolute, no '..' component, no control character (a path with a
+    newline or form feed in it is a mistake, and does not survive being
+    written back by `routerctl config show`)."""
+    return (p.startswith("/") and ".." not in p.split("/") and
+            not any(ord(c) < 32 or ord(c) == 127 for c in p))
 
 
 def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
@@ -1055,11 +1061,12 @@ def _conntrack(r: _Reader, doc: Mapping[str, Any]) -> Conntrack:
                              "timeouts", "gc_interval", "state_file", "state_key"})
     state_file = r.get(t, "state_file", "conntrack", str, STATE_FILE)
     if state_file and not _plain_path(state_file):
-        raise r.fail("conntrack.state_file", "must be an absolute path without '..' (or empty: "
-                                             "no state)")
+        raise r.fail("conntrack.state_file", "must be an absolute path without '..' or control "
+                                             "characters (or empty: no state)")
     state_key = r.get(t, "state_key", "conntrack", str, STATE_KEY)
     if not _plain_path(state_key):
-        raise r.fail("conntrack.state_key", "must be an absolute path without '..'")
+        raise r.fail("conntrack.state_key", "must be an absolute path without '..' or control "
+                                            "characters")
     if state_file and (os.path.dirname(state_key) + "/").startswith(
             os.path.dirname(state_file) + "/"):
         raise r.fail("conntrack.state_key", "must not be in the state file's directory "

@@ -392,6 +392,11 @@ class Datapath:
             raise DatapathError(f"cannot start {n} workers over {n_ifaces} interfaces: "
                                 f"{os.strerror(-r)}")
 
+    def background_workers(self, mask: int) -> None:
+        """Workers started from now on whose bit is set in ``mask`` run at
+        the lowest priority (nice 19)."""
+        self._c(lib.rt_workers_background, mask)
+
     def stop_workers(self) -> None:
         """Stops the workers and waits for them (nothing if none run)."""
         lib.rt_workers_stop(self._dp)

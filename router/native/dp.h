@@ -121,6 +121,8 @@ struct rt_dp {
                                                  state above once workers run
                                                  (see io.c) */
     struct io_workers *workers;               /* NULL unless started */
+    uint32_t worker_background;               /* bit k: worker k runs at the
+                                                 lowest priority (nice 19) */
     struct io_ctx *loop_io;                   /* rt_dp_poll()'s reader */
     struct rt_worker_stats worker_st[RT_MAX_WORKERS]; /* by worker number,
                                                  kept across restarts */

@@ -35,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include "dp.h"
@@ -419,6 +421,7 @@ struct io_worker {
 struct io_workers {
     struct rt_dp *dp;
     uint32_t n, n_ifaces, budget, busy_poll_us;
+    uint32_t background;       /* bit k: worker k at nice 19 */
     int stop_fd;               /* eventfd: readable once stopping */
     int32_t *fds;              /* [worker * n_ifaces + iface] */
     struct io_worker w[];
@@ -431,10 +434,17 @@ struct io_workers {
  * 'busy_poll_us' after the last packet.  A queue whose reads fail (the
  * device went away) is left out until the workers are restarted.
  */
+void rt_workers_background(struct rt_dp *dp, uint32_t mask)
+{
+    dp->worker_background = mask; /* read when workers start, on the same thread */
+}
+
 static void *worker_main(void *arg)
 {
     struct io_worker *w = arg;
     struct io_workers *set = w->set;
+    if (w->index < 32 && (set->background >> w->index) & 1) /* raising nice needs no privilege */
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
     uint32_t ni = set->n_ifaces;
     struct pollfd pfd[RT_MAX_IFACES + 1];
     for (uint32_t i = 0; i < ni; i++) {
@@ -558,6 +568,7 @@ int rt_workers_start(struct rt_dp *dp, uint32_t n, const int32_t *fds, uint32_t 
         return -ENOMEM;
     }
     memcpy(set->fds, fds, sizeof *fds * n * n_ifaces);
+    set->background = dp->worker_background;
     size_t stride = SLOT_HEADROOM + dp->slot_size;
     for (uint32_t k = 0; k < n; k++) {
         struct io_worker *w = &set->w[k];

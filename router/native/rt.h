@@ -375,6 +375,10 @@ int rt_workers_start(struct rt_dp *dp, uint32_t n, const int32_t *fds, uint32_t 
                      uint32_t budget, uint32_t busy_poll_us);
 /* Stops the workers and waits for them; nothing if none run. */
 void rt_workers_stop(struct rt_dp *dp);
+/* Workers started from now on whose bit is set in 'mask' run at the lowest
+ * priority (nice 19): the worker of connection openers, so that when the
+ * CPUs are busy, the worker of established traffic runs first. */
+void rt_workers_background(struct rt_dp *dp, uint32_t mask);
 
 /* Loads the steering program for multi-queue TUN devices (steer.c): TCP
  * segments with SYN set and ACK clear go to queue 'syn_queue', everything

@@ -6,6 +6,7 @@ the same code on real multi-queue TUNs."""
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -189,3 +190,28 @@ def test_a_broken_queue_is_given_up_without_spinning(wired: Wired) -> None:
         wired.dp.stop_workers()
         probe.close()
         bad.close()
+
+
+def _nice_of_threads() -> list[int]:
+    out = []
+    for t in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{t}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        out.append(int(fields[16]))  # field 19 of stat: nice
+    return out
+
+
+def test_a_background_worker_runs_at_the_lowest_priority(wired: Wired) -> None:
+    """The worker of connection openers (dataplane.syn_queue) gives way to
+    the worker of established traffic when the CPUs are busy."""
+    before = _nice_of_threads()
+    wired.dp.background_workers(0b10)
+    wired.dp.start_workers(wired.fds(), budget=64)
+    try:
+        deadline = time.monotonic() + 5
+        while _nice_of_threads().count(19) < before.count(19) + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _nice_of_threads().count(19) == before.count(19) + 1  # worker 1 only
+    finally:
+        wired.dp.stop_workers()
+        wired.dp.background_workers(0)

@@ -464,3 +464,13 @@ async def _raises(coro: Awaitable[object]) -> ConfigError:
     except ConfigError as e:
         return e
     raise AssertionError("no ConfigError")
+
+
+@pytest.mark.parametrize("key,section", [("socket", "control"), ("tun_device", "dataplane"),
+                                         ("state_file", "conntrack"), ("state_key", "conntrack")])
+def test_paths_with_control_characters_or_dotdot_are_refused(key: str, section: str) -> None:
+    """The config fuzzer found a socket path with a form feed that `config
+    show` could not write back; such a path is a mistake in any case."""
+    for bad in ("/run/rou\\fter/x", "/run/a\\nb", "/var/lib/../etc/x"):
+        e = err(MIN + f'\n[{section}]\n{key} = "{bad}"\n')
+        assert e.key == f"{section}.{key}" and "control characters" in e.reason
