@@ -36,6 +36,7 @@ from ipaddress import ip_address
 from typing import Any
 
 from router import safepath
+from router.config import MAX_TIMEOUT
 from router.datapath import TCP_STATE_NAMES, CtEntry
 
 FORMAT = "tun-router-conntrack"
@@ -43,7 +44,7 @@ VERSION = 3
 MAX_ENTRY_BYTES = 1024     # a saved entry takes about 450 bytes
 HEADER_BYTES = 4096
 KEY_BYTES = 32
-MAX_TIMEOUT_MS = 20 * 86400 * 1000   # the data plane's longest deadline
+MAX_TIMEOUT_MS = MAX_TIMEOUT * 1000  # the data plane's longest deadline
 MAX_AGE_MS = 10 * 365 * 86400 * 1000
 FUTURE_SLACK = 86400.0     # a saved_at this far ahead of the clock is refused
 _LOOKS_LIKE = re.compile(rb'\A\{\s*"format"\s*:\s*"' + FORMAT.encode() + rb'"')

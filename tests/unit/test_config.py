@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import router.app as app_mod
+import router.configread as configread
 from router.config import MAX_CONFIG_BYTES, ConfigError, load, parse, warnings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -436,7 +436,7 @@ def test_a_hung_read_fails_the_reload_and_blocks_no_loop(monkeypatch: pytest.Mon
     def stuck(path: str) -> None:
         release.wait(30)
         raise ConfigError(path, "", "late")
-    monkeypatch.setattr(app_mod.config, "load", stuck)
+    monkeypatch.setattr(configread.config, "load", stuck)
 
     async def main() -> tuple[str, str, int]:
         ticks = 0
@@ -447,8 +447,8 @@ def test_a_hung_read_fails_the_reload_and_blocks_no_loop(monkeypatch: pytest.Mon
                 await asyncio.sleep(0.01)
                 ticks += 1
         t = asyncio.create_task(tick())
-        first = str(await _raises(app_mod.read_config("/etc/x.toml", timeout=0.5)))
-        second = str(await _raises(app_mod.read_config("/etc/x.toml", timeout=0.5)))
+        first = str(await _raises(configread.read_config("/etc/x.toml", timeout=0.5)))
+        second = str(await _raises(configread.read_config("/etc/x.toml", timeout=0.5)))
         t.cancel()
         return first, second, ticks
     first, second, ticks = asyncio.run(main())
