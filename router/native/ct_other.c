@@ -10,7 +10,7 @@
  * information, address mask) track the identifier in place of a port; only
  * a request may open an entry, and replies match the reply tuple through the
  * inverted type.  ICMP errors never reach these handlers: they are RELATED
- * to the flow they quote (see dp.c).  Other protocols are tracked by
+ * to the flow they quote (see dp_track.c).  Other protocols are tracked by
  * addresses and protocol alone.
  */
 #include "ct_proto.h"

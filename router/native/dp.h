@@ -5,11 +5,12 @@
 #define RT_DP_H
 
 #include <pthread.h>
+#include <string.h>
 #include "rt.h"
 #include "ct_proto.h"
 #include "fib.h"
 #include "nat.h"
-#include "frag.h"
+#include "dp_frag.h"
 #include "host.h"
 #include "events.h"
 
@@ -128,6 +129,26 @@ struct rt_dp {
                                                  kept across restarts */
 };
 
+/*
+ * The files of the pipeline, each calling only the ones listed after it
+ * (tests/unit/test_layout.py fails on a call that goes back up):
+ *
+ *   dp_batch.c   a batch: parse, hash, prefetch, then one family's path
+ *   dp_ip4.c     IPv4: address checks, NAT44 for new connections
+ *   dp_ip6.c     IPv6: address checks, NPTv6 inbound, NAT66
+ *   dp_track.c   either family: tracked, RELATED, local and new-connection
+ *                steps they share
+ *   dp_frag.c    fragments follow their first
+ *   nat_rules.c  which translation a new connection gets; npt6.c NPTv6
+ *   dp_fw.c      firewall rules and per-source limits
+ *   dp_icmp.c    what the router sends: ICMP, ICMPv6, TCP resets, replies
+ *   dp_drop.c    drops with their reasons, sampled drop and connection events
+ *
+ * and below them the state (ct*.c, nat.c, host.c, events.c) and the wire
+ * (parse.c, csum.c, fib.c).  io.c (system calls) sits above dp_batch.c, and
+ * rt_*.c (the exports) above everything.
+ */
+
 /* Stops and frees the workers, if any (io.c). */
 void io_workers_stop(struct rt_dp *dp);
 /* ... and frees everything else io.c allocated. */
@@ -137,18 +158,60 @@ void io_free(struct rt_dp *dp);
  * rounded up so that the IP header stays aligned. */
 #define SLOT_HEADROOM 16
 
+/* ---- lookups on the loaded tables, inline: every packet asks ----------- */
+
 /* Zeroes the offload metadata of 'p': a packet the router writes itself, or
  * one read from a descriptor without IFF_VNET_HDR, has none. */
-void dp_clear_offload(struct rt_pkt *p);
+static inline void dp_clear_offload(struct rt_pkt *p)
+{
+    p->csum_flags = 0;
+    p->gso_type = RT_GSO_NONE;
+    p->gso_size = 0;
+    p->hdr_len = 0;
+    p->csum_start = 0;
+    p->csum_offset = 0;
+}
 
-/* Counts 'p' as dropped for reason 'r'. */
-void dp_drop(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r);
-/* Shared by the IPv4 pipeline (dp.c) and the IPv6 one (ip6.c). */
-int dp_fw_eval(struct rt_dp *dp, const struct rt_pkt *p, const struct pkt_meta *m,
-               uint8_t chain, int out, uint8_t state, const union rt_addr *dst,
-               rt_be16 dport);
-bool dp_icmp_allowed(struct rt_dp *dp);
-void dp_ct_event(struct rt_dp *dp, const struct ct_conn *c, uint8_t type);
+/* Whether 'a' is one of the router's IPv4 addresses. */
+static inline bool dp_is_local4(const struct rt_dp *dp, rt_be32 a)
+{
+    for (uint32_t i = 0; i < dp->n_ifaces; i++)
+        if (dp->ifaces[i].addr == a && a != 0)
+            return true;
+    return false;
+}
+
+/* Whether 'a' is one of the router's IPv6 addresses. */
+static inline bool dp_is_local6(const struct rt_dp *dp, const uint8_t *a)
+{
+    for (uint32_t i = 0; i < dp->n_ifaces; i++)
+        if (dp->ifaces[i].has_addr6 && memcmp(dp->ifaces[i].addr6, a, 16) == 0)
+            return true;
+    return false;
+}
+
+/* Whether 'a' (of the family of 'm') is one of the router's addresses. */
+static inline bool dp_is_local(const struct rt_dp *dp, const struct pkt_meta *m,
+                               const union rt_addr *a)
+{
+    return m->family == 6 ? dp_is_local6(dp, a->b) : dp_is_local4(dp, a->v4);
+}
+
+/* The IPv4 output interface for 'dst', or -1. */
+static inline int dp_route4(const struct rt_dp *dp, rt_be32 dst)
+{
+    const struct fib_route *r = fib_lookup(&dp->fib, dst);
+    return r ? r->iface : -1;
+}
+
+/* The IPv6 output interface for 'dst' (routes are sorted longest first), or -1. */
+static inline int dp_route6(const struct rt_dp *dp, const uint8_t *dst)
+{
+    for (uint32_t i = 0; i < dp->n_routes6; i++)
+        if (prefix_match6(dst, dp->routes6[i].prefix, dp->routes6[i].plen))
+            return dp->routes6[i].iface;
+    return -1;
+}
 
 static inline void dp_account(struct ct_conn *c, const struct pkt_meta *m,
                               enum ct_dir dir)
@@ -158,13 +221,99 @@ static inline void dp_account(struct ct_conn *c, const struct pkt_meta *m,
         c->status |= CT_SEEN_REPLY;
 }
 
-/* What the L4 tracker made of a packet of a known connection. */
-enum dp_track {
-    DP_TRACK_FORWARD, /* state updated (or ignored): forward it */
-    DP_TRACK_DROPPED, /* INVALID: already dropped and counted */
-    DP_TRACK_REOPEN,  /* the connection is gone: treat it as new */
-    DP_TRACK_KILL,    /* forward it, then call dp_track_kill() */
+/* ---- dp_drop.c ----------------------------------------------------------- */
+
+/* Counts 'p' as dropped for reason 'r'; dp_drop_rule() for a packet that
+ * firewall rule 'rule' (-1 for none) refused. */
+void dp_drop(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r);
+void dp_drop_rule(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r,
+                  int rule);
+/* A NEW, UPDATE or DESTROY event for 'c'. */
+void dp_ct_event(struct rt_dp *dp, const struct ct_conn *c, uint8_t type);
+/* The public form of connection 'c'. */
+void dp_ct_fill(const struct rt_dp *dp, const struct ct_conn *c,
+                struct rt_ct_entry *e, uint64_t now_ms);
+
+/* ---- dp_icmp.c ----------------------------------------------------------- */
+
+/* Takes a token of the bucket for the errors and resets the router sends;
+ * false (counted) when it is empty. */
+bool dp_icmp_allowed(struct rt_dp *dp);
+/* Replace the packet in 'p' by an ICMP (ICMPv6) error of 'type'/'code'
+ * about it, to its source; 'info' is the second word (an MTU). */
+void dp_icmp4_error(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                    uint8_t type, uint8_t code, uint32_t info);
+void dp_icmp6_error(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                    uint8_t type, uint8_t code, uint32_t info);
+/* Answers an echo request to one of the router's addresses, in place. */
+void dp_echo_reply(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m);
+/* Carries out a drop or reject verdict of the firewall on 'p' (a reject
+ * answers with a TCP reset or "administratively prohibited"). */
+void dp_refuse(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m, int action);
+
+/* ---- dp_fw.c ------------------------------------------------------------- */
+
+/* The first rule of 'chain' that matches 'm' in conntrack state 'state',
+ * leaving through 'out' (-1: the input chain) towards 'dst':'dport', or -1;
+ * dp_fw_eval() also counts the match and returns the rule's action. */
+int dp_fw_match(const struct rt_dp *dp, const struct rt_pkt *p, const struct pkt_meta *m,
+                uint8_t chain, int out, uint8_t state, const union rt_addr *dst,
+                rt_be16 dport);
+int dp_fw_eval(struct rt_dp *dp, const struct rt_pkt *p, const struct pkt_meta *m,
+               uint8_t chain, int out, uint8_t state, const union rt_addr *dst,
+               rt_be16 dport);
+
+/* The firewall's per-source limits for new connection 'm': its source's
+ * bucket of new connections per second and its cap on tracked connections.
+ * Sets '*host' to the source's entry (NULL if no limit is configured, or if
+ * the table had no room: then the source is not limited). */
+enum rt_drop_reason dp_source_limits(struct rt_dp *dp, const struct pkt_meta *m,
+                                     struct host_entry **host);
+/* The table is full and 'host' wants a connection: evicts one of a source
+ * over its fair share, if 'host' is under it.  True if one went. */
+bool dp_fair_evict(struct rt_dp *dp, const struct host_entry *host);
+/* Connection 'c' is gone: its source holds one fewer. */
+void dp_source_release(struct rt_dp *dp, const struct ct_conn *c);
+/* IPv6 sources are about to be counted under prefixes of another length. */
+void dp_forget_ipv6_sources(struct rt_dp *dp);
+
+/* ---- nat_rules.c, npt6.c ------------------------------------------------- */
+
+/* Where a new connection is sent when its destination is rewritten: by a
+ * port forward, or by an endpoint-independent mapping that lets it in. */
+struct dnat_target {
+    rt_be32 addr;          /* inside address */
+    rt_be16 port;          /* inside port */
+    rt_be32 ext;           /* the external address it came to */
+    bool masquerade;       /* full NAT */
+    struct nat_map *map;   /* the mapping that let it in, or NULL */
+    int32_t backend;       /* load balancer backend number, or -1 */
 };
+
+/* The port forward for a new TCP/UDP packet, or NULL. */
+const struct rt_dnat_cfg *dp_dnat_match(const struct rt_dp *dp, const struct pkt_meta *m);
+/* A port forward (or load balancer) for 'm'; a mapping that lets 'm' in. */
+bool dp_forward_target(const struct rt_dp *dp, const struct pkt_meta *m,
+                       struct dnat_target *t);
+bool dp_mapping_target(struct rt_dp *dp, const struct pkt_meta *m,
+                       struct dnat_target *t, uint64_t now);
+/* The address new IPv4 connection 'm' leaving through 'out' is source-NATed
+ * to, or 0; the IPv6 address NAT66 masquerades it to, or NULL. */
+rt_be32 dp_snat_address(const struct rt_dp *dp, const struct rt_pkt *p,
+                        const struct pkt_meta *m, const struct dnat_target *dn, int out);
+const uint8_t *dp_masq6_address(const struct rt_dp *dp, const struct pkt_meta *m, int out);
+
+/* Fills the checksum adjustments of an NPTv6 rule. */
+void dp_npt6_prepare(struct dp_npt6 *n);
+/* The NPTv6 rule of interface 'iface' whose outside prefix (inbound) or
+ * inside prefix (outbound) holds address 'a', or NULL. */
+const struct dp_npt6 *dp_npt6_rule(const struct rt_dp *dp, int iface, const uint8_t *a,
+                                   bool inbound);
+/* Rewrites the prefix of the address at 'a' to 'to' (RFC 6296 3.2); false,
+ * nothing changed, for the one word-3 value that cannot map back. */
+bool dp_npt6_rewrite(uint8_t *a, const uint8_t *to, uint32_t plen, uint16_t adj);
+
+/* ---- dp_track.c ---------------------------------------------------------- */
 
 /* The two halves of opening a connection, shared by both pipelines.
  * dp_conn_init() builds connection 'c' for new packet 'm' in the caller's
@@ -173,64 +322,49 @@ enum dp_track {
  * for NAT.  dp_conn_commit() runs the tracker on 'm', stores 'c' in the
  * table under 'hash' (with its TCP window state 'w'), counts it against
  * 'host' and reports NEW; it returns the stored connection, or NULL after
- * dropping the packet with its reason and releasing 'c''s NAT mapping. */
+ * dropping the packet with its reason and releasing 'c''s NAT mapping.
+ * dp_conn_abandon() gives up a connection being built (its mapping). */
 bool dp_conn_init(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
                   struct ct_conn *c, struct ct_tcp_win *w, uint64_t now);
 struct ct_conn *dp_conn_commit(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
                                struct ct_conn *c, struct ct_tcp_win *w, uint32_t hash,
                                bool reply_free, struct host_entry *host, uint64_t now);
+void dp_conn_abandon(struct rt_dp *dp, const struct ct_conn *c);
 
-/* The connection ICMP error 'm' quotes, with the direction of the quoted
- * packet in '*dir', if the error is addressed to that packet's sender; else
- * NULL, the error counted and dropped ('to_router': it is for one of the
- * router's addresses).  Shared by the IPv4 and IPv6 pipelines. */
-struct ct_conn *dp_related_conn(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
-                                bool to_router, uint64_t now, enum ct_dir *dir);
+/* May new connection 'm', leaving through 'out' towards 'dst':'dport', be
+ * opened?  The forward chain's rules for NEW, then (without a matching
+ * rule, unless 'own_permission': a port forward or mapping is its own) the
+ * zone pair's policy, then the per-source limits, whose entry goes to
+ * '*host'.  False when 'p' is refused, dropped and counted. */
+bool dp_admit_new(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m, int out,
+                  const union rt_addr *dst, rt_be16 dport, bool own_permission,
+                  struct host_entry **host);
 
-/* Runs the tracker of 'm' on 'c' (direction 'dir'): accounting, events,
- * INVALID drops with their reasons, re-opened tuples.  Shared by the IPv4
- * and IPv6 pipelines. */
-enum dp_track dp_track(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
-                       struct ct_conn *c, enum ct_dir dir, uint64_t now);
-void dp_track_kill(struct rt_dp *dp, struct ct_conn *c);
-
-/* The firewall's per-source limits for new connection 'm': its source's
- * bucket of new connections per second and its cap on tracked connections.
- * Sets '*host' to the source's entry (NULL if no limit is configured, or if
- * the table had no room: then the source is not limited). */
-enum rt_drop_reason dp_source_limits(struct rt_dp *dp, const struct pkt_meta *m,
-                                     struct host_entry **host);
-
-/* Replaces 'p' (already counted as dropped) by ICMPv6 "packet too big"
- * with 'mtu' to its source (ip6.c).  For later fragments, which a router
- * may not fragment further either (RFC 8200 5). */
-void dp_packet_too_big6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
-                        uint32_t mtu);
-
+/* A packet of known connection 'c' (direction 'dir'), either family: route,
+ * firewall for ESTABLISHED, the L4 tracker, NAT, forward.  Returns true
+ * when the connection was gone and 'p' must be taken as new. */
+bool dp_process_tracked(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
+                        struct ct_conn *c, enum ct_dir dir, uint64_t now);
+/* An ICMP or ICMPv6 error: RELATED to the connection it quotes, or dropped. */
+void dp_process_related(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
+                        uint64_t now);
 /* A packet for one of the router's own addresses, either family: the
- * input chain, then echo answered, anything else counted (dp.c). */
+ * input chain, then echo answered, anything else counted. */
 void dp_process_local(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m);
+/* The table's hook: connection 'c' is being deleted. */
+void dp_on_ct_delete(void *ctx, const struct ct_conn *c);
 
-/* The IPv6 output interface for 'dst', or -1; whether 'a' is one of the
- * router's IPv6 addresses (ip6.c). */
-int dp_route6(const struct rt_dp *dp, const uint8_t *dst);
-bool dp_is_local6(const struct rt_dp *dp, const uint8_t *a);
-/* Refusing an IPv6 packet a rule dropped or rejected (ICMPv6
- * "administratively prohibited" for a reject), and answering an ICMPv6
- * echo request to the router, in place (ip6.c). */
-void dp_refuse6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m, int action);
-void dp_echo_reply6(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m);
+/* ---- dp_ip4.c, dp_ip6.c -------------------------------------------------- */
 
-/* Fills the checksum adjustments of an NPTv6 rule (ip6.c). */
-void dp_npt6_prepare(struct dp_npt6 *n);
-
-/* The IPv6 pipeline (ip6.c): everything after parsing for an IPv6 packet.
- * 'hash' is the hash of its tuple. */
-void dp_process6(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
-                 uint32_t hash, uint64_t now);
-
-/* The same, for a packet a firewall rule ('rule', -1 for none) refused. */
-void dp_drop_rule(struct rt_dp *dp, struct rt_pkt *p, enum rt_drop_reason r,
-                  int rule);
+/* A family's path for a parsed packet whose tuple hashes to 'hash':
+ * address checks, then fragments, RELATED, tracked or new.  Returns false
+ * when 'p' was dropped before any of those; dp_ip6_check() may rewrite the
+ * destination (NPTv6) and with it '*hash'. */
+bool dp_ip4_check(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m);
+bool dp_ip6_check(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_t *hash);
+void dp_ip4_dispatch(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
+                     uint32_t hash, uint64_t now);
+void dp_ip6_dispatch(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
+                     uint32_t hash, uint64_t now);
 
 #endif /* RT_DP_H */

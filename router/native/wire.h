@@ -148,4 +148,27 @@ static inline void wire_put_be32(uint8_t *p, rt_be32 v)
     memcpy(p, &v, 4);
 }
 
+/* ---- address classes ------------------------------------------------------ */
+
+/* Sources no host may use (RFC 1122 3.2.1.3, RFC 5735); 's' in host order. */
+static inline bool addr4_martian_src(uint32_t s)
+{
+    uint8_t top = (uint8_t)(s >> 24);
+    return top == 0 || top == 127 || top >= 224;
+}
+
+static inline bool addr6_multicast(const uint8_t *a) { return a[0] == 0xff; }
+static inline bool addr6_link_local(const uint8_t *a)
+{
+    return a[0] == 0xfe && (a[1] & 0xc0) == 0x80;
+}
+
+static inline bool addr6_unspecified_or_loopback(const uint8_t *a)
+{
+    for (int i = 0; i < 15; i++)
+        if (a[i])
+            return false;
+    return a[15] <= 1;
+}
+
 #endif /* RT_WIRE_H */

@@ -62,7 +62,7 @@ def test_ping6_tcp_udp_through_the_router(netlab: NetLab) -> None:
 
 def test_fragmented_udp6_through_the_router(netlab: NetLab) -> None:
     """IPv6 hosts fragment what does not fit the path; the router forwards
-    the fragments of tracked flows (virtual reassembly, frag.c)."""
+    the fragments of tracked flows (virtual reassembly, dp_frag.c)."""
     wait_addr(netlab)
     netlab.server(netlab.wan, "udp-echo", SERVER6, 5355)
     big = "f" * 4000

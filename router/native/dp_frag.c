@@ -1,5 +1,5 @@
 /*
- * frag.c - forwarding IPv4 and IPv6 fragments of tracked flows (RFC 4787
+ * dp_frag.c - forwarding IPv4 and IPv6 fragments of tracked flows (RFC 4787
  * REQ-14; for IPv6 what Linux's nf_defrag_ipv6 makes possible, without
  * reassembling).
  *
@@ -178,7 +178,7 @@ void frag_later(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
              * next link cannot take (RFC 8201); an IPv4 router would have
              * fragmented it instead, which this one does not do. */
             if (r == RT_DROP_TOO_BIG && e->key.family == 6)
-                dp_packet_too_big6(dp, p, m, dp->ifaces[e->out_iface].mtu);
+                dp_icmp6_error(dp, p, m, ICMP6_PACKET_TOO_BIG, 0, dp->ifaces[e->out_iface].mtu);
             return;
         }
         p->len = m->len;

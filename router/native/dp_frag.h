@@ -1,8 +1,8 @@
 /*
- * frag.h - forwarding IPv4 and IPv6 fragments of tracked flows.
+ * dp_frag.h - forwarding IPv4 and IPv6 fragments of tracked flows.
  */
-#ifndef RT_FRAG_H
-#define RT_FRAG_H
+#ifndef RT_DP_FRAG_H
+#define RT_DP_FRAG_H
 
 #include "parse.h"
 
@@ -75,4 +75,4 @@ void frag_first_done(struct rt_dp *dp, const struct frag_key *k, const uint8_t *
 void frag_later(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
                 uint64_t now_ms);
 
-#endif /* RT_FRAG_H */
+#endif /* RT_DP_FRAG_H */
