@@ -6,8 +6,9 @@ takes the data plane's lock for its duration (``_c``), and the workers take it
 around each batch.  The workers are C threads that never touch Python objects,
 and cffi releases the GIL during calls, so neither waits for the other's
 interpreter.  Names of
-counters, drop reasons, timeouts and TCP states are read from C at import time,
-so Python never repeats a list the C side owns.
+counters, drop reasons, timeouts and TCP states come from the C headers
+(``router.native.names``), checked here against the compiled library, so
+Python never repeats a list the C side owns.
 """
 
 from __future__ import annotations
@@ -20,7 +21,20 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
 
-from router.native import ffi, lib
+from router.native._rt import ffi, lib
+from router.native.names import (
+    ASSURED,
+    COUNTER_NAMES,
+    DROP_NAMES,
+    DST_NAT,
+    NAT_MAPPED,
+    SEEN_REPLY,
+    SRC_NAT,
+    TCP_STATE_NAMES,
+    TIMEOUT_DEFAULTS,
+    TIMEOUT_NAMES,
+)
+from router.native.records import CtEntry, Event, TcpWindow
 
 if TYPE_CHECKING:
     from router.tables import Tables
@@ -30,17 +44,23 @@ def _names(n: int, fn: Any) -> tuple[str, ...]:
     return tuple(ffi.string(fn(i)).decode() for i in range(n))
 
 
-COUNTER_NAMES = _names(lib.rt_n_counters(), lib.rt_counter_name)
-DROP_NAMES = _names(lib.rt_n_drop_reasons(), lib.rt_drop_name)
-TIMEOUT_NAMES = _names(lib.rt_n_timeouts(), lib.rt_timeout_name)
-TCP_STATE_NAMES = _names(lib.rt_n_tcp_states(), lib.rt_tcp_state_name)
-TIMEOUT_DEFAULTS = {name: int(lib.rt_timeout_default(i)) for i, name in enumerate(TIMEOUT_NAMES)}
-
-SEEN_REPLY = int(lib.RT_CT_SEEN_REPLY)
-ASSURED = int(lib.RT_CT_ASSURED)
-SRC_NAT = int(lib.RT_CT_SRC_NAT)
-DST_NAT = int(lib.RT_CT_DST_NAT)
-NAT_MAPPED = int(lib.RT_CT_NAT_MAPPED)
+# The headers' lists (router.native.names) are what this build was compiled
+# from: a stale build or a misread header stops the import here.
+_BUILT = {
+    "drop reasons": (_names(lib.rt_n_drop_reasons(), lib.rt_drop_name), DROP_NAMES),
+    "counters": (_names(lib.rt_n_counters(), lib.rt_counter_name), COUNTER_NAMES),
+    "timeouts": (_names(lib.rt_n_timeouts(), lib.rt_timeout_name), TIMEOUT_NAMES),
+    "TCP states": (_names(lib.rt_n_tcp_states(), lib.rt_tcp_state_name), TCP_STATE_NAMES),
+    "timeout defaults": (tuple(int(lib.rt_timeout_default(i)) for i in range(len(TIMEOUT_NAMES))),
+                         tuple(TIMEOUT_DEFAULTS.values())),
+    "status bits": ((int(lib.RT_CT_SEEN_REPLY), int(lib.RT_CT_ASSURED), int(lib.RT_CT_SRC_NAT),
+                     int(lib.RT_CT_DST_NAT), int(lib.RT_CT_NAT_MAPPED)),
+                    (SEEN_REPLY, ASSURED, SRC_NAT, DST_NAT, NAT_MAPPED)),
+}
+for _what, (_built, _read) in _BUILT.items():
+    if _built != _read:
+        raise ImportError(f"the compiled data plane's {_what} differ from its headers': "
+                          "rebuild it (pip install -e .)")
 
 WORKER_STATS = ("packets", "batches", "wakeups", "errors", "lock_waits", "locked_ns",
                 "busy_ns")
@@ -117,38 +137,6 @@ class SweepResult:
     count: int
 
 
-TcpWindow = tuple[int, int, int, int, int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class CtEntry:
-    """One tracked connection, both directions."""
-
-    slot: int
-    family: int
-    proto: int
-    state: str | None  # TCP only
-    status: int
-    src: tuple[str, str]
-    dst: tuple[str, str]
-    sport: tuple[int, int]
-    dport: tuple[int, int]
-    timeout_ms: int
-    age_ms: int
-    packets: tuple[int, int]
-    bytes: tuple[int, int]
-    # TCP window tracking per direction: (end, maxend, maxwin, scale, flags,
-    # maxack);
-    # None when not known (a restored entry then re-learns it liberally).
-    tcp_window: tuple[TcpWindow, TcpWindow] | None = None
-
-    @property
-    def assured(self) -> bool:
-        return bool(self.status & ASSURED)
-
-    @property
-    def seen_reply(self) -> bool:
-        return bool(self.status & SEEN_REPLY)
 
 
 def _addr(raw: Any, family: int) -> str:
@@ -180,18 +168,6 @@ EVENT_TYPES = {int(lib.RT_EV_NEW): "NEW", int(lib.RT_EV_UPDATE): "UPDATE",
                int(lib.RT_EV_DESTROY): "DESTROY", int(lib.RT_EV_DROP): "DROP"}
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A connection event (NEW, UPDATE, DESTROY: ``entry`` is the connection)
-    or a sampled drop (DROP: ``entry`` holds the packet's addresses, protocol
-    and ports in direction 0; ``reason``, ``iface``, ``rule`` say why)."""
-
-    type: str
-    entry: CtEntry
-    reason: str = ""
-    iface: int = -1
-    rule: int = -1
-    tcp_flags: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +182,139 @@ class Captured:
 def _window(e: Any, d: int) -> TcpWindow:
     return (int(e.tcp_end[d]), int(e.tcp_maxend[d]), int(e.tcp_maxwin[d]),
             int(e.tcp_scale[d]), int(e.tcp_flags[d]), int(e.tcp_maxack[d]))
+
+
+def _c_arrays(t: Tables) -> dict[str, Any]:
+    """The arrays of ``struct rt_tables``, filled from ``t``."""
+    ifaces = ffi.new("struct rt_iface_cfg[]", max(1, len(t.ifaces)))
+    for i, e in enumerate(t.ifaces):
+        ifaces[i].fd = e.fd
+        ifaces[i].addr = be32(e.addr)
+        ifaces[i].mtu = e.mtu
+        ifaces[i].zone = e.zone
+        ifaces[i].flags = lib.RT_IF_VNET_HDR if e.vnet_hdr else 0
+        ifaces[i].rp_filter = e.rp_filter
+        if e.addr6 is not None:
+            ifaces[i].addr6 = e.addr6.packed
+            ifaces[i].has_addr6 = 1
+    routes6 = ffi.new("struct rt_route6_cfg[]", max(1, len(t.routes6)))
+    for i, r6 in enumerate(t.routes6):
+        routes6[i].prefix = r6.prefix.network_address.packed
+        routes6[i].plen = r6.prefix.prefixlen
+        routes6[i].iface = r6.iface
+    npt6 = ffi.new("struct rt_npt6_cfg[]", max(1, len(t.npt6)))
+    for i, n6 in enumerate(t.npt6):
+        npt6[i].inside = n6.inside.network_address.packed
+        npt6[i].outside = n6.outside.network_address.packed
+        npt6[i].plen = n6.inside.prefixlen
+        npt6[i].iface = n6.iface
+    routes = ffi.new("struct rt_route_cfg[]", max(1, len(t.routes)))
+    for i, r in enumerate(t.routes):
+        routes[i].prefix = be32(r.prefix.network_address)
+        routes[i].plen = r.prefix.prefixlen
+        routes[i].iface = r.iface
+        routes[i].gateway = be32(r.gateway)
+    masq6 = ffi.new("struct rt_masq6_cfg[]", max(1, len(t.masq6)))
+    for i, m6 in enumerate(t.masq6):
+        masq6[i].src_prefix = m6.sources.network_address.packed
+        masq6[i].src_plen = m6.sources.prefixlen
+        masq6[i].out_iface = m6.out_iface
+    nat = ffi.new("struct rt_nat_cfg[]", max(1, len(t.nat)))
+    for i, n in enumerate(t.nat):
+        nat[i].src_prefix = be32(n.sources.network_address)
+        nat[i].src_plen = n.sources.prefixlen
+        nat[i].out_iface = n.out_iface
+        nat[i].to_addr = be32(n.to)
+        nat[i].pool_first = n.pool_first
+        nat[i].pool_size = n.pool_size
+    pool = ffi.new("rt_be32[]", [be32(a) for a in t.nat_pool] or [0])
+    dnat = ffi.new("struct rt_dnat_cfg[]", max(1, len(t.dnat)))
+    for i, d in enumerate(t.dnat):
+        dnat[i].addr = be32(d.addr)
+        dnat[i].to_addr = be32(d.to)
+        dnat[i].port_min = d.port_min
+        dnat[i].port_max = d.port_max
+        dnat[i].to_port = d.to_port
+        dnat[i].proto = d.proto
+        dnat[i].masquerade = int(d.masquerade)
+        dnat[i].lb_first = d.lb_first
+        dnat[i].lb_size = d.lb_size
+    lb = ffi.new("struct rt_lb_slot[]", max(1, len(t.lb_slots)))
+    for i, sl in enumerate(t.lb_slots):
+        lb[i].addr = be32(sl.addr)
+        lb[i].port = sl.port
+        lb[i].backend = sl.backend
+    policy = ffi.new("uint8_t[]", [int(v) for row in t.policy for v in row] or [0])
+    timeouts = ffi.new("uint32_t[]", list(t.timeouts))
+    fw = ffi.new("struct rt_fw_rule[]", max(1, len(t.fw)))
+    for i, rule in enumerate(t.fw):
+        fw[i].chain = rule.chain
+        fw[i].action = rule.action
+        fw[i].proto = rule.proto
+        fw[i].states = rule.states
+        fw[i].from_zone = rule.from_zone
+        fw[i].to_zone = rule.to_zone
+        if rule.src.version == 6 or rule.dst.version == 6:
+            fw[i].family = 6
+            fw[i].src6 = rule.src.network_address.packed
+            fw[i].dst6 = rule.dst.network_address.packed
+        else:
+            fw[i].src = be32(rule.src.network_address)
+            fw[i].dst = be32(rule.dst.network_address)
+        fw[i].src_plen = rule.src.prefixlen
+        fw[i].dst_plen = rule.dst.prefixlen
+        fw[i].icmp_type = rule.icmp_type
+        fw[i].port_min = rule.port_min
+        fw[i].port_max = rule.port_max
+    return {"ifaces": ifaces, "routes": routes, "routes6": routes6, "npt6": npt6,
+            "masq6": masq6, "nat": nat, "pool": pool, "dnat": dnat, "lb": lb, "fw": fw,
+            "policy": policy, "timeouts": timeouts}
+
+
+def _c_tables(t: Tables, a: dict[str, Any]) -> Any:
+    """``struct rt_tables`` pointing at arrays ``a`` (which must outlive it)."""
+    tb = ffi.new("struct rt_tables *")
+    tb.ifaces = a["ifaces"]
+    tb.n_ifaces = len(t.ifaces)
+    tb.routes = a["routes"]
+    tb.n_routes = len(t.routes)
+    tb.routes6 = a["routes6"]
+    tb.n_routes6 = len(t.routes6)
+    tb.npt6 = a["npt6"]
+    tb.n_npt6 = len(t.npt6)
+    tb.masq6 = a["masq6"]
+    tb.n_masq6 = len(t.masq6)
+    tb.nat = a["nat"]
+    tb.n_nat = len(t.nat)
+    tb.dnat = a["dnat"]
+    tb.n_dnat = len(t.dnat)
+    tb.n_zones = len(t.zones)
+    tb.zone_policy = a["policy"]
+    tb.timeouts = a["timeouts"]
+    tb.n_timeouts = len(t.timeouts)
+    tb.port_min = t.port_min
+    tb.port_max = t.port_max
+    tb.flags = ((lib.RT_F_TCP_LOOSE if t.tcp_loose else 0)
+                | (lib.RT_F_L4_CSUM if t.checksum else 0)
+                | (lib.RT_F_PRESERVE_PORTS if t.preserve_ports else 0)
+                | (lib.RT_F_EIM if t.eim else 0)
+                | (lib.RT_F_TCP_LIBERAL if t.tcp_liberal else 0))
+    tb.tcp_max_retrans = t.tcp_max_retrans
+    tb.nat_filtering = t.filtering
+    tb.fw_rules = a["fw"]
+    tb.n_fw_rules = len(t.fw)
+    tb.input_policy = t.input_policy
+    tb.icmp_rate = t.icmp_rate
+    tb.src_conn_cap = t.src_conn_cap
+    tb.src_new_rate = t.src_new_rate
+    tb.src_prefix6 = t.src_prefix6
+    tb.src_share = t.src_share
+    tb.nat_pool = a["pool"]
+    tb.n_nat_pool = len(t.nat_pool)
+    tb.lb_slots = a["lb"]
+    tb.n_lb_slots = len(t.lb_slots)
+    tb.n_backends = len(t.backends)
+    return tb
 
 
 class Datapath:
@@ -244,132 +353,8 @@ class Datapath:
     def load(self, t: Tables) -> None:
         """Swaps in new tables atomically; raises DatapathError and keeps the
         old ones if the C side refuses them."""
-        keep = []  # cffi buffers must outlive the call
-        ifaces = ffi.new("struct rt_iface_cfg[]", max(1, len(t.ifaces)))
-        for i, e in enumerate(t.ifaces):
-            ifaces[i].fd = e.fd
-            ifaces[i].addr = be32(e.addr)
-            ifaces[i].mtu = e.mtu
-            ifaces[i].zone = e.zone
-            ifaces[i].flags = lib.RT_IF_VNET_HDR if e.vnet_hdr else 0
-            ifaces[i].rp_filter = e.rp_filter
-            if e.addr6 is not None:
-                ifaces[i].addr6 = e.addr6.packed
-                ifaces[i].has_addr6 = 1
-        routes6 = ffi.new("struct rt_route6_cfg[]", max(1, len(t.routes6)))
-        for i, r6 in enumerate(t.routes6):
-            routes6[i].prefix = r6.prefix.network_address.packed
-            routes6[i].plen = r6.prefix.prefixlen
-            routes6[i].iface = r6.iface
-        npt6 = ffi.new("struct rt_npt6_cfg[]", max(1, len(t.npt6)))
-        for i, n6 in enumerate(t.npt6):
-            npt6[i].inside = n6.inside.network_address.packed
-            npt6[i].outside = n6.outside.network_address.packed
-            npt6[i].plen = n6.inside.prefixlen
-            npt6[i].iface = n6.iface
-        routes = ffi.new("struct rt_route_cfg[]", max(1, len(t.routes)))
-        for i, r in enumerate(t.routes):
-            routes[i].prefix = be32(r.prefix.network_address)
-            routes[i].plen = r.prefix.prefixlen
-            routes[i].iface = r.iface
-            routes[i].gateway = be32(r.gateway)
-        masq6 = ffi.new("struct rt_masq6_cfg[]", max(1, len(t.masq6)))
-        for i, m6 in enumerate(t.masq6):
-            masq6[i].src_prefix = m6.sources.network_address.packed
-            masq6[i].src_plen = m6.sources.prefixlen
-            masq6[i].out_iface = m6.out_iface
-        nat = ffi.new("struct rt_nat_cfg[]", max(1, len(t.nat)))
-        for i, n in enumerate(t.nat):
-            nat[i].src_prefix = be32(n.sources.network_address)
-            nat[i].src_plen = n.sources.prefixlen
-            nat[i].out_iface = n.out_iface
-            nat[i].to_addr = be32(n.to)
-            nat[i].pool_first = n.pool_first
-            nat[i].pool_size = n.pool_size
-        pool = ffi.new("rt_be32[]", [be32(a) for a in t.nat_pool] or [0])
-        dnat = ffi.new("struct rt_dnat_cfg[]", max(1, len(t.dnat)))
-        for i, d in enumerate(t.dnat):
-            dnat[i].addr = be32(d.addr)
-            dnat[i].to_addr = be32(d.to)
-            dnat[i].port_min = d.port_min
-            dnat[i].port_max = d.port_max
-            dnat[i].to_port = d.to_port
-            dnat[i].proto = d.proto
-            dnat[i].masquerade = int(d.masquerade)
-            dnat[i].lb_first = d.lb_first
-            dnat[i].lb_size = d.lb_size
-        lb = ffi.new("struct rt_lb_slot[]", max(1, len(t.lb_slots)))
-        for i, sl in enumerate(t.lb_slots):
-            lb[i].addr = be32(sl.addr)
-            lb[i].port = sl.port
-            lb[i].backend = sl.backend
-        nz = len(t.zones)
-        policy = ffi.new("uint8_t[]", [int(v) for row in t.policy for v in row] or [0])
-        timeouts = ffi.new("uint32_t[]", list(t.timeouts))
-        fw = ffi.new("struct rt_fw_rule[]", max(1, len(t.fw)))
-        for i, rule in enumerate(t.fw):
-            fw[i].chain = rule.chain
-            fw[i].action = rule.action
-            fw[i].proto = rule.proto
-            fw[i].states = rule.states
-            fw[i].from_zone = rule.from_zone
-            fw[i].to_zone = rule.to_zone
-            if rule.src.version == 6 or rule.dst.version == 6:
-                fw[i].family = 6
-                fw[i].src6 = rule.src.network_address.packed
-                fw[i].dst6 = rule.dst.network_address.packed
-            else:
-                fw[i].src = be32(rule.src.network_address)
-                fw[i].dst = be32(rule.dst.network_address)
-            fw[i].src_plen = rule.src.prefixlen
-            fw[i].dst_plen = rule.dst.prefixlen
-            fw[i].icmp_type = rule.icmp_type
-            fw[i].port_min = rule.port_min
-            fw[i].port_max = rule.port_max
-        keep += [ifaces, routes, routes6, npt6, masq6, nat, pool, dnat, lb, fw, policy, timeouts]
-
-        tb = ffi.new("struct rt_tables *")
-        tb.ifaces = ifaces
-        tb.n_ifaces = len(t.ifaces)
-        tb.routes = routes
-        tb.n_routes = len(t.routes)
-        tb.routes6 = routes6
-        tb.n_routes6 = len(t.routes6)
-        tb.npt6 = npt6
-        tb.n_npt6 = len(t.npt6)
-        tb.masq6 = masq6
-        tb.n_masq6 = len(t.masq6)
-        tb.nat = nat
-        tb.n_nat = len(t.nat)
-        tb.dnat = dnat
-        tb.n_dnat = len(t.dnat)
-        tb.n_zones = nz
-        tb.zone_policy = policy
-        tb.timeouts = timeouts
-        tb.n_timeouts = len(t.timeouts)
-        tb.port_min = t.port_min
-        tb.port_max = t.port_max
-        tb.flags = ((lib.RT_F_TCP_LOOSE if t.tcp_loose else 0)
-                    | (lib.RT_F_L4_CSUM if t.checksum else 0)
-                    | (lib.RT_F_PRESERVE_PORTS if t.preserve_ports else 0)
-                    | (lib.RT_F_EIM if t.eim else 0)
-                    | (lib.RT_F_TCP_LIBERAL if t.tcp_liberal else 0))
-        tb.tcp_max_retrans = t.tcp_max_retrans
-        tb.nat_filtering = t.filtering
-        tb.fw_rules = fw
-        tb.n_fw_rules = len(t.fw)
-        tb.input_policy = t.input_policy
-        tb.icmp_rate = t.icmp_rate
-        tb.src_conn_cap = t.src_conn_cap
-        tb.src_new_rate = t.src_new_rate
-        tb.src_prefix6 = t.src_prefix6
-        tb.src_share = t.src_share
-        tb.nat_pool = pool
-        tb.n_nat_pool = len(t.nat_pool)
-        tb.lb_slots = lb
-        tb.n_lb_slots = len(t.lb_slots)
-        tb.n_backends = len(t.backends)
-        if self._c(lib.rt_dp_load, tb) != 0:
+        arrays = _c_arrays(t)  # cffi buffers must outlive the call
+        if self._c(lib.rt_dp_load, _c_tables(t, arrays)) != 0:
             raise DatapathError(ffi.string(self._c(lib.rt_dp_error)).decode())
 
     # -- packets -----------------------------------------------------------

@@ -18,8 +18,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from router.ctfmt import entry_json, proto_name
-from router.datapath import Datapath, Event
+from router.conntrack_text import entry_json, proto_name
+from router.datapath import Datapath
+from router.native.records import Event
 
 DRAIN_INTERVAL = 0.05
 QUEUE_MAX = 10000

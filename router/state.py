@@ -37,7 +37,8 @@ from typing import Any
 
 from router import safepath
 from router.config import MAX_TIMEOUT
-from router.datapath import TCP_STATE_NAMES, CtEntry
+from router.native.names import TCP_STATE_NAMES
+from router.native.records import CtEntry
 
 FORMAT = "tun-router-conntrack"
 VERSION = 3

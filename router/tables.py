@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from router.config import Backend, Config, Rule
-from router.datapath import TIMEOUT_NAMES
+from router.native.names import TIMEOUT_NAMES
 
 ANY = IPv4Network("0.0.0.0/0")
 
@@ -194,9 +194,9 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
                               lb.backends[0].address, lb.backends[0].port, lb.masquerade,
                               lb_first=first, lb_size=len(table)))
 
-    default = cfg.forward_default == "accept"
+    default = cfg.firewall.forward == "accept"
     policy = [[default] * len(zones) for _ in zones]
-    for p in cfg.policies:
+    for p in cfg.firewall.policies:
         policy[zindex[p.from_zone]][zindex[p.to_zone]] = p.action == "accept"
 
     return Tables(
@@ -230,13 +230,13 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
                     src=x.source or _any_of(x), dst=x.destination or _any_of(x),
                     icmp_type=-1 if x.icmp_type is None else x.icmp_type,
                     port_min=x.port_min, port_max=x.port_max)
-            for x in cfg.rules),
-        input_policy=ACTION_CODES[cfg.input_default],
-        icmp_rate=cfg.icmp_rate,
-        src_conn_cap=cfg.max_conns_per_source,
-        src_new_rate=cfg.new_conns_per_source,
-        src_prefix6=cfg.source_prefix6,
-        src_share=cfg.source_share,
+            for x in cfg.firewall.rules),
+        input_policy=ACTION_CODES[cfg.firewall.input],
+        icmp_rate=cfg.firewall.icmp_rate,
+        src_conn_cap=cfg.firewall.max_connections_per_source,
+        src_new_rate=cfg.firewall.new_connections_per_source,
+        src_prefix6=cfg.firewall.source_prefix6,
+        src_share=cfg.firewall.source_share,
         lb_slots=tuple(slots),
         backends=tuple(backends),
     )

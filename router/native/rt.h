@@ -465,7 +465,15 @@ uint16_t rt_csum_full(const uint8_t *data, uint32_t len);
 void rt_csum_replace2(uint8_t *field, uint16_t old, uint16_t new_);
 void rt_csum_replace4(uint8_t *field, uint32_t old, uint32_t new_);
 
-/* ABI check: sizeof of the public structs, by name; 0 if unknown. */
+/* ABI check: sizeof of the public structs, by name; 0 if unknown.  The
+ * list is every struct of rt.cdef (tests/native/test_abi.py reads the cdef
+ * and fails on one missing here). */
+#define RT_ABI_STRUCTS(X)                                                      \
+    X(rt_dp_params) X(rt_iface_cfg) X(rt_fw_rule) X(rt_route_cfg)              \
+    X(rt_npt6_cfg) X(rt_masq6_cfg) X(rt_route6_cfg) X(rt_nat_cfg)              \
+    X(rt_dnat_cfg) X(rt_lb_slot) X(rt_tables) X(rt_pkt) X(rt_worker_stats)     \
+    X(rt_iface_stats) X(rt_sweep_result) X(rt_ct_entry) X(rt_event)            \
+    X(rt_capture)
 uint32_t rt_abi_sizeof(const char *name);
 
 /*

@@ -144,19 +144,7 @@ uint32_t rt_abi_sizeof(const char *name)
 #define S(t)                                                                   \
     if (strcmp(name, #t) == 0)                                                 \
         return (uint32_t)sizeof(struct t);
-    S(rt_dp_params)
-    S(rt_iface_cfg)
-    S(rt_route_cfg)
-    S(rt_nat_cfg)
-    S(rt_dnat_cfg)
-    S(rt_lb_slot)
-    S(rt_fw_rule)
-    S(rt_tables)
-    S(rt_pkt)
-    S(rt_iface_stats)
-    S(rt_worker_stats)
-    S(rt_sweep_result)
-    S(rt_ct_entry)
+    RT_ABI_STRUCTS(S)
 #undef S
     return 0;
 }

@@ -1,12 +1,25 @@
 """The cdef and the C headers agree on every public struct."""
 
+import re
+from pathlib import Path
+
 import pytest
+from router.native._rt import ffi, lib
 
-from router.native import ffi, lib
+import router.native
 
-STRUCTS = ["rt_dp_params", "rt_iface_cfg", "rt_route_cfg", "rt_nat_cfg", "rt_dnat_cfg",
-           "rt_tables", "rt_lb_slot", "rt_fw_rule",
-           "rt_pkt", "rt_iface_stats", "rt_worker_stats", "rt_sweep_result", "rt_ct_entry"]
+# The one list: every struct the cdef declares (C's RT_ABI_STRUCTS must know
+# each, and a struct added to the cdef is checked without touching this file).
+CDEF = (Path(router.native.__file__).parent / "rt.cdef").read_text()
+STRUCTS = re.findall(r"^struct (rt_\w+) \{", CDEF, re.M)
+
+
+def test_every_cdef_struct_is_listed() -> None:
+    assert len(STRUCTS) >= 18
+    header = (Path(router.native.__file__).parent / "rt.h").read_text()
+    listed = re.search(r"#define RT_ABI_STRUCTS\(X\)(.*?)\nuint32_t", header, re.S)
+    assert listed is not None
+    assert sorted(re.findall(r"X\((\w+)\)", listed.group(1))) == sorted(STRUCTS)
 
 
 @pytest.mark.parametrize("name", STRUCTS)
@@ -44,9 +57,10 @@ def test_requested_build_is_the_one_loaded() -> None:
     import os
 
     import router.native as native
+    from router.native import _rt
 
     path = os.environ.get("RT_NATIVE_PATH")
-    loaded = native._rt.__file__  # type: ignore[attr-defined]
+    loaded = _rt.__file__
     if path:
         assert loaded.startswith(path), loaded
     else:

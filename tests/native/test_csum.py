@@ -4,8 +4,8 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from router.native._rt import ffi, lib
 
-from router.native import ffi, lib
 from tests.packets import checksum
 
 

@@ -1,10 +1,10 @@
 """Every cell of the TCP transition table, and the table driven by packets."""
 
 import pytest
+from router.native._rt import lib
 
 from router.datapath import TCP_STATE_NAMES
-from router.native import lib
-from tests.native.conftest import LAN, LAN_HOST, ROUTER_WAN, SERVER, WAN, Lab
+from tests.native.conftest import LAN, LAN_HOST, ROUTER_WAN, SERVER, WAN, Lab, LabFactory
 from tests.packets import IP, TCP, verify_checksums
 
 IV, IG = 0xFE, 0xFF
@@ -173,7 +173,7 @@ def test_midstream_pickup_loose(lab: Lab) -> None:
     assert e.assured and e.timeout_ms > 300_000
 
 
-def test_midstream_pickup_disabled(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_midstream_pickup_disabled(lab_factory: LabFactory) -> None:
     lab = lab_factory("\n[conntrack]\ntcp_loose = false\n")
     r = lab.send(LAN, out_seg("A", seq=1, ack=1))
     assert r.out_iface == -1 and r.reason == "bad_tcp_flags"

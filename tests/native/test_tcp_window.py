@@ -9,9 +9,9 @@ from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
+from router.native._rt import lib
 
 from router.datapath import CtEntry
-from router.native import lib
 from tests.native.conftest import LAN, LAN_HOST, ROUTER_WAN, SERVER, WAN, Lab, make_lab
 from tests.packets import IP, TCP, Raw, checksum
 

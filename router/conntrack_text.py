@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from router.datapath import ASSURED, SEEN_REPLY, CtEntry
+from router.native.names import ASSURED, DST_NAT, NAT_MAPPED, SEEN_REPLY, SRC_NAT
+from router.native.records import CtEntry
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 47: "gre", 132: "sctp",
                136: "udplite", 33: "dccp"}
@@ -103,8 +104,6 @@ def nat_mappings(entries: list[CtEntry], filtering: str = "address-and-port-depe
     endpoint, external endpoint), with how many connections use it.
     Connections let in through an endpoint-independent mapping count with
     the mapping; port forwards are listed as such."""
-    from router.datapath import DST_NAT, NAT_MAPPED, SRC_NAT
-
     def endpoint(addr: str, port: int) -> str:
         return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
