@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{n_nat} NAT rules, zones: {', '.join(cfg.zones)})")
         return 0
 
-    log.setup(cfg.log_level, cfg.log_format, cfg.log_output)
+    log.setup(cfg.log.level, cfg.log.format, cfg.log.output)
     _raise_open_files()
     import uvloop
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import toml
 
-from router.ctfmt import MAPPING_HEADER, entry_line, event_line, mapping_line
+from router.conntrack_text import MAPPING_HEADER, entry_line, event_line, mapping_line
 
 DEFAULT_SOCKET = "/run/router/router.sock"
 

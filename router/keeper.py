@@ -67,7 +67,7 @@ class StateKeeper:
             self._off(f"state directory: {e}")
             return
         try:
-            saved = self._read(dfd, name, path, cfg.conntrack.max_entries, self.key)
+            saved = self._read(dfd, name, path, cfg.conntrack.max, self.key)
             if saved is not None:
                 self._restore_entries(path, saved)
                 os.unlink(name, dir_fd=dfd)

@@ -14,22 +14,14 @@ from pathlib import Path
 
 import pytest
 
-import router.configread as configread
-from router.config import MAX_CONFIG_BYTES, ConfigError, load, parse, warnings
+import router.config.source as source
+from router.config import ConfigError, load, parse, warnings
+from router.config.model import MAX_CONFIG_BYTES
+from tests.helpers import TWO_LINKS
 
 ROOT = Path(__file__).resolve().parents[2]
 
-MIN = """
-[[interface]]
-name = "lan0"
-address = "192.168.1.1/24"
-zone = "lan"
-
-[[interface]]
-name = "wan0"
-address = "203.0.113.1/24"
-zone = "wan"
-"""
+MIN = TWO_LINKS
 
 
 def err(text: str) -> ConfigError:
@@ -48,18 +40,18 @@ def test_default_config_is_valid() -> None:
 
 def test_minimal_config_defaults() -> None:
     cfg = parse(MIN.encode())
-    assert cfg.forward_default == "drop" and cfg.policies == ()
-    assert cfg.conntrack.max_entries == 65536 and cfg.conntrack.tcp_loose
-    assert cfg.control_socket == "/run/router/router.sock"
+    assert cfg.firewall.forward == "drop" and cfg.firewall.policies == ()
+    assert cfg.conntrack.max == 65536 and cfg.conntrack.tcp_loose
+    assert cfg.control.socket == "/run/router/router.sock"
     assert cfg.interfaces[0].mtu == 1500
-    assert cfg.queues == 1 and cfg.workers  # one queue, moved by a worker thread
-    assert parse((MIN + "\n[dataplane]\nqueues = 4\n").encode()).queues == 4
+    assert cfg.dataplane.queues == 1 and cfg.dataplane.workers  # one queue, moved by a worker
+    assert parse((MIN + "\n[dataplane]\nqueues = 4\n").encode()).dataplane.queues == 4
 
 
 def test_config_is_immutable() -> None:
     cfg = parse(MIN.encode())
     with pytest.raises(AttributeError):
-        cfg.batch = 5  # type: ignore[misc]
+        cfg.dataplane.batch = 5  # type: ignore[misc]
 
 
 def test_missing_file() -> None:
@@ -289,10 +281,10 @@ state = ["new"]
 
 def test_firewall_rule_parsed() -> None:
     cfg = parse(FWRULE.encode())
-    (r,) = cfg.rules
+    (r,) = cfg.firewall.rules
     assert (r.chain, r.action, r.from_zone, r.protocol, r.port_min, r.states) == (
         "forward", "reject", "wan", 6, 22, ("new",))
-    assert cfg.input_default == "accept"
+    assert cfg.firewall.input == "accept"
     assert cfg.interfaces[0].rp_filter == "strict"
 
 
@@ -315,8 +307,8 @@ def test_bad_rp_filter() -> None:
 
 
 def test_metrics_listen() -> None:
-    assert parse(MIN.encode()).metrics_listen == "127.0.0.1:9188"  # loopback by default
-    assert parse((MIN + '\n[metrics]\nlisten = ""\n').encode()).metrics_listen == ""
+    assert parse(MIN.encode()).metrics.listen == "127.0.0.1:9188"  # loopback by default
+    assert parse((MIN + '\n[metrics]\nlisten = ""\n').encode()).metrics.listen == ""
     e = err(MIN + '\n[metrics]\nlisten = "9188"\n')
     assert e.key == "metrics.listen" and "ADDRESS:PORT" in e.reason
 
@@ -436,7 +428,7 @@ def test_a_hung_read_fails_the_reload_and_blocks_no_loop(monkeypatch: pytest.Mon
     def stuck(path: str) -> None:
         release.wait(30)
         raise ConfigError(path, "", "late")
-    monkeypatch.setattr(configread.config, "load", stuck)
+    monkeypatch.setattr(source, "load", stuck)
 
     async def main() -> tuple[str, str, int]:
         ticks = 0
@@ -447,8 +439,8 @@ def test_a_hung_read_fails_the_reload_and_blocks_no_loop(monkeypatch: pytest.Mon
                 await asyncio.sleep(0.01)
                 ticks += 1
         t = asyncio.create_task(tick())
-        first = str(await _raises(configread.read_config("/etc/x.toml", timeout=0.5)))
-        second = str(await _raises(configread.read_config("/etc/x.toml", timeout=0.5)))
+        first = str(await _raises(source.read_config("/etc/x.toml", timeout=0.5)))
+        second = str(await _raises(source.read_config("/etc/x.toml", timeout=0.5)))
         t.cancel()
         return first, second, ticks
     first, second, ticks = asyncio.run(main())

@@ -1,6 +1,6 @@
 """The text of `routerctl conntrack list` is the text of `conntrack -L`."""
 
-from router.ctfmt import entry_json, entry_line
+from router.conntrack_text import entry_json, entry_line
 from router.datapath import ASSURED, SEEN_REPLY, SRC_NAT, CtEntry
 
 
@@ -47,7 +47,7 @@ def test_json_fields() -> None:
 
 
 def test_nat_mappings_group_connections() -> None:
-    from router.ctfmt import mapping_line, nat_mappings
+    from router.conntrack_text import mapping_line, nat_mappings
     from router.datapath import DST_NAT
 
     a = entry(proto=17, state=None, status=SRC_NAT | SEEN_REPLY,
@@ -69,7 +69,7 @@ def test_nat_mappings_group_connections() -> None:
 
 
 def test_event_lines_like_conntrack_e() -> None:
-    from router.ctfmt import event_line
+    from router.conntrack_text import event_line
     base = {"proto": "tcp", "protonum": 6, "timeout": 120, "state": "SYN_SENT",
             "original": {"src": "10.0.0.2", "dst": "10.0.0.1", "sport": 43210, "dport": 22,
                          "packets": 1, "bytes": 60},
@@ -120,7 +120,7 @@ def test_icmpv6_line() -> None:
 
 
 def test_nat66_mappings_are_per_connection() -> None:
-    from router.ctfmt import nat_mappings
+    from router.conntrack_text import nat_mappings
 
     e = entry(family=6, proto=58, state=None, status=SRC_NAT | SEEN_REPLY,
               src=("fd00:77::2", "2001:db8:113::10"),
@@ -134,7 +134,7 @@ def test_nat66_mappings_are_per_connection() -> None:
 
 
 def test_conntrack_filter_takes_any_spelling_of_an_address() -> None:
-    from router.app import _matches
+    from router.commands import _matches
 
     j = entry_json(entry(family=6, proto=17, state=None, src=("2001:db8:77::2", "2001:db8::9"),
                          dst=("2001:db8::9", "2001:db8:77::2")))

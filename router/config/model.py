@@ -1,0 +1,324 @@
+"""The config as frozen dataclasses: one per TOML section, defaults written once.
+
+A scalar key has a field of the same name in the dataclass of its section,
+and its default, range or choices are written here alone, as the field's
+default and ``knob()`` metadata: the parser (``parse.py``) reads keys with
+them, and ``docs/config.md``'s tables are checked against them
+(``tests/unit/test_config_docs.py``).  Arrays of tables are tuples under a
+plural name (``[[interface]]`` → ``interfaces``, ``[[firewall.rule]]`` →
+``firewall.rules``); ``[[route]]`` splits by family into ``routes`` and
+``routes6``, ``[[nat.snat]]`` and ``[[nat.masquerade]]`` share ``nat.rules``.
+
+Pure: nothing here reads files, touches devices or loads the data plane.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from typing import Any
+
+from router.native.names import TIMEOUT_DEFAULTS
+
+# Whole-string patterns, used with fullmatch (a "$" would also match before
+# a trailing newline, and such a name fails only later, at run time).
+IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+ZONE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+NETNS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_INTERFACES = 64
+MAX_ZONES = 32
+MAX_TIMEOUT = 20 * 86400  # the data plane keeps deadlines within 2^31 ms
+MAX_CONFIG_BYTES = 4 << 20  # far above any real config; bounds the time and memory of a read
+ACTIONS = ("accept", "drop")
+MAPPINGS = ("endpoint-independent", "address-and-port-dependent")
+FILTERINGS = ("endpoint-independent", "address-dependent", "address-and-port-dependent")
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "gre": 47}
+STATES = ("new", "established", "related")
+# Drops logged with `firewall.log = true` unless `log_reasons` says otherwise:
+# the ones a firewall decides, not malformed packets.
+DEFAULT_LOG_REASONS = ("firewall_drop", "firewall_reject", "policy", "spoofed_source",
+                       "source_conn_limit", "source_rate_limit", "source_share", "ct_invalid",
+                       "tcp_out_of_window", "tcp_invalid_rst", "bad_tcp_flags")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used, with where and why."""
+
+    def __init__(self, path: str, key: str, reason: str, line: int | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.reason = reason
+        self.line = line
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")
+
+
+def knob(default: Any, *, lo: float | None = None, hi: float | None = None,
+         choices: tuple[str, ...] = ()) -> Any:
+    """A scalar key's field: its default, and the range or choices the
+    parser holds it to."""
+    meta = {"knob": True, "lo": lo, "hi": hi, "choices": choices}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """One TUN device: one L3 link."""
+
+    name: str
+    address: IPv4Interface
+    zone: str
+    mtu: int = knob(1500, lo=576, hi=65535)
+    # A device's kernel-side queue: what the router has not read yet.  Deep
+    # enough to ride out a scheduling hiccup at full load without losing
+    # packets (bench flood: 1000 lost some, and each loss stalls a TCP flow
+    # for a retransmission timeout); at most a few ms of queueing when
+    # overloaded.
+    txqueuelen: int = knob(4096, lo=1, hi=1_000_000)
+    netns: str | None = None
+    host_address: IPv4Interface | None = None
+    host_routes: tuple[IPv4Network, ...] = ()
+    rp_filter: str = knob("strict", choices=("strict", "loose", "off"))
+    precreated: bool = knob(False)  # the device exists, set up by someone else
+    address6: IPv6Interface | None = None       # the router's IPv6 address here
+    host_address6: IPv6Interface | None = None  # the host side's
+    host_routes6: tuple[IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    destination: IPv4Network
+    interface: str | None = None
+    gateway: IPv4Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route6:
+    """An IPv6 route: a [[route]] whose destination is an IPv6 network.  TUN
+    links have no neighbours, so the interface is all that matters."""
+
+    destination: IPv6Network
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class Npt6:
+    """IPv6-to-IPv6 network prefix translation (RFC 6296) on an interface."""
+
+    interface: str
+    inside: IPv6Network
+    outside: IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Masquerade6:
+    """NAT66 masquerade: new IPv6 connections from ``sources`` (all when
+    empty) leaving through ``interface`` take its IPv6 address."""
+
+    interface: str
+    sources: tuple[IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceNat:
+    """Source NAT for new connections leaving through ``interface``.
+
+    ``to`` is None for masquerade: the interface's own address.
+    """
+
+    interface: str
+    sources: tuple[IPv4Network, ...] = ()
+    to: IPv4Address | None = None
+    pool: tuple[IPv4Address, ...] = ()  # several addresses, paired per inside host
+
+
+@dataclass(frozen=True, slots=True)
+class PortForward:
+    """Destination NAT: connections to ``address`` (default: ``interface``'s
+    own address) on ``protocol`` ports ``port_min``..``port_max`` go to
+    ``to``, ports from ``to_port`` on."""
+
+    interface: str
+    address: IPv4Address
+    protocol: str  # "tcp" or "udp"
+    port_min: int
+    port_max: int
+    to: IPv4Address
+    to_port: int
+    masquerade: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    address: IPv4Address
+    port: int
+    weight: int = knob(1, lo=1, hi=100)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancer:
+    """A virtual IP and port in front of several backends (layer 4, NAT
+    mode): each new connection goes to one backend, chosen by consistent
+    (Maglev) hashing; conntrack keeps it there."""
+
+    name: str
+    interface: str
+    address: IPv4Address
+    protocol: str  # "tcp" or "udp"
+    port: int
+    backends: tuple[Backend, ...]
+    masquerade: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A firewall rule; fields left out match anything."""
+
+    chain: str  # "forward" or "input"
+    action: str  # "accept", "drop" or "reject"
+    from_zone: str | None = None
+    to_zone: str | None = None
+    source: IPv4Network | IPv6Network | None = None
+    destination: IPv4Network | IPv6Network | None = None
+    protocol: int = 0
+    port_min: int = 0
+    port_max: int = 0
+    icmp_type: int | None = None
+    states: tuple[str, ...] = ()
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    from_zone: str
+    to_zone: str
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conntrack:
+    max: int = knob(65536, lo=16, hi=1 << 26)
+    tcp_loose: bool = knob(True)
+    tcp_liberal: bool = knob(False)
+    tcp_max_retrans: int = knob(3, lo=1, hi=15)
+    checksum: bool = knob(True)
+    gc_interval: float = knob(5.0, lo=0.1, hi=300)
+    # The state file's directory belongs to the service user; the key, one
+    # level up, to root alone (docs/deployment.md).
+    state_file: str = knob("/var/lib/router/state/conntrack.json")
+    state_key: str = knob("/var/lib/router/state.key")
+    timeouts: Mapping[str, int] = field(default_factory=lambda: dict(TIMEOUT_DEFAULTS))
+
+
+@dataclass(frozen=True, slots=True)
+class Nat:
+    port_min: int = knob(1024, lo=1, hi=65535)
+    port_max: int = knob(65535, lo=1, hi=65535)
+    preserve_ports: bool = knob(True)
+    mapping: str = knob("endpoint-independent", choices=MAPPINGS)
+    filtering: str = knob("address-dependent", choices=FILTERINGS)
+    rules: tuple[SourceNat, ...] = ()
+    forwards: tuple[PortForward, ...] = ()
+    npt6: tuple[Npt6, ...] = ()
+    masquerade6: tuple[Masquerade6, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Firewall:
+    forward: str = knob("drop", choices=ACTIONS)
+    input: str = knob("accept", choices=("accept", "drop", "reject"))
+    icmp_rate: int = knob(1000, lo=0, hi=1_000_000)
+    max_connections_per_source: int = knob(0, lo=0, hi=1 << 26)
+    # New connections per second (and burst) one source may open: above what
+    # a host opens in normal use (a burst of 1500 DNS lookups passes), and
+    # what keeps one host's flood from reaching the rest of the pipeline
+    # (bench flood, docs/performance.md: 1000 stalled less, 5000 twice as much).
+    new_connections_per_source: int = knob(2000, lo=0, hi=1_000_000)
+    source_prefix6: int = knob(128, lo=1, hi=128)  # IPv6 sources counted per prefix
+    # No source may hold more than this percent of the connection table, and
+    # when the table is full a source under its fair share evicts from one
+    # over it.
+    source_share: int = knob(50, lo=0, hi=100)
+    log: bool = knob(False)
+    log_reasons: tuple[str, ...] = knob(DEFAULT_LOG_REASONS)
+    log_rate: int = knob(10, lo=1, hi=100_000)  # logged drops per second at most
+    policies: tuple[Policy, ...] = ()
+    rules: tuple[Rule, ...] = ()
+
+    @property
+    def logged(self) -> tuple[str, ...]:
+        """The drop reasons logged: none unless ``log`` is on."""
+        return self.log_reasons if self.log else ()
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    socket: str = knob("/run/router/router.sock")
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    listen: str = knob("127.0.0.1:9188")
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: str = knob("info", choices=("debug", "info", "warning", "error"))
+    format: str = knob("auto", choices=("auto", "json", "console"))
+    output: str = knob("stderr", choices=("stderr", "stdout"))
+
+
+@dataclass(frozen=True, slots=True)
+class Dataplane:
+    batch: int = knob(64, lo=1, hi=1024)
+    offload: bool = knob(True)
+    tun_device: str = knob("/dev/net/tun")
+    busy_poll: int = knob(0, lo=0, hi=10_000_000)  # microseconds after traffic; 0 = off
+    queues: int = knob(1, lo=1, hi=64)  # TUN queues per device, a worker each when > 1
+    workers: bool = knob(True)  # C worker threads move the packets (else the event loop)
+    syn_queue: bool = knob(True)  # TCP connection openers get a queue and worker of their own
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    user: str = knob("")  # drop to this user after setup when started as root
+    group: str = knob("")  # and this group ("" = the user's primary group)
+    keep_net_admin: bool = knob(True)  # keep CAP_NET_ADMIN after dropping
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    interfaces: tuple[Interface, ...]
+    sha256: str = ""  # of the bytes this was parsed from
+    routes: tuple[Route, ...] = ()
+    routes6: tuple[Route6, ...] = ()
+    loadbalancers: tuple[LoadBalancer, ...] = ()
+    nat: Nat = Nat()
+    firewall: Firewall = Firewall()
+    conntrack: Conntrack = Conntrack()
+    control: Control = Control()
+    metrics: Metrics = Metrics()
+    log: Log = Log()
+    dataplane: Dataplane = Dataplane()
+    service: Service = Service()
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        """Zone names in a stable order (first use in the file)."""
+        seen: dict[str, None] = {}
+        for i in self.interfaces:
+            seen.setdefault(i.zone, None)
+        return tuple(seen)
+
+
+# The dataclass of each TOML table whose scalar keys are knobs.
+SECTIONS: dict[str, type] = {
+    "interface": Interface, "loadbalancer.backend": Backend, "nat": Nat, "firewall": Firewall,
+    "conntrack": Conntrack, "control": Control, "metrics": Metrics, "log": Log,
+    "dataplane": Dataplane, "service": Service,
+}
