@@ -49,6 +49,56 @@ def proc_sample(pid: int) -> tuple[int, int, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd")), threads
 
 
+def _config_text(queues: str, lan: str, wan: str, sock: str) -> str:
+    """The lab config with the soak's namespaces, socket and data path mode."""
+    text = (ROOT / "conf/router.toml").read_text()
+    text = text.replace('"rtlab-lan"', f'"{lan}"').replace('"rtlab-wan"', f'"{wan}"')
+    text = text.replace('"/run/router/router.sock"', f'"{sock}"')
+    text = text.replace('listen = "127.0.0.1:9188"', 'listen = ""')
+    text = text.replace('"/var/lib/router/state/conntrack.json"', '""')
+    if queues == "loop":
+        text = text.replace("[dataplane]\n", "[dataplane]\nworkers = false\n", 1)
+    elif queues != "1":
+        text = text.replace("[dataplane]\n", f"[dataplane]\nqueues = {int(queues)}\n", 1)
+    return text
+
+
+def _judge(samples: list[dict[str, float]], duration: float, queues: str,
+           ipv6_exchanges: list[int]) -> int:
+    """Whether memory, descriptors and threads stayed flat; the summary
+    printed and saved to bench/results."""
+    if len(samples) < 3:
+        print("soak: too short to judge")
+        return 0
+    warm = samples[len(samples) // 4:]  # after the table and caches warmed up
+    rss_growth = warm[-1]["rss_kb"] - warm[0]["rss_kb"]
+    failed = samples[-1]["reloads_failed"]
+    # fds and threads vary by the third interface's device and the executor
+    # thread that opens it: judged against the most seen after warm-up.
+    fd_growth = warm[-1]["fds"] - max(s["fds"] for s in warm[:len(warm) // 2 + 1])
+    thread_growth = warm[-1]["threads"] - max(s["threads"] for s in warm[:len(warm) // 2 + 1])
+    flat = (rss_growth < 0.05 * warm[0]["rss_kb"] + 2048 and fd_growth <= 0
+            and thread_growth <= 0 and failed == 0)
+    summary = {"duration_s": duration, "reloads": samples[-1]["reloads_ok"],
+               "reloads_failed": failed, "rss_kb_first": samples[0]["rss_kb"],
+               "rss_kb_after_warmup": warm[0]["rss_kb"], "rss_kb_last": warm[-1]["rss_kb"],
+               "rss_kb_max": max(s["rss_kb"] for s in samples),
+               "fds_first": samples[0]["fds"], "fds_last": samples[-1]["fds"],
+               "threads_first": samples[0]["threads"], "threads_last": samples[-1]["threads"],
+               "threads_max": max(s["threads"] for s in samples), "queues": queues,
+               "conns_max": max(s["conns"] for s in samples),
+               "ipv6_fragmented_answered": ipv6_exchanges[1],
+               "ipv6_fragmented_failed": ipv6_exchanges[0], "flat": flat}
+    out = ROOT / "bench/results"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"{stamp}-soak.json").write_text(json.dumps({"summary": summary,
+                                                        "samples": samples}, indent=1))
+    print(json.dumps(summary))
+    print("soak: flat" if flat else "soak: NOT flat (see the samples)")
+    return 0 if flat else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=600)
@@ -64,15 +114,7 @@ def main() -> int:
     lan, wan, dmz = f"{tag}l", f"{tag}w", f"{tag}d"
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     sock = str(work / "router.sock")
-    text = (ROOT / "conf/router.toml").read_text()
-    text = text.replace('"rtlab-lan"', f'"{lan}"').replace('"rtlab-wan"', f'"{wan}"')
-    text = text.replace('"/run/router/router.sock"', f'"{sock}"')
-    text = text.replace('listen = "127.0.0.1:9188"', 'listen = ""')
-    text = text.replace('"/var/lib/router/state/conntrack.json"', '""')
-    if args.queues == "loop":
-        text = text.replace("[dataplane]\n", "[dataplane]\nworkers = false\n", 1)
-    elif args.queues != "1":
-        text = text.replace("[dataplane]\n", f"[dataplane]\nqueues = {int(args.queues)}\n", 1)
+    text = _config_text(args.queues, lan, wan, sock)
     dmz_iface = (f'\n[[interface]]\nname = "dmz0"\naddress = "10.99.0.1/24"\nzone = "dmz"\n'
                  f'netns = "{dmz}"\nhost_address = "10.99.0.2/24"\n'
                  f'host_routes = ["0.0.0.0/0"]\n')
@@ -174,37 +216,7 @@ def main() -> int:
             router.wait(timeout=15)
         for ns in (lan, wan, dmz):
             sh("ip", "netns", "del", ns, check=False)
-    if len(samples) < 3:
-        print("soak: too short to judge")
-        return 0
-    warm = samples[len(samples) // 4:]  # after the table and caches warmed up
-    rss_growth = warm[-1]["rss_kb"] - warm[0]["rss_kb"]
-    failed = samples[-1]["reloads_failed"]
-    # fds and threads vary by the third interface's device and the executor
-    # thread that opens it: judged against the most seen after warm-up.
-    fd_growth = warm[-1]["fds"] - max(s["fds"] for s in warm[:len(warm) // 2 + 1])
-    thread_growth = warm[-1]["threads"] - max(s["threads"] for s in warm[:len(warm) // 2 + 1])
-    flat = (rss_growth < 0.05 * warm[0]["rss_kb"] + 2048 and fd_growth <= 0
-            and thread_growth <= 0 and failed == 0)
-    summary = {"duration_s": args.duration, "reloads": samples[-1]["reloads_ok"],
-               "reloads_failed": failed, "rss_kb_first": samples[0]["rss_kb"],
-               "rss_kb_after_warmup": warm[0]["rss_kb"], "rss_kb_last": warm[-1]["rss_kb"],
-               "rss_kb_max": max(s["rss_kb"] for s in samples),
-               "fds_first": samples[0]["fds"], "fds_last": samples[-1]["fds"],
-               "threads_first": samples[0]["threads"], "threads_last": samples[-1]["threads"],
-               "threads_max": max(s["threads"] for s in samples), "queues": args.queues,
-               "conns_max": max(s["conns"] for s in samples),
-               "ipv6_fragmented_answered": ipv6_exchanges[1],
-               "ipv6_fragmented_failed": ipv6_exchanges[0], "flat": flat}
-    out = ROOT / "bench/results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"{stamp}-soak.json").write_text(json.dumps({"summary": summary,
-                                                        "samples": samples}, indent=1))
-    print(json.dumps(summary))
-    print("soak: flat" if flat else "soak: NOT flat (see the samples)")
-    return 0 if flat else 1
-
+    return _judge(samples, args.duration, args.queues, ipv6_exchanges)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -228,6 +228,33 @@ static uint32_t quoted_l4_6(const uint8_t *in, uint32_t len, uint8_t *proto)
  * the L4 header as for IPv4.  UDP checksums are mandatory in IPv6 (a zero
  * one is invalid), ICMPv6 checksums cover a pseudo-header.
  */
+/* An ICMPv6 error at 'l4' ('n' bytes, at offset 'off' of the packet): the
+ * quoted packet's tuple, its extension headers walked (a first fragment's
+ * quote has a fragment header). */
+static enum rt_drop_reason parse_icmp6_quote(struct pkt_meta *m, uint8_t *l4, uint32_t n,
+                                             uint32_t off)
+{
+    m->icmp_error = 1;
+    if (n < ICMP_HDR_LEN + IP6_HDR_LEN + 4)
+        return RT_DROP_L4_SHORT;
+    uint8_t *in = l4 + ICMP_HDR_LEN;
+    uint32_t qlen = n - ICMP_HDR_LEN;
+    uint8_t iproto;
+    uint32_t ioff = quoted_l4_6(in, qlen, &iproto);
+    uint32_t avail = ioff < qlen ? qlen - ioff : 0;
+    if (ioff > qlen)
+        ioff = qlen;
+    if (off + ICMP_HDR_LEN + ioff > 0xffff)
+        return RT_DROP_BAD_EXT_HDR; /* offsets are 16 bits */
+    m->inner_off = (uint16_t)(off + ICMP_HDR_LEN);
+    m->inner_l4_off = (uint16_t)(off + ICMP_HDR_LEN + ioff);
+    m->inner_l4_avail = (uint8_t)(avail < 8 ? avail : 8);
+    rt_be16 sp, dp;
+    l4_ports(iproto, in + ioff, avail, &sp, &dp);
+    tuple_fill6(&m->inner, in + IP6_OFF_SRC, in + IP6_OFF_DST, sp, dp, iproto);
+    return RT_DROP_NONE;
+}
+
 static enum rt_drop_reason parse6(uint8_t *data, uint32_t len, bool l4_csum,
                                   struct pkt_meta *m)
 {
@@ -323,26 +350,9 @@ static enum rt_drop_reason parse6(uint8_t *data, uint32_t len, bool l4_csum,
         m->icmp_type = l4[ICMP_OFF_TYPE];
         m->icmp_code = l4[ICMP_OFF_CODE];
         if (m->icmp_type < 128) {
-            /* An error: the quoted packet's tuple, its extension headers
-             * walked (a first fragment's quote has a fragment header). */
-            m->icmp_error = 1;
-            if (n < ICMP_HDR_LEN + IP6_HDR_LEN + 4)
-                return RT_DROP_L4_SHORT;
-            uint8_t *in = l4 + ICMP_HDR_LEN;
-            uint32_t qlen = n - ICMP_HDR_LEN;
-            uint8_t iproto;
-            uint32_t ioff = quoted_l4_6(in, qlen, &iproto);
-            uint32_t avail = ioff < qlen ? qlen - ioff : 0;
-            if (ioff > qlen)
-                ioff = qlen;
-            if (off + ICMP_HDR_LEN + ioff > 0xffff)
-                return RT_DROP_BAD_EXT_HDR; /* offsets are 16 bits */
-            m->inner_off = (uint16_t)(off + ICMP_HDR_LEN);
-            m->inner_l4_off = (uint16_t)(off + ICMP_HDR_LEN + ioff);
-            m->inner_l4_avail = (uint8_t)(avail < 8 ? avail : 8);
-            rt_be16 sp, dp;
-            l4_ports(iproto, in + ioff, avail, &sp, &dp);
-            tuple_fill6(&m->inner, in + IP6_OFF_SRC, in + IP6_OFF_DST, sp, dp, iproto);
+            enum rt_drop_reason r = parse_icmp6_quote(m, l4, n, off);
+            if (r != RT_DROP_NONE)
+                return r;
         } else if (icmp6_query_reply_type(m->icmp_type) >= 0) {
             m->icmp_query = 1;
         }
