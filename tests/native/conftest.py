@@ -11,6 +11,7 @@ import pytest
 from router.config import parse
 from router.datapath import Datapath, Result
 from router.tables import compile_tables
+from tests.helpers import TWO_LINKS
 
 LAN, WAN = 0, 1
 LAN_HOST = "192.168.1.2"
@@ -19,17 +20,7 @@ ROUTER_LAN = "192.168.1.1"
 ROUTER_WAN = "203.0.113.1"
 SERVER = "198.51.100.10"
 
-BASE = """
-[[interface]]
-name = "lan0"
-address = "192.168.1.1/24"
-zone = "lan"
-
-[[interface]]
-name = "wan0"
-address = "203.0.113.1/24"
-zone = "wan"
-mtu = 1500
+BASE = TWO_LINKS + """mtu = 1500
 
 [[route]]
 destination = "0.0.0.0/0"
@@ -68,6 +59,10 @@ class Lab:
 # For tests of the table's own limits, filled from one host: no source share
 # (firewall.source_share), so that one source may take the whole table.
 NO_SHARE = "\n[firewall]\nsource_share = 0\n"
+
+
+# What the lab_factory fixture gives: make_lab with its arguments.
+LabFactory = Callable[..., "Lab"]
 
 
 def make_lab(extra: str = "", capacity: int = 1024, seed: int = 7) -> Lab:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tests.native.conftest import LAN, LAN_HOST, LAN_HOST2, ROUTER_LAN, ROUTER_WAN, WAN, Lab
+from tests.native.conftest import (
+    LAN,
+    LAN_HOST,
+    LAN_HOST2,
+    ROUTER_LAN,
+    ROUTER_WAN,
+    WAN,
+    Lab,
+    LabFactory,
+)
 from tests.packets import IP, TCP, UDP, verify_checksums
 
 CLIENT = "198.51.100.77"
@@ -31,11 +40,11 @@ masquerade = true
 """
 
 
-def lab_fw(lab_factory) -> Lab:  # type: ignore[no-untyped-def]
+def lab_fw(lab_factory: LabFactory) -> Lab:
     return lab_factory(FORWARDS)  # type: ignore[no-any-return]
 
 
-def test_port_forward_in_and_back(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_port_forward_in_and_back(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     syn = bytes(IP(src=CLIENT, dst=ROUTER_WAN) / TCP(sport=40000, dport=8080, flags="S"))
     r = lab.send(WAN, syn)
@@ -55,7 +64,7 @@ def test_port_forward_in_and_back(lab_factory) -> None:  # type: ignore[no-untyp
     assert e.sport == (40000, 80) and e.state == "SYN_RECV"
 
 
-def test_port_range_maps_onto_range(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_port_range_maps_onto_range(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     r = lab.send(WAN, bytes(IP(src=CLIENT, dst=ROUTER_WAN) / UDP(sport=1, dport=5007)))
     p = IP(r.data)
@@ -64,7 +73,7 @@ def test_port_range_maps_onto_range(lab_factory) -> None:  # type: ignore[no-unt
     assert r.out_iface == -1 and r.reason == "local_unhandled"  # outside the range
 
 
-def test_unforwarded_port_and_protocol_stay_closed(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_unforwarded_port_and_protocol_stay_closed(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     r = lab.send(WAN, bytes(IP(src=CLIENT, dst=ROUTER_WAN) / UDP(sport=1, dport=8080)))
     assert r.out_iface == -1
@@ -74,7 +83,7 @@ def test_unforwarded_port_and_protocol_stay_closed(lab_factory) -> None:  # type
     assert lab.entries() == []
 
 
-def test_full_nat_backend_sees_router(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_full_nat_backend_sees_router(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     r = lab.send(WAN, bytes(IP(src=CLIENT, dst=ROUTER_WAN) / TCP(sport=41000, dport=2222,
                                                                flags="S")))
@@ -88,7 +97,7 @@ def test_full_nat_backend_sees_router(lab_factory) -> None:  # type: ignore[no-u
     verify_checksums(back.data)
 
 
-def test_hairpin_uses_the_external_address(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_hairpin_uses_the_external_address(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     # A LAN host reaches the forwarded port on the router's public address.
     r = lab.send(LAN, bytes(IP(src=LAN_HOST2, dst=ROUTER_WAN) /
@@ -106,7 +115,7 @@ def test_hairpin_uses_the_external_address(lab_factory) -> None:  # type: ignore
     verify_checksums(back.data)
 
 
-def test_icmp_error_about_a_forwarded_flow(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_icmp_error_about_a_forwarded_flow(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     # A WAN client reaches the forwarded UDP service; the server answers; the
     # client's host says "port unreachable" about that answer.

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from tests.native.conftest import LAN, LAN_HOST, LAN_HOST2, ROUTER_WAN, SERVER, WAN, Lab
+from tests.native.conftest import LAN, LAN_HOST, LAN_HOST2, ROUTER_WAN, SERVER, WAN, Lab, LabFactory
 from tests.packets import ICMP, IP, TCP, UDP, verify_checksums
 
 SERVER2 = "198.51.100.20"
@@ -43,7 +43,7 @@ def test_no_port_overloading(lab: Lab) -> None:
     assert out(lab, LAN_HOST2, x, SERVER2) != x
 
 
-def test_address_and_port_dependent_mapping_when_configured(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_address_and_port_dependent_mapping_when_configured(lab_factory: LabFactory) -> None:
     lab = lab_factory('\n[nat]\nmapping = "address-and-port-dependent"\n')
     x = collided(lab)
     assert out(lab, LAN_HOST, 5000, SERVER2) == 5000 != x  # a new mapping per destination
@@ -64,7 +64,7 @@ def test_address_dependent_filtering(lab: Lab) -> None:
     assert lab.dp.counters()["nat_map_inbound"] == 1
 
 
-def test_endpoint_independent_filtering(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_endpoint_independent_filtering(lab_factory: LabFactory) -> None:
     lab = lab_factory('\n[nat]\nfiltering = "endpoint-independent"\n')
     x = collided(lab)
     r = inbound(lab, OTHER, 1234, x)
@@ -75,7 +75,7 @@ def test_endpoint_independent_filtering(lab_factory) -> None:  # type: ignore[no
     assert (q.src, q[UDP].sport) == (ROUTER_WAN, x)
 
 
-def test_address_and_port_dependent_filtering(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_address_and_port_dependent_filtering(lab_factory: LabFactory) -> None:
     lab = lab_factory('\n[nat]\nfiltering = "address-and-port-dependent"\n')
     x = collided(lab)
     assert inbound(lab, SERVER, 9999, x).out_iface == -1
@@ -95,7 +95,7 @@ def test_mapping_ends_with_its_last_connection(lab: Lab) -> None:
     assert inbound(lab, SERVER, 9999, x).out_iface == -1
 
 
-def test_expired_mapping_is_gone_before_any_sweep(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_expired_mapping_is_gone_before_any_sweep(lab_factory: LabFactory) -> None:
     """An expired connection the sweep has not reached yet neither lets
     inbound packets through its mapping nor keeps its external port (one
     used to arrive an hour after expiry)."""
@@ -113,7 +113,7 @@ def test_expired_mapping_is_gone_before_any_sweep(lab_factory) -> None:  # type:
     assert lab.dp.nat_mappings() == 2
 
 
-def test_a_live_connection_keeps_its_mapping_when_another_expired(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_live_connection_keeps_its_mapping_when_another_expired(lab_factory: LabFactory) -> None:
     lab = lab_factory('\n[nat]\nfiltering = "endpoint-independent"\n')
     x = collided(lab)
     lab.advance(100)
@@ -148,7 +148,7 @@ def test_icmp_identifier_mapping_is_endpoint_independent(lab: Lab) -> None:
     assert y != 33 and echo(LAN_HOST, SERVER2) == y  # RFC 5508 REQ-1a
 
 
-def test_port_parity_preserved_when_searching(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_port_parity_preserved_when_searching(lab_factory: LabFactory) -> None:
     lab = lab_factory("\n[nat]\npreserve_ports = false\nport_min = 20000\nport_max = 20199\n")
     for sport in range(7000, 7040):
         x = out(lab, LAN_HOST, sport, SERVER)

@@ -1,6 +1,6 @@
 """Expiry with a fake clock, garbage collection, and a full table."""
 
-from tests.native.conftest import LAN, LAN_HOST, NO_SHARE, ROUTER_WAN, SERVER, WAN, Lab
+from tests.native.conftest import LAN, LAN_HOST, NO_SHARE, ROUTER_WAN, SERVER, WAN, Lab, LabFactory
 from tests.packets import IP, TCP, UDP
 
 
@@ -47,7 +47,7 @@ def test_expired_entry_is_replaced_on_lookup(lab: Lab) -> None:
     assert e.packets == (1, 0)
 
 
-def test_configured_timeouts_apply(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_configured_timeouts_apply(lab_factory: LabFactory) -> None:
     lab = lab_factory("\n[conntrack.timeouts]\nudp = 5\ntcp_syn_sent = 7\n")
     lab.send(LAN, udp())
     lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER) / TCP(sport=1234, dport=80, flags="S")))
@@ -55,7 +55,7 @@ def test_configured_timeouts_apply(lab_factory) -> None:  # type: ignore[no-unty
     assert t == [5000, 7000]
 
 
-def test_sweep_is_bounded_and_resumes(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_sweep_is_bounded_and_resumes(lab_factory: LabFactory) -> None:
     lab = lab_factory(NO_SHARE, capacity=64)
     for i in range(40):
         lab.send(LAN, udp(sport=10000 + i))
@@ -72,7 +72,7 @@ def test_sweep_is_bounded_and_resumes(lab_factory) -> None:  # type: ignore[no-u
     assert total == 40 and lab.dp.count() == 0
 
 
-def test_full_table_early_drops_unassured(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_full_table_early_drops_unassured(lab_factory: LabFactory) -> None:
     lab = lab_factory(NO_SHARE, capacity=16)
     for i in range(16):
         assert lab.send(LAN, udp(sport=20000 + i)).out_iface == WAN
@@ -97,7 +97,7 @@ def assured_tcp(lab: Lab, sport: int) -> None:
                                                           seq=1, ack=1)))
 
 
-def test_full_table_never_evicts_assured(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_full_table_never_evicts_assured(lab_factory: LabFactory) -> None:
     lab = lab_factory(NO_SHARE, capacity=16)
     for i in range(16):
         assured_tcp(lab, 40000 + i)
@@ -122,7 +122,7 @@ def test_flush(lab: Lab) -> None:
     assert lab.dp.count() == 0 and lab.entries() == []
 
 
-def test_save_and_restore_keep_connections_and_mappings(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_save_and_restore_keep_connections_and_mappings(lab_factory: LabFactory) -> None:
     from tests.native.conftest import LAN_HOST2
 
     lab = lab_factory()

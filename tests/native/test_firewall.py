@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from tests.native.conftest import LAN, LAN_HOST, LAN_HOST2, ROUTER_LAN, ROUTER_WAN, SERVER, WAN
+from tests.native.conftest import (
+    LAN,
+    LAN_HOST,
+    LAN_HOST2,
+    ROUTER_LAN,
+    ROUTER_WAN,
+    SERVER,
+    WAN,
+    Lab,
+    LabFactory,
+)
 from tests.packets import ICMP, IP, TCP, UDP, Raw, verify_checksums
 
 RULES = """
@@ -50,11 +60,11 @@ action = "drop"
 """
 
 
-def lab_fw(lab_factory):  # type: ignore[no-untyped-def]
+def lab_fw(lab_factory: LabFactory) -> Lab:
     return lab_factory(RULES)
 
 
-def test_reject_tcp_with_rst(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_reject_tcp_with_rst(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     syn = bytes(IP(src=LAN_HOST, dst=SERVER) / TCP(sport=40000, dport=25, flags="S", seq=1000))
     r = lab.send(LAN, syn)
@@ -68,7 +78,7 @@ def test_reject_tcp_with_rst(lab_factory) -> None:  # type: ignore[no-untyped-de
     assert lab.dp.fw_stats()[0] == (1, len(syn))
 
 
-def test_reject_udp_with_admin_prohibited(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_reject_udp_with_admin_prohibited(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     r = lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER) / UDP(sport=1, dport=5005)))
     assert r.reason == "firewall_reject"
@@ -80,14 +90,14 @@ def test_reject_udp_with_admin_prohibited(lab_factory) -> None:  # type: ignore[
                                UDP(sport=1, dport=5011))).out_iface == WAN
 
 
-def test_drop_by_destination(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_drop_by_destination(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     r = lab.send(LAN, bytes(IP(src=LAN_HOST, dst="198.51.100.66") / ICMP()))
     assert (r.out_iface, r.reason) == (-1, "firewall_drop")
     assert lab.dp.drops()["firewall_drop"] == 1
 
 
-def test_accept_rule_opens_a_hole_in_the_zone_policy(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_accept_rule_opens_a_hole_in_the_zone_policy(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     ok = bytes(IP(src=SERVER, dst=LAN_HOST2) / TCP(sport=5555, dport=22, flags="S"))
     assert lab.send(WAN, ok).out_iface == LAN
@@ -95,7 +105,7 @@ def test_accept_rule_opens_a_hole_in_the_zone_policy(lab_factory) -> None:  # ty
     assert lab.send(WAN, other).reason == "policy"
 
 
-def test_input_chain(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_input_chain(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     ping = bytes(IP(src=SERVER, dst=ROUTER_WAN) / ICMP(type=8))
     assert lab.send(WAN, ping).reason == "firewall_drop"
@@ -103,14 +113,14 @@ def test_input_chain(lab_factory) -> None:  # type: ignore[no-untyped-def]
     assert r.out_iface == LAN and IP(r.data)[ICMP].type == 0
 
 
-def test_input_default_reject(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_input_default_reject(lab_factory: LabFactory) -> None:
     lab = lab_factory('\n[firewall]\ninput = "reject"\n')
     r = lab.send(LAN, bytes(IP(src=LAN_HOST, dst=ROUTER_LAN) / TCP(sport=1, dport=22,
                                                                   flags="S")))
     assert r.reason == "firewall_reject" and IP(r.data)[TCP].flags == "RA"
 
 
-def test_rule_on_established_packets(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_rule_on_established_packets(lab_factory: LabFactory) -> None:
     lab = lab_fw(lab_factory)
     # The SYN passes (the rule names only established packets) ...
     assert lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER) /
@@ -129,7 +139,7 @@ def spoof(src: str) -> bytes:
     return bytes(IP(src=src, dst=SERVER) / UDP(sport=1, dport=2) / Raw(b"x"))
 
 
-def test_strict_reverse_path_filter(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_strict_reverse_path_filter(lab_factory: LabFactory) -> None:
     lab = lab_factory()
     r = lab.send(LAN, spoof("198.51.100.200"))  # a WAN address, from the LAN
     assert (r.out_iface, r.reason) == (-1, "spoofed_source")
@@ -138,7 +148,7 @@ def test_strict_reverse_path_filter(lab_factory) -> None:  # type: ignore[no-unt
     assert lab.dp.drops()["spoofed_source"] == 2
 
 
-def test_loose_and_off(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_loose_and_off(lab_factory: LabFactory) -> None:
     from router.config import parse
     from router.tables import compile_tables
     from tests.native.conftest import BASE
@@ -152,7 +162,7 @@ def test_loose_and_off(lab_factory) -> None:  # type: ignore[no-untyped-def]
     assert lab.send(LAN, spoof("10.77.0.1")).out_iface == WAN
 
 
-def test_icmp_errors_are_rate_limited(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_icmp_errors_are_rate_limited(lab_factory: LabFactory) -> None:
     lab = lab_factory("\n[firewall]\nicmp_rate = 10\n")
 
     def expire_ttl() -> bool:
@@ -167,7 +177,7 @@ def test_icmp_errors_are_rate_limited(lab_factory) -> None:  # type: ignore[no-u
     assert sum(expire_ttl() for _ in range(10)) == 5
 
 
-def test_connection_cap_per_source(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_connection_cap_per_source(lab_factory: LabFactory) -> None:
     lab = lab_factory("\n[firewall]\nmax_connections_per_source = 5\n")
 
     def new(src: str, sport: int) -> str:
@@ -184,7 +194,7 @@ def test_connection_cap_per_source(lab_factory) -> None:  # type: ignore[no-unty
     assert lab.dp.drops()["source_conn_limit"] == 2
 
 
-def test_new_connection_rate_per_source(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_new_connection_rate_per_source(lab_factory: LabFactory) -> None:
     lab = lab_factory("\n[firewall]\nnew_connections_per_source = 10\n")
     reasons = [lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER) /
                                    UDP(sport=3000 + i, dport=53))).reason for i in range(15)]
@@ -198,7 +208,7 @@ def test_new_connection_rate_per_source(lab_factory) -> None:  # type: ignore[no
     assert more.count("none") == 3
 
 
-def test_rate_limits_hold_when_batches_come_out_of_time_order(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limits_hold_when_batches_come_out_of_time_order(lab_factory: LabFactory) -> None:
     """Workers read the clock when they wake, so a batch may carry a time a
     millisecond older than the batch another worker just processed.  The
     token buckets must not take that as a clock that wrapped and refill."""

@@ -2,7 +2,16 @@
 
 import struct
 
-from tests.native.conftest import LAN, LAN_HOST, ROUTER_LAN, ROUTER_WAN, SERVER, WAN, Lab
+from tests.native.conftest import (
+    LAN,
+    LAN_HOST,
+    ROUTER_LAN,
+    ROUTER_WAN,
+    SERVER,
+    WAN,
+    Lab,
+    LabFactory,
+)
 from tests.packets import ICMP, IP, TCP, UDP, Raw, verify_checksums
 
 
@@ -32,7 +41,7 @@ def test_router_answers_ping(lab: Lab) -> None:
     assert IP(r.data).src == ROUTER_WAN
 
 
-def test_no_route_sends_net_unreachable(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_no_route_sends_net_unreachable(lab_factory: LabFactory) -> None:
     lab = lab_factory()
     # Replace the config with one that has no default route.
     from router.config import parse
@@ -48,7 +57,7 @@ def test_no_route_sends_net_unreachable(lab_factory) -> None:  # type: ignore[no
     assert lab.dp.drops()["no_route"] == 1
 
 
-def test_df_too_big_sends_fragmentation_needed(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_df_too_big_sends_fragmentation_needed(lab_factory: LabFactory) -> None:
     lab = lab_factory()
     from router.config import parse
     from router.tables import compile_tables

@@ -6,7 +6,7 @@ from collections import Counter
 
 from router.config import parse
 from router.tables import compile_tables
-from tests.native.conftest import BASE, LAN, NO_SHARE, ROUTER_LAN, ROUTER_WAN, WAN, Lab
+from tests.native.conftest import BASE, LAN, NO_SHARE, ROUTER_LAN, ROUTER_WAN, WAN, Lab, LabFactory
 from tests.packets import IP, TCP, verify_checksums
 
 CLIENT = "198.51.100.50"
@@ -34,7 +34,7 @@ def syn(sport: int) -> bytes:
     return bytes(IP(src=CLIENT, dst=ROUTER_WAN) / TCP(sport=sport, dport=80, flags="S"))
 
 
-def test_new_connections_spread_by_weight(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_new_connections_spread_by_weight(lab_factory: LabFactory) -> None:
     lab: Lab = lab_factory(LB.format(masq="") + NO_SHARE)  # 800 from one client
     seen: Counter[tuple[str, int]] = Counter()
     for sport in range(20000, 20800):
@@ -49,7 +49,7 @@ def test_new_connections_spread_by_weight(lab_factory) -> None:  # type: ignore[
     assert sorted(lab.dp.lb_stats()) == sorted(seen.values())
 
 
-def test_a_connection_stays_on_its_backend_across_reload(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_connection_stays_on_its_backend_across_reload(lab_factory: LabFactory) -> None:
     lab: Lab = lab_factory(LB.format(masq=""))
     r = lab.send(WAN, syn(31000))
     backend = IP(r.data).dst
@@ -69,7 +69,7 @@ def test_a_connection_stays_on_its_backend_across_reload(lab_factory) -> None:  
     assert IP(r.data).dst == backend
 
 
-def test_full_nat_mode(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_full_nat_mode(lab_factory: LabFactory) -> None:
     lab: Lab = lab_factory(LB.format(masq="masquerade = true"))
     r = lab.send(WAN, syn(32000))
     p = IP(r.data)

@@ -2,7 +2,7 @@
 
 import struct
 
-from tests.native.conftest import LAN, LAN_HOST, LAN_HOST2, ROUTER_WAN, SERVER, WAN, Lab
+from tests.native.conftest import LAN, LAN_HOST, LAN_HOST2, ROUTER_WAN, SERVER, WAN, Lab, LabFactory
 from tests.packets import ICMP, IP, TCP, UDP, Raw, checksum, verify_checksums
 
 
@@ -38,7 +38,7 @@ def test_masquerade_keeps_free_port_and_translates_back(lab: Lab) -> None:
     assert e.seen_reply
 
 
-def test_port_collision_picks_another_port_in_range(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_port_collision_picks_another_port_in_range(lab_factory: LabFactory) -> None:
     lab = lab_factory("\n[nat]\nport_min = 20000\nport_max = 20099\n")
     a = IP(lab.send(LAN, udp_out(LAN_HOST, 5000)).data)
     b = IP(lab.send(LAN, udp_out(LAN_HOST2, 5000)).data)
@@ -54,13 +54,13 @@ def test_port_collision_picks_another_port_in_range(lab_factory) -> None:  # typ
     assert c["nat_port_search"] == 1 and 1 <= c["nat_port_probes"] <= 248
 
 
-def test_preserve_ports_off_always_searches(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_preserve_ports_off_always_searches(lab_factory: LabFactory) -> None:
     lab = lab_factory("\n[nat]\npreserve_ports = false\nport_min = 30000\nport_max = 30010\n")
     p = IP(lab.send(LAN, udp_out()).data)
     assert 30000 <= p[UDP].sport <= 30010
 
 
-def test_port_exhaustion_fails_cleanly(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_port_exhaustion_fails_cleanly(lab_factory: LabFactory) -> None:
     lab = lab_factory("\n[nat]\npreserve_ports = false\nport_min = 40000\nport_max = 40003\n")
     ports = set()
     for i in range(4):
@@ -79,7 +79,7 @@ def test_port_exhaustion_fails_cleanly(lab_factory) -> None:  # type: ignore[no-
     assert len(lab.entries()) == 4
 
 
-def test_small_range_is_searched_whole(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_small_range_is_searched_whole(lab_factory: LabFactory) -> None:
     # Inside ports of one parity: the parity round finds only half the
     # range; the rest must still be used before a flow is refused.
     lab = lab_factory("\n[nat]\npreserve_ports = false\nport_min = 40000\nport_max = 40003\n")
@@ -164,7 +164,7 @@ def test_unsolicited_inbound_is_not_forwarded(lab: Lab) -> None:
     assert lab.entries() == []
 
 
-def test_snat_to_fixed_address(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_snat_to_fixed_address(lab_factory: LabFactory) -> None:
     lab = lab_factory('\n[[nat.snat]]\ninterface = "wan0"\nsources = ["192.168.1.3/32"]\n'
                       'to = "203.0.113.9"\n')
     a = IP(lab.send(LAN, udp_out(LAN_HOST)).data)
@@ -175,7 +175,7 @@ def test_snat_to_fixed_address(lab_factory) -> None:  # type: ignore[no-untyped-
     assert back.dst == LAN_HOST2
 
 
-def test_paired_address_pool(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_paired_address_pool(lab_factory: LabFactory) -> None:
     """RFC 4787 REQ-2: every flow of an inside host leaves from one address
     of the pool; hosts spread over the pool."""
     lab = lab_factory('\n[[nat.snat]]\ninterface = "wan0"\n'

@@ -12,7 +12,16 @@ from __future__ import annotations
 import struct
 
 from router.datapath import CSUM_VALID, GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, NO_OFFLOAD, Offload
-from tests.native.conftest import LAN, LAN_HOST, ROUTER_LAN, ROUTER_WAN, SERVER, WAN, Lab
+from tests.native.conftest import (
+    LAN,
+    LAN_HOST,
+    ROUTER_LAN,
+    ROUTER_WAN,
+    SERVER,
+    WAN,
+    Lab,
+    LabFactory,
+)
 from tests.packets import ICMP, IP, TCP, UDP, Raw, checksum, verify_checksums
 
 
@@ -57,7 +66,7 @@ def test_partial_tcp_checksum_through_snat(lab: Lab) -> None:
     assert field == pseudo_sum(ROUTER_WAN, SERVER, 6, len(r.data) - 20)
 
 
-def test_partial_checksum_with_port_change_and_reply(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_partial_checksum_with_port_change_and_reply(lab_factory: LabFactory) -> None:
     lab = lab_factory("\n[nat]\npreserve_ports = false\nport_min = 30000\nport_max = 30009\n")
     full = bytes(IP(src=LAN_HOST, dst=SERVER) / UDP(sport=5000, dport=4789) / Raw(b"y" * 300))
     pkt, off = make_partial(full)
@@ -122,7 +131,7 @@ def test_gso_udp_l4(lab: Lab) -> None:
     assert lab.entries()[0].packets == (8, 0)
 
 
-def test_gso_segments_larger_than_output_mtu(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_gso_segments_larger_than_output_mtu(lab_factory: LabFactory) -> None:
     from router.config import parse
     from router.tables import compile_tables
     from tests.native.conftest import BASE

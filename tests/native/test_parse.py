@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.native.conftest import LAN, LAN_HOST, SERVER, WAN, Lab, make_lab
+from tests.native.conftest import LAN, LAN_HOST, SERVER, WAN, Lab, LabFactory, make_lab
 from tests.packets import ICMP, IP, TCP, UDP, Raw, checksum
 
 
@@ -91,7 +91,7 @@ def test_bad_l4_checksum(lab: Lab, layer: object) -> None:
     assert lab.send(LAN, bytes(b)).reason == "bad_l4_checksum"
 
 
-def test_checksum_verification_can_be_disabled(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_checksum_verification_can_be_disabled(lab_factory: LabFactory) -> None:
     lab = lab_factory("\n[conntrack]\nchecksum = false\n")
     b = bytearray(bytes(IP(src=LAN_HOST, dst=SERVER) / UDP(sport=1, dport=2) / Raw(b"abcd")))
     b[-1] ^= 0xFF
