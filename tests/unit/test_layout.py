@@ -211,3 +211,21 @@ def test_no_function_is_too_long() -> None:
                 if n > MAX_FUNCTION_LINES:
                     long[f"{p.relative_to(ROOT)}:{name}"] = n
     assert long == {}
+
+
+# ---- packaging --------------------------------------------------------------
+
+
+def test_every_package_is_installed_and_shipped() -> None:
+    """A new folder of the code must reach pip's packages and the
+    container's build context, or an installed router misses it."""
+    import tomllib
+
+    packages = {_module_name(p.parent / "__init__.py") for p in PKG.rglob("__init__.py")}
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"])
+    assert listed == packages
+    context = (ROOT / "scripts" / "container.sh").read_text()
+    for pkg in packages - {"router"}:
+        folder = pkg.replace(".", "/")
+        assert f"cp {folder}/" in context, f"scripts/container.sh does not copy {folder}"
