@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
@@ -184,137 +184,118 @@ def _window(e: Any, d: int) -> TcpWindow:
             int(e.tcp_scale[d]), int(e.tcp_flags[d]), int(e.tcp_maxack[d]))
 
 
-def _c_arrays(t: Tables) -> dict[str, Any]:
-    """The arrays of ``struct rt_tables``, filled from ``t``."""
-    ifaces = ffi.new("struct rt_iface_cfg[]", max(1, len(t.ifaces)))
-    for i, e in enumerate(t.ifaces):
-        ifaces[i].fd = e.fd
-        ifaces[i].addr = be32(e.addr)
-        ifaces[i].mtu = e.mtu
-        ifaces[i].zone = e.zone
-        ifaces[i].flags = lib.RT_IF_VNET_HDR if e.vnet_hdr else 0
-        ifaces[i].rp_filter = e.rp_filter
-        if e.addr6 is not None:
-            ifaces[i].addr6 = e.addr6.packed
-            ifaces[i].has_addr6 = 1
-    routes6 = ffi.new("struct rt_route6_cfg[]", max(1, len(t.routes6)))
-    for i, r6 in enumerate(t.routes6):
-        routes6[i].prefix = r6.prefix.network_address.packed
-        routes6[i].plen = r6.prefix.prefixlen
-        routes6[i].iface = r6.iface
-    npt6 = ffi.new("struct rt_npt6_cfg[]", max(1, len(t.npt6)))
-    for i, n6 in enumerate(t.npt6):
-        npt6[i].inside = n6.inside.network_address.packed
-        npt6[i].outside = n6.outside.network_address.packed
-        npt6[i].plen = n6.inside.prefixlen
-        npt6[i].iface = n6.iface
-    routes = ffi.new("struct rt_route_cfg[]", max(1, len(t.routes)))
-    for i, r in enumerate(t.routes):
-        routes[i].prefix = be32(r.prefix.network_address)
-        routes[i].plen = r.prefix.prefixlen
-        routes[i].iface = r.iface
-        routes[i].gateway = be32(r.gateway)
-    masq6 = ffi.new("struct rt_masq6_cfg[]", max(1, len(t.masq6)))
-    for i, m6 in enumerate(t.masq6):
-        masq6[i].src_prefix = m6.sources.network_address.packed
-        masq6[i].src_plen = m6.sources.prefixlen
-        masq6[i].out_iface = m6.out_iface
-    nat = ffi.new("struct rt_nat_cfg[]", max(1, len(t.nat)))
-    for i, n in enumerate(t.nat):
-        nat[i].src_prefix = be32(n.sources.network_address)
-        nat[i].src_plen = n.sources.prefixlen
-        nat[i].out_iface = n.out_iface
-        nat[i].to_addr = be32(n.to)
-        nat[i].pool_first = n.pool_first
-        nat[i].pool_size = n.pool_size
-    pool = ffi.new("rt_be32[]", [be32(a) for a in t.nat_pool] or [0])
-    dnat = ffi.new("struct rt_dnat_cfg[]", max(1, len(t.dnat)))
-    for i, d in enumerate(t.dnat):
-        dnat[i].addr = be32(d.addr)
-        dnat[i].to_addr = be32(d.to)
-        dnat[i].port_min = d.port_min
-        dnat[i].port_max = d.port_max
-        dnat[i].to_port = d.to_port
-        dnat[i].proto = d.proto
-        dnat[i].masquerade = int(d.masquerade)
-        dnat[i].lb_first = d.lb_first
-        dnat[i].lb_size = d.lb_size
-    lb = ffi.new("struct rt_lb_slot[]", max(1, len(t.lb_slots)))
-    for i, sl in enumerate(t.lb_slots):
-        lb[i].addr = be32(sl.addr)
-        lb[i].port = sl.port
-        lb[i].backend = sl.backend
-    policy = ffi.new("uint8_t[]", [int(v) for row in t.policy for v in row] or [0])
-    timeouts = ffi.new("uint32_t[]", list(t.timeouts))
-    fw = ffi.new("struct rt_fw_rule[]", max(1, len(t.fw)))
-    for i, rule in enumerate(t.fw):
-        fw[i].chain = rule.chain
-        fw[i].action = rule.action
-        fw[i].proto = rule.proto
-        fw[i].states = rule.states
-        fw[i].from_zone = rule.from_zone
-        fw[i].to_zone = rule.to_zone
-        if rule.src.version == 6 or rule.dst.version == 6:
-            fw[i].family = 6
-            fw[i].src6 = rule.src.network_address.packed
-            fw[i].dst6 = rule.dst.network_address.packed
+def _c_array(ctype: str, items: Sequence[Any], fill: Callable[[Any, Any], None] | None,
+             value: Callable[[Any], int] = int) -> Any:
+    """A C array of ``ctype`` with element i filled from ``items[i]``: a
+    struct by ``fill``, a number by ``value`` (one element at least: an
+    empty table is a valid pointer too)."""
+    arr = ffi.new(f"{ctype}[]", max(1, len(items)))
+    for i, x in enumerate(items):
+        if fill is None:
+            arr[i] = value(x)
         else:
-            fw[i].src = be32(rule.src.network_address)
-            fw[i].dst = be32(rule.dst.network_address)
-        fw[i].src_plen = rule.src.prefixlen
-        fw[i].dst_plen = rule.dst.prefixlen
-        fw[i].icmp_type = rule.icmp_type
-        fw[i].port_min = rule.port_min
-        fw[i].port_max = rule.port_max
-    return {"ifaces": ifaces, "routes": routes, "routes6": routes6, "npt6": npt6,
-            "masq6": masq6, "nat": nat, "pool": pool, "dnat": dnat, "lb": lb, "fw": fw,
-            "policy": policy, "timeouts": timeouts}
+            fill(arr[i], x)
+    return arr
 
 
-def _c_tables(t: Tables, a: dict[str, Any]) -> Any:
-    """``struct rt_tables`` pointing at arrays ``a`` (which must outlive it)."""
+def _iface(c: Any, e: Any) -> None:
+    c.fd, c.addr, c.mtu, c.zone = e.fd, be32(e.addr), e.mtu, e.zone
+    c.flags = lib.RT_IF_VNET_HDR if e.vnet_hdr else 0
+    c.rp_filter = e.rp_filter
+    if e.addr6 is not None:
+        c.addr6, c.has_addr6 = e.addr6.packed, 1
+
+
+def _route6(c: Any, r: Any) -> None:
+    c.prefix, c.plen, c.iface = r.prefix.network_address.packed, r.prefix.prefixlen, r.iface
+
+
+def _npt6(c: Any, n: Any) -> None:
+    c.inside, c.outside = n.inside.network_address.packed, n.outside.network_address.packed
+    c.plen, c.iface = n.inside.prefixlen, n.iface
+
+
+def _route(c: Any, r: Any) -> None:
+    c.prefix, c.plen = be32(r.prefix.network_address), r.prefix.prefixlen
+    c.iface, c.gateway = r.iface, be32(r.gateway)
+
+
+def _masq6(c: Any, m: Any) -> None:
+    c.src_prefix, c.src_plen = m.sources.network_address.packed, m.sources.prefixlen
+    c.out_iface = m.out_iface
+
+
+def _nat(c: Any, n: Any) -> None:
+    c.src_prefix, c.src_plen = be32(n.sources.network_address), n.sources.prefixlen
+    c.out_iface, c.to_addr = n.out_iface, be32(n.to)
+    c.pool_first, c.pool_size = n.pool_first, n.pool_size
+
+
+def _dnat(c: Any, d: Any) -> None:
+    c.addr, c.to_addr, c.proto = be32(d.addr), be32(d.to), d.proto
+    c.port_min, c.port_max, c.to_port = d.port_min, d.port_max, d.to_port
+    c.masquerade, c.lb_first, c.lb_size = int(d.masquerade), d.lb_first, d.lb_size
+
+
+def _lb_slot(c: Any, sl: Any) -> None:
+    c.addr, c.port, c.backend = be32(sl.addr), sl.port, sl.backend
+
+
+def _fw_rule(c: Any, rule: Any) -> None:
+    c.chain, c.action, c.proto, c.states = rule.chain, rule.action, rule.proto, rule.states
+    c.from_zone, c.to_zone = rule.from_zone, rule.to_zone
+    if rule.src.version == 6 or rule.dst.version == 6:
+        c.family = 6
+        c.src6, c.dst6 = rule.src.network_address.packed, rule.dst.network_address.packed
+    else:
+        c.src, c.dst = be32(rule.src.network_address), be32(rule.dst.network_address)
+    c.src_plen, c.dst_plen = rule.src.prefixlen, rule.dst.prefixlen
+    c.icmp_type, c.port_min, c.port_max = rule.icmp_type, rule.port_min, rule.port_max
+
+
+# The arrays of struct rt_tables: its field (counted by "n_" + field), the
+# Tables attribute, the C element type, and how an element is filled.
+_ARRAYS: tuple[tuple[str, str, str, Callable[[Any, Any], None] | None], ...] = (
+    ("ifaces", "ifaces", "struct rt_iface_cfg", _iface),
+    ("routes", "routes", "struct rt_route_cfg", _route),
+    ("routes6", "routes6", "struct rt_route6_cfg", _route6),
+    ("npt6", "npt6", "struct rt_npt6_cfg", _npt6),
+    ("masq6", "masq6", "struct rt_masq6_cfg", _masq6),
+    ("nat", "nat", "struct rt_nat_cfg", _nat),
+    ("dnat", "dnat", "struct rt_dnat_cfg", _dnat),
+    ("lb_slots", "lb_slots", "struct rt_lb_slot", _lb_slot),
+    ("fw_rules", "fw", "struct rt_fw_rule", _fw_rule),
+    ("timeouts", "timeouts", "uint32_t", None),
+)
+# Its plain numbers, each the Tables attribute of the same name.
+_SCALARS = ("port_min", "port_max", "tcp_max_retrans", "input_policy", "icmp_rate",
+            "src_conn_cap", "src_new_rate", "src_prefix6", "src_share")
+
+
+def _c_tables(t: Tables) -> tuple[Any, list[Any]]:
+    """``struct rt_tables`` filled from ``t``, and the arrays it points at
+    (which must outlive every use of it)."""
     tb = ffi.new("struct rt_tables *")
-    tb.ifaces = a["ifaces"]
-    tb.n_ifaces = len(t.ifaces)
-    tb.routes = a["routes"]
-    tb.n_routes = len(t.routes)
-    tb.routes6 = a["routes6"]
-    tb.n_routes6 = len(t.routes6)
-    tb.npt6 = a["npt6"]
-    tb.n_npt6 = len(t.npt6)
-    tb.masq6 = a["masq6"]
-    tb.n_masq6 = len(t.masq6)
-    tb.nat = a["nat"]
-    tb.n_nat = len(t.nat)
-    tb.dnat = a["dnat"]
-    tb.n_dnat = len(t.dnat)
-    tb.n_zones = len(t.zones)
-    tb.zone_policy = a["policy"]
-    tb.timeouts = a["timeouts"]
-    tb.n_timeouts = len(t.timeouts)
-    tb.port_min = t.port_min
-    tb.port_max = t.port_max
+    keep = []
+    for field, attr, ctype, fill in _ARRAYS:
+        items = getattr(t, attr)
+        keep.append(_c_array(ctype, items, fill))
+        setattr(tb, field, keep[-1])
+        setattr(tb, f"n_{field}", len(items))
+    keep.append(_c_array("rt_be32", t.nat_pool, None, be32))
+    tb.nat_pool, tb.n_nat_pool = keep[-1], len(t.nat_pool)
+    keep.append(_c_array("uint8_t", [v for row in t.policy for v in row], None))
+    tb.zone_policy, tb.n_zones = keep[-1], len(t.zones)
+    for name in _SCALARS:
+        setattr(tb, name, getattr(t, name))
+    tb.n_backends = len(t.backends)
+    tb.nat_filtering = t.filtering
     tb.flags = ((lib.RT_F_TCP_LOOSE if t.tcp_loose else 0)
                 | (lib.RT_F_L4_CSUM if t.checksum else 0)
                 | (lib.RT_F_PRESERVE_PORTS if t.preserve_ports else 0)
                 | (lib.RT_F_EIM if t.eim else 0)
                 | (lib.RT_F_TCP_LIBERAL if t.tcp_liberal else 0))
-    tb.tcp_max_retrans = t.tcp_max_retrans
-    tb.nat_filtering = t.filtering
-    tb.fw_rules = a["fw"]
-    tb.n_fw_rules = len(t.fw)
-    tb.input_policy = t.input_policy
-    tb.icmp_rate = t.icmp_rate
-    tb.src_conn_cap = t.src_conn_cap
-    tb.src_new_rate = t.src_new_rate
-    tb.src_prefix6 = t.src_prefix6
-    tb.src_share = t.src_share
-    tb.nat_pool = a["pool"]
-    tb.n_nat_pool = len(t.nat_pool)
-    tb.lb_slots = a["lb"]
-    tb.n_lb_slots = len(t.lb_slots)
-    tb.n_backends = len(t.backends)
-    return tb
+    return tb, keep
 
 
 class Datapath:
@@ -353,8 +334,8 @@ class Datapath:
     def load(self, t: Tables) -> None:
         """Swaps in new tables atomically; raises DatapathError and keeps the
         old ones if the C side refuses them."""
-        arrays = _c_arrays(t)  # cffi buffers must outlive the call
-        if self._c(lib.rt_dp_load, _c_tables(t, arrays)) != 0:
+        tb, _arrays = _c_tables(t)  # the arrays live until the call returns
+        if self._c(lib.rt_dp_load, tb) != 0:
             raise DatapathError(ffi.string(self._c(lib.rt_dp_error)).decode())
 
     # -- packets -----------------------------------------------------------

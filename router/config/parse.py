@@ -74,10 +74,14 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
 
 def _control(r: Reader, doc: Mapping[str, Any]) -> Control:
     _, v = r.section(doc, "control", Control)
-    if not plain_path(v["socket"]):
-        raise r.fail("control.socket", "must be an absolute path without '..' or control "
-                                       "characters")
+    _check_path(r, v["socket"], "control.socket")
     return Control(**v)
+
+
+def _check_path(r: Reader, path: str, key: str, alternative: str = "") -> None:
+    if not plain_path(path):
+        raise r.fail(key, "must be an absolute path without '..' or control characters"
+                     + alternative)
 
 
 def _metrics(r: Reader, doc: Mapping[str, Any]) -> Metrics:
@@ -92,9 +96,7 @@ def _metrics(r: Reader, doc: Mapping[str, Any]) -> Metrics:
 
 def _dataplane(r: Reader, doc: Mapping[str, Any]) -> Dataplane:
     _, v = r.section(doc, "dataplane", Dataplane)
-    if not plain_path(v["tun_device"]):
-        raise r.fail("dataplane.tun_device", "must be an absolute path without '..' or control "
-                                             "characters")
+    _check_path(r, v["tun_device"], "dataplane.tun_device")
     return Dataplane(**v)
 
 
@@ -250,12 +252,9 @@ def _routes(r: Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
 def _conntrack(r: Reader, doc: Mapping[str, Any]) -> Conntrack:
     t, v = r.section(doc, "conntrack", Conntrack, frozenset({"timeouts"}))
     state_file, state_key = v["state_file"], v["state_key"]
-    if state_file and not plain_path(state_file):
-        raise r.fail("conntrack.state_file", "must be an absolute path without '..' or control "
-                                             "characters (or empty: no state)")
-    if not plain_path(state_key):
-        raise r.fail("conntrack.state_key", "must be an absolute path without '..' or control "
-                                            "characters")
+    if state_file:
+        _check_path(r, state_file, "conntrack.state_file", " (or empty: no state)")
+    _check_path(r, state_key, "conntrack.state_key")
     if state_file and (os.path.dirname(state_key) + "/").startswith(
             os.path.dirname(state_file) + "/"):
         raise r.fail("conntrack.state_key", "must not be in the state file's directory "

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, fields
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
-from typing import Any
+from typing import Any, TypeVar
 
 from router.config.model import ConfigError, Interface
+
+T = TypeVar("T")
 
 
 @functools.cache
@@ -137,12 +139,8 @@ class Reader:
         return str(val)
 
     def network(self, val: Any, key: str) -> IPv4Network:
-        if not isinstance(val, str):
-            raise self.fail(key, "must be a string like '192.168.1.0/24'")
-        try:
-            return IPv4Network(val, strict=True)
-        except ValueError as e:
-            raise self.fail(key, f"not an IPv4 network: {e}") from None
+        return _value(self, lambda v: IPv4Network(v, strict=True), val, key,
+                      "a string like '192.168.1.0/24'", "an IPv4 network")
 
     def iface_addr(self, val: Any, key: str) -> IPv4Interface:
         if not isinstance(val, str) or "/" not in val:
@@ -161,12 +159,8 @@ class Reader:
         return addr
 
     def address(self, val: Any, key: str) -> IPv4Address:
-        if not isinstance(val, str):
-            raise self.fail(key, "must be a string like '192.0.2.1'")
-        try:
-            addr = IPv4Address(val)
-        except ValueError as e:
-            raise self.fail(key, f"not an IPv4 address: {e}") from None
+        addr = _value(self, IPv4Address, val, key, "a string like '192.0.2.1'",
+                      "an IPv4 address")
         _check_unicast(self, addr, key)
         return addr
 
@@ -254,12 +248,19 @@ def iface6(r: Reader, val: Any, key: str) -> IPv6Interface:
 
 
 def net6(r: Reader, val: Any, key: str) -> IPv6Network:
+    return _value(r, lambda v: IPv6Network(v, strict=True), val, key,
+                  "a string like '2001:db8::/32'", "an IPv6 network")
+
+
+def _value(r: Reader, make: Callable[[str], T], val: Any, key: str, like: str, what: str) -> T:
+    """``make(val)`` for a string ``val``; else, or when ``make`` refuses
+    it, the error for ``key``: it "must be LIKE", or is "not WHAT"."""
     if not isinstance(val, str):
-        raise r.fail(key, "must be a string like '2001:db8::/32'")
+        raise r.fail(key, f"must be {like}")
     try:
-        return IPv6Network(val, strict=True)
+        return make(val)
     except ValueError as e:
-        raise r.fail(key, f"not an IPv6 network: {e}") from None
+        raise r.fail(key, f"not {what}: {e}") from None
 
 
 def any_net(r: Reader, val: Any, key: str) -> IPv4Network | IPv6Network:

@@ -18,8 +18,9 @@
 
 #define UDP_STREAM_AFTER_MS 2000 /* Linux: stream_ts = first packet + 2 s */
 
-static bool udp_new(struct ct_conn *c, struct ct_tcp_win *w,
-                    const struct pkt_meta *m, const struct ct_params *p)
+/* Any UDP datagram, or packet of another protocol, may open a flow. */
+static bool any_new(struct ct_conn *c, struct ct_tcp_win *w, const struct pkt_meta *m,
+                    const struct ct_params *p)
 {
     (void)w;
     (void)c;
@@ -67,16 +68,6 @@ static enum ct_verdict icmp_update(struct ct_conn *c, struct ct_tcp_win *w,
     return CT_ACCEPT;
 }
 
-static bool other_new(struct ct_conn *c, struct ct_tcp_win *w,
-                      const struct pkt_meta *m, const struct ct_params *p)
-{
-    (void)w;
-    (void)c;
-    (void)m;
-    (void)p;
-    return true;
-}
-
 static enum ct_verdict other_update(struct ct_conn *c, struct ct_tcp_win *w,
                                     const struct pkt_meta *m, enum ct_dir dir,
                                     const struct ct_params *p, uint64_t now_ms)
@@ -89,7 +80,7 @@ static enum ct_verdict other_update(struct ct_conn *c, struct ct_tcp_win *w,
 }
 
 const struct ct_l4_proto ct_proto_udp = {
-    .new_conn = udp_new,
+    .new_conn = any_new,
     .update = udp_update,
 };
 
@@ -99,7 +90,7 @@ const struct ct_l4_proto ct_proto_icmp = {
 };
 
 const struct ct_l4_proto ct_proto_other = {
-    .new_conn = other_new,
+    .new_conn = any_new,
     .update = other_update,
 };
 

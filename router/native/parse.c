@@ -126,6 +126,48 @@ static enum rt_drop_reason parse_tcp(struct pkt_meta *m, const uint8_t *l4, uint
     return RT_DROP_NONE;
 }
 
+/* The pseudo-header sum of 'len' bytes of 'proto' in the packet of 'm',
+ * either family (RFC 793 3.1, RFC 8200 8.1). */
+static uint64_t pseudo_sum(const struct pkt_meta *m, uint8_t proto, uint32_t len)
+{
+    const uint8_t *ip = m->data;
+    if (m->family == 6)
+        return csum_pseudo6(ip + IP6_OFF_SRC, ip + IP6_OFF_DST, proto, len);
+    return csum_pseudo4(wire_be32(ip + IP4_OFF_SRC), wire_be32(ip + IP4_OFF_DST), proto, len);
+}
+
+/* A UDP header in the 'n' bytes at 'l4' of either family, its checksum
+ * verified when 'verify'.  In IPv4 a zero checksum means the sender computed
+ * none (RFC 768); in IPv6 it is mandatory, fragmented or not (RFC 8200 8.1). */
+static enum rt_drop_reason parse_udp(struct pkt_meta *m, const uint8_t *l4, uint32_t n,
+                                     bool verify)
+{
+    if (n < UDP_HDR_LEN)
+        return RT_DROP_L4_SHORT;
+    uint32_t ulen = wire_h16(l4 + UDP_OFF_LEN);
+    /* In a first fragment the datagram goes on in later ones. */
+    if (ulen < UDP_HDR_LEN || (ulen > n && !m->frag))
+        return RT_DROP_L4_SHORT;
+    bool v6 = m->family == 6, none = wire_be16(l4 + UDP_OFF_CSUM) == 0;
+    if (v6 && none && (m->frag || verify))
+        return RT_DROP_BAD_L4_CSUM;
+    if (verify && !none &&
+        csum_fold(csum_add_bytes(pseudo_sum(m, IPPROTO_UDP_, ulen), l4, ulen)) != 0)
+        return RT_DROP_BAD_L4_CSUM;
+    m->l4_hdr_len = UDP_HDR_LEN;
+    return RT_DROP_NONE;
+}
+
+/* TCP or UDP in the 'n' bytes at 'l4', either family; checksums verified
+ * when 'verify'. */
+static enum rt_drop_reason parse_ported(struct pkt_meta *m, uint8_t *l4, uint32_t n, bool verify)
+{
+    if (m->proto == IPPROTO_UDP_)
+        return parse_udp(m, l4, n, verify);
+    return parse_tcp(m, l4, n, verify && n >= TCP_HDR_MIN ? pseudo_sum(m, IPPROTO_TCP_, n) : 0,
+                     verify);
+}
+
 static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
 {
     if (m->frag)
@@ -136,28 +178,11 @@ static enum rt_drop_reason parse_l4(struct pkt_meta *m, bool l4_csum)
     rt_be32 dst = wire_be32(m->data + IP4_OFF_DST);
 
     switch (m->proto) {
-    case IPPROTO_TCP_: {
-        enum rt_drop_reason r = parse_tcp(
-            m, l4, n, l4_csum && n >= TCP_HDR_MIN ? csum_pseudo4(src, dst, m->proto, n) : 0,
-            l4_csum);
+    case IPPROTO_TCP_:
+    case IPPROTO_UDP_: {
+        enum rt_drop_reason r = parse_ported(m, l4, n, l4_csum);
         if (r != RT_DROP_NONE)
             return r;
-        break;
-    }
-    case IPPROTO_UDP_: {
-        if (n < UDP_HDR_LEN)
-            return RT_DROP_L4_SHORT;
-        uint32_t ulen = wire_h16(l4 + UDP_OFF_LEN);
-        /* In a first fragment the datagram goes on in later ones. */
-        if (ulen < UDP_HDR_LEN || (ulen > n && !m->frag))
-            return RT_DROP_L4_SHORT;
-        /* A zero checksum means the sender computed none (RFC 768). */
-        if (l4_csum && wire_be16(l4 + UDP_OFF_CSUM) != 0 &&
-            csum_fold(csum_add_bytes(
-                csum_pseudo4(src, dst, m->proto, ulen), l4,
-                ulen)) != 0)
-            return RT_DROP_BAD_L4_CSUM;
-        m->l4_hdr_len = UDP_HDR_LEN;
         break;
     }
     case IPPROTO_ICMP_: {
@@ -318,27 +343,11 @@ static enum rt_drop_reason parse6(uint8_t *data, uint32_t len, bool l4_csum,
     uint32_t n = m->l4_len;
     const uint8_t *src = data + IP6_OFF_SRC, *dst = data + IP6_OFF_DST;
     switch (nh) {
-    case IPPROTO_TCP_: {
-        enum rt_drop_reason r = parse_tcp(
-            m, l4, n, l4_csum && n >= TCP_HDR_MIN ? csum_pseudo6(src, dst, nh, n) : 0,
-            l4_csum);
+    case IPPROTO_TCP_:
+    case IPPROTO_UDP_: {
+        enum rt_drop_reason r = parse_ported(m, l4, n, l4_csum);
         if (r != RT_DROP_NONE)
             return r;
-        break;
-    }
-    case IPPROTO_UDP_: {
-        if (n < UDP_HDR_LEN)
-            return RT_DROP_L4_SHORT;
-        uint32_t ulen = wire_h16(l4 + UDP_OFF_LEN);
-        if (ulen < UDP_HDR_LEN || (ulen > n && !m->frag))
-            return RT_DROP_L4_SHORT;
-        if (wire_be16(l4 + UDP_OFF_CSUM) == 0 && m->frag)
-            return RT_DROP_BAD_L4_CSUM; /* mandatory, fragmented or not */
-        if (l4_csum && (wire_be16(l4 + UDP_OFF_CSUM) == 0 ||
-                        csum_fold(csum_add_bytes(csum_pseudo6(src, dst, nh, ulen), l4,
-                                                 ulen)) != 0))
-            return RT_DROP_BAD_L4_CSUM;
-        m->l4_hdr_len = UDP_HDR_LEN;
         break;
     }
     case IPPROTO_ICMPV6_: {

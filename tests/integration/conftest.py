@@ -250,3 +250,48 @@ def server_behind_wan(netlab: NetLab, suffix: str, wan_addr: str, srv_addr: str,
         yield srv
     finally:
         run("ip", "netns", "del", srv, check=False)
+
+
+def csum_errors(netlab: NetLab, ns: str) -> dict[str, int]:
+    """The checksum error counters of namespace ``ns``'s kernel."""
+    out = netlab.ns(ns, "nstat", "-az", "TcpInCsumErrors", "UdpInCsumErrors",
+                    "IpInHdrErrors").stdout
+    vals = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            vals[parts[0]] = int(parts[1])
+    return vals
+
+
+def udp_gso_arrives(netlab: NetLab, srv: str, addr: str, port: str) -> dict[str, int]:
+    """One UDP_SEGMENT send of 8 datagrams of 1000 bytes from the LAN host
+    to ``addr``:``port`` in namespace ``srv`` arrives as 8 datagrams with
+    correct checksums.  The router's counters from before, for the caller."""
+    before: dict[str, int] = netlab.ctl_json("stats")["counters"]
+    cnt = netlab.spawn(srv, sys.executable, PEERS, "udp-count", addr, port, "5")
+    assert cnt.stdout is not None and cnt.stdout.readline().strip() == "ready"
+    netlab.ns(netlab.lan, sys.executable, PEERS, "udp-gso", addr, port, "8", "1000")
+    assert cnt.stdout.readline().split() == ["8", "8000"]
+    assert csum_errors(netlab, srv).get("UdpInCsumErrors", 0) == 0
+    return before
+
+
+def path_mtu_transfer(netlab: NetLab, ip: tuple[str, ...], wan_net: str, advmss: str,
+                      server: str, port: str, seen_as: str, mtu: int) -> None:
+    """A 2 MiB TCP transfer from the LAN host to ``server`` across a WAN
+    link of ``mtu``, the server advertising a full-size MSS (``advmss`` on
+    its route to ``wan_net``) although its link is smaller, as a server
+    behind a smaller hop would: only path MTU discovery can help.  The first
+    full-size segments are refused with an ICMP error, the transfer
+    completes (seen from ``seen_as``), and the LAN host learned the MTU.
+    ``ip`` is the family option of ip(8): () or ("-6",)."""
+    netlab.ns(netlab.wan, "ip", *ip, "route", "change", wan_net, "dev", "wan0", "advmss", advmss)
+    sink = netlab.spawn(netlab.wan, sys.executable, PEERS, "tcp-sink", server, port, "30")
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    netlab.ns(netlab.lan, sys.executable, PEERS, "tcp-send", server, port, str(2 << 20))
+    assert sink.stdout.readline().split() == [seen_as, str(2 << 20)]
+    assert netlab.drops()["too_big"] >= 1
+    assert netlab.ctl_json("stats")["counters"]["icmp_sent"] >= 1
+    r = netlab.ns(netlab.lan, "ip", *ip, "route", "get", server)
+    assert f"mtu {mtu}" in r.stdout, r.stdout

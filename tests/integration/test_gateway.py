@@ -21,6 +21,7 @@ from tests.integration.conftest import (
     ROUTER_WAN,
     SERVER,
     NetLab,
+    path_mtu_transfer,
     run,
 )
 from tests.packets import IP, TCP, UDP, Raw
@@ -322,19 +323,8 @@ def test_path_mtu_discovery_through_a_smaller_wan_mtu(netlab: NetLab) -> None:
     at = text.index("mtu = 1500", text.index('name = "wan0"'))
     netlab.config.write_text(text[:at] + "mtu = 1400" + text[at + len("mtu = 1500"):])
     netlab.start_router()
-    # The server advertises a full-size MSS although its link is smaller, as
-    # a server behind a smaller hop would: only path MTU discovery can help.
-    netlab.ns(netlab.wan, "ip", "route", "change", "203.0.113.0/24", "dev", "wan0",
-              "advmss", "1460")
-    sink = netlab.spawn(netlab.wan, sys.executable, PEERS, "tcp-sink", SERVER, "9100", "30")
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-    netlab.ns(netlab.lan, sys.executable, PEERS, "tcp-send", SERVER, "9100", str(2 << 20))
-    assert sink.stdout.readline().split() == [ROUTER_WAN, str(2 << 20)]
-    # The first full-size segments were refused with "fragmentation needed".
-    assert netlab.drops()["too_big"] >= 1
-    assert netlab.ctl_json("stats")["counters"]["icmp_sent"] >= 1
-    r = netlab.ns(netlab.lan, "ip", "route", "get", SERVER)
-    assert "mtu 1400" in r.stdout, r.stdout  # the LAN host learned the path MTU
+    # "Fragmentation needed" makes the LAN host lower its segments.
+    path_mtu_transfer(netlab, (), "203.0.113.0/24", "1460", SERVER, "9100", ROUTER_WAN, 1400)
 
 
 def test_prometheus_metrics(netlab: NetLab) -> None:

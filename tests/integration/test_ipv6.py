@@ -11,7 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import PEERS, NetLab, server_behind_wan
+from tests.integration.conftest import (
+    PEERS,
+    NetLab,
+    csum_errors,
+    path_mtu_transfer,
+    server_behind_wan,
+    udp_gso_arrives,
+)
 
 pytestmark = pytest.mark.netns
 HOST6 = "2001:db8:77::2"
@@ -90,19 +97,8 @@ def test_packet_too_big_completes_a_tcp_transfer(netlab: NetLab) -> None:
     assert r["applied"] and r["interfaces_added"] == ["wan0"]  # the link was re-created
     wait_addr(netlab)
     wait_ping6(netlab, SERVER6)  # the re-created WAN link needs its address again
-    # The server advertises a full-size MSS although its link is smaller, as
-    # a server behind a smaller hop would: only path MTU discovery can help.
-    netlab.ns(netlab.wan, "ip", "-6", "route", "change", "2001:db8:77::/64", "dev", "wan0",
-              "advmss", "1440")
-    sink = netlab.spawn(netlab.wan, sys.executable, PEERS, "tcp-sink", SERVER6, "9106", "30")
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-    netlab.ns(netlab.lan, sys.executable, PEERS, "tcp-send", SERVER6, "9106", str(2 << 20))
-    assert sink.stdout.readline().split() == [HOST6, str(2 << 20)]
-    # The first full-size segments were refused with "packet too big".
-    assert netlab.drops()["too_big"] >= 1
-    assert netlab.ctl_json("stats")["counters"]["icmp_sent"] >= 1
-    r = netlab.ns(netlab.lan, "ip", "-6", "route", "get", SERVER6)
-    assert "mtu 1280" in r.stdout, r.stdout  # the LAN host learned the path MTU
+    # "Packet too big" makes the LAN host lower its segments.
+    path_mtu_transfer(netlab, ("-6",), "2001:db8:77::/64", "1440", SERVER6, "9106", HOST6, 1280)
 
 
 def npt_outside(inside_addr: str, inside: str, outside: str) -> str:
@@ -204,8 +200,6 @@ def test_tcp6_upload_with_tso6_checked_by_receiver(netlab: NetLab, far_server6: 
     """TSO6: the LAN host's kernel hands 64 KB TCPv6 super-packets to the
     router, which forwards them whole; the far server verifies every
     segment's checksum."""
-    from tests.integration.test_offload import csum_errors
-
     srv = far_server6
     before = netlab.ctl_json("stats")["counters"]["gso_packets"]
     sink = netlab.spawn(srv, sys.executable, PEERS, "tcp-sink", FAR6, "9107", "30")
@@ -222,15 +216,7 @@ def test_tcp6_upload_with_tso6_checked_by_receiver(netlab: NetLab, far_server6: 
 def test_udp6_gso_checked_by_receiver(netlab: NetLab, far_server6: str) -> None:
     """USO6: one UDP_SEGMENT send of 8 datagrams crosses as one GSO packet
     and arrives as 8 datagrams with correct checksums."""
-    from tests.integration.test_offload import csum_errors
-
-    srv = far_server6
-    before = netlab.ctl_json("stats")["counters"]
-    cnt = netlab.spawn(srv, sys.executable, PEERS, "udp-count", FAR6, "9108", "5")
-    assert cnt.stdout is not None and cnt.stdout.readline().strip() == "ready"
-    netlab.ns(netlab.lan, sys.executable, PEERS, "udp-gso", FAR6, "9108", "8", "1000")
-    assert cnt.stdout.readline().split() == ["8", "8000"]
-    assert csum_errors(netlab, srv).get("UdpInCsumErrors", 0) == 0
+    before = udp_gso_arrives(netlab, far_server6, FAR6, "9108")
     c = netlab.ctl_json("stats")["counters"]
     assert c["gso_packets"] - before["gso_packets"] >= 1, c
     assert c["gso_segments"] - before["gso_segments"] >= 8, c

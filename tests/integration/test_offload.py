@@ -18,7 +18,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import PEERS, ROUTER_WAN, NetLab, server_behind_wan
+from tests.integration.conftest import (
+    ROUTER_WAN,
+    NetLab,
+    csum_errors,
+    server_behind_wan,
+    udp_gso_arrives,
+)
 
 pytestmark = pytest.mark.netns
 SRV_IP = "198.18.0.2"
@@ -28,17 +34,6 @@ SRV_IP = "198.18.0.2"
 def far_server(netlab: NetLab) -> Iterator[str]:
     with server_behind_wan(netlab, "s", "198.18.0.1/24", f"{SRV_IP}/24", "198.18.0.1") as srv:
         yield srv
-
-
-def csum_errors(netlab: NetLab, ns: str) -> dict[str, int]:
-    out = netlab.ns(ns, "nstat", "-az", "TcpInCsumErrors", "UdpInCsumErrors",
-                    "IpInHdrErrors").stdout
-    vals = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[1].isdigit():
-            vals[parts[0]] = int(parts[1])
-    return vals
 
 
 def test_tcp_upload_with_tso_checked_by_receiver(netlab: NetLab, far_server: str) -> None:
@@ -76,11 +71,6 @@ def test_tcp_upload_with_tso_checked_by_receiver(netlab: NetLab, far_server: str
 
 
 def test_udp_gso_checked_by_receiver(netlab: NetLab, far_server: str) -> None:
-    srv = far_server
-    cnt = netlab.spawn(srv, sys.executable, PEERS, "udp-count", SRV_IP, "9001", "5")
-    assert cnt.stdout is not None and cnt.stdout.readline().strip() == "ready"
-    netlab.ns(netlab.lan, sys.executable, PEERS, "udp-gso", SRV_IP, "9001", "8", "1000")
-    assert cnt.stdout.readline().split() == ["8", "8000"]
-    assert csum_errors(netlab, srv).get("UdpInCsumErrors", 0) == 0
+    udp_gso_arrives(netlab, far_server, SRV_IP, "9001")
     c = netlab.ctl_json("stats")["counters"]
     assert c["gso_packets"] >= 1 and c["gso_segments"] >= 8, c

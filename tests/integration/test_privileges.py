@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import LAN_OUT
 from tests.integration.conftest import ROOT, SERVER, NetLab, namespaces, run
 
 pytestmark = pytest.mark.netns
@@ -143,13 +144,7 @@ name = "wan0"
 address = "203.0.113.1/24"
 zone = "wan"
 {pre}
-[[nat.masquerade]]
-interface = "wan0"
-
-[[firewall.policy]]
-from = "lan"
-to = "wan"
-action = "accept"
+{LAN_OUT}
 
 [control]
 socket = "{d}/router.sock"

@@ -11,7 +11,7 @@ import pytest
 from router.config import parse
 from router.datapath import Datapath, Result
 from router.tables import compile_tables
-from tests.helpers import TWO_LINKS
+from tests.helpers import LAN_OUT, TWO_LINKS
 
 LAN, WAN = 0, 1
 LAN_HOST = "192.168.1.2"
@@ -26,14 +26,7 @@ BASE = TWO_LINKS + """mtu = 1500
 destination = "0.0.0.0/0"
 gateway = "203.0.113.254"
 
-[[nat.masquerade]]
-interface = "wan0"
-
-[[firewall.policy]]
-from = "lan"
-to = "wan"
-action = "accept"
-"""
+""" + LAN_OUT
 
 
 @dataclass
@@ -80,3 +73,20 @@ def lab() -> Lab:
 @pytest.fixture
 def lab_factory() -> Callable[..., Lab]:
     return make_lab
+
+
+def later_fragments_first(lab: Lab, iface: int, out: int, first: bytes,
+                          later: list[bytes]) -> list[bytes]:
+    """Sends a datagram's later fragments before its first: each is held (not
+    dropped, nothing leaves), and once the first has gone through to ``out``
+    the held ones follow it there.  The fragments as they left, first first."""
+    for part in reversed(later):
+        r = lab.send(iface, part)
+        assert r.out_iface == -1 and r.reason == "none"  # held, not dropped
+    assert lab.dp.take_ready() == []
+    r = lab.send(iface, first)
+    assert r.out_iface == out
+    ready = lab.dp.take_ready()
+    assert [i for i, _ in ready] == [out] * len(later)
+    assert lab.dp.counters()["fragments_held"] == len(later)
+    return [r.data] + [b for _, b in ready]

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from scapy.layers.inet import fragment  # type: ignore[import-untyped]
 
-from tests.native.conftest import LAN, LAN_HOST, ROUTER_LAN, ROUTER_WAN, SERVER, WAN, Lab
+from tests.native.conftest import (
+    LAN,
+    LAN_HOST,
+    ROUTER_LAN,
+    ROUTER_WAN,
+    SERVER,
+    WAN,
+    Lab,
+    later_fragments_first,
+)
 from tests.packets import ICMP, IP, UDP, Raw, checksum
 
 
@@ -63,19 +72,8 @@ def test_fragments_in_order_are_natted(lab: Lab) -> None:
 
 
 def test_fragments_before_their_first_wait(lab: Lab) -> None:
-    parts = frags(big_udp())
-    later, first = parts[1:], parts[0]
-    for part in reversed(later):
-        r = lab.send(LAN, part)
-        assert r.out_iface == -1 and r.reason == "none"  # held, not dropped
-    assert lab.dp.take_ready() == []
-    r = lab.send(LAN, first)
-    assert r.out_iface == WAN
-    ready = lab.dp.take_ready()
-    assert [i for i, _ in ready] == [WAN] * len(later)
-    whole = reassemble([r.data] + [b for _, b in ready])
-    verify_udp(whole)
-    assert lab.dp.counters()["fragments_held"] == len(later)
+    first, *later = frags(big_udp())
+    verify_udp(reassemble(later_fragments_first(lab, LAN, WAN, first, later)))
 
 
 def test_reply_fragments_are_translated_back(lab: Lab) -> None:

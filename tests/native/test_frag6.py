@@ -15,7 +15,7 @@ from scapy.layers.inet6 import (  # type: ignore[import-untyped]
 )
 from scapy.packet import Raw  # type: ignore[import-untyped]
 
-from tests.native.conftest import make_lab
+from tests.native.conftest import later_fragments_first, make_lab
 from tests.native.test_ipv6 import HOST6, LAN6, ROUTER_LAN6, SERVER6, V6, WAN6, lab6, verify6
 from tests.native.test_nat66 import MASQ, ROUTER_WAN6
 
@@ -73,17 +73,9 @@ def test_fragments_in_order_are_forwarded_and_tracked() -> None:
 def test_fragments_before_their_first_wait_then_follow() -> None:
     lab = lab6()
     first, *later = frags(datagram(ident=7))
-    for part in reversed(later):
-        r = lab.send(LAN6, part)
-        assert r.out_iface == -1 and r.reason == "none"  # held, not dropped
-    assert lab.dp.take_ready() == []
-    r = lab.send(LAN6, first)
-    assert r.out_iface == WAN6
-    ready = lab.dp.take_ready()
-    assert [i for i, _ in ready] == [WAN6] * len(later)
-    assert all(b[7] == 63 for _, b in ready)
-    verify6(reassemble([r.data] + [b for _, b in ready]))
-    assert lab.dp.counters()["fragments_held"] == len(later)
+    out = later_fragments_first(lab, LAN6, WAN6, first, later)
+    assert all(b[7] == 63 for b in out[1:])  # the held ones lost a hop too
+    verify6(reassemble(out))
 
 
 def test_fragments_of_an_unsolicited_datagram_go_nowhere() -> None:

@@ -3,19 +3,11 @@
 from ipaddress import IPv4Address, IPv4Network
 
 from router.config import parse
-from router.datapath import TIMEOUT_NAMES
+from router.native.names import TIMEOUT_NAMES
 from router.tables import compile_tables
+from tests.helpers import TWO_LINKS
 
-CFG = """
-[[interface]]
-name = "lan0"
-address = "192.168.1.1/24"
-zone = "lan"
-[[interface]]
-name = "wan0"
-address = "203.0.113.1/24"
-zone = "wan"
-mtu = 1400
+CFG = TWO_LINKS + """mtu = 1400
 [[interface]]
 name = "dmz0"
 address = "10.9.0.1/24"
