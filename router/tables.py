@@ -26,9 +26,9 @@ class IfaceEntry:
     addr: IPv4Address
     mtu: int
     zone: int
-    vnet_hdr: bool = False
-    rp_filter: int = 2  # RT_RPF_*: 0 off, 1 loose, 2 strict
-    addr6: IPv6Address | None = None
+    vnet_hdr: bool
+    rp_filter: int  # RT_RPF_*: 0 off, 1 loose, 2 strict
+    addr6: IPv6Address | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +114,9 @@ STATE_BITS = {"new": 1, "established": 2, "related": 4}
 
 @dataclass(frozen=True, slots=True)
 class Tables:
+    """The config as the data plane takes it: every field set from the
+    config by compile_tables() (no defaults here: they are the model's)."""
+
     ifaces: tuple[IfaceEntry, ...]
     routes: tuple[RouteEntry, ...]
     nat: tuple[NatEntry, ...]
@@ -126,23 +129,23 @@ class Tables:
     tcp_loose: bool
     checksum: bool
     preserve_ports: bool
-    eim: bool = True
-    tcp_liberal: bool = False
-    tcp_max_retrans: int = 3
-    filtering: int = 1  # 0 APDF, 1 ADF, 2 EIF (rt.h RT_FILTER_*)
-    nat_pool: tuple[IPv4Address, ...] = ()
-    fw: tuple[FwEntry, ...] = ()
-    input_policy: int = 0
-    icmp_rate: int = 1000
-    src_conn_cap: int = 0
-    src_new_rate: int = 0
-    src_prefix6: int = 128
-    src_share: int = 0
-    lb_slots: tuple[LbSlot, ...] = ()
-    backends: tuple[tuple[str, str], ...] = ()  # (load balancer, "addr:port") by number
-    routes6: tuple[Route6Entry, ...] = ()
-    npt6: tuple[Npt6Entry, ...] = ()
-    masq6: tuple[Masq6Entry, ...] = ()
+    eim: bool
+    tcp_liberal: bool
+    tcp_max_retrans: int
+    filtering: int  # 0 APDF, 1 ADF, 2 EIF (rt.h RT_FILTER_*)
+    nat_pool: tuple[IPv4Address, ...]
+    fw: tuple[FwEntry, ...]
+    input_policy: int
+    icmp_rate: int
+    src_conn_cap: int
+    src_new_rate: int
+    src_prefix6: int
+    src_share: int
+    lb_slots: tuple[LbSlot, ...]
+    backends: tuple[tuple[str, str], ...]  # (load balancer, "addr:port") by number
+    routes6: tuple[Route6Entry, ...]
+    npt6: tuple[Npt6Entry, ...]
+    masq6: tuple[Masq6Entry, ...]
 
 
 def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) -> Tables:

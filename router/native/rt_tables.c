@@ -12,12 +12,6 @@
 #include "dp.h"
 #include "wire.h"
 
-static const uint32_t timeout_defaults[] = {
-#define X(name, str, secs) secs,
-    RT_TIMEOUTS(X)
-#undef X
-};
-
 struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
 {
     if (!p || p->batch == 0 || p->batch > 4096 || p->slot_size < 576 ||
@@ -72,17 +66,9 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
     dp->rng = p->seed ^ 0x9e3779b97f4a7c15ULL;
     if (dp->rng == 0)
         dp->rng = 1;
-    for (uint32_t i = 0; i < RT_N_TIMEOUTS; i++)
-        dp->ctp.timeout_ms[i] = (uint64_t)timeout_defaults[i] * 1000;
-    dp->ctp.tcp_loose = true;
-    dp->ctp.tcp_max_retrans = 3;
-    dp->l4_csum = true;
-    dp->np.port_min = 1024;
-    dp->np.port_max = 65535;
-    dp->np.preserve_ports = true;
-    dp->np.eim = true;
-    dp->np.filtering = NAT_FILTER_ADF;
-    dp->src_prefix6 = 128;
+    /* The tracker's and NAT's knobs stay zero: until the first rt_dp_load()
+     * there is no interface, so no packet gets as far as either, and the
+     * load sets every one (their defaults live in the config's model). */
     return dp;
 }
 

@@ -3,8 +3,6 @@ order, with bounded memory and expiry (RFC 4787 REQ-14)."""
 
 from __future__ import annotations
 
-from scapy.layers.inet import fragment  # type: ignore[import-untyped]
-
 from tests.native.conftest import (
     LAN,
     LAN_HOST,
@@ -15,30 +13,7 @@ from tests.native.conftest import (
     Lab,
     later_fragments_first,
 )
-from tests.packets import ICMP, IP, UDP, Raw, checksum
-
-
-def frags(pkt: object, size: int = 600) -> list[bytes]:
-    return [bytes(f) for f in fragment(pkt, fragsize=size)]
-
-
-def reassemble(parts: list[bytes]) -> bytes:
-    """Reassembles IPv4 fragments as a receiver does, checking each header."""
-    chunks = {}
-    hdr = b""
-    for b in parts:
-        p = IP(b)
-        assert checksum(b[:20]) == 0, "bad IP header checksum on a fragment"
-        if p.frag == 0:
-            hdr = b
-        chunks[p.frag * 8] = bytes(p.payload)
-    data = b"".join(chunks[k] for k in sorted(chunks))
-    whole = IP(hdr[:20]) / Raw(data)
-    whole[IP].flags = 0
-    whole[IP].frag = 0
-    whole[IP].len = None
-    whole[IP].chksum = None
-    return bytes(whole)
+from tests.packets import ICMP, IP, UDP, Raw, checksum, fragments4, reassemble4
 
 
 def big_udp(payload: int = 3000, sport: int = 5000) -> object:
@@ -52,7 +27,7 @@ def verify_udp(datagram: bytes) -> None:
 
 
 def test_fragments_in_order_are_natted(lab: Lab) -> None:
-    parts = frags(big_udp())
+    parts = fragments4(big_udp())
     assert len(parts) >= 5
     out = []
     for part in parts:
@@ -62,7 +37,7 @@ def test_fragments_in_order_are_natted(lab: Lab) -> None:
     for b in out:
         p = IP(b)
         assert p.src == ROUTER_WAN and p.dst == SERVER and p.ttl == 63
-    whole = reassemble(out)
+    whole = reassemble4(out)
     verify_udp(whole)  # the UDP checksum, fixed in the first fragment, fits the whole
     assert IP(whole)[UDP].sport == 5000
     c = lab.dp.counters()
@@ -72,26 +47,26 @@ def test_fragments_in_order_are_natted(lab: Lab) -> None:
 
 
 def test_fragments_before_their_first_wait(lab: Lab) -> None:
-    first, *later = frags(big_udp())
-    verify_udp(reassemble(later_fragments_first(lab, LAN, WAN, first, later)))
+    first, *later = fragments4(big_udp())
+    verify_udp(reassemble4(later_fragments_first(lab, LAN, WAN, first, later)))
 
 
 def test_reply_fragments_are_translated_back(lab: Lab) -> None:
     lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER) / UDP(sport=5000, dport=9000)))
     reply = IP(src=SERVER, dst=ROUTER_WAN, id=77) / UDP(sport=9000, dport=5000) / Raw(
         b"r" * 2500)
-    out = [lab.send(WAN, part) for part in frags(reply)]
+    out = [lab.send(WAN, part) for part in fragments4(reply)]
     assert all(r.out_iface == LAN for r in out)
-    whole = reassemble([r.data for r in out])
+    whole = reassemble4([r.data for r in out])
     assert IP(whole).dst == LAN_HOST
     verify_udp(whole)
 
 
 def test_big_ping_through_nat(lab: Lab) -> None:
     echo = IP(src=LAN_HOST, dst=SERVER, id=99) / ICMP(type=8, id=31, seq=1) / Raw(b"p" * 4000)
-    out = [lab.send(LAN, part) for part in frags(echo, 1480)]
+    out = [lab.send(LAN, part) for part in fragments4(echo, 1480)]
     assert all(r.out_iface == WAN for r in out)
-    whole = reassemble([r.data for r in out])
+    whole = reassemble4([r.data for r in out])
     assert checksum(bytes(IP(whole)[ICMP])) == 0
 
 
@@ -100,7 +75,7 @@ def test_unmatched_fragments_are_bounded_and_expire(lab: Lab) -> None:
     # keeps 64, refuses the rest, and they expire.
     held = refused = 0
     for i in range(100):
-        parts = frags(IP(src=LAN_HOST, dst=SERVER, id=1000 + i) / UDP() / Raw(b"z" * 1200))
+        parts = fragments4(IP(src=LAN_HOST, dst=SERVER, id=1000 + i) / UDP() / Raw(b"z" * 1200))
         r = lab.send(LAN, parts[1])
         if r.reason == "none":
             held += 1
@@ -109,14 +84,14 @@ def test_unmatched_fragments_are_bounded_and_expire(lab: Lab) -> None:
             refused += 1
     assert held == 64 and refused == 36
     lab.advance(31)
-    r = lab.send(LAN, frags(IP(src=LAN_HOST, dst=SERVER, id=5000) / UDP() /
+    r = lab.send(LAN, fragments4(IP(src=LAN_HOST, dst=SERVER, id=5000) / UDP() /
                             Raw(b"z" * 1200))[1])
     assert r.reason == "none"  # room again: the expired ones were dropped
     assert lab.dp.drops()["fragment_expired"] >= 1
 
 
 def test_fragment_for_the_router_is_dropped(lab: Lab) -> None:
-    parts = frags(IP(src=LAN_HOST, dst=ROUTER_LAN, id=7) / ICMP(type=8) / Raw(b"q" * 2000))
+    parts = fragments4(IP(src=LAN_HOST, dst=ROUTER_LAN, id=7) / ICMP(type=8) / Raw(b"q" * 2000))
     r = lab.send(LAN, parts[0])
     assert r.out_iface == -1 and r.reason == "fragment"
     r = lab.send(LAN, parts[1])
@@ -125,7 +100,7 @@ def test_fragment_for_the_router_is_dropped(lab: Lab) -> None:
 
 def test_first_fragment_policy_applies_to_all(lab: Lab) -> None:
     unsolicited = IP(src=SERVER, dst=LAN_HOST, id=8) / UDP(sport=1, dport=2) / Raw(b"w" * 2000)
-    parts = frags(unsolicited)
+    parts = fragments4(unsolicited)
     assert lab.send(WAN, parts[0]).reason == "policy"
     r = lab.send(WAN, parts[1])
     assert r.out_iface == -1

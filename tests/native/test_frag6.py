@@ -11,13 +11,13 @@ from scapy.layers.inet6 import (  # type: ignore[import-untyped]
     ICMPv6PacketTooBig,
     IPv6,
     IPv6ExtHdrFragment,
-    fragment6,
 )
 from scapy.packet import Raw  # type: ignore[import-untyped]
 
 from tests.native.conftest import later_fragments_first, make_lab
 from tests.native.test_ipv6 import HOST6, LAN6, ROUTER_LAN6, SERVER6, V6, WAN6, lab6, verify6
 from tests.native.test_nat66 import MASQ, ROUTER_WAN6
+from tests.packets import fragments6, reassemble6
 
 PAYLOAD = bytes(range(256)) * 11 + b"tail"  # 2820 bytes: three fragments of <= 1280
 
@@ -28,32 +28,9 @@ def datagram(src: str = HOST6, dst: str = SERVER6, sport: int = 5000, ident: int
         UDP(sport=sport, dport=9000) / Raw(PAYLOAD)
 
 
-def frags(pkt: object, size: int = 1280) -> list[bytes]:
-    return [bytes(f) for f in fragment6(pkt, size)]
-
-
-def reassemble(parts: list[bytes]) -> bytes:
-    """Puts IPv6 fragments together as a receiving host does (RFC 8200 4.5):
-    the unfragmentable part of the first, the fragment data in offset order."""
-    chunks: dict[int, bytes] = {}
-    first = b""
-    for b in parts:
-        assert b[6] == 44, "not a fragment"
-        fh = b[40:48]
-        off = int.from_bytes(fh[2:4], "big") & 0xFFF8
-        chunks[off] = b[48:]
-        if off == 0:
-            first = b
-    data = b"".join(chunks[k] for k in sorted(chunks))
-    hdr = bytearray(first[:40])
-    hdr[6] = first[40]  # the fragment header's next header
-    hdr[4:6] = len(data).to_bytes(2, "big")
-    return bytes(hdr) + data
-
-
 def test_fragments_in_order_are_forwarded_and_tracked() -> None:
     lab = lab6()
-    parts = frags(datagram())
+    parts = fragments6(datagram())
     assert len(parts) == 3
     out = []
     for part in parts:
@@ -61,7 +38,7 @@ def test_fragments_in_order_are_forwarded_and_tracked() -> None:
         assert r.out_iface == WAN6 and r.reason == "none"
         assert r.data[7] == 63  # hop limit decremented on every fragment
         out.append(r.data)
-    whole = reassemble(out)
+    whole = reassemble6(out)
     verify6(whole)
     assert IPv6(whole)[UDP].sport == 5000 and bytes(IPv6(whole)[Raw]) == PAYLOAD
     assert lab.dp.counters()["fragments"] == 3
@@ -72,39 +49,39 @@ def test_fragments_in_order_are_forwarded_and_tracked() -> None:
 
 def test_fragments_before_their_first_wait_then_follow() -> None:
     lab = lab6()
-    first, *later = frags(datagram(ident=7))
+    first, *later = fragments6(datagram(ident=7))
     out = later_fragments_first(lab, LAN6, WAN6, first, later)
     assert all(b[7] == 63 for b in out[1:])  # the held ones lost a hop too
-    verify6(reassemble(out))
+    verify6(reassemble6(out))
 
 
 def test_fragments_of_an_unsolicited_datagram_go_nowhere() -> None:
     lab = lab6()
-    first, *later = frags(datagram(src=SERVER6, dst=HOST6, ident=8))
+    first, *later = fragments6(datagram(src=SERVER6, dst=HOST6, ident=8))
     assert lab.send(WAN6, first).reason == "policy"
     for part in later:
         r = lab.send(WAN6, part)
         assert r.out_iface == -1  # no first fragment went: they wait and expire
     lab.advance(31)
-    lab.send(WAN6, frags(datagram(src=SERVER6, dst=HOST6, ident=9))[1])
+    lab.send(WAN6, fragments6(datagram(src=SERVER6, dst=HOST6, ident=9))[1])
     assert lab.dp.drops()["fragment_expired"] >= 1
     assert lab.dp.take_ready() == []
 
 
 def test_nat66_fragments_out_and_back() -> None:
     lab = make_lab(V6 + MASQ)
-    out = [lab.send(LAN6, part) for part in frags(datagram(ident=11))]
+    out = [lab.send(LAN6, part) for part in fragments6(datagram(ident=11))]
     assert all(r.out_iface == WAN6 for r in out)
     assert all(IPv6(r.data).src == ROUTER_WAN6 for r in out)
-    whole = reassemble([r.data for r in out])
+    whole = reassemble6([r.data for r in out])
     verify6(whole)  # the UDP checksum, updated in the first fragment, fits the whole
     port = IPv6(whole)[UDP].sport
     reply = IPv6(src=SERVER6, dst=ROUTER_WAN6) / IPv6ExtHdrFragment(id=12) / \
         UDP(sport=9000, dport=port) / Raw(PAYLOAD)
-    back = [lab.send(WAN6, part) for part in frags(reply)]
+    back = [lab.send(WAN6, part) for part in fragments6(reply)]
     assert all(r.out_iface == LAN6 for r in back), [r.reason for r in back]
     assert all(IPv6(r.data).dst == HOST6 for r in back)
-    whole = reassemble([r.data for r in back])
+    whole = reassemble6([r.data for r in back])
     verify6(whole)
     assert IPv6(whole)[UDP].dport == 5000
 
@@ -112,10 +89,10 @@ def test_nat66_fragments_out_and_back() -> None:
 def test_fragment_too_big_or_out_of_hops() -> None:
     lab = lab6()
     # wan6 has mtu 1280: fragments of 1400 bytes cannot leave there.
-    first = frags(datagram(ident=13), size=1400)[0]
+    first = fragments6(datagram(ident=13), size=1400)[0]
     r = lab.send(LAN6, first)
     assert r.reason == "too_big" and r.data[40] == 2  # packet too big, from the first
-    first, second, *_ = frags(datagram(ident=14))
+    first, second, *_ = fragments6(datagram(ident=14))
     assert lab.send(LAN6, first).out_iface == WAN6
     hop1 = bytearray(second)
     hop1[7] = 1
@@ -136,7 +113,7 @@ def test_fragments_for_the_router_itself_are_dropped() -> None:
     lab = lab6()
     ping = IPv6(src=HOST6, dst=ROUTER_LAN6) / IPv6ExtHdrFragment(id=15) / \
         ICMPv6EchoRequest(data=b"p" * 2000)
-    first = frags(ping)[0]
+    first = fragments6(ping)[0]
     r = lab.send(LAN6, first)
     assert r.out_iface == -1 and r.reason == "fragment"
 
@@ -157,7 +134,7 @@ def test_error_quoting_a_first_fragment_is_related() -> None:
     """Path MTU discovery for fragmented datagrams: "packet too big" quotes
     the first fragment, fragment header and all."""
     lab = lab6()
-    first = lab.send(LAN6, frags(datagram(ident=21))[0])
+    first = lab.send(LAN6, fragments6(datagram(ident=21))[0])
     assert first.out_iface == WAN6
     ptb = IPv6(src="2001:db8:2::99", dst=HOST6) / ICMPv6PacketTooBig(mtu=1280) / \
         Raw(first.data[:1232])
@@ -168,8 +145,8 @@ def test_error_quoting_a_first_fragment_is_related() -> None:
 
 def test_nat66_error_quoting_a_first_fragment_is_translated() -> None:
     lab = make_lab(V6 + MASQ)
-    lab.send(LAN6, frags(datagram(ident=22, sport=5000))[0])  # takes port 5000
-    sent = frags(datagram(src="2001:db8:1::3", ident=23, sport=5000))[0]
+    lab.send(LAN6, fragments6(datagram(ident=22, sport=5000))[0])  # takes port 5000
+    sent = fragments6(datagram(src="2001:db8:1::3", ident=23, sport=5000))[0]
     out = lab.send(LAN6, sent)
     port = IPv6(out.data)[UDP].sport
     assert port != 5000

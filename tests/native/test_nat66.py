@@ -21,7 +21,7 @@ from scapy.packet import Raw  # type: ignore[import-untyped]
 from router.datapath import GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM, SRC_NAT, Offload
 from tests.native.conftest import Lab, make_lab
 from tests.native.test_ipv6 import LAN6, SERVER6, V6, WAN6, out6, verify6
-from tests.packets import checksum
+from tests.packets import checksum, finish_partial
 
 HOST6 = "2001:db8:1::2"
 HOST6B = "2001:db8:1::3"
@@ -191,13 +191,6 @@ def make_partial6(pkt: bytes, gso: Offload | None = None) -> tuple[bytes, Offloa
         base = Offload(csum_flags=NEEDS_CSUM, csum_start=40, csum_offset=off,
                        gso_type=gso.gso_type, gso_size=gso.gso_size, hdr_len=gso.hdr_len)
     return bytes(b), base
-
-
-def finish_partial(pkt: bytes, off: Offload) -> bytes:
-    b = bytearray(pkt)
-    c = checksum(bytes(b[off.csum_start:]))
-    struct.pack_into("!H", b, off.csum_start + off.csum_offset, c)
-    return bytes(b)
 
 
 def test_partial_checksum_and_tcpv6_gso_through_nat66() -> None:

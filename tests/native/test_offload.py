@@ -22,7 +22,7 @@ from tests.native.conftest import (
     Lab,
     LabFactory,
 )
-from tests.packets import ICMP, IP, TCP, UDP, Raw, checksum, verify_checksums
+from tests.packets import ICMP, IP, TCP, UDP, Raw, checksum, finish_partial, verify_checksums
 
 
 def pseudo_sum(src: str, dst: str, proto: int, length: int) -> int:
@@ -41,16 +41,6 @@ def make_partial(pkt: bytes) -> tuple[bytes, Offload]:
     src, dst = ".".join(map(str, b[12:16])), ".".join(map(str, b[16:20]))
     struct.pack_into("!H", b, ihl + off, pseudo_sum(src, dst, proto, len(b) - ihl))
     return bytes(b), Offload(csum_flags=NEEDS_CSUM, csum_start=ihl, csum_offset=off)
-
-
-def finish_partial(pkt: bytes, off: Offload) -> bytes:
-    """What a NIC does with NEEDS_CSUM: sum from csum_start (field included),
-    complement, store."""
-    b = bytearray(pkt)
-    field = off.csum_start + off.csum_offset
-    c = checksum(bytes(b[off.csum_start:]))
-    struct.pack_into("!H", b, field, c)
-    return bytes(b)
 
 
 def test_partial_tcp_checksum_through_snat(lab: Lab) -> None:
