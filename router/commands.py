@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from ipaddress import ip_address
 from typing import Any
 
@@ -40,9 +40,7 @@ class Commands:
     steering: tuple[int, int] | None
     reloads: dict[str, int]
     capturing: str | None
-
-    async def reload(self) -> dict[str, Any]:
-        raise NotImplementedError  # the router's
+    reload: Callable[[], Awaitable[dict[str, Any]]]  # the router's (app.py)
 
     def _handlers(self) -> dict[str, Any]:
         return {

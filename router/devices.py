@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from router import config
@@ -40,9 +41,7 @@ class Devices:
     _spinning: bool
     _last_packet: int
     _fork_hook: bool
-
-    def _register_fork_hook(self) -> None:
-        raise NotImplementedError  # the router's
+    _register_fork_hook: Callable[[], None]  # the router's (app.py)
 
     def open_devices(self) -> None:
         """Opens and configures every TUN device.  Runs before the event loop
