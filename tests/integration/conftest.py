@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -295,3 +296,25 @@ def path_mtu_transfer(netlab: NetLab, ip: tuple[str, ...], wan_net: str, advmss:
     assert netlab.ctl_json("stats")["counters"]["icmp_sent"] >= 1
     r = netlab.ns(netlab.lan, "ip", *ip, "route", "get", server)
     assert f"mtu {mtu}" in r.stdout, r.stdout
+
+
+# The service user the privilege tests run the router as.
+USER = "rtr-test"
+
+
+@pytest.fixture(scope="session")
+def service_user() -> Iterator[pwd.struct_passwd]:
+    """The system account ``USER``: made for the tests if it does not exist,
+    and then removed again when they end (an account that was there before
+    is left alone)."""
+    made = False
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER)
+        made = True
+    try:
+        yield pwd.getpwnam(USER)
+    finally:
+        if made:
+            run("userdel", USER)  # fails loudly if the account cannot go

@@ -18,10 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import SERVER, NetLab, run
-from tests.integration.test_privileges import USER, service_user
-
-__all__ = ["service_user"]  # a fixture, shared with test_privileges
+from tests.integration.conftest import SERVER, USER, NetLab, run
 
 
 def test_a_fifo_as_config_blocks_no_reload_and_no_stop(netlab: NetLab) -> None:

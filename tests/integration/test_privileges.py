@@ -25,20 +25,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import LAN_OUT
-from tests.integration.conftest import ROOT, SERVER, NetLab, namespaces, run
+from tests.integration.conftest import ROOT, SERVER, USER, NetLab, namespaces, run
 
 pytestmark = pytest.mark.netns
-USER = "rtr-test"
 CAP_NET_ADMIN = 1 << 12
-
-
-@pytest.fixture(scope="module")
-def service_user() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER)
-        return pwd.getpwnam(USER)
 
 
 def proc_status(pid: int) -> dict[str, str]:
