@@ -133,31 +133,46 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zone", help="zone the original source is in, e.g. lan")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="routerctl", description="Control a running router.")
-    ap.add_argument("-S", "--socket", default=os.environ.get("ROUTER_SOCKET", DEFAULT_SOCKET),
-                    help=f"control socket (default {DEFAULT_SOCKET}, or $ROUTER_SOCKET)")
-    ap.add_argument("--json", action="store_true", help="print JSON")
+def _common(top: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before its name or after it.  After
+    it they default to nothing (SUPPRESS), so that leaving one out there
+    does not undo it given before."""
+    p = argparse.ArgumentParser(add_help=False)
+    socket_default = os.environ.get("ROUTER_SOCKET", DEFAULT_SOCKET) if top else argparse.SUPPRESS
+    p.add_argument("-S", "--socket", default=socket_default,
+                   help=f"control socket (default {DEFAULT_SOCKET}, or $ROUTER_SOCKET)")
+    p.add_argument("--json", action="store_true", help="print JSON",
+                   default=False if top else argparse.SUPPRESS)
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    """routerctl's command line."""
+    ap = argparse.ArgumentParser(prog="routerctl", description="Control a running router.",
+                                 parents=[_common(top=True)])
+    common = [_common(top=False)]
     sub = ap.add_subparsers(dest="cmd", required=True)
-    ct = sub.add_parser("conntrack", help="connection tracking table")
+    ct = sub.add_parser("conntrack", help="connection tracking table", parents=common)
     ctsub = ct.add_subparsers(dest="ctcmd", required=True)
     for name, helptext in (("list", "list connections like conntrack -L"),
                            ("get", "one connection by its original tuple, like conntrack -G"),
                            ("delete", "delete the matching connections, like conntrack -D")):
-        _add_filters(ctsub.add_parser(name, help=helptext))
-    ev = ctsub.add_parser("events", help="stream connection events, like conntrack -E")
+        _add_filters(ctsub.add_parser(name, help=helptext, parents=common))
+    ev = ctsub.add_parser("events", help="stream connection events, like conntrack -E",
+                          parents=common)
     ev.add_argument("-e", "--event", default="NEW,UPDATE,DESTROY",
                     help="event types, comma separated (default all)")
     _add_filters(ev)
     ev.add_argument("-c", "--count", type=int, default=0, help="stop after N events")
     ev.add_argument("-t", "--timeout", type=float, default=0,
                     help="stop after this many seconds (default: never)")
-    ctsub.add_parser("count", help="number of connections, like conntrack -C")
-    ctsub.add_parser("flush", help="delete every connection, like conntrack -F")
-    sub.add_parser("stats", help="data plane counters and drops by reason")
-    sub.add_parser("interfaces", help="interfaces and their counters")
-    sub.add_parser("routes", help="the routing table, like ip route")
-    cap = sub.add_parser("capture", help="capture packets of an interface to a pcap file")
+    ctsub.add_parser("count", help="number of connections, like conntrack -C", parents=common)
+    ctsub.add_parser("flush", help="delete every connection, like conntrack -F", parents=common)
+    sub.add_parser("stats", help="data plane counters and drops by reason", parents=common)
+    sub.add_parser("interfaces", help="interfaces and their counters", parents=common)
+    sub.add_parser("routes", help="the routing table, like ip route", parents=common)
+    cap = sub.add_parser("capture", help="capture packets of an interface to a pcap file",
+                         parents=common)
     cap.add_argument("interface", help="interface name")
     cap.add_argument("-w", "--write", required=True, help="pcap file to write ('-': stdout)")
     cap.add_argument("-c", "--count", type=int, default=0,
@@ -166,17 +181,22 @@ def main(argv: list[str] | None = None) -> int:
                      help="stop after this many seconds (default 10, at most 3600)")
     cap.add_argument("--snaplen", type=int, default=2048,
                      help="bytes kept of each packet (default 2048)")
-    sub.add_parser("status", help="version, uptime, config, table use")
-    sub.add_parser("reload", help="reload the config file (like SIGHUP) and report")
-    nat = sub.add_parser("nat", help="NAT mappings")
+    sub.add_parser("status", help="version, uptime, config, table use", parents=common)
+    sub.add_parser("reload", help="reload the config file (like SIGHUP) and report",
+                   parents=common)
+    nat = sub.add_parser("nat", help="NAT mappings", parents=common)
     nat.add_argument("what", choices=["list"], help="list: active mappings and their use")
-    fwp = sub.add_parser("firewall", help="firewall rules")
+    fwp = sub.add_parser("firewall", help="firewall rules", parents=common)
     fwp.add_argument("what", choices=["list"], help="list: rules with their counters")
-    lbp = sub.add_parser("lb", help="load balancers")
+    lbp = sub.add_parser("lb", help="load balancers", parents=common)
     lbp.add_argument("what", choices=["list"], help="list: backends and their connections")
-    cfg = sub.add_parser("config", help="the running config")
+    cfg = sub.add_parser("config", help="the running config", parents=common)
     cfg.add_argument("what", choices=["show"], help="show: print the running config as TOML")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     try:
         if args.cmd == "conntrack":

@@ -74,7 +74,7 @@ class Collector:
         workers = s.get("workers") or []
         if workers:
             wk = CounterMetricFamily("router_worker",
-                                     "Data plane worker threads (dataplane.queues > 1): "
+                                     "Data plane worker threads (one per queue, while they run): "
                                      "packets read, batches, wakeups, queues given up, "
                                      "waits for the data plane's lock, seconds holding it "
                                      "and seconds busy.",

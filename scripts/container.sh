@@ -71,7 +71,7 @@ print(" ".join(d["project"]["dependencies"] + ["setuptools>=77", "wheel"]))')
 case "${1:-build}" in
 build)
     need
-    [ -x .venv/bin/python ] || bash scripts/setup.sh
+    { [ -x .venv/bin/python ] && command -v podman >/dev/null; } || bash scripts/setup.sh --test
     base
     context
     "${PODMAN[@]}" build -q --format docker -t "$IMAGE" -f "$WORK/ctx/Containerfile" "$WORK/ctx"

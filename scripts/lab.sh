@@ -3,7 +3,10 @@
 # between them on two TUN devices with the default config (conf/router.toml).
 # Shows ping and an HTTP fetch going through the NAT and prints the conntrack
 # table.  On a terminal it then keeps the lab up until Ctrl-C; with --once (or
-# without a terminal) it stops right away.  Everything it made is removed.
+# without a terminal) it stops right away.  Everything it made is removed:
+# the namespaces, and a work directory that holds the router's control
+# socket, state file and key (so no flow of one lab reappears in the next)
+# and its log, which is shown before it goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -21,6 +24,10 @@ cleanup() {
         kill -TERM "$ROUTER_PID"
         wait "$ROUTER_PID" 2>/dev/null || true
     fi
+    if [ -s "$WORK/router.log" ]; then
+        echo "== the router's log (removed with the lab)"
+        tail -n 20 "$WORK/router.log"
+    fi
     ip netns del "$LAN" 2>/dev/null || true
     ip netns del "$WAN" 2>/dev/null || true
     rm -rf "$WORK"
@@ -34,12 +41,19 @@ for ns in "$LAN" "$WAN"; do
     ip -n "$ns" link set lo up
 done
 
-echo "== starting the router (log: $WORK/router.log)"
-.venv/bin/router run -c conf/router.toml >"$WORK/router.log" 2>&1 &
+# The default config, with the paths the router writes moved into $WORK.
+SOCK="$WORK/router.sock"
+sed -e "s#\"/run/router/router.sock\"#\"$SOCK\"#" \
+    -e "s#\"/var/lib/router/state/conntrack.json\"#\"$WORK/state/conntrack.json\"#" \
+    -e "s#\"/var/lib/router/state.key\"#\"$WORK/state.key\"#" conf/router.toml >"$WORK/router.toml"
+export ROUTER_SOCKET="$SOCK"  # routerctl's socket
+
+echo "== starting the router with the default config (conf/router.toml)"
+.venv/bin/router run -c "$WORK/router.toml" >"$WORK/router.log" 2>&1 &
 ROUTER_PID=$!
 for _ in $(seq 100); do
-    [ -S /run/router/router.sock ] && break
-    kill -0 "$ROUTER_PID" 2>/dev/null || { cat "$WORK/router.log"; exit 1; }
+    [ -S "$SOCK" ] && break
+    kill -0 "$ROUTER_PID" 2>/dev/null || exit 1
     sleep 0.1
 done
 .venv/bin/routerctl interfaces
@@ -73,8 +87,9 @@ if [ -t 0 ] && [ "${1:-}" != "--once" ]; then
 The lab is up.  In another shell, try:
     ip netns exec $LAN curl http://$SERVER/
     ip netns exec $LAN ping $SERVER
-    .venv/bin/routerctl conntrack list
-    .venv/bin/routerctl stats
+    .venv/bin/routerctl -S $SOCK conntrack list
+    .venv/bin/routerctl -S $SOCK stats
+The router's log: $WORK/router.log (shown and removed when the lab stops).
 Press Ctrl-C to stop the router and remove the lab.
 EOT
     wait "$ROUTER_PID" || true

@@ -6,7 +6,7 @@
 #   with ThreadSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 
 echo "== lint and types"
 .venv/bin/ruff check router tests bench

@@ -76,6 +76,9 @@ def test_ping_through_nat_and_to_router(netlab: NetLab) -> None:
     (e,) = netlab.ctl_json("conntrack", "list", "-p", "icmp")
     assert e["original"]["src"] == LAN_HOST and e["reply"]["dst"] == ROUTER_WAN
     assert e["original"]["packets"] == 3 and e["reply"]["packets"] == 3
+    # --json after the command, as conntrack-tools users type options.
+    after = json.loads(netlab.ctl("conntrack", "list", "-p", "icmp", "--json").stdout)
+    assert [x["id"] for x in after] == [e["id"]]
 
 
 def test_http_through_nat_server_sees_router(netlab: NetLab) -> None:
