@@ -184,35 +184,69 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]")
+
+
 def _find_line(lines: list[str], key: str) -> int | None:
     """Best-effort line of ``key`` (like ``interface[1].address``) in the file.
 
     tomllib reports positions only for syntax errors, so this follows table
-    headers the way a reader would: the key's line inside its table, else the
-    table's header, else the first line that mentions the key.
+    headers the way a reader would: the key's line inside its table; else,
+    for a value inside an inline table or array, the key's name after the
+    line that assigns its nearest written ancestor; else the table's header;
+    else the first line outside a comment that names the key.  A key that
+    is not in the file at all (a required one missing) has no line.
     """
     comps = re.findall(r"([A-Za-z0-9_-]+)(?:\[(\d+)\])?", key)
     if not comps:
         return None
+    leaf = comps[-1][0]
     # An indexed last part is an array value (sources[0]) or an element of an
     # array of tables (route[0]): try the first reading, then the second.
-    if not comps[-1][1]:
-        return _line_in(lines, comps[:-1], comps[-1][0])
-    found = _line_in(lines, comps[:-1], comps[-1][0], assignment_only=True)
-    return found if found is not None else _line_in(lines, comps, None)
+    found = _line_in(lines, comps[:-1], leaf, assignment_only=True)
+    if found is None and comps[-1][1]:
+        found = _line_in(lines, comps, None)
+    if found is None:
+        found = _inline(lines, comps)
+    if found is None and not comps[-1][1]:
+        found = _line_in(lines, comps[:-1], leaf)
+    if found is None:
+        found = next((n for n, line in enumerate(lines, 1)
+                      if re.search(rf"\b{re.escape(leaf)}\b", line.split("#")[0])), None)
+    return found
+
+
+def _inline(lines: list[str], comps: list[tuple[str, str]]) -> int | None:
+    """For a key inside an inline table or array (``policy = [{ ... }]``):
+    the line of the key's name at or after the line that assigns its nearest
+    ancestor, before the next table header."""
+    leaf = comps[-1][0]
+    for cut in range(len(comps) - 1, 0, -1):
+        start = _line_in(lines, comps[:cut - 1], comps[cut - 1][0], assignment_only=True)
+        if start is None:
+            continue
+        for n in range(start, len(lines) + 1):
+            line = lines[n - 1]
+            if n > start and _HEADER.match(line):
+                break
+            if re.search(rf"\b{re.escape(leaf)}\b", line.split("#")[0]):
+                return n
+        return start
+    return None
 
 
 def _line_in(lines: list[str], table: list[tuple[str, str]], leaf: str | None,
              assignment_only: bool = False) -> int | None:
+    """The line of ``leaf = ...`` in ``table`` (or of the header of table
+    ``table.leaf``); unless ``assignment_only``, else the table's header."""
     want = ".".join(c for c, _ in table)
     want_idx = next((int(i) for _, i in reversed(table) if i), None)
     sub = f"{want}.{leaf}" if want and leaf else leaf
     counts: dict[str, int] = {}
     in_table = want == ""
     header_line = None
-    hdr = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]")
     for n, line in enumerate(lines, 1):
-        m = hdr.match(line)
+        m = _HEADER.match(line)
         if m:
             name = m.group(2)
             if m.group(1) == "[[":
@@ -225,17 +259,7 @@ def _line_in(lines: list[str], table: list[tuple[str, str]], leaf: str | None,
             continue
         if in_table and leaf and re.match(rf"^\s*{re.escape(leaf)}\s*=", line):
             return n
-    if assignment_only:
-        return None
-    if header_line:
-        return header_line
-    if leaf:
-        for n, line in enumerate(lines, 1):
-            if re.search(rf"\b{re.escape(leaf)}\b", line):
-                return n
-    return None
-
-
+    return None if assignment_only else header_line
 
 
 def iface6(r: Reader, val: Any, key: str) -> IPv6Interface:

@@ -170,6 +170,31 @@ def test_error_line_in_second_array_element() -> None:
     assert text.splitlines()[e.line - 1] == 'address = "203.0.113.1"'  # type: ignore[operator]
 
 
+@pytest.mark.parametrize(("extra", "key", "holds"), [
+    # A value inside an inline table or array: the line that holds it, not
+    # an earlier line that happens to name the key.
+    ('[nat]\nmasquerade = [ { interface = "eth9" } ]\n', "nat.masquerade[0].interface",
+     'interface = "eth9"'),
+    ('[[loadbalancer]]\nname = "web"\ninterface = "wan0"\nport = 80\n'
+     'backend = [ { address = "192.168.1.9", port = 0 } ]\n',
+     "loadbalancer[0].backend[0].port", "port = 0"),
+    ('[firewall]\npolicy = [ { from = "lan", to = "wan", action = "maybe" } ]\n',
+     "firewall.policy[0].action", '"maybe"'),
+    ("[conntrack]\ntimeouts = { udp = 0 }\n", "conntrack.timeouts.udp", "udp = 0"),
+])
+def test_error_line_inside_an_inline_table(extra: str, key: str, holds: str) -> None:
+    text = MIN + extra
+    e = err(text)
+    assert e.key == key and e.line is not None
+    assert holds in text.splitlines()[e.line - 1]
+
+
+def test_a_missing_key_has_no_line_and_comments_are_not_taken() -> None:
+    e = err("# the interface definitions follow\n[conntrack]\nmax = 100\n")
+    assert e.key == "interface" and e.line is None
+    assert str(e).startswith("cfg.toml: interface:")
+
+
 def test_not_utf8() -> None:
     with pytest.raises(ConfigError) as e:
         parse(b"\xff\xfe", "x.toml")
