@@ -225,6 +225,7 @@ class Router(Devices, Commands, Pacing):
             return {"applied": False, "error": str(e)}
         restart = self._needs_restart(new)
         self.cfg = new
+        await asyncio.get_running_loop().run_in_executor(None, self.sync_kernel_routes, new)
         self._attach()
         self.events.configure(new.firewall.logged, new.firewall.log_rate)
         self.config_hash = new.sha256

@@ -77,17 +77,34 @@ def be32(addr: IPv4Address | None) -> int:
     return int(struct.unpack("=I", addr.packed)[0])
 
 
-def steering_program(syn_queue: int) -> int:
-    """The descriptor of the queue-steering program (steer.c): TCP segments
-    opening a connection to queue ``syn_queue``, the rest to queue 0.
-    Needs CAP_BPF; raises DatapathError."""
+def _bpf(what: str, loader: Any, arg: int) -> int:
+    """The descriptor of eBPF program ``what`` from ``loader(arg, log, size)``;
+    needs CAP_BPF; raises DatapathError with the errno and the verifier's log."""
     log = ffi.new("char[]", 4096)
-    fd = int(lib.rt_steer_load(syn_queue, log, 4096))
+    fd = int(loader(arg, log, 4096))
     if fd < 0:
         detail = ffi.string(log).decode(errors="replace").strip()
-        raise DatapathError(f"cannot load the steering program: {os.strerror(-fd)}"
+        raise DatapathError(f"cannot load the {what}: {os.strerror(-fd)}"
                             + (f" ({detail})" if detail else ""))
     return fd
+
+
+def steering_program(syn_queue: int) -> int:
+    """The queue-steering program (steer.c): TCP segments opening a
+    connection to queue ``syn_queue``, the rest to queue 0."""
+    return _bpf("steering program", lib.rt_steer_load, syn_queue)
+
+
+def attach_programs(wire: int, tun: int) -> tuple[int, int]:
+    """The two programs of an attached interface (attach.c), for the ingress
+    of kernel interface ``wire`` and of TUN device ``tun`` (interface
+    indexes)."""
+    ingress = _bpf("program of an attached interface", lib.rt_attach_ingress_load, tun)
+    try:
+        return ingress, _bpf("program of an attached interface", lib.rt_attach_egress_load, wire)
+    except DatapathError:
+        os.close(ingress)
+        raise
 
 
 class DatapathError(Exception):

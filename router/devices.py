@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from router import config
+from router import attach, config
 from router.config import Config
 from router.datapath import Datapath, DatapathError
 from router.pacing import now_ms
@@ -42,6 +42,7 @@ class Devices:
     _last_packet: int
     _fork_hook: bool
     _register_fork_hook: Callable[[], None]  # the router's (app.py)
+    _kernel_routes = False  # sync_kernel_routes() installed routes
 
     def open_devices(self) -> None:
         """Opens and configures every TUN device.  Runs before the event loop
@@ -51,12 +52,14 @@ class Devices:
                 tun = self._open_tun(iface, self.cfg.dataplane.tun_device)
                 self.tuns.append(tun)
                 self.log.info("tun.opened", interface=iface.name, fd=tun.fd,
-                              netns=iface.netns, address=str(iface.address),
+                              netns=iface.netns, attach=iface.attach,
+                              address=str(iface.address),
                               offloads=hex(tun.offloads) if self.vnet_hdr else None,
                               queues=self.dev_queues if self.dev_queues > 1 else None,
                               syn_queue=self.steering is not None or None)
             self.tables = compile_tables(self.cfg, self._fds(), self.vnet_hdr)
             self.dp.load(self.tables)
+            self.sync_kernel_routes(self.cfg)
         except BaseException:
             self.close_devices()
             raise
@@ -65,6 +68,20 @@ class Devices:
         for tun in self.tuns:
             tun.close()
         self.tuns.clear()
+        self.sync_kernel_routes(None)
+
+    def sync_kernel_routes(self, cfg: Config | None) -> None:
+        """The kernel routes attached interfaces need (attach.sync_routes);
+        none when ``cfg`` is None.  A failure is logged: the router goes on,
+        and packets through that gateway are what the kernel cannot send."""
+        wanted = cfg is not None and any(i.attach for i in cfg.interfaces)
+        if not wanted and not self._kernel_routes:
+            return  # never touched: a router without attached interfaces
+        try:
+            attach.sync_routes(cfg)
+            self._kernel_routes = wanted
+        except Exception as e:  # netlink errors come in several types
+            self.log.error("attach.routes_failed", reason=str(e))
 
     def _open_tun(self, iface: config.Interface, tun_device: str) -> Tun:
         """Opens one device with the running queue count, its queues steered
@@ -121,7 +138,7 @@ class Devices:
         """What a device is set up from: a change in it means a new device
         (zone and rp_filter are only tables)."""
         return (i.address, i.mtu, i.txqueuelen, i.netns, i.host_address, i.host_routes,
-                i.address6, i.host_address6, i.host_routes6, i.precreated)
+                i.address6, i.host_address6, i.host_routes6, i.precreated, i.attach)
 
     def _interface_plan(self, new: Config) -> tuple[set[str], set[str], set[str]]:
         """Names of interfaces kept as they are, removed, and (re)created."""
@@ -152,7 +169,8 @@ class Devices:
             if by_name[n].fd in self._readers:
                 loop.remove_reader(by_name[n].fd)
                 self._readers.remove(by_name[n].fd)
-            by_name[n].close()
+            # Off the loop: an attached interface's hooks come off by netlink.
+            await loop.run_in_executor(None, by_name[n].close)
             self.log.info("tun.closed", interface=n)
         opened: dict[str, Tun] = {}
         try:
@@ -164,7 +182,7 @@ class Devices:
                                   fd=opened[iface.name].fd, netns=iface.netns)
         except TunError:
             for t in opened.values():
-                t.close()
+                await loop.run_in_executor(None, t.close)
             # Put the old devices back as they were.
             restored: dict[str, Tun] = {}
             for iface in self.cfg.interfaces:

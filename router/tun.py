@@ -22,6 +22,7 @@ from typing import Any
 import pytun
 from pyroute2 import IPRoute, NetNS
 
+from router.attach import AttachError, Attachment, attach, detach
 from router.config import Interface
 
 NETNS_DIR = Path("/var/run/netns")
@@ -61,6 +62,7 @@ class Tun:
     dev: Any  # pytun.TunTapDevice: queue 0
     offloads: int = 0  # TUN_F_* the kernel accepted
     more: list[Any] = field(default_factory=list)  # queues 1.. of a multi-queue device
+    attachment: Attachment | None = None  # the kernel interface it stands for (attach)
 
     @property
     def fd(self) -> int:
@@ -82,6 +84,9 @@ class Tun:
                            f"{e.strerror}") from None
 
     def close(self) -> None:
+        if self.attachment is not None:
+            detach(self.attachment)
+            self.attachment = None
         for d in self.more:
             d.close()
         self.more.clear()
@@ -182,8 +187,12 @@ def open_tun(iface: Interface, vnet_hdr: bool = False, dev: str = "/dev/net/tun"
                 tun.offloads = _enable_offloads(fd)
         if not iface.precreated:  # else addresses, MTU and state are its creator's
             _set_up(iface)
-    except TunError:
+        if iface.attach is not None:
+            tun.attachment = attach(iface)
+    except (TunError, AttachError) as e:
         tun.close()
+        if isinstance(e, AttachError):
+            raise TunError(str(e)) from None
         raise
     except Exception as e:  # netlink errors come in several types
         tun.close()

@@ -87,6 +87,9 @@ class Interface:
     address6: IPv6Interface | None = None       # the router's IPv6 address here
     host_address6: IPv6Interface | None = None  # the host side's
     host_routes6: tuple[IPv6Network, ...] = ()
+    # A kernel network interface of the router's namespace whose IP packets
+    # the router takes, the kernel keeping layer 2 (router/attach.py).
+    attach: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

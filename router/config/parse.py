@@ -122,7 +122,7 @@ def _interfaces(r: Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
     nets6: list[tuple[str, IPv6Network]] = []
     keys = {"name", "address", "zone", "mtu", "txqueuelen", "netns", "host_address",
             "host_routes", "rp_filter", "precreated", "address6", "host_address6",
-            "host_routes6"}
+            "host_routes6", "attach"}
     for w, t in r.tables(doc, "interface", ""):
         r.known(t, w, keys)
         name = r.get(t, "name", w, str, required=True)
@@ -185,13 +185,39 @@ def _interfaces(r: Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
                          "device")
         if mtu < 1280 and addr6 is not None:
             raise r.fail(f"{w}.mtu", "IPv6 needs an MTU of at least 1280 (RFC 8200 5)")
+        attach = _attach(r, t, w, name, [i.attach for i in out])
         out.append(Interface(name=name, address=addr, zone=zone, mtu=mtu, txqueuelen=txq,
                              netns=netns, host_address=host, host_routes=hroutes,
                              rp_filter=rpf, precreated=pre, address6=addr6,
-                             host_address6=host6, host_routes6=hroutes6))
+                             host_address6=host6, host_routes6=hroutes6, attach=attach))
     if len({i.zone for i in out}) > MAX_ZONES:
         raise r.fail("interface", f"at most {MAX_ZONES} zones")
     return tuple(out)
+
+
+def _attach(r: Reader, t: Mapping[str, Any], w: str, name: str,
+            taken: list[str | None]) -> str | None:
+    """The kernel interface an [[interface]] is attached to, if any: a
+    network interface of the router's own namespace, whose IP packets the
+    router takes (docs/deployment.md).  Its TUN device stays in that
+    namespace, so none of the settings of a device given to a host apply."""
+    attach = r.get(t, "attach", w, str)
+    if attach is None:
+        return None
+    if not IFNAME_RE.fullmatch(attach):
+        raise r.fail(f"{w}.attach", "must be an interface name (1-15 letters, digits, "
+                     "'_', '.' or '-')")
+    if attach == name:
+        raise r.fail(f"{w}.attach", f"names the router's own TUN device {name!r}: give the "
+                     "interface another name")
+    if attach in taken:
+        raise r.fail(f"{w}.attach", f"{attach!r} is attached to another interface already")
+    given = [k for k in ("netns", "host_address", "host_routes", "host_address6",
+                         "host_routes6", "precreated") if k in t]
+    if given:
+        raise r.fail(f"{w}.attach", f"an attached interface has no host on its TUN device: "
+                     f"{', '.join(given)} do not apply")
+    return str(attach)
 
 
 def _routes6(r: Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]

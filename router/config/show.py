@@ -47,6 +47,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                              "rp_filter": i.rp_filter}
         if i.precreated:
             d["precreated"] = True
+        if i.attach is not None:
+            d["attach"] = i.attach
         if i.address6 is not None:
             d["address6"] = str(i.address6)
         if i.host_address6 is not None:

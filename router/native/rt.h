@@ -386,6 +386,15 @@ void rt_workers_background(struct rt_dp *dp, uint32_t mask);
  * TUNSETSTEERINGEBPF), or -errno (-EPERM without CAP_BPF); the verifier's
  * log, if any, goes to 'log'. */
 int rt_steer_load(uint32_t syn_queue, char *log, uint32_t log_size);
+
+/* The two programs of an attached kernel interface (attach.c), for the tc
+ * ingress hooks: on the interface, IP (but neighbour discovery) to the TUN
+ * device 'tun_ifindex'; on the TUN device, what the router writes out
+ * through the interface 'wire_ifindex'.  Each returns the program's
+ * descriptor or -errno (-EPERM without CAP_BPF); the verifier's log goes to
+ * 'log'. */
+int rt_attach_ingress_load(uint32_t tun_ifindex, char *log, uint32_t log_size);
+int rt_attach_egress_load(uint32_t wire_ifindex, char *log, uint32_t log_size);
 uint32_t rt_workers_count(const struct rt_dp *dp);
 /* Worker k's counters (since the data plane was made: they go on across
  * restarts); -1 if there is no such worker now. */

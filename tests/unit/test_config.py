@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import router.config.source as source
-from router.config import ConfigError, load, parse, warnings
+from router.config import ConfigError, load, parse, to_dict, warnings
 from router.config.model import MAX_CONFIG_BYTES
 from tests.helpers import TWO_LINKS
 
@@ -193,6 +193,31 @@ def test_a_missing_key_has_no_line_and_comments_are_not_taken() -> None:
     e = err("# the interface definitions follow\n[conntrack]\nmax = 100\n")
     assert e.key == "interface" and e.line is None
     assert str(e).startswith("cfg.toml: interface:")
+
+
+def test_attached_interface() -> None:
+    cfg = parse(MIN.replace('zone = "lan"', 'zone = "lan"\nattach = "eth1"').encode())
+    assert cfg.interfaces[0].attach == "eth1" and cfg.interfaces[1].attach is None
+    assert to_dict(cfg)["interface"][0]["attach"] == "eth1"
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ('attach = "eth 1"', "must be an interface name"),
+    ('attach = "lan0"', "names the router's own TUN device"),
+    ('attach = "eth1"\nnetns = "x"', "netns do not apply"),
+    ('attach = "eth1"\nhost_address = "192.168.1.2/24"', "host_address do not apply"),
+    ('attach = "eth1"\nprecreated = true', "precreated do not apply"),
+])
+def test_attached_interface_refused(change: str, reason: str) -> None:
+    e = err(MIN.replace('zone = "lan"', f'zone = "lan"\n{change}'))
+    assert e.key == "interface[0].attach" and reason in e.reason
+
+
+def test_one_kernel_interface_is_attached_once() -> None:
+    text = MIN.replace('zone = "lan"', 'zone = "lan"\nattach = "eth1"').replace(
+        'zone = "wan"', 'zone = "wan"\nattach = "eth1"')
+    e = err(text)
+    assert e.key == "interface[1].attach" and "attached to another interface" in e.reason
 
 
 def test_not_utf8() -> None:
