@@ -15,9 +15,10 @@ a reload that drops or re-creates the interface):
   neighbour solicitations for them (the WAN address lives on the WAN
   interface, as on any home router), and the link up (down again at the
   end if it was down);
-- a kernel route for every ``[[route]]`` through a gateway on an attached
-  interface, which the kernel needs to resolve that next hop, tagged with
-  the router's own route protocol number so that it finds them again.
+- a kernel route for every ``[[route]]`` (IPv4 or IPv6) through a gateway on
+  an attached interface, which the kernel needs to resolve that next hop,
+  tagged with the router's own route protocol number so that it finds them
+  again.
 """
 
 from __future__ import annotations
@@ -129,28 +130,40 @@ def detach(a: Attachment) -> None:
 
 def sync_routes(cfg: Config | None) -> None:
     """The kernel routes the attached interfaces need: one for every
-    ``[[route]]`` through a gateway on an attached interface of ``cfg``, and
-    none other of the router's (none at all without a config: at stop)."""
-    interfaces = cfg.interfaces if cfg is not None else ()
-    attached = {i.name: i.attach for i in interfaces if i.attach is not None}
+    ``[[route]]`` (either family) through a gateway on an attached interface
+    of ``cfg``, and none other of the router's (none at all without a
+    config: at stop)."""
+    want = _wanted_routes(cfg) if cfg is not None else set()
+    with IPRoute() as ipr:
+        index = {w: ipr.link_lookup(ifname=w) for _, _, _, w in want}
+        wanted = {(fam, d, g, index[w][0]) for fam, d, g, w in want if index[w]}
+        have = set()
+        for family in (int(socket.AF_INET), int(socket.AF_INET6)):
+            for rt in ipr.get_routes(family=family, proto=RTPROT_ROUTER):
+                dst = rt.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+                have.add((family, f"{dst}/{rt['dst_len']}", rt.get_attr("RTA_GATEWAY"),
+                          rt.get_attr("RTA_OIF")))
+        for fam, d, g, oif in have - wanted:
+            with contextlib.suppress(Exception):  # gone with its interface
+                ipr.route("del", family=fam, dst=d, gateway=g, oif=oif, proto=RTPROT_ROUTER)
+        for fam, d, g, oif in wanted - have:
+            ipr.route("replace", family=fam, dst=d, gateway=g, oif=oif, proto=RTPROT_ROUTER)
+
+
+def _wanted_routes(cfg: Config) -> set[tuple[int, str, str, str]]:
+    """(family, destination, gateway, kernel interface) of every route
+    through a gateway on an attached interface."""
+    attached = {i.name: i.attach for i in cfg.interfaces if i.attach is not None}
     want = set()
-    for r in cfg.routes if cfg is not None else ():
+    for r in cfg.routes:
         if r.gateway is None:
             continue
-        name = r.interface or next((i.name for i in interfaces
+        name = r.interface or next((i.name for i in cfg.interfaces
                                     if r.gateway in i.address.network), None)
         if name in attached:
-            want.add((str(r.destination), str(r.gateway), attached[name]))
-    with IPRoute() as ipr:
-        have = {}
-        for rt in ipr.get_routes(family=socket.AF_INET, proto=RTPROT_ROUTER):
-            dst = rt.get_attr("RTA_DST") or "0.0.0.0"
-            have[(f"{dst}/{rt['dst_len']}", rt.get_attr("RTA_GATEWAY"),
-                  rt.get_attr("RTA_OIF"))] = rt
-        index = {n: ipr.link_lookup(ifname=n) for n in attached.values()}
-        wanted = {(d, g, index[w][0]) for d, g, w in want if index[w]}
-        for key in set(have) - wanted:
-            d, g, oif = key
-            ipr.route("del", dst=d, gateway=g, oif=oif, proto=RTPROT_ROUTER)
-        for d, g, oif in wanted - set(have):
-            ipr.route("replace", dst=d, gateway=g, oif=oif, proto=RTPROT_ROUTER)
+            want.add((int(socket.AF_INET), str(r.destination), str(r.gateway), attached[name]))
+    for r6 in cfg.routes6:
+        if r6.gateway is not None and r6.interface in attached:
+            want.add((int(socket.AF_INET6), str(r6.destination), str(r6.gateway),
+                      attached[r6.interface]))
+    return {(f, d, g, w) for f, d, g, w in want if w is not None}

@@ -17,7 +17,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
 from typing import Any
 
 from router.native.names import TIMEOUT_DEFAULTS
@@ -101,11 +108,13 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Route6:
-    """An IPv6 route: a [[route]] whose destination is an IPv6 network.  TUN
-    links have no neighbours, so the interface is all that matters."""
+    """An IPv6 route: a [[route]] whose destination is an IPv6 network.  A
+    TUN link has no neighbours, so the interface is all that matters there;
+    on an attached interface a gateway names the next hop."""
 
     destination: IPv6Network
     interface: str
+    gateway: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from router.config.model import (
@@ -235,14 +235,31 @@ def _routes6(r: Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]
             raise r.fail(f"{w}.interface", f"no interface named {iface!r}")
         if ifaces[iface].address6 is None:
             raise r.fail(f"{w}.interface", f"{iface} has no address6")
+        gw = None
         if "gateway" in t:
-            raise r.fail(f"{w}.gateway", "IPv6 routes name only their interface (a TUN link "
-                         "has no neighbours to choose between)")
+            if ifaces[iface].attach is None:
+                raise r.fail(f"{w}.gateway", "IPv6 routes through a TUN link name only their "
+                             "interface (it has no neighbours to choose between); a gateway "
+                             "needs an attached interface")
+            gw = _address6(r, t["gateway"], f"{w}.gateway")
         if net in seen:
             raise r.fail(f"{w}.destination", f"duplicate route for {net}")
         seen.add(net)
-        out.append(Route6(destination=net, interface=iface))
+        out.append(Route6(destination=net, interface=iface, gateway=gw))
     return tuple(out)
+
+
+def _address6(r: Reader, val: Any, key: str) -> IPv6Address:
+    """A unicast IPv6 address (a next hop: link-local ones are the usual)."""
+    if not isinstance(val, str):
+        raise r.fail(key, "must be a string like 'fe80::1'")
+    try:
+        addr = IPv6Address(val)
+    except ValueError as e:
+        raise r.fail(key, f"not an IPv6 address: {e}") from None
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+        raise r.fail(key, f"{addr} is not a unicast address")
+    return addr
 
 
 def _routes(r: Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]

@@ -109,7 +109,9 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                          for lb in cfg.loadbalancers],
         "interface": [iface(i) for i in cfg.interfaces],
         "route": [route(r) for r in cfg.routes] + [
-            {"destination": str(r.destination), "interface": r.interface} for r in cfg.routes6],
+            {"destination": str(r.destination), "interface": r.interface}
+            | ({"gateway": str(r.gateway)} if r.gateway is not None else {})
+            for r in cfg.routes6],
     }
 
 

@@ -24,6 +24,7 @@ LAN_HOST, ROUTER_LAN, ROUTER_WAN, GATEWAY = "192.168.88.2", "192.168.88.1", "198
 SERVER = "203.0.113.80"  # behind the WAN's gateway
 LAN_HOST6, ROUTER_LAN6, ROUTER_WAN6, SERVER6 = "2001:db8:88::2", "2001:db8:88::1", \
     "2001:db8:51::2", "2001:db8:51::1"
+FAR6 = "2001:db8:99::80"  # behind the WAN's IPv6 gateway (SERVER6)
 
 CONFIG = """
 [[interface]]
@@ -43,6 +44,11 @@ zone = "wan"
 [[route]]
 destination = "0.0.0.0/0"
 gateway = "198.51.100.1"
+
+[[route]]
+destination = "2001:db8:99::/48"
+interface = "wan0"
+gateway = "2001:db8:51::1"
 
 [[nat.masquerade]]
 interface = "wan0"
@@ -82,7 +88,8 @@ def wired(router_ns: str) -> dict[str, object]:
                 if "<" in line and "UP" in line.split("<")[1].split(">")[0].split(","))
     return {"addr": addrs, "up": up,
             "hooks": [q for q in ip("tc", "qdisc").splitlines() if "clsact" in q],
-            "route": ip("ip", "route", "show", "proto", "190")}
+            "route": ip("ip", "route", "show", "proto", "190")
+            + ip("ip", "-6", "route", "show", "proto", "190")}
 
 
 @pytest.fixture
@@ -102,6 +109,7 @@ def home(tmp_path: Path) -> Iterator[tuple[NetLab, str]]:
         run("ip", "-n", wan, "addr", "add", f"{GATEWAY}/24", "dev", "eth0")
         run("ip", "-n", wan, "addr", "add", f"{SERVER}/32", "dev", "lo")
         run("ip", "-n", wan, "addr", "add", f"{SERVER6}/64", "dev", "eth0", "nodad")
+        run("ip", "-n", wan, "addr", "add", f"{FAR6}/128", "dev", "lo")
         run("ip", "-n", wan, "-6", "route", "add", "2001:db8:88::/64", "via", ROUTER_WAN6)
         # The router's namespace forwards if its kernel may: the router must
         # be the only way through all the same.
@@ -137,6 +145,8 @@ def test_traffic_crosses_attached_interfaces_through_the_router(
     assert r.stdout.startswith(f"you are {ROUTER_WAN}:")  # masqueraded to the WAN address
     r = lab.ns(lab.lan, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", SERVER6)
     assert "2 received" in r.stdout and "ttl=63" in r.stdout  # hop limit: one hop
+    r = lab.ns(lab.lan, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", FAR6)
+    assert "2 received" in r.stdout  # through the IPv6 gateway the route names
     (e,) = lab.ctl_json("conntrack", "list", "-p", "tcp", "--dport", "8080")
     assert e["original"]["src"] == LAN_HOST and e["reply"]["dst"] == ROUTER_WAN
     # A bulk transfer: segmentation offloads cross the hooks both ways.
@@ -193,5 +203,7 @@ def test_attached_interfaces_follow_a_reload(home: tuple[NetLab, str]) -> None:
     addrs = {dev.split("@")[0]: a for dev, a in state["addr"].items()}  # type: ignore[union-attr]
     assert addrs["r-lan"] == [] and "198.51.100.2/24" in addrs["r-wan"]
     assert "default via 198.51.100.1 dev r-wan" in str(state["route"])
+    v6 = run("ip", "netns", "exec", rtr, "ip", "-6", "route", "show", "proto", "190").stdout
+    assert "2001:db8:99::/48 via 2001:db8:51::1 dev r-wan" in v6
     r = lab.ns(lab.wan, "ping", "-c", "1", "-W", "2", ROUTER_WAN)
     assert "1 received" in r.stdout

@@ -213,6 +213,21 @@ def test_attached_interface_refused(change: str, reason: str) -> None:
     assert e.key == "interface[0].attach" and reason in e.reason
 
 
+V6 = MIN.replace('zone = "wan"', 'zone = "wan"\naddress6 = "2001:db8:51::2/64"')
+
+
+def test_ipv6_gateway_needs_an_attached_interface() -> None:
+    route = '\n[[route]]\ndestination = "::/0"\ninterface = "wan0"\ngateway = "fe80::1"\n'
+    e = err(V6 + route)
+    assert e.key == "route[0].gateway" and "needs an attached interface" in e.reason
+    cfg = parse((V6.replace('zone = "wan"', 'zone = "wan"\nattach = "eth2"') + route).encode())
+    (r,) = cfg.routes6
+    assert str(r.gateway) == "fe80::1" and r.interface == "wan0"
+    e = err(V6.replace('zone = "wan"', 'zone = "wan"\nattach = "eth2"')
+            + route.replace("fe80::1", "ff02::1"))
+    assert e.key == "route[0].gateway" and "not a unicast address" in e.reason
+
+
 def test_one_kernel_interface_is_attached_once() -> None:
     text = MIN.replace('zone = "lan"', 'zone = "lan"\nattach = "eth1"').replace(
         'zone = "wan"', 'zone = "wan"\nattach = "eth1"')
