@@ -207,3 +207,18 @@ def test_attached_interfaces_follow_a_reload(home: tuple[NetLab, str]) -> None:
     assert "2001:db8:99::/48 via 2001:db8:51::1 dev r-wan" in v6
     r = lab.ns(lab.wan, "ping", "-c", "1", "-W", "2", ROUTER_WAN)
     assert "1 received" in r.stdout
+
+
+def test_a_missing_kernel_interface_is_a_clear_error(tmp_path: Path) -> None:
+    tag = f"am{os.getpid() % 100000}"
+    with namespaces(tag):
+        cfg = tmp_path / "router.toml"
+        cfg.write_text(CONFIG.replace("{work}", str(tmp_path)))
+        r = run("ip", "netns", "exec", tag, sys.executable, "-m", "router", "run", "-c",
+                str(cfg), check=False)
+        assert r.returncode == 1
+        assert "attach: interface 'r-lan' does not exist in the router's network namespace" \
+            in r.stderr, r.stderr
+        # Nothing is left behind: no TUN device, no hook.
+        links = run("ip", "-n", tag, "-o", "link").stdout
+        assert "lan0" not in links and "wan0" not in links
