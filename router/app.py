@@ -17,9 +17,10 @@ import contextlib
 import os
 import signal
 import time
+from ipaddress import IPv4Interface
 from typing import Any
 
-from router import __version__, config, events, log, privs
+from router import __version__, config, events, log, privs, wan
 from router.commands import Commands
 from router.config import Config, ConfigError
 from router.control import ControlServer
@@ -30,6 +31,7 @@ from router.metrics import MetricsServer
 from router.pacing import Pacing, now_ms
 from router.tables import compile_tables
 from router.tun import Tun, TunError
+from router.wan import DhcpClient
 
 
 class Router(Devices, Commands, Pacing):
@@ -84,6 +86,7 @@ class Router(Devices, Commands, Pacing):
         self._pending: set[asyncio.Future[Any]] = set()
         self._early_signal: signal.Signals | None = None
         self._fork_hook = False
+        self.learned: dict[str, IPv4Interface] = {}  # DHCP leases, by interface
 
     # -- life cycle --------------------------------------------------------
 
@@ -150,6 +153,8 @@ class Router(Devices, Commands, Pacing):
                            asyncio.create_task(self._gc()),
                            asyncio.create_task(self._stats()),
                            asyncio.create_task(self._lag())]
+            self._tasks += [asyncio.create_task(DhcpClient(i, self._wan_address, self.log).run())
+                            for i in self.cfg.interfaces if i.dhcp]
             self._log_warnings(self.cfg)
             self.log.info("router.started", version=__version__, config=self.cfg.path,
                           interfaces=[i.name for i in self.cfg.interfaces],
@@ -203,7 +208,7 @@ class Router(Devices, Commands, Pacing):
     async def _reload(self) -> dict[str, Any]:
         path = self.cfg.path
         try:
-            new = await config.read_config(path)
+            new = wan.with_addresses(await config.read_config(path), self.learned)
             keep, gone, added = self._interface_plan(new)
             # Everything that can be checked without touching a device.
             fds = {n: t.fd for n, t in self._fds_by_name().items() if n in keep}
@@ -262,7 +267,30 @@ class Router(Devices, Commands, Pacing):
             out.append("dataplane.syn_queue")
         if (new.dataplane.workers or new.dataplane.queues > 1) != self.threaded:
             out.append("dataplane.workers")
+        if {(i.name, i.attach) for i in new.interfaces if i.dhcp} != \
+                {(i.name, i.attach) for i in self.cfg.interfaces if i.dhcp}:
+            out.append("interface.address (dhcp)")  # the clients run from the start
         return out
+
+    def _wan_address(self, name: str, address: IPv4Interface | None) -> None:
+        """Interface ``name`` (address = "dhcp") has a new address, or none:
+        new tables, and the connections through the old address flushed, as
+        Linux's masquerade does (their peers knew that address)."""
+        old = self.learned.get(name)
+        if address is None:
+            self.learned.pop(name, None)
+        else:
+            self.learned[name] = address
+        self.cfg = wan.with_addresses(self.cfg, self.learned)
+        self.tables = compile_tables(self.cfg, self._fds(), self.vnet_hdr)
+        self.dp.load(self.tables)
+        flushed = 0
+        if old is not None:
+            gone = str(old.ip)
+            flushed = sum(self.dp.delete(e.slot) for e in self.dp.conntrack(now_ms())
+                          if gone in (e.dst[0], e.dst[1]))
+        self.log.info("wan.address", interface=name, address=str(address) if address else None,
+                      previous=str(old) if old else None, connections_flushed=flushed)
 
 
 def _forget_signals() -> None:

@@ -108,7 +108,8 @@ def attach(iface: Interface) -> Attachment:
 
 
 def _addresses(iface: Interface) -> Iterable[tuple[str, int, int]]:
-    yield str(iface.address.ip), iface.address.network.prefixlen, socket.AF_INET
+    if not iface.dhcp:  # else the DHCP client's to set (router/wan.py)
+        yield str(iface.address.ip), iface.address.network.prefixlen, socket.AF_INET
     if iface.address6 is not None:
         yield str(iface.address6.ip), iface.address6.network.prefixlen, socket.AF_INET6
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from router.config import Backend, Config, Rule
+from router.config.model import UNADDRESSED
 from router.native.names import TIMEOUT_NAMES
 
 ANY = IPv4Network("0.0.0.0/0")
@@ -166,7 +167,8 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
     routes6 = [Route6Entry(i.address6.network, index[i.name]) for i in cfg.interfaces
                if i.address6 is not None]
     routes6 += [Route6Entry(r.destination, index[r.interface]) for r in cfg.routes6]
-    routes = [RouteEntry(i.address.network, index[i.name], None) for i in cfg.interfaces]
+    routes = [RouteEntry(i.address.network, index[i.name], None) for i in cfg.interfaces
+              if i.address != UNADDRESSED]
     for r in cfg.routes:
         if r.interface is not None:
             out = index[r.interface]
@@ -183,8 +185,17 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         for src in rule.sources or (ANY,):
             nat.append(NatEntry(src, index[rule.interface], rule.to, first, len(rule.pool)))
 
-    dnat = [DnatEntry(f.address, 6 if f.protocol == "tcp" else 17, f.port_min, f.port_max,
-                      f.to, f.to_port, f.masquerade) for f in cfg.nat.forwards]
+    # A forward or load balancer on the address of an interface that takes
+    # it by DHCP follows the lease; without one it waits (nothing to forward).
+    current = {i.name: i.address.ip for i in cfg.interfaces if i.dhcp}
+    unaddressed = UNADDRESSED.ip
+
+    def at(address: IPv4Address, interface: str) -> IPv4Address:
+        return current.get(interface, address) if address == unaddressed else address
+
+    dnat = [DnatEntry(at(f.address, f.interface), 6 if f.protocol == "tcp" else 17, f.port_min,
+                      f.port_max, f.to, f.to_port, f.masquerade) for f in cfg.nat.forwards
+            if at(f.address, f.interface) != unaddressed]
     slots: list[LbSlot] = []
     backends: list[tuple[str, str]] = []
     for lb in cfg.loadbalancers:
@@ -193,9 +204,11 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         table = maglev(lb.backends, lookup_size(len(lb.backends)))
         first = len(slots)
         slots += [LbSlot(lb.backends[i].address, lb.backends[i].port, base + i) for i in table]
-        dnat.append(DnatEntry(lb.address, 6 if lb.protocol == "tcp" else 17, lb.port, lb.port,
-                              lb.backends[0].address, lb.backends[0].port, lb.masquerade,
-                              lb_first=first, lb_size=len(table)))
+        if at(lb.address, lb.interface) != unaddressed:  # (its backends keep their numbers)
+            dnat.append(DnatEntry(at(lb.address, lb.interface),
+                                  6 if lb.protocol == "tcp" else 17, lb.port, lb.port,
+                                  lb.backends[0].address, lb.backends[0].port, lb.masquerade,
+                                  lb_first=first, lb_size=len(table)))
 
     default = cfg.firewall.forward == "accept"
     policy = [[default] * len(zones) for _ in zones]

@@ -14,11 +14,12 @@ cd "$(dirname "$0")/.."
 TEST=0
 [ "${1:-}" = "--test" ] && TEST=1
 
-# The lab: namespaces, ping and curl, and what builds the C data plane.
-PKGS=(iproute2 iputils-ping curl gcc python3 python3-venv python3-dev libpython3-dev)
+# The lab: namespaces, ping and curl, and what builds the C data plane; the
+# DHCP client of a WAN interface with address = "dhcp".
+PKGS=(iproute2 iputils-ping curl gcc python3 python3-venv python3-dev libpython3-dev udhcpc)
 # The tests and benchmarks.
 TEST_PKGS=(iperf3 nftables procps ethtool coturn tshark podman runc debootstrap uidmap clang
-           libclang-rt-14-dev)
+           libclang-rt-14-dev dnsmasq-base)
 # Packages that ship a service enabled by default: the tests run the program
 # themselves, so the service stays off.
 SERVICES=(coturn)

@@ -50,6 +50,12 @@ DEFAULT_LOG_REASONS = ("firewall_drop", "firewall_reject", "policy", "spoofed_so
                        "tcp_out_of_window", "tcp_invalid_rst", "bad_tcp_flags")
 
 
+# The address of an interface that has none (yet): one with address = "dhcp"
+# before its lease.  0.0.0.0 is never a router's address, so the data plane
+# takes it as none.
+UNADDRESSED = IPv4Interface("0.0.0.0/32")
+
+
 class ConfigError(Exception):
     """A config file that cannot be used, with where and why."""
 
@@ -97,6 +103,9 @@ class Interface:
     # A kernel network interface of the router's namespace whose IP packets
     # the router takes, the kernel keeping layer 2 (router/attach.py).
     attach: str | None = None
+    # address = "dhcp": the address comes from a DHCP client on the attached
+    # interface (router/wan.py); until a lease, ``address`` is UNADDRESSED.
+    dhcp: bool = False
 
 
 @dataclass(frozen=True, slots=True)

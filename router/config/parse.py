@@ -24,6 +24,7 @@ from router.config.model import (
     MAX_TIMEOUT,
     MAX_ZONES,
     NETNS_RE,
+    UNADDRESSED,
     ZONE_RE,
     Config,
     ConfigError,
@@ -65,11 +66,16 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     the_nat = nat(r, doc, names)
     fw = firewall(r, doc, {i.zone for i in interfaces})
     lbs = loadbalancers(r, doc, names, the_nat.forwards)
+    service = _service(r, doc)
+    for n, i in enumerate(interfaces):
+        if i.dhcp and service.user:
+            raise r.fail(f"interface[{n}].address", "the DHCP client needs root: it runs (and "
+                         "is restarted) by the router, which keeps no root with service.user")
     return Config(path=path, sha256=hashlib.sha256(raw).hexdigest(), interfaces=interfaces,
                   routes=routes, routes6=routes6, nat=the_nat, firewall=fw, loadbalancers=lbs,
                   conntrack=_conntrack(r, doc), control=_control(r, doc),
                   metrics=_metrics(r, doc), log=Log(**r.section(doc, "log", Log)[1]),
-                  dataplane=_dataplane(r, doc), service=_service(r, doc))
+                  dataplane=_dataplane(r, doc), service=service)
 
 
 def _control(r: Reader, doc: Mapping[str, Any]) -> Control:
@@ -131,11 +137,20 @@ def _interfaces(r: Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
         if name in seen_names:
             raise r.fail(f"{w}.name", f"duplicate interface name {name!r}")
         seen_names.add(name)
-        addr = r.iface_addr(r.get(t, "address", w, str, required=True), f"{w}.address")
-        for other, net in nets:
-            if net.overlaps(addr.network):
-                raise r.fail(f"{w}.address", f"{addr.network} overlaps the network of {other}")
-        nets.append((name, addr.network))
+        given = r.get(t, "address", w, str, required=True)
+        dhcp = given == "dhcp"
+        if dhcp:
+            if "attach" not in t:
+                raise r.fail(f"{w}.address", "an address by DHCP needs an attached interface "
+                             "(attach), where the DHCP client runs")
+            addr = UNADDRESSED
+        else:
+            addr = r.iface_addr(given, f"{w}.address")
+            for other, net in nets:
+                if net.overlaps(addr.network):
+                    raise r.fail(f"{w}.address",
+                                 f"{addr.network} overlaps the network of {other}")
+            nets.append((name, addr.network))
         zone = r.get(t, "zone", w, str, required=True)
         if not ZONE_RE.fullmatch(zone):
             raise r.fail(f"{w}.zone", "must start with a letter: letters, digits, '_' or '-'")
@@ -189,7 +204,8 @@ def _interfaces(r: Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
         out.append(Interface(name=name, address=addr, zone=zone, mtu=mtu, txqueuelen=txq,
                              netns=netns, host_address=host, host_routes=hroutes,
                              rp_filter=rpf, precreated=pre, address6=addr6,
-                             host_address6=host6, host_routes6=hroutes6, attach=attach))
+                             host_address6=host6, host_routes6=hroutes6, attach=attach,
+                             dhcp=dhcp))
     if len({i.zone for i in out}) > MAX_ZONES:
         raise r.fail("interface", f"at most {MAX_ZONES} zones")
     return tuple(out)

@@ -42,7 +42,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     """The config as plain TOML-ready data, every default filled in: what
     ``routerctl config show`` prints (written with the ``toml`` package)."""
     def iface(i: Interface) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": i.name, "address": str(i.address), "zone": i.zone,
+        d: dict[str, Any] = {"name": i.name, "address": "dhcp" if i.dhcp else str(i.address),
+                             "zone": i.zone,
                              "mtu": i.mtu, "txqueuelen": i.txqueuelen,
                              "rp_filter": i.rp_filter}
         if i.precreated:

@@ -8,8 +8,10 @@
  * redirects every IPv4 and IPv6 packet to the egress of the TUN device,
  * where the router reads it (bpf_redirect; the kernel drops the Ethernet
  * header on the way into a device without one), except ARP, which is no IP
- * packet, and the neighbour discovery messages (ICMPv6 types 133 to 137),
- * which stay the kernel's.  On the TUN device's ingress, which is where the
+ * packet, the neighbour discovery messages (ICMPv6 types 133 to 137), and
+ * DHCP and DHCPv6 (UDP to ports 67, 68, 546 and 547), which stay the
+ * kernel's: link configuration, for the DHCP client of a WAN interface and
+ * the LAN's DHCP server.  On the TUN device's ingress, which is where the
  * packets the router writes arrive, the second program gives each packet an
  * Ethernet header of its own protocol (bpf_skb_change_head, meant for this:
  * an L3 packet bound for an L2 device) and hands it to the interface with
@@ -44,6 +46,9 @@ static struct bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off,
 }
 
 #define LD_ABS(size, k) insn(BPF_LD | (size) | BPF_ABS, 0, 0, 0, (k))
+#define LD_IND(size, reg, k) insn(BPF_LD | (size) | BPF_IND, 0, (reg), 0, (k))
+#define ALU_IMM(op, reg, k) insn(BPF_ALU64 | (op) | BPF_K, (reg), 0, 0, (k))
+#define JA(off) insn(BPF_JMP | BPF_JA, 0, 0, (off), 0)
 #define LDX_W(dst, src, off) insn(BPF_LDX | BPF_W | BPF_MEM, (dst), (src), (off), 0)
 #define STX_H(dst, src, off) insn(BPF_STX | BPF_H | BPF_MEM, (dst), (src), (off), 0)
 #define MOV_REG(dst, src) insn(BPF_ALU64 | BPF_MOV | BPF_X, (dst), (src), 0, 0)
@@ -93,19 +98,37 @@ int rt_attach_ingress_load(uint32_t tun_ifindex, char *log, uint32_t log_size)
     const struct bpf_insn prog[] = {
         MOV_REG(6, 1),                     /*  0: LD_ABS wants the skb in r6 */
         LD_ABS(BPF_H, 12),                 /*  1: EtherType */
-        JEQ(0, 0x0800, 8),                 /*  2: IPv4 -> 11 */
-        JNE(0, 0x86dd, 5),                 /*  3: neither (ARP, ...) -> 9 */
+        JEQ(0, 0x0800, 10),                /*  2: IPv4 -> 13 */
+        JNE(0, 0x86dd, 27),                /*  3: neither (ARP, ...) -> 31 */
         LD_ABS(BPF_B, ETH_HLEN_ + 6),      /*  4: IPv6 next header */
-        JNE(0, 58, 5),                     /*  5: not ICMPv6 -> 11 */
-        LD_ABS(BPF_B, ETH_HLEN_ + 40),     /*  6: ICMPv6 type */
-        JLT(0, 133, 3),                    /*  7: below neighbour discovery -> 11 */
-        JGT(0, 137, 2),                    /*  8: above it -> 11 */
-        MOV_IMM(0, TC_ACT_OK_),            /*  9: the kernel's */
-        EXIT(),                            /* 10 */
-        MOV_IMM(1, (int32_t)tun_ifindex),  /* 11: the router's: */
-        MOV_IMM(2, 0),                     /* 12: to the TUN's egress */
-        CALL(BPF_FUNC_redirect),           /* 13 */
-        EXIT(),                            /* 14 */
+        JEQ(0, 17, 5),                     /*  5: UDP -> 11 */
+        JNE(0, 58, 20),                    /*  6: not ICMPv6 -> 27 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 40),     /*  7: ICMPv6 type */
+        JLT(0, 133, 18),                   /*  8: below neighbour discovery -> 27 */
+        JGT(0, 137, 17),                   /*  9: above it -> 27 */
+        JA(20),                            /* 10: RS, RA, NS, NA, redirect -> 31 */
+        LD_ABS(BPF_H, ETH_HLEN_ + 40 + 2), /* 11: UDP destination port */
+        JA(10),                            /* 12 -> 23 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 9),      /* 13: IPv4 protocol */
+        JNE(0, 17, 12),                    /* 14: not UDP -> 27 */
+        LD_ABS(BPF_H, ETH_HLEN_ + 6),      /* 15: flags and fragment offset */
+        ALU_IMM(BPF_AND, 0, 0x1fff),       /* 16 */
+        JNE(0, 0, 9),                      /* 17: a later fragment -> 27 */
+        LD_ABS(BPF_B, ETH_HLEN_),          /* 18: version and IHL */
+        ALU_IMM(BPF_AND, 0, 0xf),          /* 19 */
+        ALU_IMM(BPF_LSH, 0, 2),            /* 20: IHL * 4 */
+        MOV_REG(7, 0),                     /* 21 */
+        LD_IND(BPF_H, 7, ETH_HLEN_ + 2),   /* 22: UDP destination port */
+        JEQ(0, 67, 7),                     /* 23: DHCP server -> 31 */
+        JEQ(0, 68, 6),                     /* 24: DHCP client -> 31 */
+        JEQ(0, 546, 5),                    /* 25: DHCPv6 client -> 31 */
+        JEQ(0, 547, 4),                    /* 26: DHCPv6 server -> 31 */
+        MOV_IMM(1, (int32_t)tun_ifindex),  /* 27: the router's: */
+        MOV_IMM(2, 0),                     /* 28: to the TUN's egress */
+        CALL(BPF_FUNC_redirect),           /* 29 */
+        EXIT(),                            /* 30 */
+        MOV_IMM(0, TC_ACT_OK_),            /* 31: the kernel's */
+        EXIT(),                            /* 32 */
     };
     return load(prog, sizeof prog / sizeof prog[0], log, log_size);
 }

@@ -297,10 +297,12 @@ bool dp_forward_target(const struct rt_dp *dp, const struct pkt_meta *m,
                        struct dnat_target *t);
 bool dp_mapping_target(struct rt_dp *dp, const struct pkt_meta *m,
                        struct dnat_target *t, uint64_t now);
-/* The address new IPv4 connection 'm' leaving through 'out' is source-NATed
- * to, or 0; the IPv6 address NAT66 masquerades it to, or NULL. */
-rt_be32 dp_snat_address(const struct rt_dp *dp, const struct rt_pkt *p,
-                        const struct pkt_meta *m, const struct dnat_target *dn, int out);
+/* Whether new IPv4 connection 'm' leaving through 'out' is source-NATed,
+ * and to which address ('*to': 0 while a masqueraded interface has none,
+ * as before its DHCP lease); the IPv6 address NAT66 masquerades it to, or
+ * NULL. */
+bool dp_snat_address(const struct rt_dp *dp, const struct rt_pkt *p, const struct pkt_meta *m,
+                     const struct dnat_target *dn, int out, rt_be32 *to);
 const uint8_t *dp_masq6_address(const struct rt_dp *dp, const struct pkt_meta *m, int out);
 
 /* Fills the checksum adjustments of an NPTv6 rule. */

@@ -56,9 +56,14 @@ static bool bind_source(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_met
                         const struct dnat_target *dn, int out, struct ct_conn *c,
                         bool *reply_free, uint64_t now)
 {
-    rt_be32 to = dp_snat_address(dp, p, m, dn, out);
-    if (!to || to == m->tuple.src.v4)
+    rt_be32 to;
+    if (!dp_snat_address(dp, p, m, dn, out, &to) || to == m->tuple.src.v4)
         return true;
+    if (!to) { /* the interface has no address (yet): never leak the inside one */
+        dp_conn_abandon(dp, c);
+        dp_drop(dp, p, RT_DROP_NAT_NO_ADDRESS);
+        return false;
+    }
     /* Only one mapping reference per connection: a hairpinned connection
      * that came in through a mapping keeps that one. */
     struct nat_params np = dp->np;

@@ -105,23 +105,30 @@ bool dp_mapping_target(struct rt_dp *dp, const struct pkt_meta *m,
  * client directly) takes the external address it was sent to, as RFC 4787
  * REQ-9a asks; otherwise the SNAT/masquerade rules decide.
  */
-rt_be32 dp_snat_address(const struct rt_dp *dp, const struct rt_pkt *p,
-                        const struct pkt_meta *m, const struct dnat_target *dn, int out)
+bool dp_snat_address(const struct rt_dp *dp, const struct rt_pkt *p, const struct pkt_meta *m,
+                     const struct dnat_target *dn, int out, rt_be32 *to)
 {
-    if (dn && dn->masquerade)
-        return dp->ifaces[out].addr;
-    if (dn && out == p->in_iface)
-        return dn->ext;
+    *to = 0;
+    if (dn && dn->masquerade) {
+        *to = dp->ifaces[out].addr;
+        return true;
+    }
+    if (dn && out == p->in_iface) {
+        *to = dn->ext;
+        return true;
+    }
     const struct dp_nat_rule *nr = nat_match(dp, m, out);
     if (!nr)
-        return 0;
+        return false;
     if (nr->pool_size) {
         /* "Paired" pooling (RFC 4787 REQ-2): the address is a keyed hash of
          * the inside address, so every flow of a host uses the same one. */
         uint64_t h = ((uint64_t)m->tuple.src.v4 ^ dp->ct.seed) * 0x9e3779b97f4a7c15ULL;
-        return dp->nat_pool[nr->pool_first + (uint32_t)(h >> 32) % nr->pool_size];
+        *to = dp->nat_pool[nr->pool_first + (uint32_t)(h >> 32) % nr->pool_size];
+        return true;
     }
-    return nr->to_addr ? nr->to_addr : dp->ifaces[out].addr;
+    *to = nr->to_addr ? nr->to_addr : dp->ifaces[out].addr;
+    return true;
 }
 
 /* The address new connection 'm' leaving through 'out' is masqueraded to,

@@ -45,6 +45,7 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(TCP_BAD_RST, "tcp_invalid_rst")   /* TCP RST outside the window */       \
     X(CT_FULL, "ct_full")               /* no room in the conntrack table */   \
     X(NAT_NO_PORT, "nat_no_port")       /* no free NAT port/identifier */      \
+    X(NAT_NO_ADDRESS, "nat_no_address") /* masquerade, interface unaddressed */ \
     X(POLICY, "policy")                 /* zone policy drops NEW */            \
     X(FW_DROP, "firewall_drop")         /* a firewall rule drops it */         \
     X(FW_REJECT, "firewall_reject")     /* a firewall rule rejects it */       \

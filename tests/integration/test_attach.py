@@ -9,7 +9,9 @@ sit at their other ends.  The kernel of the router's namespace keeps layer 2
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,3 +224,112 @@ def test_a_missing_kernel_interface_is_a_clear_error(tmp_path: Path) -> None:
         # Nothing is left behind: no TUN device, no hook.
         links = run("ip", "-n", tag, "-o", "link").stdout
         assert "lan0" not in links and "wan0" not in links
+
+
+ISP_CONFIG = """
+[[interface]]
+name = "lan0"
+attach = "r-lan"
+address = "192.168.88.1/24"
+zone = "lan"
+
+[[interface]]
+name = "wan0"
+attach = "r-wan"
+address = "dhcp"
+zone = "wan"
+
+[[route]]
+destination = "0.0.0.0/0"
+interface = "wan0"
+
+[[nat.masquerade]]
+interface = "wan0"
+
+[[firewall.policy]]
+from = "lan"
+to = "wan"
+action = "accept"
+
+[control]
+socket = "{work}/router.sock"
+
+[metrics]
+listen = ""
+
+[conntrack]
+state_file = ""
+state_key = "{work}/state.key"
+"""
+
+
+def isp_dhcp(lab: NetLab, first: int, last: int) -> subprocess.Popen[str]:
+    """dnsmasq as the ISP's DHCP server on the WAN link, leasing
+    198.51.100.FIRST..LAST with the WAN server's side as the gateway."""
+    return lab.spawn(lab.wan, "dnsmasq", "--no-daemon", "--port=0", "--interface=eth0",
+                     "--bind-interfaces", "--dhcp-authoritative",
+                     f"--dhcp-range=198.51.100.{first},198.51.100.{last},255.255.255.0,2m",
+                     f"--dhcp-option=option:router,{GATEWAY}",
+                     f"--dhcp-leasefile={lab.workdir}/leases-{first}", "--log-dhcp")
+
+
+def wait_address(lab: NetLab, previous: str | None, timeout: float = 20) -> str:
+    """The WAN address the router logged after ``previous``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = [str(e["address"]).split("/")[0] for e in lab.events("wan.address")
+                if e.get("address")]
+        if seen and seen[-1] != previous:
+            return seen[-1]
+        time.sleep(0.2)
+    raise AssertionError(f"no new WAN address after {previous}: {lab.log()[-3000:]}")
+
+
+def test_the_wan_address_comes_by_dhcp_and_is_followed(tmp_path: Path) -> None:
+    tag = f"ad{os.getpid() % 100000}"
+    rtr, lan, wan = f"{tag}r", f"{tag}l", f"{tag}w"
+    with namespaces(rtr, lan, wan):
+        for side, peer, ns in (("r-lan", "eth0", lan), ("r-wan", "eth0", wan)):
+            run("ip", "link", "add", side, "netns", rtr, "type", "veth", "peer", "name", peer,
+                "netns", ns)
+            run("ip", "-n", ns, "link", "set", peer, "up")
+            run("ip", "-n", rtr, "link", "set", side, "up")
+        run("ip", "-n", lan, "addr", "add", f"{LAN_HOST}/24", "dev", "eth0")
+        run("ip", "-n", lan, "route", "add", "default", "via", ROUTER_LAN)
+        run("ip", "-n", wan, "addr", "add", f"{GATEWAY}/24", "dev", "eth0")
+        run("ip", "-n", wan, "addr", "add", f"{SERVER}/32", "dev", "lo")
+        cfg = tmp_path / "router.toml"
+        cfg.write_text(ISP_CONFIG.replace("{work}", str(tmp_path)))
+        lab = NetLab(lan=lan, wan=wan, workdir=tmp_path, config=cfg,
+                     socket=str(tmp_path / "router.sock"))
+        try:
+            dhcp = isp_dhcp(lab, 50, 59)
+            lab.start_router(prefix=("ip", "netns", "exec", rtr))
+            first = wait_address(lab, None)
+            assert first.startswith("198.51.100.5"), first
+            lab.server(lab.wan, "http", SERVER, 8080)
+            r = lab.ns(lab.lan, "curl", "-sS", "-m", "5", f"http://{SERVER}:8080/")
+            assert r.stdout.startswith(f"you are {first}:"), r.stdout  # the leased address
+            assert any(i["address"].startswith(first) for i in lab.ctl_json("interfaces"))
+            # The ISP renumbers: the old lease is refused at the next renewal,
+            # and the client takes a new one.
+            dhcp.terminate()
+            dhcp.wait()
+            isp_dhcp(lab, 70, 79)
+            pid = run("pgrep", "-f", "udhcpc -f -i r-wan").stdout.split()[0]
+            run("kill", "-USR1", pid)  # renew now (as at half the lease time)
+            second = wait_address(lab, first)
+            assert second.startswith("198.51.100.7"), second
+            r = lab.ns(lab.lan, "curl", "-sS", "-m", "5", f"http://{SERVER}:8080/")
+            assert r.stdout.startswith(f"you are {second}:"), r.stdout  # new flows, new address
+            changed = [e for e in lab.events("wan.address") if e.get("previous")]
+            assert changed and changed[-1]["connections_flushed"] >= 1  # the first fetch's
+        finally:
+            for p in lab.procs:
+                p.kill()
+                p.wait()
+            if lab.router is not None:
+                assert lab.stop_router() == 0
+        # The lease's address and route went with the router.
+        assert "198.51.100" not in run("ip", "-n", rtr, "-4", "addr").stdout
+        assert "default" not in run("ip", "-n", rtr, "route").stdout

@@ -194,3 +194,33 @@ def test_paired_address_pool(lab_factory: LabFactory) -> None:
     back = lab.send(WAN, bytes(IP(src="198.51.100.1", dst=first["192.168.1.2"]) /
                                UDP(sport=53, dport=1001)))
     assert back.out_iface == LAN and IP(back.data).dst == "192.168.1.2"
+
+
+def test_masquerade_without_an_address_drops_never_leaks() -> None:
+    """An interface with address = "dhcp" has none until its lease: a new
+    connection masqueraded through it is dropped, never sent with its inside
+    source address (and once the lease is there, it goes out translated)."""
+    import dataclasses
+    from ipaddress import IPv4Interface
+
+    from router.config import parse
+    from router.datapath import Datapath
+    from router.tables import compile_tables
+    from tests.native.conftest import BASE
+
+    text = BASE.replace('address = "203.0.113.1/24"\nzone = "wan"',
+                        'address = "dhcp"\nattach = "eth9"\nzone = "wan"')
+    text = text.replace('gateway = "203.0.113.254"', 'interface = "wan0"')
+    cfg = parse(text.encode(), "test.toml")
+    dp = Datapath(capacity=64, batch=8, seed=1)
+    dp.load(compile_tables(cfg, {}))
+    lab = Lab(dp)
+    r = lab.send(LAN, udp_out())
+    assert r.out_iface == -1 and r.reason == "nat_no_address"
+    assert lab.entries() == []
+    leased = dataclasses.replace(cfg, interfaces=(
+        cfg.interfaces[0], dataclasses.replace(cfg.interfaces[1],
+                                               address=IPv4Interface("198.51.100.9/24"))))
+    dp.load(compile_tables(leased, {}))
+    r = lab.send(LAN, udp_out())
+    assert r.out_iface == WAN and IP(r.data).src == "198.51.100.9"

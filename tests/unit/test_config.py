@@ -228,6 +228,19 @@ def test_ipv6_gateway_needs_an_attached_interface() -> None:
     assert e.key == "route[0].gateway" and "not a unicast address" in e.reason
 
 
+def test_an_address_by_dhcp() -> None:
+    text = MIN.replace('address = "203.0.113.1/24"\nzone = "wan"',
+                       'address = "dhcp"\nattach = "eth2"\nzone = "wan"')
+    cfg = parse(text.encode())
+    wan = cfg.interfaces[1]
+    assert wan.dhcp and str(wan.address) == "0.0.0.0/32"  # none until a lease
+    assert to_dict(cfg)["interface"][1]["address"] == "dhcp"
+    e = err(MIN.replace('address = "203.0.113.1/24"', 'address = "dhcp"'))
+    assert e.key == "interface[1].address" and "needs an attached interface" in e.reason
+    e = err(text + '\n[service]\nuser = "router"\n')
+    assert e.key == "interface[1].address" and "needs root" in e.reason
+
+
 def test_one_kernel_interface_is_attached_once() -> None:
     text = MIN.replace('zone = "lan"', 'zone = "lan"\nattach = "eth1"').replace(
         'zone = "wan"', 'zone = "wan"\nattach = "eth1"')

@@ -1,0 +1,153 @@
+"""An ISP in front: the WAN address of an attached interface by DHCP.
+
+The client is udhcpc (Debian's ``udhcpc`` package, from BusyBox): small,
+maintained, made for exactly this, and driven by a script of the router's own
+(``udhcpc.sh``) that puts the lease's address and default route on the
+interface and touches nothing else of the system (Debian's full clients,
+dhclient and dhcpcd, rewrite resolv.conf through their hooks, which a router
+in a shared namespace must not).  The router supervises the client (restarted
+with a growing pause when it exits, its lines joined to the router's log)
+and follows the interface's address by netlink: a new lease is a new
+address, which the caller turns into new tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+from collections.abc import Callable
+from ipaddress import IPv4Interface
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from router.config import Config, Interface
+from router.config.model import UNADDRESSED
+
+SCRIPT = Path(__file__).with_name("udhcpc.sh")
+UDHCPC = "udhcpc"
+POLL = 0.5          # seconds between looks at the interface's address
+BACKOFF_MAX = 30.0  # seconds at most between restarts of the client
+
+
+def with_addresses(cfg: Config, learned: dict[str, IPv4Interface]) -> Config:
+    """``cfg`` with the addresses of its DHCP interfaces as leased now (an
+    interface without a lease is UNADDRESSED)."""
+    return dataclasses.replace(cfg, interfaces=tuple(
+        dataclasses.replace(i, address=learned.get(i.name, UNADDRESSED)) if i.dhcp else i
+        for i in cfg.interfaces))
+
+
+def interface_address(kernel_iface: str) -> IPv4Interface | None:
+    """The global IPv4 address of ``kernel_iface`` now, if any."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=kernel_iface)
+        if not found:
+            return None
+        for a in ipr.get_addr(index=found[0], family=socket.AF_INET):
+            if a["scope"] == 0:  # RT_SCOPE_UNIVERSE
+                return IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+    return None
+
+
+def forget(kernel_iface: str) -> None:
+    """Takes the lease's address and default route off the interface (at
+    stop): what the client put there goes with the router."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=kernel_iface)
+        if not found:
+            return
+        idx = found[0]
+        for a in ipr.get_addr(index=idx, family=socket.AF_INET):
+            if a["scope"] == 0:
+                with contextlib.suppress(Exception):
+                    ipr.addr("del", index=idx, address=a.get_attr("IFA_ADDRESS"),
+                             prefixlen=a["prefixlen"])
+        for r in ipr.get_routes(family=socket.AF_INET, oif=idx, proto=16):  # RTPROT_DHCP
+            with contextlib.suppress(Exception):
+                ipr.route("del", dst="0.0.0.0/0", gateway=r.get_attr("RTA_GATEWAY"), oif=idx,
+                          proto=16)
+
+
+class DhcpClient:
+    """udhcpc on the kernel interface of ``iface``, supervised; calls
+    ``on_address(iface.name, address)`` whenever the interface's address
+    changes (None: it has none)."""
+
+    def __init__(self, iface: Interface, on_address: Callable[[str, IPv4Interface | None], None],
+                 log: Any) -> None:
+        assert iface.attach is not None
+        self.iface = iface
+        self.wire = iface.attach
+        self.on_address = on_address
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+        self.address: IPv4Interface | None = None
+        self.restarts = 0
+
+    async def run(self) -> None:
+        """Until cancelled: the client kept running, the address followed."""
+        loop = asyncio.get_running_loop()
+        follow = asyncio.create_task(self._follow(loop))
+        try:
+            pause = 1.0
+            while True:
+                started = loop.time()
+                rc = await self._client()
+                self.restarts += 1
+                if loop.time() - started > 60:
+                    pause = 1.0  # it ran a good while: a fresh failure
+                self.log.warning("dhcp.client_exited", interface=self.iface.name,
+                                 kernel_interface=self.wire, status=rc, restart_in=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, BACKOFF_MAX)
+        finally:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+            await self.stop()
+
+    async def _client(self) -> int:
+        # -f: foreground; -t/-T: five discovers two seconds apart, then -A:
+        # a pause of five; -s: the router's script.
+        self.proc = await asyncio.create_subprocess_exec(
+            UDHCPC, "-f", "-i", self.wire, "-s", str(SCRIPT), "-t", "5", "-T", "2", "-A", "5",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        self.log.info("dhcp.client_started", interface=self.iface.name,
+                      kernel_interface=self.wire, pid=self.proc.pid)
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").strip()[:500]  # a line, bounded
+            if line:
+                self.log.info("dhcp.client", interface=self.iface.name, line=line)
+        return await self.proc.wait()
+
+    async def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            try:
+                now = await loop.run_in_executor(None, interface_address, self.wire)
+            except Exception as e:  # netlink errors come in several types
+                self.log.error("dhcp.address_unreadable", interface=self.iface.name,
+                               reason=str(e))
+                now = self.address
+            if now != self.address:
+                self.address = now
+                self.on_address(self.iface.name, now)
+            await asyncio.sleep(POLL)
+
+    async def stop(self) -> None:
+        """Ends the client (it keeps no lease file: the next start asks anew)
+        and takes its address and route off the interface."""
+        p, self.proc = self.proc, None
+        if p is not None and p.returncode is None:
+            p.terminate()
+            try:
+                await asyncio.wait_for(p.wait(), 5)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
+        await asyncio.get_running_loop().run_in_executor(None, forget, self.wire)
