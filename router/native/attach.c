@@ -24,42 +24,9 @@
  * Loading them needs CAP_BPF (or CAP_SYS_ADMIN); attaching them, done by
  * the control plane over netlink, CAP_NET_ADMIN.
  */
-#include <errno.h>
-#include <linux/bpf.h>
 #include <stddef.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#include "bpf.h"
 #include "rt.h"
-
-static struct bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off,
-                            int32_t imm)
-{
-    struct bpf_insn i;
-    memset(&i, 0, sizeof i);
-    i.code = code;
-    i.dst_reg = dst & 0xf;
-    i.src_reg = src & 0xf;
-    i.off = off;
-    i.imm = imm;
-    return i;
-}
-
-#define LD_ABS(size, k) insn(BPF_LD | (size) | BPF_ABS, 0, 0, 0, (k))
-#define LD_IND(size, reg, k) insn(BPF_LD | (size) | BPF_IND, 0, (reg), 0, (k))
-#define ALU_IMM(op, reg, k) insn(BPF_ALU64 | (op) | BPF_K, (reg), 0, 0, (k))
-#define JA(off) insn(BPF_JMP | BPF_JA, 0, 0, (off), 0)
-#define LDX_W(dst, src, off) insn(BPF_LDX | BPF_W | BPF_MEM, (dst), (src), (off), 0)
-#define STX_H(dst, src, off) insn(BPF_STX | BPF_H | BPF_MEM, (dst), (src), (off), 0)
-#define MOV_REG(dst, src) insn(BPF_ALU64 | BPF_MOV | BPF_X, (dst), (src), 0, 0)
-#define MOV_IMM(dst, k) insn(BPF_ALU64 | BPF_MOV | BPF_K, (dst), 0, 0, (k))
-#define ADD_IMM(dst, k) insn(BPF_ALU64 | BPF_ADD | BPF_K, (dst), 0, 0, (k))
-#define JEQ(reg, k, off) insn(BPF_JMP | BPF_JEQ | BPF_K, (reg), 0, (off), (k))
-#define JNE(reg, k, off) insn(BPF_JMP | BPF_JNE | BPF_K, (reg), 0, (off), (k))
-#define JLT(reg, k, off) insn(BPF_JMP | BPF_JLT | BPF_K, (reg), 0, (off), (k))
-#define JGT(reg, k, off) insn(BPF_JMP | BPF_JGT | BPF_K, (reg), 0, (off), (k))
-#define CALL(fn) insn(BPF_JMP | BPF_CALL, 0, 0, 0, (fn))
-#define EXIT() insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
 
 #define ETH_HLEN_ 14
 #define TC_ACT_OK_ 0
@@ -67,27 +34,7 @@ static struct bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off,
 
 static int load(const struct bpf_insn *prog, uint32_t n, char *log, uint32_t log_size)
 {
-    static const char license[] = "GPL";
-    union bpf_attr attr;
-    memset(&attr, 0, sizeof attr);
-    attr.prog_type = BPF_PROG_TYPE_SCHED_CLS;
-    attr.insn_cnt = n;
-    attr.insns = (uint64_t)(uintptr_t)prog;
-    attr.license = (uint64_t)(uintptr_t)license;
-    if (log && log_size) {
-        log[0] = 0;
-        attr.log_buf = (uint64_t)(uintptr_t)log;
-        attr.log_size = log_size;
-        attr.log_level = 1;
-    }
-    long fd = syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
-    if (fd < 0 && log && log_size && errno == ENOSPC) { /* log too small: load anyway */
-        attr.log_buf = 0;
-        attr.log_size = 0;
-        attr.log_level = 0;
-        fd = syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
-    }
-    return fd < 0 ? -errno : (int)fd;
+    return bpf_load(BPF_PROG_TYPE_SCHED_CLS, prog, n, log, log_size);
 }
 
 int rt_attach_ingress_load(uint32_t tun_ifindex, char *log, uint32_t log_size)

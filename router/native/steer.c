@@ -18,35 +18,8 @@
  * header), and a read past the packet ends the program with 0.  Loading it
  * needs CAP_BPF (or CAP_SYS_ADMIN); attaching it needs only the device.
  */
-#include <errno.h>
-#include <linux/bpf.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#include "bpf.h"
 #include "rt.h"
-
-static struct bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off,
-                            int32_t imm)
-{
-    struct bpf_insn i;
-    memset(&i, 0, sizeof i);
-    i.code = code;
-    i.dst_reg = dst & 0xf;
-    i.src_reg = src & 0xf;
-    i.off = off;
-    i.imm = imm;
-    return i;
-}
-
-#define LD_ABS(size, k) insn(BPF_LD | (size) | BPF_ABS, 0, 0, 0, (k))
-#define LD_IND(size, reg, k) insn(BPF_LD | (size) | BPF_IND, 0, (reg), 0, (k))
-#define ALU_IMM(op, reg, k) insn(BPF_ALU64 | (op) | BPF_K, (reg), 0, 0, (k))
-#define MOV_REG(dst, src) insn(BPF_ALU64 | BPF_MOV | BPF_X, (dst), (src), 0, 0)
-#define MOV_IMM(dst, k) insn(BPF_ALU64 | BPF_MOV | BPF_K, (dst), 0, 0, (k))
-#define JEQ(reg, k, off) insn(BPF_JMP | BPF_JEQ | BPF_K, (reg), 0, (off), (k))
-#define JNE(reg, k, off) insn(BPF_JMP | BPF_JNE | BPF_K, (reg), 0, (off), (k))
-#define JA(off) insn(BPF_JMP | BPF_JA, 0, 0, (off), 0)
-#define EXIT() insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
 
 int rt_steer_load(uint32_t syn_queue, char *log, uint32_t log_size)
 {
@@ -79,25 +52,6 @@ int rt_steer_load(uint32_t syn_queue, char *log, uint32_t log_size)
         MOV_IMM(0, 0),                       /* 23 */
         EXIT(),                              /* 24 */
     };
-    static const char license[] = "GPL";
-    union bpf_attr attr;
-    memset(&attr, 0, sizeof attr);
-    attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
-    attr.insn_cnt = sizeof prog / sizeof prog[0];
-    attr.insns = (uint64_t)(uintptr_t)prog;
-    attr.license = (uint64_t)(uintptr_t)license;
-    if (log && log_size) {
-        log[0] = 0;
-        attr.log_buf = (uint64_t)(uintptr_t)log;
-        attr.log_size = log_size;
-        attr.log_level = 1;
-    }
-    long fd = syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
-    if (fd < 0 && log && log_size && errno == ENOSPC) { /* log too small: load anyway */
-        attr.log_buf = 0;
-        attr.log_size = 0;
-        attr.log_level = 0;
-        fd = syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
-    }
-    return fd < 0 ? -errno : (int)fd;
+    return bpf_load(BPF_PROG_TYPE_SOCKET_FILTER, prog, sizeof prog / sizeof prog[0], log,
+                    log_size);
 }

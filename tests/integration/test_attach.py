@@ -28,14 +28,36 @@ LAN_HOST6, ROUTER_LAN6, ROUTER_WAN6, SERVER6 = "2001:db8:88::2", "2001:db8:88::1
     "2001:db8:51::2", "2001:db8:51::1"
 FAR6 = "2001:db8:99::80"  # behind the WAN's IPv6 gateway (SERVER6)
 
-CONFIG = """
+# The LAN side, the NAT and policy, and the router's own paths: the parts
+# both configs below share.
+LAN_SIDE = """
 [[interface]]
 name = "lan0"
 attach = "r-lan"
 address = "192.168.88.1/24"
 address6 = "2001:db8:88::1/64"
 zone = "lan"
+"""
+REST = """
+[[nat.masquerade]]
+interface = "wan0"
 
+[[firewall.policy]]
+from = "lan"
+to = "wan"
+action = "accept"
+
+[control]
+socket = "{work}/router.sock"
+
+[metrics]
+listen = ""
+
+[conntrack]
+state_file = ""
+state_key = "{work}/state.key"
+"""
+CONFIG = LAN_SIDE + """
 [[interface]]
 name = "wan0"
 attach = "r-wan"
@@ -52,30 +74,12 @@ destination = "2001:db8:99::/48"
 interface = "wan0"
 gateway = "2001:db8:51::1"
 
-[[nat.masquerade]]
-interface = "wan0"
-
-[[firewall.policy]]
-from = "lan"
-to = "wan"
-action = "accept"
-
 [[firewall.rule]]
 from = "lan"
 protocol = "tcp"
 port = 8099
 action = "drop"
-
-[control]
-socket = "{work}/router.sock"
-
-[metrics]
-listen = ""
-
-[conntrack]
-state_file = ""
-state_key = "{work}/state.key"
-"""
+""" + REST
 
 
 def wired(router_ns: str) -> dict[str, object]:
@@ -94,22 +98,29 @@ def wired(router_ns: str) -> dict[str, object]:
             + ip("ip", "-6", "route", "show", "proto", "190")}
 
 
+def cable(rtr: str, lan: str, wan: str) -> None:
+    """The router's namespace with a LAN and a WAN veth, up as NICs in use
+    would be; the LAN host and the WAN side (the ISP's gateway, with a
+    server behind it) at their other ends."""
+    for side, ns in (("r-lan", lan), ("r-wan", wan)):
+        run("ip", "link", "add", side, "netns", rtr, "type", "veth", "peer", "name", "eth0",
+            "netns", ns)
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        run("ip", "-n", rtr, "link", "set", side, "up")
+    run("ip", "-n", lan, "addr", "add", f"{LAN_HOST}/24", "dev", "eth0")
+    run("ip", "-n", lan, "route", "add", "default", "via", ROUTER_LAN)
+    run("ip", "-n", lan, "addr", "add", f"{LAN_HOST6}/64", "dev", "eth0", "nodad")
+    run("ip", "-n", lan, "-6", "route", "add", "default", "via", ROUTER_LAN6)
+    run("ip", "-n", wan, "addr", "add", f"{GATEWAY}/24", "dev", "eth0")
+    run("ip", "-n", wan, "addr", "add", f"{SERVER}/32", "dev", "lo")
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[tuple[NetLab, str]]:
     tag = f"at{os.getpid() % 100000}"
     rtr, lan, wan = f"{tag}r", f"{tag}l", f"{tag}w"
     with namespaces(rtr, lan, wan):
-        for side, peer, ns in (("r-lan", "eth0", lan), ("r-wan", "eth0", wan)):
-            run("ip", "link", "add", side, "netns", rtr, "type", "veth", "peer", "name", peer,
-                "netns", ns)
-            run("ip", "-n", ns, "link", "set", peer, "up")
-            run("ip", "-n", rtr, "link", "set", side, "up")  # as a NIC in use would be
-        run("ip", "-n", lan, "addr", "add", f"{LAN_HOST}/24", "dev", "eth0")
-        run("ip", "-n", lan, "route", "add", "default", "via", ROUTER_LAN)
-        run("ip", "-n", lan, "addr", "add", f"{LAN_HOST6}/64", "dev", "eth0", "nodad")
-        run("ip", "-n", lan, "-6", "route", "add", "default", "via", ROUTER_LAN6)
-        run("ip", "-n", wan, "addr", "add", f"{GATEWAY}/24", "dev", "eth0")
-        run("ip", "-n", wan, "addr", "add", f"{SERVER}/32", "dev", "lo")
+        cable(rtr, lan, wan)
         run("ip", "-n", wan, "addr", "add", f"{SERVER6}/64", "dev", "eth0", "nodad")
         run("ip", "-n", wan, "addr", "add", f"{FAR6}/128", "dev", "lo")
         run("ip", "-n", wan, "-6", "route", "add", "2001:db8:88::/64", "via", ROUTER_WAN6)
@@ -226,13 +237,7 @@ def test_a_missing_kernel_interface_is_a_clear_error(tmp_path: Path) -> None:
         assert "lan0" not in links and "wan0" not in links
 
 
-ISP_CONFIG = """
-[[interface]]
-name = "lan0"
-attach = "r-lan"
-address = "192.168.88.1/24"
-zone = "lan"
-
+ISP_CONFIG = LAN_SIDE + """
 [[interface]]
 name = "wan0"
 attach = "r-wan"
@@ -242,25 +247,7 @@ zone = "wan"
 [[route]]
 destination = "0.0.0.0/0"
 interface = "wan0"
-
-[[nat.masquerade]]
-interface = "wan0"
-
-[[firewall.policy]]
-from = "lan"
-to = "wan"
-action = "accept"
-
-[control]
-socket = "{work}/router.sock"
-
-[metrics]
-listen = ""
-
-[conntrack]
-state_file = ""
-state_key = "{work}/state.key"
-"""
+""" + REST
 
 
 def isp_dhcp(lab: NetLab, first: int, last: int) -> subprocess.Popen[str]:
@@ -289,15 +276,7 @@ def test_the_wan_address_comes_by_dhcp_and_is_followed(tmp_path: Path) -> None:
     tag = f"ad{os.getpid() % 100000}"
     rtr, lan, wan = f"{tag}r", f"{tag}l", f"{tag}w"
     with namespaces(rtr, lan, wan):
-        for side, peer, ns in (("r-lan", "eth0", lan), ("r-wan", "eth0", wan)):
-            run("ip", "link", "add", side, "netns", rtr, "type", "veth", "peer", "name", peer,
-                "netns", ns)
-            run("ip", "-n", ns, "link", "set", peer, "up")
-            run("ip", "-n", rtr, "link", "set", side, "up")
-        run("ip", "-n", lan, "addr", "add", f"{LAN_HOST}/24", "dev", "eth0")
-        run("ip", "-n", lan, "route", "add", "default", "via", ROUTER_LAN)
-        run("ip", "-n", wan, "addr", "add", f"{GATEWAY}/24", "dev", "eth0")
-        run("ip", "-n", wan, "addr", "add", f"{SERVER}/32", "dev", "lo")
+        cable(rtr, lan, wan)
         cfg = tmp_path / "router.toml"
         cfg.write_text(ISP_CONFIG.replace("{work}", str(tmp_path)))
         lab = NetLab(lan=lan, wan=wan, workdir=tmp_path, config=cfg,
