@@ -24,7 +24,7 @@ from router import __version__, config, events, log, privs, wan
 from router.commands import Commands
 from router.config import Config, ConfigError
 from router.control import ControlServer
-from router.datapath import Datapath, DatapathError, steering_program
+from router.datapath import Datapath, DatapathError, flow_steering_program, steering_program
 from router.devices import Devices
 from router.keeper import StateKeeper
 from router.metrics import MetricsServer
@@ -58,6 +58,16 @@ class Router(Devices, Commands, Pacing):
             except DatapathError as e:
                 self.log.warning("dp.syn_queue_unavailable", reason=str(e),
                                  hint="connection openers share the devices' one queue")
+        # With several queues (several workers), each flow keeps to one queue
+        # (steer.c): the kernel would move it between them mid-stream.
+        self.flow_steering: int | None = None
+        if cfg.dataplane.queues > 1 and not any(i.precreated for i in cfg.interfaces):
+            try:
+                self.flow_steering = flow_steering_program()
+            except DatapathError as e:
+                self.log.warning("dp.flow_steering_unavailable", reason=str(e),
+                                 hint="the kernel chooses the queues; a flow may change "
+                                      "queues mid-stream")
         self.dev_queues = self.queues + (self.steering is not None)
         self._syn_queue_asked = cfg.dataplane.syn_queue
         self.tables = compile_tables(cfg, {}, self.vnet_hdr)

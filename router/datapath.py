@@ -95,6 +95,13 @@ def steering_program(syn_queue: int) -> int:
     return _bpf("steering program", lib.rt_steer_load, syn_queue)
 
 
+def flow_steering_program() -> int:
+    """The queue-steering program for several queues (steer.c): each flow on
+    the queue of a hash of its addresses and ports."""
+    return _bpf("flow steering program",
+                lambda _unused, log, size: lib.rt_steer_flow_load(log, size), 0)
+
+
 def attach_programs(wire: int, tun: int) -> tuple[int, int]:
     """The two programs of an attached interface (attach.c), for the ingress
     of kernel interface ``wire`` and of TUN device ``tun`` (interface

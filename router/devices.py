@@ -34,6 +34,7 @@ class Devices:
     dev_queues: int
     threaded: bool
     steering: tuple[int, int] | None
+    flow_steering: int | None
     _stop: asyncio.Event
     _poll_errors: int
     _readers: list[int]
@@ -85,11 +86,14 @@ class Devices:
 
     def _open_tun(self, iface: config.Interface, tun_device: str) -> Tun:
         """Opens one device with the running queue count, its queues steered
-        if connection openers have a queue of their own."""
+        if connection openers have a queue of their own, or flows kept each
+        to one queue when there are several."""
         tun = open_tun(iface, self.vnet_hdr, tun_device, self.dev_queues)
-        if self.steering is not None:
+        prog = self.steering[0 if self.threaded else 1] if self.steering is not None \
+            else self.flow_steering
+        if prog is not None:
             try:
-                tun.steer(self.steering[0 if self.threaded else 1])
+                tun.steer(prog)
             except TunError:
                 tun.close()
                 raise

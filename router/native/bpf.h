@@ -31,6 +31,7 @@ static inline struct bpf_insn bpf_insn_of(uint8_t code, uint8_t dst, uint8_t src
 #define MOV_REG(dst, src) bpf_insn_of(BPF_ALU64 | BPF_MOV | BPF_X, (dst), (src), 0, 0)
 #define MOV_IMM(dst, k) bpf_insn_of(BPF_ALU64 | BPF_MOV | BPF_K, (dst), 0, 0, (k))
 #define ADD_IMM(dst, k) ALU_IMM(BPF_ADD, (dst), (k))
+#define XOR_REG(dst, src) bpf_insn_of(BPF_ALU64 | BPF_XOR | BPF_X, (dst), (src), 0, 0)
 #define JEQ(reg, k, off) bpf_insn_of(BPF_JMP | BPF_JEQ | BPF_K, (reg), 0, (off), (k))
 #define JNE(reg, k, off) bpf_insn_of(BPF_JMP | BPF_JNE | BPF_K, (reg), 0, (off), (k))
 #define JLT(reg, k, off) bpf_insn_of(BPF_JMP | BPF_JLT | BPF_K, (reg), 0, (off), (k))

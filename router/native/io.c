@@ -12,8 +12,9 @@
  * for one readable device, with the data plane's own slots.  Workers
  * (rt_workers_start) are threads, one per queue of multi-queue TUN devices:
  * worker k reads queue k of every device and writes to queue k of the output
- * device, so a flow stays on one worker both ways (the kernel steers a
- * flow's packets to the queue it was last written from).  Both run the same
+ * device; a steering program keeps each flow on one queue of each device, a
+ * hash of its addresses and ports (steer.c), so that its packets are
+ * processed in the order they came.  Both run the same
  * code: read() and write(), where the time goes, happen without the lock;
  * the lock is held only while the batch is processed (the connection table,
  * NAT, counters, events and capture are shared) and while the writes'

@@ -386,6 +386,9 @@ void rt_workers_background(struct rt_dp *dp, uint32_t mask);
  * TUNSETSTEERINGEBPF), or -errno (-EPERM without CAP_BPF); the verifier's
  * log, if any, goes to 'log'. */
 int rt_steer_load(uint32_t syn_queue, char *log, uint32_t log_size);
+/* The same for several queues moved by several workers: a hash of the
+ * flow's addresses and ports, so that a flow stays on one queue. */
+int rt_steer_flow_load(char *log, uint32_t log_size);
 
 /* The two programs of an attached kernel interface (attach.c), for the tc
  * ingress hooks: on the interface, IP (but neighbour discovery) to the TUN
