@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import socket
+import stat
 from collections.abc import Callable
 from ipaddress import IPv4Interface
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from router import safepath
 from router.config import Config, Interface
 from router.config.model import UNADDRESSED
 
@@ -31,6 +34,22 @@ SCRIPT = Path(__file__).with_name("udhcpc.sh")
 UDHCPC = "udhcpc"
 POLL = 0.5          # seconds between looks at the interface's address
 BACKOFF_MAX = 30.0  # seconds at most between restarts of the client
+
+
+def check_script(script: Path = SCRIPT) -> None:
+    """The client runs ``script`` as root: it must be where only root (or
+    this process's user) can change it, or it is not run (UnsafePath)."""
+    dfd = safepath.open_dir(str(script.parent))
+    try:
+        st = os.stat(script.name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise safepath.UnsafePath(f"{script}: does not exist") from None
+    finally:
+        os.close(dfd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid()) or \
+            st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise safepath.UnsafePath(f"{script}: not a regular file of root's (or this "
+                                  "process's user) that nobody else may write")
 
 
 def with_addresses(cfg: Config, learned: dict[str, IPv4Interface]) -> Config:
@@ -91,6 +110,12 @@ class DhcpClient:
     async def run(self) -> None:
         """Until cancelled: the client kept running, the address followed."""
         loop = asyncio.get_running_loop()
+        try:
+            check_script()
+        except safepath.UnsafePath as e:
+            self.log.error("dhcp.script_unsafe", interface=self.iface.name, reason=str(e),
+                           hint="the interface stays without an address")
+            return
         follow = asyncio.create_task(self._follow(loop))
         try:
             pause = 1.0
