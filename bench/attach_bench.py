@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -170,6 +171,7 @@ def main() -> int:
     finally:
         for n in (RTR, LAN, WAN):
             sh("ip", "netns", "del", n, check=False)
+        shutil.rmtree(work, ignore_errors=True)
     print(f"\n{'test':<6} {'kernel':>16} {'router':>16} {'router/kernel':>22}")
     for t, unit in (("tcp1", "Gbit/s"), ("tcp4", "Gbit/s"), ("ping", "us")):
         k = [r[t] for r in results["kernel"]]
