@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import LAN_OUT
 from tests.integration.conftest import PEERS, NetLab, namespaces, run
 
 pytestmark = pytest.mark.netns
@@ -38,15 +39,7 @@ address = "192.168.88.1/24"
 address6 = "2001:db8:88::1/64"
 zone = "lan"
 """
-REST = """
-[[nat.masquerade]]
-interface = "wan0"
-
-[[firewall.policy]]
-from = "lan"
-to = "wan"
-action = "accept"
-
+REST = LAN_OUT + """
 [control]
 socket = "{work}/router.sock"
 
