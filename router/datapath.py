@@ -224,7 +224,8 @@ def _c_array(ctype: str, items: Sequence[Any], fill: Callable[[Any, Any], None] 
 
 def _iface(c: Any, e: Any) -> None:
     c.fd, c.addr, c.mtu, c.zone = e.fd, be32(e.addr), e.mtu, e.zone
-    c.flags = lib.RT_IF_VNET_HDR if e.vnet_hdr else 0
+    c.flags = ((lib.RT_IF_VNET_HDR if e.vnet_hdr else 0) |
+               (lib.RT_IF_SERVICES if e.services else 0) | (lib.RT_IF_HOST if e.host else 0))
     c.rp_filter = e.rp_filter
     if e.addr6 is not None:
         c.addr6, c.has_addr6 = e.addr6.packed, 1

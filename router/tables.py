@@ -30,6 +30,8 @@ class IfaceEntry:
     vnet_hdr: bool
     rp_filter: int  # RT_RPF_*: 0 off, 1 loose, 2 strict
     addr6: IPv6Address | None
+    services: bool = False  # the router's services are offered here (a LAN link)
+    host: bool = False      # the host link
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,8 @@ def compile_tables(cfg: Config, fds: Mapping[str, int], vnet_hdr: bool = False) 
         IfaceEntry(fd=fds.get(i.name, -1), addr=i.address.ip, mtu=i.mtu, zone=zindex[i.zone],
                    vnet_hdr=vnet_hdr,
                    rp_filter={"off": 0, "loose": 1, "strict": 2}[i.rp_filter],
-                   addr6=i.address6.ip if i.address6 is not None else None)
+                   addr6=i.address6.ip if i.address6 is not None else None,
+                   services=i.lan is not None, host=i.host_link)
         for i in cfg.interfaces
     )
     routes6 = [Route6Entry(i.address6.network, index[i.name]) for i in cfg.interfaces

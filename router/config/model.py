@@ -78,6 +78,32 @@ def knob(default: Any, *, lo: float | None = None, hi: float | None = None,
     return field(default=default, metadata=meta)
 
 
+# The host link (router/hostlink.py): the link between the data plane and
+# the router's own network stack, where its LAN services run.  Made by the
+# router when a link offers services, never written in the file.
+HOST_LINK = "rt-self"
+HOST_ZONE = "self"
+MAX_LEASE = 365 * 86400
+MAX_STATIC_LEASES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StaticLease:
+    mac: str            # "52:54:00:12:34:56", lower case
+    address: IPv4Address
+    name: str = ""      # host name, also in the local domain's DNS
+
+
+@dataclass(frozen=True, slots=True)
+class LanServices:
+    """``[interface.lan]``: what dnsmasq offers on one LAN link."""
+
+    pool: tuple[IPv4Address, IPv4Address] | None = None  # DHCPv4 "first-last"; None: none
+    lease: int = knob(43200, lo=120, hi=MAX_LEASE)      # seconds
+    ra: bool = knob(True)  # router advertisements (SLAAC, RDNSS) if the link has address6
+    static: tuple[StaticLease, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Interface:
     """One TUN device: one L3 link."""
@@ -106,6 +132,10 @@ class Interface:
     # address = "dhcp": the address comes from a DHCP client on the attached
     # interface (router/wan.py); until a lease, ``address`` is UNADDRESSED.
     dhcp: bool = False
+    # LAN services on this link; connections to the router's addresses from
+    # here reach them (through the host link) if the input chain accepts.
+    lan: LanServices | None = None
+    host_link: bool = False  # this is the host link (HOST_LINK), made by the router
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +342,23 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True)
+class Lan:
+    """``[lan]``: the LAN services that are not per link (dnsmasq)."""
+
+    dns: bool = knob(True)  # the caching DNS forwarder, on every LAN link
+    domain: str = knob("home.arpa")  # local names: <host>.home.arpa (RFC 8375)
+    upstream: tuple[str, ...] = knob(())  # DNS servers; none: those of the WAN's lease
+    cache: int = knob(1000, lo=0, hi=10000)  # names cached
+    # Upstream answers with private addresses are dropped (DNS rebinding
+    # attacks on the LAN's devices), except for names under these domains.
+    rebind_ok: tuple[str, ...] = knob(())
+    # The host link's network: the router's end is its first address, the
+    # router's own stack the second.  Link-local: never routed anywhere.
+    host_link: str = knob("169.254.53.0/30")
+    lease_file: str = knob("/var/lib/router/dhcp.leases")  # dnsmasq's, kept across restarts
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     interfaces: tuple[Interface, ...]
@@ -327,6 +374,7 @@ class Config:
     log: Log = Log()
     dataplane: Dataplane = Dataplane()
     service: Service = Service()
+    lan: Lan = Lan()
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -341,5 +389,5 @@ class Config:
 SECTIONS: dict[str, type] = {
     "interface": Interface, "loadbalancer.backend": Backend, "nat": Nat, "firewall": Firewall,
     "conntrack": Conntrack, "control": Control, "metrics": Metrics, "log": Log,
-    "dataplane": Dataplane, "service": Service,
+    "dataplane": Dataplane, "service": Service, "lan": Lan, "interface.lan": LanServices,
 }

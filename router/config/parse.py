@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
+from router.config.lan import host_link, lan_section, lan_services
 from router.config.model import (
     IFNAME_RE,
     MAX_INTERFACES,
@@ -58,8 +59,12 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
         raise ConfigError(path, "", "TOML syntax: arrays or tables nested too deep") from None
     r = Reader(path, text)
     r.known(doc, "", {"interface", "route", "nat", "firewall", "conntrack", "control", "log",
-                      "dataplane", "loadbalancer", "metrics", "service"})
+                      "dataplane", "loadbalancer", "metrics", "service", "lan"})
     interfaces = _interfaces(r, doc)
+    lan = lan_section(r, doc)
+    hl = host_link(r, lan, interfaces)
+    if hl is not None:
+        interfaces += (hl,)
     names = {i.name: i for i in interfaces}
     routes = _routes(r, doc, names)
     routes6 = _routes6(r, doc, names)
@@ -71,11 +76,14 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
         if i.dhcp and service.user:
             raise r.fail(f"interface[{n}].address", "the DHCP client needs root: it runs (and "
                          "is restarted) by the router, which keeps no root with service.user")
+        if i.lan and service.user:
+            raise r.fail(f"interface[{n}].lan", "the LAN services need root: dnsmasq runs (and "
+                         "is restarted) by the router, which keeps no root with service.user")
     return Config(path=path, sha256=hashlib.sha256(raw).hexdigest(), interfaces=interfaces,
                   routes=routes, routes6=routes6, nat=the_nat, firewall=fw, loadbalancers=lbs,
                   conntrack=_conntrack(r, doc), control=_control(r, doc),
                   metrics=_metrics(r, doc), log=Log(**r.section(doc, "log", Log)[1]),
-                  dataplane=_dataplane(r, doc), service=service)
+                  dataplane=_dataplane(r, doc), service=service, lan=lan)
 
 
 def _control(r: Reader, doc: Mapping[str, Any]) -> Control:
@@ -128,7 +136,7 @@ def _interfaces(r: Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
     nets6: list[tuple[str, IPv6Network]] = []
     keys = {"name", "address", "zone", "mtu", "txqueuelen", "netns", "host_address",
             "host_routes", "rp_filter", "precreated", "address6", "host_address6",
-            "host_routes6", "attach"}
+            "host_routes6", "attach", "lan"}
     for w, t in r.tables(doc, "interface", ""):
         r.known(t, w, keys)
         name = r.get(t, "name", w, str, required=True)
@@ -201,11 +209,12 @@ def _interfaces(r: Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
         if mtu < 1280 and addr6 is not None:
             raise r.fail(f"{w}.mtu", "IPv6 needs an MTU of at least 1280 (RFC 8200 5)")
         attach = _attach(r, t, w, name, [i.attach for i in out])
+        lan = lan_services(r, t, w, addr, dhcp, addr6, attach)
         out.append(Interface(name=name, address=addr, zone=zone, mtu=mtu, txqueuelen=txq,
                              netns=netns, host_address=host, host_routes=hroutes,
                              rp_filter=rpf, precreated=pre, address6=addr6,
                              host_address6=host6, host_routes6=hroutes6, attach=attach,
-                             dhcp=dhcp))
+                             dhcp=dhcp, lan=lan))
     if len({i.zone for i in out}) > MAX_ZONES:
         raise r.fail("interface", f"at most {MAX_ZONES} zones")
     return tuple(out)

@@ -26,6 +26,15 @@ def warnings(cfg: Config) -> list[str]:
                    "and metrics have no authentication: anyone who can reach it learns the "
                    "connection counts, drops and interfaces; listen on 127.0.0.1 (or [::1]) "
                    "and let a local scraper or a TLS proxy expose it")
+    lan = [i for i in cfg.interfaces if i.lan]
+    if lan and cfg.lan.dns and not cfg.lan.upstream and not any(i.dhcp for i in cfg.interfaces):
+        out.append("lan.upstream: no DNS servers to forward to, and no WAN lease to learn "
+                   "them from: the LAN's resolver answers local names only")
+    if lan and cfg.firewall.input == "accept" and not any(
+            x.chain == "input" for x in cfg.firewall.rules):
+        out.append("firewall.input: every service the router's own stack listens on is open "
+                   "to the LAN links; name the ones you offer with input rules and set "
+                   "input = \"drop\" (docs/deployment.md)")
     return out
 
 
@@ -60,6 +69,12 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         if i.host_address is not None:
             d["host_address"] = str(i.host_address)
             d["host_routes"] = [str(n) for n in i.host_routes]
+        if i.lan is not None:
+            d["lan"] = _knobs(i.lan) | {"static": [
+                {"mac": s.mac, "address": str(s.address)} | ({"name": s.name} if s.name else {})
+                for s in i.lan.static]}
+            if i.lan.pool is not None:
+                d["lan"]["pool"] = f"{i.lan.pool[0]}-{i.lan.pool[1]}"
         return d
 
     def route(r: Route) -> dict[str, Any]:
@@ -84,6 +99,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         "log": _knobs(cfg.log),
         "dataplane": _knobs(cfg.dataplane),
         "service": _knobs(cfg.service),
+        "lan": _knobs(cfg.lan),
         "conntrack": _knobs(cfg.conntrack) | {"timeouts": dict(cfg.conntrack.timeouts)},
         "nat": _knobs(cfg.nat) | {
                 "snat": [nat_rule(n) for n in cfg.nat.rules if n.to is not None],
@@ -108,7 +124,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
                           "backend": [{"address": str(b.address), "port": b.port,
                                        "weight": b.weight} for b in lb.backends]}
                          for lb in cfg.loadbalancers],
-        "interface": [iface(i) for i in cfg.interfaces],
+        "interface": [iface(i) for i in cfg.interfaces if not i.host_link],
         "route": [route(r) for r in cfg.routes] + [
             {"destination": str(r.destination), "interface": r.interface}
             | ({"gateway": str(r.gateway)} if r.gateway is not None else {})

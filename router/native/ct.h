@@ -14,6 +14,10 @@
 #define CT_DST_NAT (1u << 5)    /* the reply tuple differs in its src */
 #define CT_NAT_MAPPED (1u << 12) /* holds a reference on a NAT mapping */
 #define CT_HOST_COUNTED (1u << 13) /* counted against its source's limit */
+#define CT_TO_HOST (1u << 14) /* to the router's services: its original
+                                 direction goes to the host link */
+#define CT_FROM_HOST (1u << 15) /* opened from the host link: its replies go
+                                   there (they may be for a router address) */
 
 #define CT_NIL UINT32_MAX /* end of a hash chain / of the free list */
 

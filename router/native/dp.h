@@ -98,6 +98,7 @@ struct rt_dp {
     uint8_t fw_states;                        /* states any rule names */
     int fw_rule;                              /* the rule fw_eval() matched */
     uint8_t input_policy;                     /* RT_FW_* without a match */
+    int16_t host_iface;                       /* the RT_IF_HOST link, or -1 */
     uint32_t icmp_rate;                       /* errors per second, 0 = any */
     uint64_t icmp_tokens;                     /* token bucket, in 1/1000 */
     uint64_t icmp_refill_ms;                  /* when it was last refilled */
@@ -188,6 +189,13 @@ static inline bool dp_is_local6(const struct rt_dp *dp, const uint8_t *a)
         if (dp->ifaces[i].has_addr6 && memcmp(dp->ifaces[i].addr6, a, 16) == 0)
             return true;
     return false;
+}
+
+/* Whether 'p' came from the host link, where the router's own stack may
+ * send from the router's addresses. */
+static inline bool dp_from_host(const struct rt_dp *dp, const struct rt_pkt *p)
+{
+    return dp->host_iface >= 0 && p->in_iface == (uint16_t)dp->host_iface;
 }
 
 /* Whether 'a' (of the family of 'm') is one of the router's addresses. */
@@ -350,9 +358,12 @@ bool dp_process_tracked(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
 /* An ICMP or ICMPv6 error: RELATED to the connection it quotes, or dropped. */
 void dp_process_related(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
                         uint64_t now);
-/* A packet for one of the router's own addresses, either family: the
- * input chain, then echo answered, anything else counted. */
-void dp_process_local(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m);
+/* A packet for one of the router's own addresses that no connection knows,
+ * either family ('hash': of its tuple): the input chain, then echo
+ * answered; from a services link with a host link, a connection to the
+ * router's services opened; anything else counted. */
+void dp_process_local(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_t hash,
+                      uint64_t now);
 /* The table's hook: connection 'c' is being deleted. */
 void dp_on_ct_delete(void *ctx, const struct ct_conn *c);
 

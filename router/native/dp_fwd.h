@@ -138,4 +138,29 @@ static inline void dp_forward(struct rt_dp *dp, struct rt_pkt *p, const struct p
         dp_forward4(p, m, out);
 }
 
+/* The host link for a packet to the router's services (RT_IF_HOST), or -1
+ * when there is none (a restored connection) or the packet does not fit
+ * (the control plane gives the host link the largest MTU): dropped. */
+static inline int dp_host_hop(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
+{
+    int out = dp->host_iface;
+    if (out < 0) {
+        dp_drop(dp, p, RT_DROP_LOCAL_DROP);
+        return -1;
+    }
+    if (dp_wire_size(p, m) > dp->ifaces[out].mtu) {
+        dp_drop(dp, p, RT_DROP_TOO_BIG);
+        return -1;
+    }
+    return out;
+}
+
+/* Marks 'p' for the host link as it is: a packet for the router itself is
+ * delivered, not forwarded, so its TTL or hop limit stays. */
+static inline void dp_deliver(struct rt_pkt *p, const struct pkt_meta *m, int out)
+{
+    p->len = m->len;
+    p->out_iface = (int16_t)out;
+}
+
 #endif /* RT_DP_FWD_H */

@@ -27,7 +27,7 @@
 bool dp_ip4_check(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
 {
     uint32_t src = ntohl(m->tuple.src.v4), dst = ntohl(m->tuple.dst.v4);
-    if (addr4_martian_src(src) || dp_is_local4(dp, m->tuple.src.v4) ||
+    if (addr4_martian_src(src) || (dp_is_local4(dp, m->tuple.src.v4) && !dp_from_host(dp, p)) ||
         (dst >> 24) == 0 || (dst >> 24) == 127) {
         dp_drop(dp, p, RT_DROP_MARTIAN);
         return false;
@@ -94,13 +94,19 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
         dn = &tgt;
     else if (dp_is_local4(dp, m->tuple.dst.v4)) {
         if (!dp_mapping_target(dp, m, &tgt, now)) {
-            dp_process_local(dp, p, m);
+            dp_process_local(dp, p, m, hash, now);
             return;
         }
         dn = &tgt;
     }
     union rt_addr dst = {.w = {0, 0}};
     dst.v4 = dn ? dn->addr : m->tuple.dst.v4;
+    if (!dn && dp->host_iface >= 0 && dp_route4(dp, dst.v4) == dp->host_iface) {
+        /* The router's own stack is the router: reached as its services
+         * are, or not at all, whatever the zone policies say. */
+        dp_process_local(dp, p, m, hash, now);
+        return;
+    }
     int out = dp_next_hop(dp, p, m, &dst);
     if (out < 0)
         return;
@@ -108,12 +114,17 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
      * mapping is its own permission and anything else needs the zone pair's
      * policy. */
     struct host_entry *host;
-    if (!dp_admit_new(dp, p, m, out, &dst, dn ? dn->port : m->tuple.dport, dn != NULL, &host))
+    /* The router's own stack, behind the host link, may open connections
+     * anywhere unless a rule says otherwise (an output chain that accepts). */
+    if (!dp_admit_new(dp, p, m, out, &dst, dn ? dn->port : m->tuple.dport,
+                      dn != NULL || dp_from_host(dp, p), &host))
         return;
     struct ct_conn c;
     struct ct_tcp_win w;
     if (!dp_conn_init(dp, p, m, &c, &w, now))
         return;
+    if (dp_from_host(dp, p))
+        c.status |= CT_FROM_HOST;
     if (dn) {
         c.tuple[CT_DIR_REPLY].src.v4 = dn->addr;
         c.tuple[CT_DIR_REPLY].sport = dn->port;

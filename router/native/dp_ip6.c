@@ -64,7 +64,8 @@ bool dp_ip6_check(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32
         return false;
     }
     if (addr6_multicast(src) || addr6_unspecified_or_loopback(src) || addr6_link_local(src) ||
-        dp_is_local6(dp, src) || addr6_unspecified_or_loopback(dst) || addr6_link_local(dst)) {
+        (dp_is_local6(dp, src) && !dp_from_host(dp, p)) || addr6_unspecified_or_loopback(dst) ||
+        addr6_link_local(dst)) {
         dp_drop(dp, p, RT_DROP_MARTIAN);
         return false;
     }
@@ -82,20 +83,22 @@ bool dp_ip6_check(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32
 static void process_new(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_t hash,
                         uint64_t now)
 {
-    if (dp_is_local6(dp, m->tuple.dst.b)) { /* a re-opened tuple of a NAT66 reply */
-        dp_process_local(dp, p, m);
+    if (dp_is_local6(dp, m->tuple.dst.b)) { /* or a re-opened tuple of a NAT66 reply */
+        dp_process_local(dp, p, m, hash, now);
         return;
     }
     int out = dp_next_hop(dp, p, m, &m->tuple.dst);
     if (out < 0)
         return;
     struct host_entry *host;
-    if (!dp_admit_new(dp, p, m, out, &m->tuple.dst, m->tuple.dport, false, &host))
+    if (!dp_admit_new(dp, p, m, out, &m->tuple.dst, m->tuple.dport, dp_from_host(dp, p), &host))
         return;
     struct ct_conn c;
     struct ct_tcp_win w;
     if (!dp_conn_init(dp, p, m, &c, &w, now))
         return;
+    if (dp_from_host(dp, p))
+        c.status |= CT_FROM_HOST;
     bool reply_free = false;
     const uint8_t *masq = dp->n_masq6 ? dp_masq6_address(dp, m, out) : NULL;
     if (masq && memcmp(masq, m->tuple.src.b, 16) != 0) {
@@ -121,18 +124,20 @@ void dp_ip6_dispatch(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uin
     enum ct_dir dir;
     struct ct_conn *c = NULL;
     if (dp_is_local6(dp, m->tuple.dst.b)) {
-        /* With NAT66, replies are addressed to the router. */
-        if (dp->n_masq6 && m->icmp_error) {
+        /* With NAT66, replies are addressed to the router; with a host
+         * link, so are the connections to its services. */
+        bool tracked = dp->n_masq6 || dp->host_iface >= 0;
+        if (tracked && m->icmp_error) {
             dp_process_related(dp, p, m, now);
             return;
         }
-        if (dp->n_masq6)
+        if (tracked)
             c = ct_find(&dp->ct, &m->tuple, hash, now, &dir);
         if (!c) {
             if (m->icmp_error)
                 dp_drop(dp, p, RT_DROP_LOCAL_DROP);
             else
-                dp_process_local(dp, p, m);
+                dp_process_local(dp, p, m, hash, now);
             return;
         }
     } else if (m->icmp_error) {

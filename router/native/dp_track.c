@@ -6,7 +6,9 @@
  *             the ESTABLISHED rules, the L4 tracker, NAT rewrite, forward
  *   RELATED   an ICMP error finds the connection it quotes, is translated
  *             with it and forwarded; it neither refreshes nor ends it
- *   local     for one of the router's addresses: the input chain, echo
+ *   local     for one of the router's addresses: the input chain, echo,
+ *             or from a LAN link a connection to the router's services
+ *             behind the host link (delivered, not forwarded)
  *   new       the family's path picks the route and translation; the
  *             firewall's admission (rules, zone policy, per-source limits)
  *             and the two halves of opening a connection are here
@@ -82,6 +84,15 @@ struct ct_conn *dp_conn_commit(struct rt_dp *dp, struct rt_pkt *p, const struct 
 }
 
 /* ---- a known connection ----------------------------------------------------- */
+
+/* Whether a packet of 'c' travelling in direction 'dir' goes to the host
+ * link: the original direction of a connection to the router's services,
+ * the replies of one its own stack opened.  Not by route: such a packet may
+ * be addressed to one of the router's addresses on another link. */
+static inline bool to_services(const struct ct_conn *c, enum ct_dir dir)
+{
+    return c->status & (dir == CT_DIR_ORIGINAL ? CT_TO_HOST : CT_FROM_HOST);
+}
 
 /* What the L4 tracker made of a packet of a known connection. */
 enum track_verdict {
@@ -184,7 +195,8 @@ bool dp_process_tracked(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
 {
     dp->counters[RT_CNT_FOUND]++;
     const union rt_addr *dst = &c->tuple[!dir].src; /* after translation */
-    int out = dp_next_hop(dp, p, m, dst);
+    bool to_host = to_services(c, dir);
+    int out = to_host ? dp_host_hop(dp, p, m) : dp_next_hop(dp, p, m, dst);
     if (out < 0)
         return false;
     if (dp->fw_states & RT_FW_ESTABLISHED) {
@@ -201,7 +213,10 @@ bool dp_process_tracked(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
     if (t == TRACK_REOPEN)
         return true;
     nat_rewrite(m, c, dir);
-    dp_forward(dp, p, m, out);
+    if (to_host)
+        dp_deliver(p, m, out);
+    else
+        dp_forward(dp, p, m, out);
     if (t == TRACK_KILL) {
         ct_delete(&dp->ct, c);
         dp->counters[RT_CNT_DELETED]++;
@@ -215,8 +230,10 @@ void dp_process_related(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, 
     struct ct_conn *c = related_conn(dp, p, m, dp_is_local(dp, m, &m->tuple.dst), now, &dir);
     if (!c)
         return;
-    /* No error is sent about an error: a missing route is a drop. */
-    int out = dp_next_hop(dp, p, m, &c->tuple[!dir].src);
+    /* No error is sent about an error: a missing route is a drop.  The
+     * error travels in direction 'dir' (against the packet it quotes). */
+    bool to_host = to_services(c, dir);
+    int out = to_host ? dp_host_hop(dp, p, m) : dp_next_hop(dp, p, m, &c->tuple[!dir].src);
     if (out < 0)
         return;
     if (dp->fw_states & RT_FW_RELATED) {
@@ -231,10 +248,37 @@ void dp_process_related(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, 
      * RFC 5382 REQ-10). */
     dp->counters[RT_CNT_RELATED]++;
     nat_rewrite_icmp_error(m, c, dir);
-    dp_forward(dp, p, m, out);
+    if (to_host)
+        dp_deliver(p, m, out);
+    else
+        dp_forward(dp, p, m, out);
 }
 
-void dp_process_local(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m)
+/* A new connection to the router's services: the host link gets it as it
+ * is, and its replies come back from there with the router's address. */
+static void open_to_services(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta *m,
+                             uint32_t hash, uint64_t now)
+{
+    int out = dp_host_hop(dp, p, m);
+    if (out < 0)
+        return;
+    struct host_entry *host;
+    enum rt_drop_reason why = dp_source_limits(dp, m, &host);
+    if (why != RT_DROP_NONE) {
+        dp_drop(dp, p, why);
+        return;
+    }
+    struct ct_conn c;
+    struct ct_tcp_win w;
+    if (!dp_conn_init(dp, p, m, &c, &w, now))
+        return;
+    c.status |= CT_TO_HOST;
+    if (dp_conn_commit(dp, p, m, &c, &w, hash, false, host, now))
+        dp_deliver(p, m, out);
+}
+
+void dp_process_local(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, uint32_t hash,
+                      uint64_t now)
 {
     int a = dp_fw_eval(dp, p, m, RT_FW_INPUT, -1, RT_FW_NEW, &m->tuple.dst,
                        m->tuple.dport);
@@ -252,6 +296,12 @@ void dp_process_local(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_meta 
         (m->family == 4 && m->proto == IPPROTO_ICMP_ && m->icmp_type == ICMP_ECHO)) {
         dp_drop(dp, p, RT_DROP_LOCAL);
         dp_echo_reply(dp, p, m);
+        return;
+    }
+    /* Services are offered on the links that say so (the LAN's), never
+     * on the others (the WAN's), whatever the input chain says. */
+    if (dp->host_iface >= 0 && (dp->ifaces[p->in_iface].flags & RT_IF_SERVICES)) {
+        open_to_services(dp, p, m, hash, now);
         return;
     }
     dp_drop(dp, p, RT_DROP_LOCAL_DROP);

@@ -29,6 +29,12 @@
 
 /* Flags of struct rt_iface_cfg. */
 #define RT_IF_VNET_HDR 0x1 /* the fd carries a virtio_net_hdr before each packet */
+#define RT_IF_SERVICES 0x2 /* new connections to the router's addresses from here
+                              go to the router's services (RT_IF_HOST), if the
+                              input chain accepts them */
+#define RT_IF_HOST 0x4     /* the host link: behind it is the router's own
+                              network stack (its services); packets from it
+                              may carry the router's addresses.  At most one */
 
 /* Offload metadata of a packet (struct rt_pkt), as virtio_net_hdr has it. */
 #define RT_PKT_NEEDS_CSUM 0x1 /* L4 checksum field holds only the pseudo-header
@@ -48,6 +54,10 @@
 #define RT_CT_SRC_NAT 0x10
 #define RT_CT_DST_NAT 0x20
 #define RT_CT_NAT_MAPPED 0x1000 /* holds a NAT mapping (not a Linux bit) */
+#define RT_CT_TO_HOST 0x4000    /* to the router's services through the host
+                                   link (not a Linux bit) */
+#define RT_CT_FROM_HOST 0x8000  /* opened by the router's own stack, from the
+                                   host link (not a Linux bit) */
 
 /* Sizes fixed when the data plane is created. */
 struct rt_dp_params {

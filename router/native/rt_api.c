@@ -15,6 +15,11 @@ static_assert(RT_TCPF_WINDOW_SCALE == CT_TCPF_WINDOW_SCALE &&
                   RT_TCPF_DATA_UNACK == CT_TCPF_DATA_UNACK &&
                   RT_TCPF_MAXACK_SET == CT_TCPF_MAXACK_SET,
               "rt.h and ct.h TCP window flags agree");
+static_assert(RT_CT_SEEN_REPLY == CT_SEEN_REPLY && RT_CT_ASSURED == CT_ASSURED &&
+                  RT_CT_SRC_NAT == CT_SRC_NAT && RT_CT_DST_NAT == CT_DST_NAT &&
+                  RT_CT_NAT_MAPPED == CT_NAT_MAPPED && RT_CT_TO_HOST == CT_TO_HOST &&
+                  RT_CT_FROM_HOST == CT_FROM_HOST,
+              "rt.h and ct.h status bits agree");
 
 static const char *const drop_names[] = {
 #define X(name, str) str,

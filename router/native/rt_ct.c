@@ -112,7 +112,7 @@ int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
     }
     c.state = e->proto == IPPROTO_TCP_ ? e->state : 0;
     c.status = (uint16_t)(e->status & (CT_SEEN_REPLY | CT_ASSURED | CT_SRC_NAT |
-                                       CT_DST_NAT));
+                                       CT_DST_NAT | CT_TO_HOST | CT_FROM_HOST));
     ct_set_timeout(&c, now_ms, e->timeout_ms);
     c.created = (uint32_t)((now_ms - (e->age_ms < now_ms ? e->age_ms : 0)) >>
                            CT_CREATED_SHIFT);

@@ -20,6 +20,7 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
     struct rt_dp *dp = calloc(1, sizeof *dp);
     if (!dp)
         return NULL;
+    dp->host_iface = -1;
     /* Held for a batch at a time (microseconds): a waiter spins a little
      * before it sleeps, because waking a sleeping thread costs more than
      * that on a VM (an inter-processor interrupt through the hypervisor). */
@@ -176,7 +177,15 @@ static int check_params(struct rt_dp *dp, const struct rt_tables *t)
         return fail(dp, "src_prefix6 %u not in 0..128", t->src_prefix6);
     if (t->src_share > 100)
         return fail(dp, "src_share %u not in 0..100", t->src_share);
+    uint32_t hosts = 0;
     for (uint32_t i = 0; i < t->n_ifaces; i++) {
+        uint32_t f = t->ifaces[i].flags;
+        if (f & ~(uint32_t)(RT_IF_VNET_HDR | RT_IF_SERVICES | RT_IF_HOST))
+            return fail(dp, "interface %u: unknown flags %#x", i, f);
+        if ((f & RT_IF_SERVICES) && (f & RT_IF_HOST))
+            return fail(dp, "interface %u: the host link cannot offer services", i);
+        if ((f & RT_IF_HOST) && ++hosts > 1)
+            return fail(dp, "interface %u: a second host link", i);
         if (t->ifaces[i].zone >= t->n_zones)
             return fail(dp, "interface %u: zone %u out of range", i, t->ifaces[i].zone);
         if (t->ifaces[i].mtu < 68 || t->ifaces[i].mtu > dp->slot_size)
@@ -381,6 +390,7 @@ static void swap_ifaces(struct rt_dp *dp, const struct rt_tables *t)
     }
     for (uint32_t j = old_n; j < RT_MAX_IFACES; j++)
         remap[j] = -1;
+    dp->host_iface = -1;
     frag_remap_ifaces(&dp->frag, remap);
     if (dp->cap.ifaces) {
         uint64_t mask = 0;
@@ -404,6 +414,8 @@ static void swap_ifaces(struct rt_dp *dp, const struct rt_tables *t)
         d->rp_filter = c->rp_filter;
         memcpy(d->addr6, c->addr6, 16);
         d->has_addr6 = c->has_addr6 != 0;
+        if (c->flags & RT_IF_HOST)
+            dp->host_iface = (int16_t)i;
     }
     dp->n_ifaces = t->n_ifaces;
 }

@@ -40,6 +40,8 @@ def doc_table(section: str) -> dict[str, str]:
 
 
 def render(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "`[" + ", ".join(f'"{v}"' for v in value) + "]`"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, str):
