@@ -20,7 +20,7 @@ import time
 from ipaddress import IPv4Interface
 from typing import Any
 
-from router import __version__, config, events, log, privs, wan
+from router import __version__, config, events, lanservices, log, privs, wan
 from router.commands import Commands
 from router.config import Config, ConfigError
 from router.control import ControlServer
@@ -97,6 +97,7 @@ class Router(Devices, Commands, Pacing):
         self._early_signal: signal.Signals | None = None
         self._fork_hook = False
         self.learned: dict[str, IPv4Interface] = {}  # DHCP leases, by interface
+        self.lan = lanservices.LanServices(cfg, log.get("lan"))
 
     # -- life cycle --------------------------------------------------------
 
@@ -163,8 +164,11 @@ class Router(Devices, Commands, Pacing):
                            asyncio.create_task(self._gc()),
                            asyncio.create_task(self._stats()),
                            asyncio.create_task(self._lag())]
-            self._tasks += [asyncio.create_task(DhcpClient(i, self._wan_address, self.log).run())
+            resolv = lanservices.resolv_file(self.cfg) if self.lan.wanted else None
+            self._tasks += [asyncio.create_task(DhcpClient(i, self._wan_address, self.log,
+                                                           resolv).run())
                             for i in self.cfg.interfaces if i.dhcp]
+            self.lan.start()
             self._log_warnings(self.cfg)
             self.log.info("router.started", version=__version__, config=self.cfg.path,
                           interfaces=[i.name for i in self.cfg.interfaces],
@@ -176,6 +180,7 @@ class Router(Devices, Commands, Pacing):
             await self._shutdown(loop)
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        await self.lan.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -242,6 +247,7 @@ class Router(Devices, Commands, Pacing):
         self.cfg = new
         await asyncio.get_running_loop().run_in_executor(None, self.sync_kernel_routes, new)
         self._attach()
+        await self.lan.reload(new)
         self.events.configure(new.firewall.logged, new.firewall.log_rate)
         self.config_hash = new.sha256
         self.reloads["ok"] += 1

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from router import attach, config
+from router import attach, config, hostlink
 from router.config import Config
 from router.datapath import Datapath, DatapathError
 from router.pacing import now_ms
@@ -72,9 +72,11 @@ class Devices:
         self.sync_kernel_routes(None)
 
     def sync_kernel_routes(self, cfg: Config | None) -> None:
-        """The kernel routes attached interfaces need (attach.sync_routes);
-        none when ``cfg`` is None.  A failure is logged: the router goes on,
-        and packets through that gateway are what the kernel cannot send."""
+        """The kernel routes attached interfaces need (attach.sync_routes)
+        and the host link's rule and table (hostlink.sync); none when
+        ``cfg`` is None.  A failure is logged: the router goes on, and
+        packets through that gateway (or the router's own services) are
+        what the kernel cannot reach."""
         wanted = cfg is not None and any(i.attach for i in cfg.interfaces)
         if not wanted and not self._kernel_routes:
             return  # never touched: a router without attached interfaces
@@ -83,6 +85,10 @@ class Devices:
             self._kernel_routes = wanted
         except Exception as e:  # netlink errors come in several types
             self.log.error("attach.routes_failed", reason=str(e))
+        try:
+            hostlink.sync(cfg)
+        except Exception as e:
+            self.log.error("hostlink.setup_failed", reason=str(e))
 
     def _open_tun(self, iface: config.Interface, tun_device: str) -> Tun:
         """Opens one device with the running queue count, its queues steered

@@ -3,10 +3,11 @@
 The client is udhcpc (Debian's ``udhcpc`` package, from BusyBox): small,
 maintained, made for exactly this, and driven by a script of the router's own
 (``udhcpc.sh``) that puts the lease's address and default route on the
-interface and touches nothing else of the system (Debian's full clients,
+interface, and its DNS servers in a file of the router's for the LAN's DNS
+forwarder, and touches nothing else of the system (Debian's full clients,
 dhclient and dhcpcd, rewrite resolv.conf through their hooks, which a router
-in a shared namespace must not).  The router supervises the client (restarted
-with a growing pause when it exits, its lines joined to the router's log)
+in a shared namespace must not).  The router supervises the client
+(``supervise.py``: restarted with a growing pause, its lines in the log)
 and follows the interface's address by netlink: a new lease is a new
 address, which the caller turns into new tables.
 """
@@ -29,11 +30,11 @@ from pyroute2 import IPRoute
 from router import safepath
 from router.config import Config, Interface
 from router.config.model import UNADDRESSED
+from router.supervise import Supervised
 
 SCRIPT = Path(__file__).with_name("udhcpc.sh")
 UDHCPC = "udhcpc"
-POLL = 0.5          # seconds between looks at the interface's address
-BACKOFF_MAX = 30.0  # seconds at most between restarts of the client
+POLL = 0.5  # seconds between looks at the interface's address
 
 
 def check_script(script: Path = SCRIPT) -> None:
@@ -94,18 +95,27 @@ def forget(kernel_iface: str) -> None:
 class DhcpClient:
     """udhcpc on the kernel interface of ``iface``, supervised; calls
     ``on_address(iface.name, address)`` whenever the interface's address
-    changes (None: it has none)."""
+    changes (None: it has none).  The lease's DNS servers go to ``resolv``
+    (for the LAN's DNS forwarder), if given."""
 
     def __init__(self, iface: Interface, on_address: Callable[[str, IPv4Interface | None], None],
-                 log: Any) -> None:
+                 log: Any, resolv: Path | None = None) -> None:
         assert iface.attach is not None
         self.iface = iface
         self.wire = iface.attach
         self.on_address = on_address
         self.log = log
-        self.proc: asyncio.subprocess.Process | None = None
         self.address: IPv4Interface | None = None
-        self.restarts = 0
+        # -f: foreground; -t/-T: five discovers two seconds apart, then -A:
+        # a pause of five; -s: the router's script.
+        argv = (UDHCPC, "-f", "-i", self.wire, "-s", str(SCRIPT), "-t", "5", "-T", "2", "-A", "5")
+        self.client = Supervised("dhcp.client", lambda: argv, log,
+                                 env={"ROUTER_RESOLV": str(resolv) if resolv else ""},
+                                 interface=iface.name, kernel_interface=self.wire)
+
+    @property
+    def restarts(self) -> int:
+        return self.client.restarts
 
     async def run(self) -> None:
         """Until cancelled: the client kept running, the address followed."""
@@ -118,38 +128,12 @@ class DhcpClient:
             return
         follow = asyncio.create_task(self._follow(loop))
         try:
-            pause = 1.0
-            while True:
-                started = loop.time()
-                rc = await self._client()
-                self.restarts += 1
-                if loop.time() - started > 60:
-                    pause = 1.0  # it ran a good while: a fresh failure
-                self.log.warning("dhcp.client_exited", interface=self.iface.name,
-                                 kernel_interface=self.wire, status=rc, restart_in=pause)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, BACKOFF_MAX)
+            await self.client.run()
         finally:
             follow.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follow
             await self.stop()
-
-    async def _client(self) -> int:
-        # -f: foreground; -t/-T: five discovers two seconds apart, then -A:
-        # a pause of five; -s: the router's script.
-        self.proc = await asyncio.create_subprocess_exec(
-            UDHCPC, "-f", "-i", self.wire, "-s", str(SCRIPT), "-t", "5", "-T", "2", "-A", "5",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
-        self.log.info("dhcp.client_started", interface=self.iface.name,
-                      kernel_interface=self.wire, pid=self.proc.pid)
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").strip()[:500]  # a line, bounded
-            if line:
-                self.log.info("dhcp.client", interface=self.iface.name, line=line)
-        return await self.proc.wait()
 
     async def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
@@ -167,12 +151,5 @@ class DhcpClient:
     async def stop(self) -> None:
         """Ends the client (it keeps no lease file: the next start asks anew)
         and takes its address and route off the interface."""
-        p, self.proc = self.proc, None
-        if p is not None and p.returncode is None:
-            p.terminate()
-            try:
-                await asyncio.wait_for(p.wait(), 5)
-            except TimeoutError:
-                p.kill()
-                await p.wait()
+        await self.client.stop()
         await asyncio.get_running_loop().run_in_executor(None, forget, self.wire)
