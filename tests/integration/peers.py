@@ -12,6 +12,8 @@
     python peers.py scan DST PORTS SECS         TCP connect scan ("1-1024,8080"), prints
                                                 the ports that accepted
     python peers.py tcp-echo ADDR PORT LIFETIME echoes on one connection
+    python peers.py dns SERVER NAME             one A query over UDP, prints the
+                                                addresses of the answer (or "timeout")
     python peers.py flood IFACE syn|udp DST PORT SECS  raw packets from random sources
                                                 written into IFACE for SECS seconds;
                                                 prints how many
@@ -194,6 +196,33 @@ def tcp_echo(addr: str, port: int, lifetime: float) -> None:
         pass
 
 
+def dns(server: str, name: str) -> None:
+    """An A query for ``name`` (RFC 1035 4.1), the answer's addresses."""
+    import struct
+    q = struct.pack("!HHHHHH", 0x5151, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(x)]) + x.encode() for x in name.split(".")) + b"\0"
+    q += struct.pack("!HH", 1, 1)
+    s = socket.socket(_fam(server), socket.SOCK_DGRAM)
+    s.settimeout(3)
+    try:
+        s.sendto(q, (server, 53))
+        data = s.recv(4096)
+    except TimeoutError:
+        print("timeout")
+        return
+    count = struct.unpack("!H", data[6:8])[0]
+    pos = len(q)  # the question, echoed
+    out = []
+    for _ in range(count):
+        pos += 2 if data[pos] & 0xC0 == 0xC0 else data.index(b"\0", pos) + 1 - pos
+        rtype, _, _, rdlen = struct.unpack("!HHIH", data[pos:pos + 10])
+        pos += 10
+        if rtype == 1 and rdlen == 4:
+            out.append(socket.inet_ntoa(data[pos:pos + 4]))
+        pos += rdlen
+    print(" ".join(out))
+
+
 def _csum(b: bytes) -> int:
     if len(b) % 2:
         b += b"\0"
@@ -266,6 +295,8 @@ def main() -> None:
         scan(a[0], a[1], float(a[2]))
     elif mode == "tcp-echo":
         tcp_echo(a[0], int(a[1]), float(a[2]))
+    elif mode == "dns":
+        dns(a[0], a[1])
     elif mode == "flood":
         flood(a[0], a[1], a[2], int(a[3]), float(a[4]))
     else:

@@ -1,0 +1,255 @@
+"""The simulated home (scripts/home-lab.sh): the router as a real gateway.
+
+A LAN switch with two machines running a real DHCP client (udhcpc) and
+taking IPv6 by SLAAC; the router in its own namespace attached to the LAN
+switch and the ISP's, once through veth and once through macvlan
+interfaces; the ISP with dnsmasq as its DHCP and DNS server and a web
+server.  The router runs conf/home.toml as the script gives it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import PEERS, NetLab, run
+
+pytestmark = pytest.mark.netns
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = str(ROOT / "scripts" / "home-lab.sh")
+ROUTER_LAN, ROUTER_LAN6, WEB, WEB6 = "192.168.1.1", "2001:db8:1::1", "198.51.100.80", \
+    "2001:db8:100::80"
+
+
+@dataclass
+class Home:
+    lab: NetLab
+    name: str
+    work: Path
+    mode: str
+
+    def ns(self, part: str) -> str:
+        return f"{self.name}-{part}"
+
+    def script(self, *args: str) -> None:
+        run(SCRIPT, "--name", self.name, "--work", str(self.work),
+            *(["--macvlan"] if self.mode == "macvlan" else []), *args, timeout=60)
+
+    def client(self, n: int, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.lab.ns(self.ns(f"c{n}"), *cmd, check=check)
+
+    def address(self, n: int, family: str = "-4") -> str:
+        out = run("ip", "-n", self.ns(f"c{n}"), family, "-o", "addr", "show", "dev", "eth0",
+                  "scope", "global").stdout
+        m = re.search(r"inet6? ([0-9a-f.:]+)/", out)
+        return m.group(1) if m else ""
+
+    def wan_address(self) -> str:
+        seen = [str(e["address"]).split("/")[0] for e in self.lab.events("wan.address")
+                if e.get("address")]
+        return seen[-1] if seen else ""
+
+    def pid(self, tag: str) -> int:
+        return int((self.work / f"{tag}.pid").read_text())
+
+
+def until(what: Callable[[], object], timeout: float, why: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        if time.monotonic() > deadline:
+            raise AssertionError(why)
+        time.sleep(0.2)
+
+
+def kernel_state(ns: str) -> dict[str, str]:
+    """What the router may change in its namespace besides its own TUN
+    devices: rules, routes of every table, addresses, hooks, sysctls."""
+    def ip(*cmd: str) -> str:
+        return run("ip", "netns", "exec", ns, *cmd).stdout
+
+    def without_tuns(text: str) -> str:
+        return "\n".join(line for line in text.splitlines()
+                         if not re.search(r"\b(lan0|wan0|rt-self)\b", line))
+
+    return {"rules": ip("ip", "rule") + ip("ip", "-6", "rule"),
+            "routes": without_tuns(ip("ip", "route", "show", "table", "all") +
+                                   ip("ip", "-6", "route", "show", "table", "all")),
+            "addresses": without_tuns(ip("ip", "-br", "addr")),
+            # (A macvlan's "noqueue" is listed once any qdisc was set on it.)
+            "hooks": "\n".join(q for q in ip("tc", "qdisc").splitlines() if "noqueue" not in q),
+            "accept_ra": ip("sysctl", "-n", "net.ipv6.conf.eth1.accept_ra")}
+
+
+@pytest.fixture(scope="module", params=["veth", "macvlan"])
+def home(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Home]:
+    mode = request.param
+    work = tmp_path_factory.mktemp(f"home-{mode}")
+    name = f"hm{mode[0]}{os.getpid() % 10000}"
+    config = work / "router.toml"
+    lab = NetLab(lan=f"{name}-c1", wan=f"{name}-isp", workdir=work, config=config,
+                 socket=str(work / "router.sock"))
+    h = Home(lab, name, work, mode)
+    h.script("up")
+    try:
+        config.write_text(run(SCRIPT, "--name", name, "--work", str(work), "config").stdout)
+        before = kernel_state(h.ns("rtr"))
+        lab.start_router(prefix=("ip", "netns", "exec", h.ns("rtr")))
+        h.script("clients")
+        until(lambda: h.address(1) and h.address(2) and h.address(1, "-6")
+              and h.address(2, "-6") and h.wan_address(), 30,
+              f"the LAN machines or the WAN got no address: {lab.log()[-3000:]}")
+        yield h
+        for p in lab.procs:
+            p.kill()
+            p.wait()
+        lab.procs.clear()
+        assert lab.stop_router() == 0
+        # Stopping the router leaves its namespace as it found it.
+        assert kernel_state(h.ns("rtr")) == before
+    finally:
+        if lab.router is not None:
+            lab.router.kill()
+            lab.router.wait()
+        h.script("down")
+
+
+def test_the_lan_gets_addresses_and_a_resolver_from_the_router(home: Home) -> None:
+    for n in (1, 2):
+        addr = home.address(n)
+        assert 100 <= int(addr.split(".")[-1]) <= 199, addr  # from the configured pool
+        assert home.address(n, "-6").startswith("2001:db8:1:0:")  # SLAAC in the LAN's /64
+        resolv = Path(f"/etc/netns/{home.ns(f'c{n}')}/resolv.conf").read_text()
+        assert resolv.split() == ["nameserver", ROUTER_LAN]
+    leases = (home.work / "dhcp.leases").read_text()
+    assert home.address(1) in leases and home.address(2) in leases
+    # Router advertisements carry the router as DNS server (RDNSS): a
+    # router solicitation (sent when the link comes up) gets one.
+    cap = subprocess.Popen(["ip", "netns", "exec", home.ns("c2"), "tshark", "-i", "eth0", "-a",
+                            "duration:6", "-f", "icmp6", "-Y", "icmpv6.type == 134", "-T",
+                            "fields", "-e", "icmpv6.opt.rdnss"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    time.sleep(2)  # tshark is capturing
+    run("ip", "-n", home.ns("c2"), "link", "set", "eth0", "down")
+    run("ip", "-n", home.ns("c2"), "link", "set", "eth0", "up")
+    out, _ = cap.communicate(timeout=30)
+    assert ROUTER_LAN6 in out.split(), out
+    # ... and the router answers there.
+    until(lambda: home.client(2, sys.executable, PEERS, "dns", ROUTER_LAN6,
+                              "www.isp.example").stdout.split() == [WEB], 10,
+          "no DNS answer on the router's IPv6 address")
+
+
+def test_names_resolve_through_the_router_and_pages_load_over_both_families(
+        home: Home) -> None:
+    r = home.client(1, "getent", "ahostsv4", "www.isp.example")
+    assert r.stdout.split()[0] == WEB
+    wan = home.wan_address()
+    assert wan.startswith("198.51.100.1")  # from the ISP's DHCP pool .100-.149
+    r = home.client(1, "curl", "-4", "-sS", "-m", "5", "http://www.isp.example/")
+    assert r.stdout.strip() == f"you are {wan}"  # the web server sees the leased address
+    r = home.client(2, "curl", "-6", "-sS", "-m", "5", "http://www.isp.example/")
+    assert r.stdout.strip() == f"you are {home.address(2, '-6')}"  # IPv6 is routed
+    # The machines' DHCP names are in the local domain.
+    r = home.client(1, "getent", "hosts", f"{home.ns('c2')}.home.arpa")
+    assert r.stdout.split()[0] == home.address(2)
+    # Everything crossed the router: the DNS queries as connections to its
+    # services, the fetches as NAT.
+    conns = home.lab.ctl_json("conntrack", "list")
+    assert any(c["original"]["dst"] == ROUTER_LAN and c["original"].get("dport") == 53
+               for c in conns)
+    assert any(c["original"]["dst"] == WEB and c["reply"]["dst"] == wan for c in conns)
+
+
+def test_the_wan_side_reaches_nothing(home: Home) -> None:
+    isp = home.ns("isp")
+    wan = home.wan_address()
+    # No DNS from the router for the WAN, though the LAN gets it.
+    r = home.lab.ns(isp, sys.executable, PEERS, "dns", wan, "www.isp.example")
+    assert r.stdout.strip() == "timeout"
+    # No connection to the router or through it to a LAN machine.
+    home.lab.server(home.ns("c1"), "http", "0.0.0.0", 8080)
+    r = home.lab.ns(isp, sys.executable, PEERS, "scan", wan, "22,53,80,8080", "2")
+    assert r.stdout.split() == []
+    # A DHCP client on the WAN side gets the ISP's lease, never the LAN's.
+    stranger = home.ns("x")
+    run("ip", "netns", "add", stranger)
+    try:
+        run("ip", "link", "add", "eth0", "netns", stranger, "type", "veth", "peer", "name",
+            "x-isp", "netns", home.ns("sw"))
+        run("ip", "-n", home.ns("sw"), "link", "set", "x-isp", "master", "isp", "up")
+        run("ip", "-n", stranger, "link", "set", "eth0", "up")
+        r = run("ip", "netns", "exec", stranger, "udhcpc", "-f", "-q", "-n", "-i", "eth0",
+                "-s", "/bin/true", "-t", "3", "-T", "2", timeout=30, check=False)
+        assert "obtained from 198.51.100.1," in r.stdout + r.stderr
+        assert "192.168.1." not in r.stdout + r.stderr
+    finally:
+        run("ip", "netns", "del", stranger, check=False)
+    # The query and the four connection attempts met the input chain.
+    assert home.lab.drops()["firewall_drop"] >= 5
+
+
+def test_a_new_wan_address_is_used_within_seconds(home: Home) -> None:
+    first = home.wan_address()
+    # The ISP renumbers: its DHCP server now leases .200-.209 only, and the
+    # router's client renews (as at half the lease time).
+    os.kill(home.pid("isp-dnsmasq"), 15)
+    isp = home.lab.spawn(home.ns("isp"), "dnsmasq", "--keep-in-foreground",
+                         "--conf-file=/dev/null", "--pid-file=", "--no-hosts", "--no-resolv",
+                         "--interface=isp0", "--bind-interfaces", "--dhcp-authoritative",
+                         "--dhcp-range=198.51.100.200,198.51.100.209,255.255.255.0,2m",
+                         "--dhcp-option=option:router,198.51.100.1",
+                         f"--address=/www.isp.example/{WEB}",
+                         f"--dhcp-leasefile={home.work}/isp2.leases")
+    assert isp.poll() is None
+    client = home.lab.events("dhcp.client.started")[-1]["pid"]
+    os.kill(int(client), 10)  # SIGUSR1: renew now
+    until(lambda: home.wan_address() not in ("", first), 20, "no new WAN address")
+    second = home.wan_address()
+    assert second.startswith("198.51.100.20")
+    r = home.client(1, "curl", "-4", "-sS", "-m", "5", f"http://{WEB}/")
+    assert r.stdout.strip() == f"you are {second}"
+
+
+def test_dnsmasq_dying_is_noticed_and_it_comes_back(home: Home) -> None:
+    (started,) = home.lab.events("dnsmasq.started")[-1:]
+    os.kill(int(started["pid"]), 9)
+    until(lambda: len(home.lab.events("dnsmasq.started")) > 1 and
+          home.lab.events("dnsmasq.started")[-1]["pid"] != started["pid"], 10,
+          "dnsmasq was not started again")
+    assert home.lab.events("dnsmasq.exited")[-1]["status"] == -9
+    until(lambda: home.client(1, sys.executable, PEERS, "dns", ROUTER_LAN,
+                              "www.isp.example").stdout.split() == [WEB], 10,
+          "no DNS after dnsmasq's restart")
+
+
+def test_a_reload_gives_a_machine_its_static_lease(home: Home) -> None:
+    mac = run("ip", "-n", home.ns("c1"), "-o", "link", "show", "eth0").stdout.split(
+        "link/ether ")[1].split()[0]
+    text = home.lab.config.read_text()
+    home.lab.config.write_text(text.replace(
+        'static = [{ mac = "52:54:00:00:00:10", address = "192.168.1.10", name = "nas" }]',
+        f'static = [{{ mac = "{mac}", address = "192.168.1.10", name = "nas" }}]'))
+    try:
+        r = home.lab.ctl_json("reload")
+        assert r["applied"], r
+        until(lambda: home.lab.events("dnsmasq.reconfigured"), 10, "dnsmasq not reconfigured")
+        # The machine's next renewal is refused its old address, and it
+        # takes the static one.
+        os.kill(home.pid(f"dhcp-{home.ns('c1')}"), 10)
+        until(lambda: home.address(1) == "192.168.1.10", 20,
+              f"no static lease: {home.address(1)}")
+        r = home.client(2, "getent", "hosts", "nas.home.arpa")
+        assert r.stdout.split()[0] == "192.168.1.10"
+    finally:
+        home.lab.config.write_text(text)
+        home.lab.ctl_json("reload")
