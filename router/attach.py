@@ -97,8 +97,11 @@ def attach(iface: Interface) -> Attachment:
             a.was_up = bool(ipr.link("get", index=wire)[0]["flags"] & IFF_UP)
             if iface.lan is not None:
                 # The LAN's router advertisements are dnsmasq's, sent from
-                # here: the kernel must not configure itself from them.
-                a.accept_ra = _sysctl(_accept_ra(iface.attach), "0")
+                # here: the kernel must not configure itself from them.  In
+                # a container (/proc/sys read-only) it may: harmless, the
+                # router's own addresses and routes are the ones used.
+                with contextlib.suppress(OSError):
+                    a.accept_ra = _sysctl(_accept_ra(iface.attach), "0")
             ipr.link("set", index=wire, state="up")
             for ip, net, family in _addresses(iface):
                 flags = IFA_F_NODAD if family == socket.AF_INET6 else 0
@@ -147,7 +150,8 @@ def _accept_ra(wire: str) -> Path:
 def _sysctl(path: Path, value: str) -> str:
     """Sets ``path`` to ``value``; the value it had."""
     old = path.read_text().strip()
-    path.write_text(value)
+    if old != value:
+        path.write_text(value)
     return old
 
 

@@ -65,8 +65,6 @@ def sync(cfg: Config | None) -> None:
                                   oif=rt.get_attr("RTA_OIF"))
     if wanted:
         _sysctl(f"net/ipv4/conf/{HOST_LINK}/rp_filter", "0")
-        # The kernel's own stack takes no router advertisements here.
-        _sysctl(f"net/ipv6/conf/{HOST_LINK}/accept_ra", "0")
 
 
 def _rules(ipr: Any, family: int, wanted: bool) -> None:
@@ -86,4 +84,8 @@ def _dst(rt: Any, family: int) -> str:
 
 
 def _sysctl(key: str, value: str) -> None:
-    Path("/proc/sys", key).write_text(value)
+    """Sets ``key`` unless it has that value already (a new namespace's
+    default: /proc/sys is read-only in a container)."""
+    path = Path("/proc/sys", key)
+    if path.read_text().strip() != value:
+        path.write_text(value)

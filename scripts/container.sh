@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Builds the router's container image with podman, with no registry:
 #   1. a Debian 12 base image made with debootstrap from this machine's apt
-#      mirror (once; kept as localhost/tun-router-base:bookworm-2),
+#      mirror (once; kept as localhost/tun-router-base:bookworm-3),
 #   2. wheels of the Python dependencies from this machine's package index,
 #   3. podman build of the Containerfile (the C core is compiled inside).
 # Usage: bash scripts/container.sh build     (as root)
+#        bash scripts/container.sh seccomp   (the seccomp profile attached
+#                                             interfaces need, to stdout)
 # podman here needs the runc runtime and explicit ulimits (see
 # docs/deployment.md): crun refuses this machine's hybrid cgroup layout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BASE=localhost/tun-router-base:bookworm-2
+BASE=localhost/tun-router-base:bookworm-3
 IMAGE=${IMAGE:-localhost/tun-router:latest}
 WORK=build/container
 PODMAN=(podman --runtime runc)
@@ -40,7 +42,7 @@ base() {
     local root
     root=$(mktemp -d /tmp/rtbase.XXXXXX)
     echo "container: debootstrap bookworm from $(mirror)"
-    debootstrap --variant=minbase --include=python3,python3-venv,iproute2,udhcpc,ca-certificates,passwd \
+    debootstrap --variant=minbase --include=python3,python3-venv,iproute2,udhcpc,dnsmasq-base,ca-certificates,passwd \
         bookworm "$root" "$(mirror)" >"$root.log" 2>&1 || { tail -n 20 "$root.log"; exit 1; }
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
     tar -C "$root" -c . | "${PODMAN[@]}" import - "$BASE" >/dev/null
@@ -79,8 +81,23 @@ build)
     "${PODMAN[@]}" image prune -f --filter label=tun-router.stage >/dev/null
     echo "container: built $IMAGE"
     ;;
+seccomp)
+    # podman's default seccomp profile, letting a container with CAP_BPF
+    # call bpf() (Debian 12's allows it only with CAP_SYS_ADMIN; later
+    # profiles allow it with CAP_BPF too).  Attached interfaces need it.
+    python3 - "${2:-/usr/share/containers/seccomp.json}" <<'PY'
+import json, sys
+profile = json.load(open(sys.argv[1]))
+for rule in profile["syscalls"]:
+    if "bpf" in rule["names"] and rule["action"] == "SCMP_ACT_ERRNO":
+        rule.setdefault("excludes", {}).setdefault("caps", []).append("CAP_BPF")
+profile["syscalls"].append({"names": ["bpf"], "action": "SCMP_ACT_ALLOW",
+                            "includes": {"caps": ["CAP_BPF"]}})
+json.dump(profile, sys.stdout, indent=1)
+PY
+    ;;
 *)
-    echo "usage: $0 build" >&2
+    echo "usage: $0 build | seccomp [DEFAULT-PROFILE]   (the profile goes to stdout)" >&2
     exit 2
     ;;
 esac

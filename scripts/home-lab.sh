@@ -15,9 +15,15 @@
 #   scripts/home-lab.sh down    stop what up and clients started, remove it all
 #
 # Options (before the command): --macvlan attaches the router through
-# macvlan interfaces (what podman's macvlan networks give a container)
-# instead of veth; --name NAME (default rthome); --work DIR (default
+# macvlan interfaces instead of veth; --podman runs the router's container
+# image (scripts/container.sh build) on two podman macvlan networks,
+# NAME-isp and NAME-lan, whose parents are veths in this machine's namespace
+# (NAME-isp, NAME-lan) cabled to the switches, as docs/deployment.md does it
+# with real NICs; --name NAME (default rthome); --work DIR (default
 # /tmp/NAME), where the processes' ids and logs are kept.
+#
+#   scripts/home-lab.sh --podman container   (after up) start the router's
+#                               container, NAME-router, detached
 #
 # Namespaces: NAME-sw holds the two switches (bridges: lan, isp); NAME-rtr
 # is the router's, with eth0 (WAN, on the ISP switch) and eth1 (LAN);
@@ -34,6 +40,7 @@ WORK=
 while [ $# -gt 0 ]; do
     case "$1" in
     --macvlan) MODE=macvlan; shift ;;
+    --podman) MODE=podman; shift ;;
     --name) NAME=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     *) break ;;
@@ -42,6 +49,8 @@ done
 CMD=${1:-run}
 WORK=${WORK:-/tmp/$NAME}
 SW=$NAME-sw RTR=$NAME-rtr ISP=$NAME-isp CLIENTS="$NAME-c1 $NAME-c2"
+PODMAN=(podman --runtime runc)
+IMAGE=${IMAGE:-localhost/tun-router:latest}
 
 log() { echo "home-lab: $*" >&2; }
 # Starts a process in the background and remembers its id for "down".
@@ -59,10 +68,18 @@ plug() {
     ip -n "$ns" link set "$dev" up
 }
 
-# The router's NIC DEV on BRIDGE: a veth, or a macvlan on a cable to it.
+# The router's NIC DEV on BRIDGE: a veth, or a macvlan on a cable to it;
+# for the container, a podman macvlan network NAME-BRIDGE on a cable from
+# this machine's namespace (the parent a real NIC would be).
 router_nic() {
     local dev=$1 bridge=$2
-    if [ "$MODE" = veth ]; then
+    if [ "$MODE" = podman ]; then
+        ip link add "$NAME-$bridge" type veth peer name "p-$bridge" netns "$SW"
+        ip -n "$SW" link set "p-$bridge" master "$bridge" up
+        ip link set "$NAME-$bridge" up
+        "${PODMAN[@]}" network create -d macvlan -o parent="$NAME-$bridge" \
+            --ipam-driver none "$NAME-$bridge" >/dev/null
+    elif [ "$MODE" = veth ]; then
         plug "$RTR" "$dev" "$bridge" "r-$dev"
     else
         ip -n "$SW" link add "up-$dev" type veth peer name "r-$dev"
@@ -75,7 +92,9 @@ router_nic() {
 
 up() {
     mkdir -p "$WORK"
-    for ns in "$SW" "$RTR" "$ISP" $CLIENTS; do
+    local router_ns=$RTR
+    [ "$MODE" != podman ] || router_ns=
+    for ns in "$SW" $router_ns "$ISP" $CLIENTS; do
         ip netns add "$ns"
         ip -n "$ns" link set lo up
     done
@@ -113,7 +132,7 @@ up() {
     # anyone looks at them.
     for _ in $(seq 50); do
         busy=
-        for ns in "$RTR" "$ISP" $CLIENTS; do
+        for ns in $router_ns "$ISP" $CLIENTS; do
             [ -z "$(ip -n "$ns" -6 addr show tentative)" ] || busy=1
         done
         [ -n "$busy" ] || break
@@ -131,7 +150,28 @@ clients() {
     done
 }
 
+# The router's container on the two macvlan networks: eth0 the ISP's,
+# eth1 the LAN's, as conf/home.toml has them; root in the container (the
+# LAN services need it) with the capabilities attaching needs.
+container() {
+    config >"$WORK/router.toml"
+    chmod 0644 "$WORK/router.toml"
+    bash "$HERE/scripts/container.sh" seccomp >"$WORK/seccomp.json"
+    "${PODMAN[@]}" run "$@" --name "$NAME-router" --security-opt "seccomp=$WORK/seccomp.json" \
+        --network "$NAME-isp:interface_name=eth0" --network "$NAME-lan:interface_name=eth1" \
+        --cap-add=NET_ADMIN,NET_RAW,BPF --device /dev/net/tun \
+        --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
+        -v "$WORK/router.toml:/etc/router/router.toml:ro" "$IMAGE"
+}
+
 down() {
+    if [ "$MODE" = podman ]; then
+        "${PODMAN[@]}" rm -f -t 5 "$NAME-router" >/dev/null 2>&1 || true
+        for br in isp lan; do
+            "${PODMAN[@]}" network rm "$NAME-$br" >/dev/null 2>&1 || true
+            ip link del "$NAME-$br" 2>/dev/null || true
+        done
+    fi
     for f in "$WORK"/*.pid; do
         [ -e "$f" ] || continue
         kill "$(cat "$f")" 2>/dev/null || true
@@ -147,26 +187,36 @@ down() {
     rmdir /etc/netns 2>/dev/null || true  # if up made it
 }
 
-# conf/home.toml with its paths in the work directory, and the ISP's
-# domain allowed its documentation addresses (which the LAN's DNS forwarder
-# otherwise drops as private: DNS rebinding protection).
+# conf/home.toml with its paths in the work directory (in the container:
+# the image's own), and the ISP's domain allowed its documentation
+# addresses (which the LAN's DNS forwarder otherwise drops as private: DNS
+# rebinding protection).
 config() {
-    sed -e "s|/run/router/|$WORK/|" -e "s|/var/lib/router/|$WORK/|" \
-        -e 's|^rebind_ok = \[\]|rebind_ok = ["isp.example"]|' "$HERE/conf/home.toml"
+    local paths=(-e "s|/run/router/|$WORK/|" -e "s|/var/lib/router/|$WORK/|")
+    [ "$MODE" != podman ] || paths=()
+    sed "${paths[@]}" -e 's|^rebind_ok = \[\]|rebind_ok = ["isp.example"]|' \
+        "$HERE/conf/home.toml"
 }
 
 run() {
     trap 'down; rm -rf "$WORK"' EXIT
     up
-    config >"$WORK/router.toml"
     clients
-    log "the router runs in $RTR; try: ip netns exec $NAME-c1 curl http://www.isp.example/"
-    log "in another shell: $HERE/.venv/bin/routerctl -S $WORK/router.sock conntrack list"
-    ip netns exec "$RTR" "$HERE/.venv/bin/router" run -c "$WORK/router.toml" || true
+    log "try: ip netns exec $NAME-c1 curl http://www.isp.example/"
+    if [ "$MODE" = podman ]; then
+        log "in another shell: podman exec $NAME-router routerctl conntrack list"
+        container --rm || true
+    else
+        config >"$WORK/router.toml"
+        log "in another shell: $HERE/.venv/bin/routerctl -S $WORK/router.sock conntrack list"
+        ip netns exec "$RTR" "$HERE/.venv/bin/router" run -c "$WORK/router.toml" || true
+    fi
 }
 
 case "$CMD" in
 run | up | clients | down | config) "$CMD" ;;
-*) echo "usage: $0 [--macvlan] [--name NAME] [--work DIR] [run|up|clients|config|down]" >&2
+container) container -d ;;
+*) echo "usage: $0 [--macvlan|--podman] [--name NAME] [--work DIR]" \
+        "[run|up|clients|container|config|down]" >&2
    exit 2 ;;
 esac

@@ -15,11 +15,13 @@ TEST=0
 [ "${1:-}" = "--test" ] && TEST=1
 
 # The lab: namespaces, ping and curl, and what builds the C data plane; the
-# DHCP client of a WAN interface with address = "dhcp".
-PKGS=(iproute2 iputils-ping curl gcc python3 python3-venv python3-dev libpython3-dev udhcpc)
+# DHCP client of a WAN interface with address = "dhcp"; dnsmasq (its -base
+# package: no service) for the LAN services of [interface.lan].
+PKGS=(iproute2 iputils-ping curl gcc python3 python3-venv python3-dev libpython3-dev udhcpc
+      dnsmasq-base)
 # The tests and benchmarks.
 TEST_PKGS=(iperf3 nftables procps ethtool coturn tshark podman runc debootstrap uidmap clang
-           libclang-rt-14-dev dnsmasq-base)
+           libclang-rt-14-dev)
 # Packages that ship a service enabled by default: the tests run the program
 # themselves, so the service stays off.
 SERVICES=(coturn)

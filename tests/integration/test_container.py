@@ -36,8 +36,10 @@ def podman(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Co
 
 
 def logs(name: str) -> list[dict[str, object]]:
+    """The container's log lines (its stdout and stderr), each JSON."""
     out = []
-    for line in podman("logs", name).stdout.splitlines():
+    r = podman("logs", name)
+    for line in (r.stdout + r.stderr).splitlines():
         if line.strip():
             out.append(json.loads(line))  # every line JSON: fails the test otherwise
     return out
@@ -50,7 +52,8 @@ def wait_log(name: str, event: str, timeout: float = 20) -> dict[str, object]:
             if ev.get("event") == event:
                 return ev
         time.sleep(0.2)
-    raise AssertionError(f"no {event}: {podman('logs', name).stdout[-2000:]}")
+    r = podman("logs", name)
+    raise AssertionError(f"no {event}: {(r.stdout + r.stderr)[-2000:]}")
 
 
 @pytest.fixture
@@ -113,3 +116,37 @@ def test_container_routes_between_namespaces(image: str, nets: tuple[str, str, s
     finally:
         podman("rm", "-f", name, check=False)
         shutil.rmtree(cfgdir, ignore_errors=True)
+
+
+def test_container_on_podman_macvlan_networks_serves_the_simulated_home(
+        image: str, tmp_path: Path) -> None:
+    """As docs/deployment.md runs it: the container on two podman macvlan
+    networks (their parents cabled to the home's switches), conf/home.toml
+    mounted: the LAN machines get leases and a resolver from it, resolve
+    and load a page through it, and the WAN address is the ISP's lease."""
+    name = f"hc{os.getpid() % 10000}"
+    home = ["bash", str(ROOT / "scripts/home-lab.sh"), "--podman", "--name", name,
+            "--work", str(tmp_path)]
+    os.chmod(tmp_path, 0o755)
+    try:
+        run(*home, "up", timeout=60)
+        run(*home, "container", timeout=60)
+        ctr = f"{name}-router"
+        wait_log(ctr, "router.started", timeout=30)
+        run(*home, "clients")
+        c1 = f"{name}-c1"
+        deadline = time.monotonic() + 40
+        while "192.168.1." not in run("ip", "-n", c1, "-4", "addr").stdout:
+            assert time.monotonic() < deadline, podman("logs", ctr).stderr[-3000:]
+            time.sleep(0.3)
+        wan = str(wait_log(ctr, "wan.address")["address"]).split("/")[0]
+        assert wan.startswith("198.51.100.")
+        r = run("ip", "netns", "exec", c1, "curl", "-4", "-sS", "-m", "5",
+                "http://www.isp.example/")
+        assert r.stdout.strip() == f"you are {wan}"
+        assert any(e.get("event") == "dnsmasq" for e in logs(ctr))  # its lines, as JSON
+        listing = podman("exec", ctr, "routerctl", "conntrack", "list").stdout
+        assert "dport=53" in listing and f"dst={wan} " in listing
+    finally:
+        run(*home, "down", timeout=60, check=False)
+    assert name not in podman("network", "ls").stdout
