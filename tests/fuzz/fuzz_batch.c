@@ -10,14 +10,21 @@
  * AddressSanitizer.  Every ICMP error is also sent as a copy whose quote's
  * lengths are inconsistent (mangle_quote).  Every few packets the table is swept.  A fresh data
  * plane per input keeps every run reproducible.  Connection events and drop
- * samples are on in half the variants, into a ring of 8 that fills up.
+ * samples are on in half the variants, into a ring of 8 that fills up.  In
+ * one variant in five a host link leads to the router's services.
  */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
 #include "rt.h"
 
 #define MAX_PKTS 64
+
+static bool is_host_variant(uint8_t variant)
+{
+    return variant % 5 == 1;
+}
 
 static struct rt_dp *make_dp(uint8_t variant)
 {
@@ -31,13 +38,17 @@ static struct rt_dp *make_dp(uint8_t variant)
      * too, so "packet too big" is reachable), default route out of wan0,
      * NPTv6 fd00:1::/48 <-> 2001:db8:abc::/48 on wan0, NAT66 masquerade of
      * every other source leaving through wan0. */
-    struct rt_iface_cfg ifs[2] = {
+    /* In one variant in five, lan0 offers the router's services and a host
+     * link rt-self 169.254.53.1/30 (zone 2) leads to them. */
+    bool host = is_host_variant(variant);
+    struct rt_iface_cfg ifs[3] = {
         {.fd = -1, .addr = htonl(0xc0a80101), .mtu = 1500, .zone = 0,
-         .rp_filter = variant % 3,
+         .rp_filter = variant % 3, .flags = host ? RT_IF_SERVICES : 0,
          .addr6 = {0xfd, 0, 0, 1, [15] = 1}, .has_addr6 = 1},
         {.fd = -1, .addr = htonl(0xcb007101), .mtu = 1400, .zone = 1,
          .rp_filter = (variant >> 2) % 3,
          .addr6 = {0x20, 0x01, 0x0d, 0xb8, 0, 2, [15] = 1}, .has_addr6 = 1},
+        {.fd = -1, .addr = htonl(0xa9fe3501), .mtu = 1500, .zone = 2, .flags = RT_IF_HOST},
     };
     struct rt_route6_cfg routes6[3] = {
         {.prefix = {0xfd, 0, 0, 1}, .plen = 64, .iface = 0},
@@ -57,23 +68,24 @@ static struct rt_dp *make_dp(uint8_t variant)
         {.chain = RT_FW_INPUT, .action = RT_FW_REJECT, .from_zone = 1, .to_zone = -1,
          .icmp_type = -1},
     };
-    struct rt_route_cfg routes[3] = {
+    struct rt_route_cfg routes[4] = {
         {.prefix = htonl(0xc0a80100), .plen = 24, .iface = 0},
         {.prefix = htonl(0xcb007100), .plen = 24, .iface = 1},
         {.prefix = 0, .plen = (variant & 8) ? 1 : 0, .iface = 1},
+        {.prefix = htonl(0xa9fe3500), .plen = 30, .iface = 2},
     };
     struct rt_nat_cfg nat[1] = {{.src_prefix = 0, .src_plen = 0, .out_iface = 1}};
     struct rt_dnat_cfg fwd[1] = {{.addr = htonl(0xcb007101), .to_addr = htonl(0xc0a80102),
                                   .port_min = 80, .port_max = 90, .to_port = 8080,
                                   .proto = 6, .masquerade = (variant & 128) != 0}};
-    uint8_t policy[4] = {1, 1, (variant & 16) ? 1 : 0, 0};
+    uint8_t policy[9] = {1, 1, 0, (variant & 16) ? 1 : 0, 0, 0, 1, 1, 0};
     uint32_t timeouts[64];
     uint32_t n = rt_n_timeouts();
     for (uint32_t i = 0; i < n; i++)
         timeouts[i] = 1 + rt_timeout_default(i) % ((variant & 32) ? 5 : 100000);
     struct rt_tables t = {
-        .ifaces = ifs, .n_ifaces = 2, .routes = routes, .n_routes = 3,
-        .nat = nat, .n_nat = 1, .n_zones = 2, .zone_policy = policy,
+        .ifaces = ifs, .n_ifaces = host ? 3 : 2, .routes = routes, .n_routes = host ? 4 : 3,
+        .nat = nat, .n_nat = 1, .n_zones = 3, .zone_policy = policy,
         .timeouts = timeouts, .n_timeouts = n,
         .port_min = (variant & 2) ? 40000 : 1024,
         .port_max = (variant & 2) ? 40003 : 65535,
@@ -183,7 +195,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pkts[n].data = bufs[n];
         pkts[n].len = (uint32_t)len;
         pkts[n].cap = (uint32_t)cap;
-        pkts[n].in_iface = (flags & 0x40) ? 7 : (flags & 1);
+        /* Interface 0 or 1, or with a host link, 2 when bit 1 is set too
+         * (the router's own stack, which may send from its addresses);
+         * 7 is none. */
+        pkts[n].in_iface = (flags & 0x40) ? 7
+                           : (is_host_variant(data[0]) && (flags & 3) == 3) ? 2 : (flags & 1);
         now += (uint64_t)((flags >> 1) & 0x1f) * 997;
         /* The mangled copy first: the original may be rewritten in place. */
         uint8_t *copy = malloc(len ? len : 1);
