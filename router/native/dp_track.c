@@ -195,7 +195,7 @@ bool dp_process_tracked(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
 {
     dp->counters[RT_CNT_FOUND]++;
     const union rt_addr *dst = &c->tuple[!dir].src; /* after translation */
-    bool to_host = to_services(c, dir);
+    bool to_host = __builtin_expect(to_services(c, dir), 0);
     int out = to_host ? dp_host_hop(dp, p, m) : dp_next_hop(dp, p, m, dst);
     if (out < 0)
         return false;
@@ -213,7 +213,7 @@ bool dp_process_tracked(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
     if (t == TRACK_REOPEN)
         return true;
     nat_rewrite(m, c, dir);
-    if (to_host)
+    if (__builtin_expect(to_host, 0))
         dp_deliver(p, m, out);
     else
         dp_forward(dp, p, m, out);
