@@ -12,6 +12,7 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6  # type: ignore[import-un
 from router.config import parse
 from router.datapath import Datapath, DatapathError
 from router.tables import compile_tables
+from tests.helpers import LAN_OUT, POOL, SERVICES_LAN
 from tests.native.conftest import LAN, LAN_HOST, ROUTER_LAN, ROUTER_WAN, SERVER, WAN, Lab
 from tests.packets import ICMP, IP, TCP, UDP, Raw, verify_checksums
 
@@ -19,16 +20,7 @@ HOST = 2  # the host link comes after the configured interfaces
 STACK = "169.254.53.2"  # the router's own stack, on the host link
 LAN6, ROUTER_LAN6, SERVER6 = "2001:db8:1::2", "2001:db8:1::1", "2001:db8:ff::10"
 
-CONFIG = """
-[[interface]]
-name = "lan0"
-attach = "eth1"
-address = "192.168.1.1/24"
-address6 = "2001:db8:1::1/64"
-zone = "lan"
-[interface.lan]
-pool = "192.168.1.100-192.168.1.199"
-
+CONFIG = SERVICES_LAN + POOL + """
 [[interface]]
 name = "wan0"
 address = "203.0.113.1/24"
@@ -38,15 +30,7 @@ zone = "wan"
 [[route]]
 destination = "0.0.0.0/0"
 interface = "wan0"
-
-[[nat.masquerade]]
-interface = "wan0"
-
-[[firewall.policy]]
-from = "lan"
-to = "wan"
-action = "accept"
-"""
+""" + LAN_OUT
 
 
 def services_lab(extra: str = "") -> Lab:
@@ -166,9 +150,7 @@ def test_a_restored_connection_without_a_host_link_is_dropped() -> None:
     lab = services_lab()
     lab.send(LAN, query())
     saved = lab.entries()
-    plain = parse(CONFIG.replace("[interface.lan]\n", "[interface.x]\n")
-                  .replace('pool = "192.168.1.100-192.168.1.199"\n', "")
-                  .replace("[interface.x]\n", "").encode(), "t.toml")
+    plain = parse(CONFIG.replace(POOL, "").encode(), "t.toml")
     dp = Datapath(capacity=256, batch=64, seed=3)
     dp.load(compile_tables(plain, {}))
     other = Lab(dp)

@@ -18,16 +18,11 @@ import router.config.source as source
 from router.config import ConfigError, load, parse, to_dict, warnings
 from router.config.model import MAX_CONFIG_BYTES
 from tests.helpers import TWO_LINKS
+from tests.helpers import refused as err
 
 ROOT = Path(__file__).resolve().parents[2]
 
 MIN = TWO_LINKS
-
-
-def err(text: str) -> ConfigError:
-    with pytest.raises(ConfigError) as e:
-        parse(text.encode(), "cfg.toml")
-    return e.value
 
 
 def test_default_config_is_valid() -> None:

@@ -9,35 +9,22 @@ from pathlib import Path
 import pytest
 
 from router import lanservices
-from router.config import ConfigError, load, parse
+from router.config import load, parse
+from tests.helpers import POOL, SERVICES_LAN, refused
 
 ROOT = Path(__file__).resolve().parents[2]
 
-LAN = """
-[[interface]]
-name = "lan0"
-attach = "eth1"
-address = "192.168.1.1/24"
-address6 = "2001:db8:1::1/64"
-zone = "lan"
-{lan}
+LAN = SERVICES_LAN + """{lan}
 [[interface]]
 name = "wan0"
 attach = "eth0"
 address = "dhcp"
 zone = "wan"
 {extra}"""
-POOL = '[interface.lan]\npool = "192.168.1.100-192.168.1.199"\n'
 
 
 def cfg(lan: str = POOL, extra: str = "") -> str:
     return LAN.format(lan=lan, extra=extra)
-
-
-def refused(text: str) -> ConfigError:
-    with pytest.raises(ConfigError) as e:
-        parse(text.encode(), "home.toml")
-    return e.value
 
 
 def test_the_home_config_is_valid() -> None:
@@ -88,7 +75,7 @@ def test_a_lan_link_brings_the_host_link() -> None:
     (POOL, '[service]\nuser = "router"\n', "interface[0].lan", "need root"),
 ])
 def test_bad_lan_settings_are_refused(lan: str, extra: str, key: str, reason: str) -> None:
-    e = refused(cfg(lan, extra))
+    e = refused(cfg(lan, extra), "home.toml")
     assert e.key == key and reason in e.reason, (e.key, e.reason)
     assert e.line is not None  # router check points at the line
 
