@@ -29,6 +29,7 @@ from router.devices import Devices
 from router.keeper import StateKeeper
 from router.metrics import MetricsServer
 from router.pacing import Pacing, now_ms
+from router.supervise import Supervised
 from router.tables import compile_tables
 from router.tun import Tun, TunError
 from router.wan import DhcpClient
@@ -98,6 +99,7 @@ class Router(Devices, Commands, Pacing):
         self._fork_hook = False
         self.learned: dict[str, IPv4Interface] = {}  # DHCP leases, by interface
         self.lan = lanservices.LanServices(cfg, log.get("lan"))
+        self.dhcp_clients: dict[str, Supervised] = {}  # by interface
 
     # -- life cycle --------------------------------------------------------
 
@@ -165,9 +167,11 @@ class Router(Devices, Commands, Pacing):
                            asyncio.create_task(self._stats()),
                            asyncio.create_task(self._lag())]
             resolv = lanservices.resolv_file(self.cfg) if self.lan.wanted else None
-            self._tasks += [asyncio.create_task(DhcpClient(i, self._wan_address, self.log,
-                                                           resolv).run())
-                            for i in self.cfg.interfaces if i.dhcp]
+            for i in self.cfg.interfaces:
+                if i.dhcp:
+                    client = DhcpClient(i, self._wan_address, self.log, resolv)
+                    self.dhcp_clients[i.name] = client.client
+                    self._tasks.append(asyncio.create_task(client.run()))
             self.lan.start()
             self._log_warnings(self.cfg)
             self.log.info("router.started", version=__version__, config=self.cfg.path,
@@ -200,6 +204,14 @@ class Router(Devices, Commands, Pacing):
 
     def stop(self) -> None:
         self._stop.set()
+
+    def helper_states(self) -> dict[str, dict[str, Any]]:
+        """The programs the router runs now (``supervise.state``), by name:
+        ``dhcp-<interface>`` for a WAN's DHCP client, ``dnsmasq``."""
+        out = {f"dhcp-{name}": c.state() for name, c in self.dhcp_clients.items()}
+        if self.lan.wanted:
+            out["dnsmasq"] = self.lan.proc.state()
+        return out
 
     # -- reload ------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from ipaddress import ip_address
+from ipaddress import IPv4Interface, ip_address
 from typing import Any
 
 from router import __version__, config, events
@@ -41,6 +41,8 @@ class Commands:
     reloads: dict[str, int]
     capturing: str | None
     reload: Callable[[], Awaitable[dict[str, Any]]]  # the router's (app.py)
+    helper_states: Callable[[], dict[str, dict[str, Any]]]  # the router's (app.py)
+    learned: dict[str, IPv4Interface]
 
     def _handlers(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,11 @@ class Commands:
             "workers": self.dp.worker_stats(),
             "reloads": dict(self.reloads),
             "metrics": self.metrics.address if self.metrics else None,
+            # On a gateway: the WAN leases, and the helper programs (the WAN's
+            # DHCP clients, dnsmasq) with their pids and restarts.
+            "wan": {i.name: str(self.learned[i.name]) if i.name in self.learned else None
+                    for i in self.cfg.interfaces if i.dhcp},
+            "helpers": self.helper_states(),
         }
 
     def _filter(self, args: Mapping[str, Any]) -> Any:

@@ -89,6 +89,19 @@ class Collector:
         for result, n in s["reloads"].items():
             reloads.add_metric([result], n)
         yield reloads
+        helpers = s.get("helpers") or {}
+        if helpers:
+            up = GaugeMetricFamily("router_helper_running",
+                                   "Helper programs the router runs (the WAN's DHCP clients, "
+                                   "dnsmasq): 1 while running.", labels=["helper"])
+            restarts = CounterMetricFamily("router_helper_restarts",
+                                           "Times a helper program exited and was started "
+                                           "again.", labels=["helper"])
+            for name, h in helpers.items():
+                up.add_metric([name], 1 if h["running"] else 0)
+                restarts.add_metric([name], h["restarts"])
+            yield up
+            yield restarts
         ev = s.get("events")
         if ev is not None:
             yield GaugeMetricFamily("router_event_listeners",

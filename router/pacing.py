@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from router.config import Config
@@ -33,6 +34,7 @@ class Pacing:
     gc_work: dict[str, int]
     loop_lag: float
     reloads: dict[str, int]
+    helper_states: Callable[[], dict[str, dict[str, Any]]]  # the router's (app.py)
     _worker_errors: int
 
     async def _gc(self) -> None:
@@ -81,6 +83,7 @@ class Pacing:
             "loop_lag": self.loop_lag,
             "workers": self.dp.worker_stats(),
             "reloads": dict(self.reloads),
+            "helpers": self.helper_states(),
             "events": {"listeners": len(self.events.listeners),
                        "delivered": self.events.delivered,
                        "missed": self.events.missed_total,

@@ -38,6 +38,10 @@ class Supervised:
         self.restarts = 0
         self._restart_now = asyncio.Event()
 
+    def state(self) -> dict[str, Any]:
+        """For status and metrics: running (its pid) and restarts so far."""
+        return {"running": self.pid is not None, "pid": self.pid, "restarts": self.restarts}
+
     @property
     def pid(self) -> int | None:
         p = self.proc

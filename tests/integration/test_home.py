@@ -227,6 +227,16 @@ def test_dnsmasq_dying_is_noticed_and_it_comes_back(home: Home) -> None:
           home.lab.events("dnsmasq.started")[-1]["pid"] != started["pid"], 10,
           "dnsmasq was not started again")
     assert home.lab.events("dnsmasq.exited")[-1]["status"] == -9
+    # routerctl status and the metrics tell it too.
+    st = home.lab.ctl_json("status")
+    assert st["helpers"]["dnsmasq"]["running"] and st["helpers"]["dnsmasq"]["restarts"] >= 1
+    assert st["helpers"]["dhcp-wan0"]["running"]
+    assert st["wan"]["wan0"].split("/")[0] == home.wan_address()
+    metrics = run("ip", "netns", "exec", home.ns("rtr"), "curl", "-sS", "-m", "5",
+                  "http://127.0.0.1:9188/metrics").stdout
+    assert 'router_helper_running{helper="dnsmasq"} 1.0' in metrics
+    restarts = re.search(r'router_helper_restarts_total\{helper="dnsmasq"\} (\S+)', metrics)
+    assert restarts and float(restarts.group(1)) >= 1
     until(lambda: home.client(1, sys.executable, PEERS, "dns", ROUTER_LAN,
                               "www.isp.example").stdout.split() == [WEB], 10,
           "no DNS after dnsmasq's restart")
