@@ -27,6 +27,7 @@ from router.config import Interface
 
 NETNS_DIR = Path("/var/run/netns")
 IFA_F_NODAD = 0x02
+IN6_ADDR_GEN_MODE_NONE = 1  # linux/if_link.h: no link-local address made
 
 # linux/if_tun.h
 TUNSETOFFLOAD = 0x400454D0
@@ -98,6 +99,12 @@ def _configure(ipr: Any, iface: Interface) -> None:
     if not found:
         raise TunError(f"interface {iface.name}: device vanished during setup")
     idx = found[0]
+    if iface.attach is not None or iface.host_link:
+        # The kernel side of these devices is the router's own namespace,
+        # which has no host there: no IPv6 link-local address, and so no
+        # neighbour or listener discovery the router would only drop.
+        ipr.link("set", index=idx, IFLA_AF_SPEC={"attrs": [("AF_INET6", {"attrs": [
+            ("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]})
     ipr.link("set", index=idx, mtu=iface.mtu, txqlen=iface.txqueuelen, state="up")
     if iface.host_address is not None:
         ipr.addr("replace", index=idx, address=str(iface.host_address.ip),

@@ -76,6 +76,9 @@ router_nic() {
     if [ "$MODE" = podman ]; then
         ip link add "$NAME-$bridge" type veth peer name "p-$bridge" netns "$SW"
         ip -n "$SW" link set "p-$bridge" master "$bridge" up
+        # The parent is this machine's, which must take nothing from the
+        # home (no address, no route from its router advertisements).
+        sysctl -qw "net.ipv6.conf.$NAME-$bridge.disable_ipv6=1"
         ip link set "$NAME-$bridge" up
         "${PODMAN[@]}" network create -d macvlan -o parent="$NAME-$bridge" \
             --ipam-driver none "$NAME-$bridge" >/dev/null
@@ -98,6 +101,10 @@ up() {
         ip netns add "$ns"
         ip -n "$ns" link set lo up
     done
+    # A switch has no IP of its own (its ports would send router
+    # solicitations and answer nothing).
+    ip netns exec "$SW" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
+        net.ipv6.conf.default.disable_ipv6=1
     for br in lan isp; do
         # No multicast snooping: router advertisements and neighbour
         # discovery reach every port at once.

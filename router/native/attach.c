@@ -8,10 +8,13 @@
  * redirects every IPv4 and IPv6 packet to the egress of the TUN device,
  * where the router reads it (bpf_redirect; the kernel drops the Ethernet
  * header on the way into a device without one), except ARP, which is no IP
- * packet, the neighbour discovery messages (ICMPv6 types 133 to 137), and
- * DHCP and DHCPv6 (UDP to ports 67, 68, 546 and 547), which stay the
- * kernel's: link configuration, for the DHCP client of a WAN interface and
- * the LAN's DHCP server.  On the TUN device's ingress, which is where the
+ * packet, the neighbour discovery messages (ICMPv6 types 133 to 137),
+ * multicast listener discovery (MLD, ICMPv6 130 to 132 and 143, after the
+ * hop-by-hop options that carry their router alert) and IGMP, and DHCP and
+ * DHCPv6 (UDP to ports 67, 68, 546 and 547), which stay the kernel's: link
+ * configuration, for the DHCP client of a WAN interface and the LAN's DHCP
+ * server, and the group memberships that keep snooping switches sending the
+ * router its router solicitations and DHCPv6 requests.  On the TUN device's ingress, which is where the
  * packets the router writes arrive, the second program gives each packet an
  * Ethernet header of its own protocol (bpf_skb_change_head, meant for this:
  * an L3 packet bound for an L2 device) and hands it to the interface with
@@ -45,37 +48,50 @@ int rt_attach_ingress_load(uint32_t tun_ifindex, char *log, uint32_t log_size)
     const struct bpf_insn prog[] = {
         MOV_REG(6, 1),                     /*  0: LD_ABS wants the skb in r6 */
         LD_ABS(BPF_H, 12),                 /*  1: EtherType */
-        JEQ(0, 0x0800, 10),                /*  2: IPv4 -> 13 */
-        JNE(0, 0x86dd, 27),                /*  3: neither (ARP, ...) -> 31 */
+        JEQ(0, 0x0800, 22),                /*  2: IPv4 -> 25 */
+        JNE(0, 0x86dd, 40),                /*  3: neither (ARP, ...) -> 44 */
         LD_ABS(BPF_B, ETH_HLEN_ + 6),      /*  4: IPv6 next header */
-        JEQ(0, 17, 5),                     /*  5: UDP -> 11 */
-        JNE(0, 58, 20),                    /*  6: not ICMPv6 -> 27 */
-        LD_ABS(BPF_B, ETH_HLEN_ + 40),     /*  7: ICMPv6 type */
-        JLT(0, 133, 18),                   /*  8: below neighbour discovery -> 27 */
-        JGT(0, 137, 17),                   /*  9: above it -> 27 */
-        JA(20),                            /* 10: RS, RA, NS, NA, redirect -> 31 */
-        LD_ABS(BPF_H, ETH_HLEN_ + 40 + 2), /* 11: UDP destination port */
-        JA(10),                            /* 12 -> 23 */
-        LD_ABS(BPF_B, ETH_HLEN_ + 9),      /* 13: IPv4 protocol */
-        JNE(0, 17, 12),                    /* 14: not UDP -> 27 */
-        LD_ABS(BPF_H, ETH_HLEN_ + 6),      /* 15: flags and fragment offset */
-        ALU_IMM(BPF_AND, 0, 0x1fff),       /* 16 */
-        JNE(0, 0, 9),                      /* 17: a later fragment -> 27 */
-        LD_ABS(BPF_B, ETH_HLEN_),          /* 18: version and IHL */
-        ALU_IMM(BPF_AND, 0, 0xf),          /* 19 */
-        ALU_IMM(BPF_LSH, 0, 2),            /* 20: IHL * 4 */
-        MOV_REG(7, 0),                     /* 21 */
-        LD_IND(BPF_H, 7, ETH_HLEN_ + 2),   /* 22: UDP destination port */
-        JEQ(0, 67, 7),                     /* 23: DHCP server -> 31 */
-        JEQ(0, 68, 6),                     /* 24: DHCP client -> 31 */
-        JEQ(0, 546, 5),                    /* 25: DHCPv6 client -> 31 */
-        JEQ(0, 547, 4),                    /* 26: DHCPv6 server -> 31 */
-        MOV_IMM(1, (int32_t)tun_ifindex),  /* 27: the router's: */
-        MOV_IMM(2, 0),                     /* 28: to the TUN's egress */
-        CALL(BPF_FUNC_redirect),           /* 29 */
-        EXIT(),                            /* 30 */
-        MOV_IMM(0, TC_ACT_OK_),            /* 31: the kernel's */
-        EXIT(),                            /* 32 */
+        JEQ(0, 17, 17),                    /*  5: UDP -> 23 */
+        JEQ(0, 0, 5),                      /*  6: hop-by-hop options -> 12 */
+        JNE(0, 58, 32),                    /*  7: not ICMPv6 -> 40 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 40),     /*  8: ICMPv6 type */
+        JLT(0, 133, 30),                   /*  9: below neighbour discovery -> 40 */
+        JGT(0, 137, 29),                   /* 10: above it -> 40 */
+        JA(32),                            /* 11: RS, RA, NS, NA, redirect -> 44 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 40),     /* 12: after hop-by-hop options: */
+        JNE(0, 58, 26),                    /* 13: not ICMPv6 -> 40 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 41),     /* 14: their length, in 8 octets */
+        ALU_IMM(BPF_ADD, 0, 1),            /* 15:   not counting the first */
+        ALU_IMM(BPF_LSH, 0, 3),            /* 16 */
+        MOV_REG(7, 0),                     /* 17 */
+        LD_IND(BPF_B, 7, ETH_HLEN_ + 40),  /* 18: ICMPv6 type */
+        JEQ(0, 143, 24),                   /* 19: MLDv2 report -> 44 */
+        JLT(0, 130, 19),                   /* 20: -> 40 */
+        JGT(0, 132, 18),                   /* 21: -> 40 */
+        JA(21),                            /* 22: MLD query, report, done -> 44 */
+        LD_ABS(BPF_H, ETH_HLEN_ + 40 + 2), /* 23: UDP destination port */
+        JA(11),                            /* 24 -> 36 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 9),      /* 25: IPv4 protocol */
+        JEQ(0, 2, 17),                     /* 26: IGMP -> 44 */
+        JNE(0, 17, 12),                    /* 27: not UDP -> 40 */
+        LD_ABS(BPF_H, ETH_HLEN_ + 6),      /* 28: flags and fragment offset */
+        ALU_IMM(BPF_AND, 0, 0x1fff),       /* 29 */
+        JNE(0, 0, 9),                      /* 30: a later fragment -> 40 */
+        LD_ABS(BPF_B, ETH_HLEN_),          /* 31: version and IHL */
+        ALU_IMM(BPF_AND, 0, 0xf),          /* 32 */
+        ALU_IMM(BPF_LSH, 0, 2),            /* 33: IHL * 4 */
+        MOV_REG(7, 0),                     /* 34 */
+        LD_IND(BPF_H, 7, ETH_HLEN_ + 2),   /* 35: UDP destination port */
+        JEQ(0, 67, 7),                     /* 36: DHCP server -> 44 */
+        JEQ(0, 68, 6),                     /* 37: DHCP client -> 44 */
+        JEQ(0, 546, 5),                    /* 38: DHCPv6 client -> 44 */
+        JEQ(0, 547, 4),                    /* 39: DHCPv6 server -> 44 */
+        MOV_IMM(1, (int32_t)tun_ifindex),  /* 40: the router's: */
+        MOV_IMM(2, 0),                     /* 41: to the TUN's egress */
+        CALL(BPF_FUNC_redirect),           /* 42 */
+        EXIT(),                            /* 43 */
+        MOV_IMM(0, TC_ACT_OK_),            /* 44: the kernel's */
+        EXIT(),                            /* 45 */
     };
     return load(prog, sizeof prog / sizeof prog[0], log, log_size);
 }

@@ -263,3 +263,33 @@ def test_a_reload_gives_a_machine_its_static_lease(home: Home) -> None:
     finally:
         home.lab.config.write_text(text)
         home.lab.ctl_json("reload")
+
+
+def link_local(ns: str, dev: str) -> str:
+    out = run("ip", "-n", ns, "-6", "-o", "addr", "show", "dev", dev, "scope", "link").stdout
+    return out.split("inet6 ")[1].split("/")[0]
+
+
+def test_multicast_listener_discovery_reaches_the_routers_kernel(home: Home) -> None:
+    """An MLD querier on the LAN (a snooping switch's) gets the reports of
+    the router's namespace, so that the groups its router solicitations
+    and DHCPv6 requests go to keep reaching it; the data plane sees none."""
+    rtr = link_local(home.ns("rtr"), "eth1")
+    # (The capture filter "ip6": "icmp6" would miss MLD, which follows a
+    # hop-by-hop header.)
+    cap = subprocess.Popen(["ip", "netns", "exec", home.ns("c2"), "tshark", "-i", "eth0", "-a",
+                            "duration:6", "-f", "ip6", "-Y", "icmpv6.type == 143", "-T",
+                            "fields", "-e", "ipv6.src"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    time.sleep(2)  # tshark is capturing
+    before = home.lab.drops()["not_unicast"]
+    querier = link_local(home.ns("c1"), "eth0")
+    query = ("from scapy.all import Ether, IPv6, IPv6ExtHdrHopByHop, RouterAlert, sendp\n"
+             "from scapy.layers.inet6 import ICMPv6MLQuery2\n"
+             f"sendp(Ether(dst='33:33:00:00:00:01') / IPv6(src='{querier}', dst='ff02::1',"
+             " hlim=1) / IPv6ExtHdrHopByHop(options=[RouterAlert()]) /"
+             " ICMPv6MLQuery2(mrd=1000), iface='eth0', verbose=False)\n")
+    home.client(1, sys.executable, "-c", query)
+    out, _ = cap.communicate(timeout=30)
+    assert rtr in out.split(), out  # the router's namespace answered the query
+    assert home.lab.drops()["not_unicast"] == before
