@@ -190,6 +190,10 @@ def open_tun(iface: Interface, vnet_hdr: bool = False, dev: str = "/dev/net/tun"
                                f"{queues}: {e}") from None
         for fd in tun.fds:
             os.set_blocking(fd, False)
+            # pytun opens the node without O_CLOEXEC: the programs the router
+            # runs (the DHCP client, dnsmasq) must not inherit its devices,
+            # nor keep one alive after the router closed it.
+            os.set_inheritable(fd, False)
             if vnet_hdr:
                 tun.offloads = _enable_offloads(fd)
         if not iface.precreated:  # else addresses, MTU and state are its creator's

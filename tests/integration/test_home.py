@@ -232,6 +232,11 @@ def test_dnsmasq_dying_is_noticed_and_it_comes_back(home: Home) -> None:
     assert st["helpers"]["dnsmasq"]["running"] and st["helpers"]["dnsmasq"]["restarts"] >= 1
     assert st["helpers"]["dhcp-wan0"]["running"]
     assert st["wan"]["wan0"].split("/")[0] == home.wan_address()
+    # The programs it runs hold nothing of the router's: no device, no program.
+    for helper in ("dnsmasq", "dhcp-wan0"):
+        fds = Path(f"/proc/{st['helpers'][helper]['pid']}/fd")
+        held = [os.readlink(f) for f in fds.iterdir()]
+        assert not [h for h in held if "tun" in h or "bpf" in h], (helper, held)
     metrics = run("ip", "netns", "exec", home.ns("rtr"), "curl", "-sS", "-m", "5",
                   "http://127.0.0.1:9188/metrics").stdout
     assert 'router_helper_running{helper="dnsmasq"} 1.0' in metrics
@@ -293,3 +298,31 @@ def test_multicast_listener_discovery_reaches_the_routers_kernel(home: Home) -> 
     out, _ = cap.communicate(timeout=30)
     assert rtr in out.split(), out  # the router's namespace answered the query
     assert home.lab.drops()["not_unicast"] == before
+
+
+def test_a_reload_takes_the_services_away_and_brings_them_back(home: Home) -> None:
+    """Without [interface.lan] the LAN gets no answer from the router, and
+    nothing of the services is left in the namespace; put back, they work
+    again.  (Last in the module: it changes the running config.)"""
+    text = home.lab.config.read_text()
+    start = text.index("[interface.lan]")
+    end = text.index("[[interface]]", start)
+    home.lab.config.write_text(text[:start] + text[end:])
+    rtr = home.ns("rtr")
+    try:
+        r = home.lab.ctl_json("reload")
+        assert r["applied"] and r["interfaces_removed"] == ["rt-self"], r
+        until(lambda: "dnsmasq" not in home.lab.ctl_json("status")["helpers"], 10,
+              "dnsmasq still runs")
+        assert "lookup 190" not in run("ip", "netns", "exec", rtr, "ip", "rule").stdout
+        assert "rt-self" not in run("ip", "-n", rtr, "link").stdout
+        r = home.client(1, sys.executable, PEERS, "dns", ROUTER_LAN, "www.isp.example")
+        assert r.stdout.strip() == "timeout"
+    finally:
+        home.lab.config.write_text(text)
+        r = home.lab.ctl_json("reload")
+    assert r["applied"] and r["interfaces_added"] == ["rt-self"], r
+    assert "lookup 190" in run("ip", "netns", "exec", rtr, "ip", "rule").stdout
+    until(lambda: home.client(1, sys.executable, PEERS, "dns", ROUTER_LAN,
+                              "www.isp.example").stdout.split() == [WEB], 15,
+          "no DNS after the services came back")
