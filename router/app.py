@@ -20,7 +20,7 @@ import time
 from ipaddress import IPv4Interface
 from typing import Any
 
-from router import __version__, config, events, lanservices, log, privs, wan
+from router import __version__, config, events, helpers, log, privs, wan
 from router.commands import Commands
 from router.config import Config, ConfigError
 from router.control import ControlServer
@@ -29,10 +29,8 @@ from router.devices import Devices
 from router.keeper import StateKeeper
 from router.metrics import MetricsServer
 from router.pacing import Pacing, now_ms
-from router.supervise import Supervised
 from router.tables import compile_tables
 from router.tun import Tun, TunError
-from router.wan import DhcpClient
 
 
 class Router(Devices, Commands, Pacing):
@@ -98,8 +96,9 @@ class Router(Devices, Commands, Pacing):
         self._early_signal: signal.Signals | None = None
         self._fork_hook = False
         self.learned: dict[str, IPv4Interface] = {}  # DHCP leases, by interface
-        self.lan = lanservices.LanServices(cfg, log.get("lan"))
-        self.dhcp_clients: dict[str, Supervised] = {}  # by interface
+        # The WAN's DHCP clients and dnsmasq: run here, or by the helper
+        # process when the router drops to a service user (helpers.py).
+        self.helpers: helpers.Helpers | helpers.Broker | None = None
 
     # -- life cycle --------------------------------------------------------
 
@@ -140,6 +139,8 @@ class Router(Devices, Commands, Pacing):
         acct = privs.lookup(cfg.service.user, cfg.service.group)
         self.control.bind(owner=(acct.uid, acct.gid))
         self.keeper.prepare(acct)
+        if helpers.wanted(cfg):  # while it is root
+            self.helpers = helpers.Broker(cfg, log.get("helpers"))
         privs.drop(acct, cfg.service.keep_net_admin)
         self.log.info("router.privileges_dropped", user=acct.user, group=acct.group,
                       keep_net_admin=cfg.service.keep_net_admin, **privs.status())
@@ -166,13 +167,12 @@ class Router(Devices, Commands, Pacing):
                            asyncio.create_task(self._gc()),
                            asyncio.create_task(self._stats()),
                            asyncio.create_task(self._lag())]
-            resolv = lanservices.resolv_file(self.cfg) if self.lan.wanted else None
-            for i in self.cfg.interfaces:
-                if i.dhcp:
-                    client = DhcpClient(i, self._wan_address, self.log, resolv)
-                    self.dhcp_clients[i.name] = client.client
-                    self._tasks.append(asyncio.create_task(client.run()))
-            self.lan.start()
+            self._tasks += [asyncio.create_task(wan.follow(i, self._wan_address, self.log))
+                            for i in self.cfg.interfaces if i.dhcp]
+            if self.helpers is None and helpers.wanted(self.cfg):
+                self.helpers = helpers.Helpers(self.cfg, log.get("helpers"))
+            if self.helpers is not None:
+                self.helpers.start()
             self._log_warnings(self.cfg)
             self.log.info("router.started", version=__version__, config=self.cfg.path,
                           interfaces=[i.name for i in self.cfg.interfaces],
@@ -184,7 +184,8 @@ class Router(Devices, Commands, Pacing):
             await self._shutdown(loop)
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
-        await self.lan.stop()
+        if self.helpers is not None:
+            await self.helpers.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -208,10 +209,7 @@ class Router(Devices, Commands, Pacing):
     def helper_states(self) -> dict[str, dict[str, Any]]:
         """The programs the router runs now (``supervise.state``), by name:
         ``dhcp-<interface>`` for a WAN's DHCP client, ``dnsmasq``."""
-        out = {f"dhcp-{name}": c.state() for name, c in self.dhcp_clients.items()}
-        if self.lan.wanted:
-            out["dnsmasq"] = self.lan.proc.state()
-        return out
+        return self.helpers.states() if self.helpers is not None else {}
 
     # -- reload ------------------------------------------------------------
 
@@ -259,7 +257,7 @@ class Router(Devices, Commands, Pacing):
         self.cfg = new
         await asyncio.get_running_loop().run_in_executor(None, self.sync_kernel_routes, new)
         self._attach()
-        await self.lan.reload(new)
+        await self._reload_helpers(new)
         self.events.configure(new.firewall.logged, new.firewall.log_rate)
         self.config_hash = new.sha256
         self.reloads["ok"] += 1
@@ -270,6 +268,18 @@ class Router(Devices, Commands, Pacing):
                       needs_restart=restart or None)
         return {"applied": True, "needs_restart": restart,
                 "interfaces_added": sorted(added), "interfaces_removed": sorted(gone)}
+
+    async def _reload_helpers(self, new: Config) -> None:
+        if self.helpers is not None:
+            await self.helpers.reload(new)
+        elif helpers.wanted(new):
+            if os.geteuid() != 0:  # no root left to start the helper process
+                self.log.warning("config.needs_restart", key="interface.lan",
+                                 reason="LAN services added to a router that runs as a "
+                                        "service user start at its next start")
+                return
+            self.helpers = helpers.Helpers(new, log.get("helpers"))
+            self.helpers.start()
 
     def _log_warnings(self, cfg: Config) -> None:
         for warning in config.warnings(cfg):

@@ -15,8 +15,7 @@ a reload that drops or re-creates the interface):
   neighbour solicitations for them (the WAN address lives on the WAN
   interface, as on any home router), and the link up (down again at the
   end if it was down);
-- on a LAN link (``[interface.lan]``), router advertisements not accepted
-  by the kernel (they are its own, sent by dnsmasq);
+
 - a kernel route for every ``[[route]]`` (IPv4 or IPv6) through a gateway on
   an attached interface, which the kernel needs to resolve that next hop,
   tagged with the router's own route protocol number so that it finds them
@@ -30,7 +29,6 @@ import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -59,7 +57,6 @@ class Attachment:
     wire: int                  # the kernel interface's index
     tun: int                   # the TUN device's index
     was_up: bool = True        # the interface was up before: left so at the end
-    accept_ra: str | None = None  # its accept_ra before (a LAN link's), put back at the end
     addresses: list[tuple[str, int, int]] = field(default_factory=list)  # (addr, len, family)
 
 
@@ -95,13 +92,6 @@ def attach(iface: Interface) -> Attachment:
             _hook(ipr, wire, ingress, "router-ingress")
             _hook(ipr, tun, egress, "router-egress")
             a.was_up = bool(ipr.link("get", index=wire)[0]["flags"] & IFF_UP)
-            if iface.lan is not None:
-                # The LAN's router advertisements are dnsmasq's, sent from
-                # here: the kernel must not configure itself from them.  In
-                # a container (/proc/sys read-only) it may: harmless, the
-                # router's own addresses and routes are the ones used.
-                with contextlib.suppress(OSError):
-                    a.accept_ra = _sysctl(_accept_ra(iface.attach), "0")
             ipr.link("set", index=wire, state="up")
             for ip, net, family in _addresses(iface):
                 flags = IFA_F_NODAD if family == socket.AF_INET6 else 0
@@ -137,22 +127,7 @@ def detach(a: Attachment) -> None:
         if not a.was_up:
             with contextlib.suppress(Exception):
                 ipr.link("set", index=a.wire, state="down")
-    if a.accept_ra is not None and a.iface.attach is not None:
-        with contextlib.suppress(OSError):
-            _sysctl(_accept_ra(a.iface.attach), a.accept_ra)
     a.addresses.clear()
-
-
-def _accept_ra(wire: str) -> Path:
-    return Path("/proc/sys/net/ipv6/conf", wire, "accept_ra")
-
-
-def _sysctl(path: Path, value: str) -> str:
-    """Sets ``path`` to ``value``; the value it had."""
-    old = path.read_text().strip()
-    if old != value:
-        path.write_text(value)
-    return old
 
 
 def sync_routes(cfg: Config | None) -> None:

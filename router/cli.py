@@ -3,6 +3,10 @@
     router run   [-c FILE]   run the router
     router check [-c FILE]   validate a config file; exit 0 if good, 1 if not
     router version
+    router helpers -c FILE   (started by the router itself, as root, when it
+                             drops to a service user: runs the WAN's DHCP
+                             clients and dnsmasq until its input ends; see
+                             helpers.py)
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ DEFAULT_CONFIG = "/etc/router/router.toml"
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="router", description="Userspace NAT router over TUN.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, helptext in (("run", "run the router"), ("check", "validate a config file")):
+    for name, helptext in (("run", "run the router"), ("check", "validate a config file"),
+                           ("helpers", "(internal) the router's root helper process")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
                        help=f"config file (default {DEFAULT_CONFIG})")
@@ -52,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{n_nat} NAT rules, zones: {', '.join(cfg.zones)})")
         return 0
 
+    if args.cmd == "helpers":
+        # Its standard output is the router's pipe: the log goes to stderr.
+        log.setup(cfg.log.level, cfg.log.format, "stderr")
+        import uvloop
+
+        from router import helpers
+        return uvloop.run(helpers.serve(args.config))
     log.setup(cfg.log.level, cfg.log.format, cfg.log.output)
     _raise_open_files()
     import uvloop

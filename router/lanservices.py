@@ -133,6 +133,7 @@ class LanServices:
         self.proc = Supervised("dnsmasq", self._argv, log)
         self.task: asyncio.Task[None] | None = None
         self.watch: asyncio.Task[None] | None = None
+        self.accept_ra: dict[str, str] = {}  # LAN interfaces' values before, to put back
 
     def _argv(self) -> list[str]:
         return argv(self.cfg, self.program, self.learned)
@@ -143,8 +144,26 @@ class LanServices:
 
     def start(self) -> None:
         if self.wanted and self.task is None and self._safe():
+            self._no_ra()
             self.task = asyncio.create_task(self.proc.run())
             self.watch = asyncio.create_task(self._watch())
+
+    def _no_ra(self) -> None:
+        """The LAN's router advertisements are dnsmasq's, sent from the LAN
+        interfaces: the kernel must not configure itself from them (its
+        accept_ra is put back at stop).  Where /proc/sys is read-only (a
+        container) it may: harmless, the router's own addresses and routes
+        are the ones it uses."""
+        for i in self.cfg.interfaces:
+            if i.lan is not None and i.attach is not None and i.attach not in self.accept_ra:
+                with contextlib.suppress(OSError):
+                    self.accept_ra[i.attach] = _sysctl(_accept_ra(i.attach), "0")
+
+    def _ra_back(self) -> None:
+        for wire, value in self.accept_ra.items():
+            with contextlib.suppress(OSError):
+                _sysctl(_accept_ra(wire), value)
+        self.accept_ra.clear()
 
     async def _watch(self) -> None:
         """Follows the file the WAN's DHCP client writes its servers to."""
@@ -181,6 +200,7 @@ class LanServices:
         elif self.task is None:
             self.start()
         elif self._argv() != old:
+            self._no_ra()
             self.log.info("dnsmasq.reconfigured")
             await self.proc.restart()
 
@@ -191,3 +211,16 @@ class LanServices:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
         self.task = self.watch = None
+        self._ra_back()
+
+
+def _accept_ra(wire: str) -> Path:
+    return Path("/proc/sys/net/ipv6/conf", wire, "accept_ra")
+
+
+def _sysctl(path: Path, value: str) -> str:
+    """Sets ``path`` to ``value`` (unless it has it); the value it had."""
+    old = path.read_text().strip()
+    if old != value:
+        path.write_text(value)
+    return old

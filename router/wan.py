@@ -93,19 +93,15 @@ def forget(kernel_iface: str) -> None:
 
 
 class DhcpClient:
-    """udhcpc on the kernel interface of ``iface``, supervised; calls
-    ``on_address(iface.name, address)`` whenever the interface's address
-    changes (None: it has none).  The lease's DNS servers go to ``resolv``
-    (for the LAN's DNS forwarder), if given."""
+    """udhcpc on the kernel interface of ``iface``, supervised.  The lease's
+    DNS servers go to ``resolv`` (for the LAN's DNS forwarder), if given.
+    Runs where root is (the router, or its helper process: helpers.py)."""
 
-    def __init__(self, iface: Interface, on_address: Callable[[str, IPv4Interface | None], None],
-                 log: Any, resolv: Path | None = None) -> None:
+    def __init__(self, iface: Interface, log: Any, resolv: Path | None = None) -> None:
         assert iface.attach is not None
         self.iface = iface
         self.wire = iface.attach
-        self.on_address = on_address
         self.log = log
-        self.address: IPv4Interface | None = None
         # -f: foreground; -t/-T: five discovers two seconds apart, then -A:
         # a pause of five; -s: the router's script.
         argv = (UDHCPC, "-f", "-i", self.wire, "-s", str(SCRIPT), "-t", "5", "-T", "2", "-A", "5")
@@ -113,43 +109,43 @@ class DhcpClient:
                                  env={"ROUTER_RESOLV": str(resolv) if resolv else ""},
                                  interface=iface.name, kernel_interface=self.wire)
 
-    @property
-    def restarts(self) -> int:
-        return self.client.restarts
-
     async def run(self) -> None:
-        """Until cancelled: the client kept running, the address followed."""
-        loop = asyncio.get_running_loop()
+        """Until cancelled: the client kept running; at the end its address
+        and route come off the interface."""
         try:
             check_script()
         except safepath.UnsafePath as e:
             self.log.error("dhcp.script_unsafe", interface=self.iface.name, reason=str(e),
                            hint="the interface stays without an address")
             return
-        follow = asyncio.create_task(self._follow(loop))
         try:
             await self.client.run()
         finally:
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
             await self.stop()
-
-    async def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
-        while True:
-            try:
-                now = await loop.run_in_executor(None, interface_address, self.wire)
-            except Exception as e:  # netlink errors come in several types
-                self.log.error("dhcp.address_unreadable", interface=self.iface.name,
-                               reason=str(e))
-                now = self.address
-            if now != self.address:
-                self.address = now
-                self.on_address(self.iface.name, now)
-            await asyncio.sleep(POLL)
 
     async def stop(self) -> None:
         """Ends the client (it keeps no lease file: the next start asks anew)
         and takes its address and route off the interface."""
         await self.client.stop()
         await asyncio.get_running_loop().run_in_executor(None, forget, self.wire)
+
+
+async def follow(iface: Interface, on_address: Callable[[str, IPv4Interface | None], None],
+                 log: Any) -> None:
+    """Until cancelled: calls ``on_address(iface.name, address)`` whenever
+    the address of the interface's kernel interface changes (None: it has
+    none).  Reading addresses needs no privilege: the router does this
+    itself, whoever runs the client."""
+    assert iface.attach is not None
+    loop = asyncio.get_running_loop()
+    address: IPv4Interface | None = None
+    while True:
+        try:
+            now = await loop.run_in_executor(None, interface_address, iface.attach)
+        except Exception as e:  # netlink errors come in several types
+            log.error("dhcp.address_unreadable", interface=iface.name, reason=str(e))
+            now = address
+        if now != address:
+            address = now
+            on_address(iface.name, now)
+        await asyncio.sleep(POLL)

@@ -72,13 +72,6 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     fw = firewall(r, doc, {i.zone for i in interfaces})
     lbs = loadbalancers(r, doc, names, the_nat.forwards)
     service = _service(r, doc)
-    for n, i in enumerate(interfaces):
-        if i.dhcp and service.user:
-            raise r.fail(f"interface[{n}].address", "the DHCP client needs root: it runs (and "
-                         "is restarted) by the router, which keeps no root with service.user")
-        if i.lan and service.user:
-            raise r.fail(f"interface[{n}].lan", "the LAN services need root: dnsmasq runs (and "
-                         "is restarted) by the router, which keeps no root with service.user")
     return Config(path=path, sha256=hashlib.sha256(raw).hexdigest(), interfaces=interfaces,
                   routes=routes, routes6=routes6, nat=the_nat, firewall=fw, loadbalancers=lbs,
                   conntrack=_conntrack(r, doc), control=_control(r, doc),

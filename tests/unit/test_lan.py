@@ -72,7 +72,6 @@ def test_a_lan_link_brings_the_host_link() -> None:
     (POOL, '[lan]\nhost_link = "192.168.1.0/30"\n', "lan.host_link", "overlaps"),
     (POOL, '[lan]\nhost_link = "169.254.53.0/31"\n', "lan.host_link", "/30 or larger"),
     (POOL, '[lan]\nlease_file = "leases"\n', "lan.lease_file", "absolute path"),
-    (POOL, '[service]\nuser = "router"\n', "interface[0].lan", "need root"),
 ])
 def test_bad_lan_settings_are_refused(lan: str, extra: str, key: str, reason: str) -> None:
     e = refused(cfg(lan, extra), "home.toml")
