@@ -101,6 +101,14 @@ class NetLab:
             time.sleep(0.05)
         raise AssertionError(f"router did not start: {self.log()}")
 
+    def end_peers(self) -> None:
+        """Ends the processes ``spawn`` started (by their own handles)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=10)
+        self.procs.clear()
+
     def stop_router(self) -> int:
         assert self.router is not None
         self.router.send_signal(signal.SIGTERM)
@@ -209,10 +217,7 @@ def netlab(tmp_path: Path, dataplane: dict[str, Any]) -> Iterator[NetLab]:
         lab.start_router()
         yield lab
     finally:
-        for p in lab.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait(timeout=10)
+        lab.end_peers()
         if lab.router is not None:
             lab.stop_router()
         for ns in (lan, wan):

@@ -129,9 +129,7 @@ def home(tmp_path: Path) -> Iterator[tuple[NetLab, str]]:
         try:
             yield lab, rtr
         finally:
-            for p in lab.procs:
-                p.kill()
-                p.wait()
+            lab.end_peers()
             if lab.router is not None:
                 assert lab.stop_router() == 0
             # Stopping the router leaves its namespace as it found it.
@@ -297,9 +295,7 @@ def test_the_wan_address_comes_by_dhcp_and_is_followed(tmp_path: Path) -> None:
             changed = [e for e in lab.events("wan.address") if e.get("previous")]
             assert changed and changed[-1]["connections_flushed"] >= 1  # the first fetch's
         finally:
-            for p in lab.procs:
-                p.kill()
-                p.wait()
+            lab.end_peers()
             if lab.router is not None:
                 assert lab.stop_router() == 0
         # The lease's address and route went with the router.

@@ -124,10 +124,7 @@ def home(request: pytest.FixtureRequest) -> Iterator[Home]:
               and h.address(2, "-6") and h.wan_address(), 30,
               f"the LAN machines or the WAN got no address: {lab.log()[-3000:]}")
         yield h
-        for p in lab.procs:
-            p.kill()
-            p.wait()
-        lab.procs.clear()
+        lab.end_peers()
         assert lab.stop_router() == 0
         # Stopping the router leaves its namespace as it found it.
         assert kernel_state(h.ns("rtr")) == before
