@@ -18,7 +18,7 @@ import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any
 
 from router.native._rt import ffi, lib
@@ -75,6 +75,42 @@ def be32(addr: IPv4Address | None) -> int:
     if addr is None:
         return 0
     return int(struct.unpack("=I", addr.packed)[0])
+
+
+PM_FREE, PM_FORWARD, PM_TAKEN = lib.RT_PM_FREE, lib.RT_PM_FORWARD, lib.RT_PM_TAKEN
+PM_FILTERS = lib.RT_PM_FILTERS
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One entry of the data plane's table of mappings LAN hosts asked for
+    (``portmap.h``): a NAT44 mapping (``ext_port`` on the address of
+    interface ``iface``) or, with an IPv6 ``int_addr``, a pinhole from that
+    interface.  ``filters``: the remote peers (network, port 0 = any) that
+    may open connections; none means anyone."""
+
+    proto: int
+    iface: int
+    int_addr: IPv4Address | IPv6Address
+    int_port: int
+    ext_port: int = 0
+    filters: tuple[tuple[IPv4Network | IPv6Network, int], ...] = ()
+
+
+def _fill_pin(c: Any, e: Pin) -> None:
+    c.family = e.int_addr.version
+    c.proto = e.proto
+    c.iface = e.iface
+    c.ext_port = e.ext_port if e.int_addr.version == 4 else 0
+    c.int_port = e.int_port
+    ffi.memmove(c.int_addr, e.int_addr.packed.ljust(16, b"\0"), 16)
+    if len(e.filters) > PM_FILTERS:
+        raise DatapathError(f"more than {PM_FILTERS} filters")
+    c.n_filters = len(e.filters)
+    for i, (net, port) in enumerate(e.filters):
+        ffi.memmove(c.filters[i].addr, net.network_address.packed.ljust(16, b"\0"), 16)
+        c.filters[i].plen = net.prefixlen
+        c.filters[i].port = port
 
 
 def _bpf(what: str, loader: Any, arg: int) -> int:
@@ -511,6 +547,29 @@ class Datapath:
 
     def flush(self) -> None:
         self._c(lib.rt_ct_flush)
+
+    # -- mappings LAN hosts asked for (router/portmap) ----------------------
+
+    def set_portmaps(self, entries: Sequence[Pin]) -> None:
+        """Replaces the table of pinned mappings and pinholes; raises
+        DatapathError and keeps the old one if the C side refuses it."""
+        arr = ffi.new("struct rt_portmap[]", max(len(entries), 1))
+        for i, e in enumerate(entries):
+            _fill_pin(arr[i], e)
+        if self._c(lib.rt_dp_set_portmaps, arr, len(entries)) != 0:
+            raise DatapathError(ffi.string(self._c(lib.rt_dp_error)).decode())
+
+    def portmap_probe(self, e: Pin, now_ms: int) -> tuple[int, int]:
+        """(what holds the external port of NAT44 mapping ``e``: PM_FREE,
+        PM_FORWARD or PM_TAKEN; the external port of the live mapping its
+        inside endpoint has already, or 0)."""
+        arr = ffi.new("struct rt_portmap *")
+        _fill_pin(arr, e)
+        existing = ffi.new("uint16_t *")
+        r = int(self._c(lib.rt_dp_portmap_probe, arr, now_ms, existing))
+        if r < 0:
+            raise DatapathError(f"cannot probe mapping {e}")
+        return r, int(existing[0])
 
     # -- events and capture ------------------------------------------------
 

@@ -13,6 +13,7 @@
 #include "dp_frag.h"
 #include "host.h"
 #include "events.h"
+#include "portmap.h"
 
 struct dp_iface {
     int32_t fd;                 /* TUN fd or -1 */
@@ -61,6 +62,7 @@ struct rt_dp {
     struct ct_params ctp;                     /* tracker knobs */
     struct nat_params np;                     /* NAT knobs */
     struct nat_maps nm;                       /* EIM mappings */
+    struct pm_table pm;                       /* mappings LAN hosts asked for */
     uint64_t rng;                             /* xorshift state */
     bool l4_csum;                             /* verify TCP/UDP checksums */
     uint16_t ip_id;                           /* id of packets we originate */
@@ -296,6 +298,7 @@ struct dnat_target {
     bool masquerade;       /* full NAT */
     struct nat_map *map;   /* the mapping that let it in, or NULL */
     int32_t backend;       /* load balancer backend number, or -1 */
+    bool portmap;          /* let in by a mapping a LAN host asked for */
 };
 
 /* The port forward for a new TCP/UDP packet, or NULL. */
@@ -305,6 +308,15 @@ bool dp_forward_target(const struct rt_dp *dp, const struct pkt_meta *m,
                        struct dnat_target *t);
 bool dp_mapping_target(struct rt_dp *dp, const struct pkt_meta *m,
                        struct dnat_target *t, uint64_t now);
+/* A mapping a LAN host asked for that lets 'm' in (portmap.h). */
+bool dp_portmap_target(const struct rt_dp *dp, const struct pkt_meta *m,
+                       struct dnat_target *t);
+/* Source NAT of new connection 'c' to 'to' with the external port of its
+ * inside endpoint's asked-for mapping, when it has one there and the tuple
+ * is free; false otherwise (nothing changed that the caller keeps). */
+bool dp_portmap_snat(struct rt_dp *dp, struct ct_conn *c, rt_be32 to, uint64_t now);
+/* An IPv6 pinhole that lets new connection 'm', arrived on 'in', in. */
+bool dp_pinhole_admits(const struct rt_dp *dp, int in, const struct pkt_meta *m);
 /* Whether new IPv4 connection 'm' leaving through 'out' is source-NATed,
  * and to which address ('*to': 0 while a masqueraded interface has none,
  * as before its DHCP lease); the IPv6 address NAT66 masquerades it to, or

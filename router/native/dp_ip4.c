@@ -64,6 +64,11 @@ static bool bind_source(struct rt_dp *dp, struct rt_pkt *p, const struct pkt_met
         dp_drop(dp, p, RT_DROP_NAT_NO_ADDRESS);
         return false;
     }
+    /* A mapping a LAN host asked for is its endpoint's outbound mapping. */
+    if (dp->pm.n4 && !(c->status & CT_NAT_MAPPED) && dp_portmap_snat(dp, c, to, now)) {
+        *reply_free = true;
+        return true;
+    }
     /* Only one mapping reference per connection: a hairpinned connection
      * that came in through a mapping keeps that one. */
     struct nat_params np = dp->np;
@@ -93,7 +98,7 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
     if (dp_forward_target(dp, m, &tgt))
         dn = &tgt;
     else if (dp_is_local4(dp, m->tuple.dst.v4)) {
-        if (!dp_mapping_target(dp, m, &tgt, now)) {
+        if (!dp_portmap_target(dp, m, &tgt) && !dp_mapping_target(dp, m, &tgt, now)) {
             dp_process_local(dp, p, m, hash, now);
             return;
         }
@@ -134,6 +139,8 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
             c.status |= CT_NAT_MAPPED;
             dp->counters[RT_CNT_NAT_MAP_INBOUND]++;
         }
+        if (dn->portmap)
+            dp->counters[RT_CNT_PORTMAP_INBOUND]++;
     }
     bool reply_free = false;
     if (!bind_source(dp, p, m, dn, out, &c, &reply_free, now))

@@ -91,8 +91,14 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, 
     if (out < 0)
         return;
     struct host_entry *host;
-    if (!dp_admit_new(dp, p, m, out, &m->tuple.dst, m->tuple.dport, dp_from_host(dp, p), &host))
+    /* A pinhole a LAN host asked for is its own permission, as a port
+     * forward is. */
+    bool pinhole = dp->pm.n6 && dp_pinhole_admits(dp, p->in_iface, m);
+    if (!dp_admit_new(dp, p, m, out, &m->tuple.dst, m->tuple.dport,
+                      pinhole || dp_from_host(dp, p), &host))
         return;
+    if (pinhole)
+        dp->counters[RT_CNT_PORTMAP_INBOUND]++;
     struct ct_conn c;
     struct ct_tcp_win w;
     if (!dp_conn_init(dp, p, m, &c, &w, now))

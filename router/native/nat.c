@@ -103,9 +103,8 @@ void nat_maps_destroy(struct nat_maps *nm)
     memset(nm, 0, sizeof *nm);
 }
 
-static struct nat_map *map_by_int(struct nat_maps *nm, uint8_t proto,
-                                  rt_be32 int_addr, rt_be16 int_port,
-                                  rt_be32 ext_addr)
+struct nat_map *nat_map_by_int(struct nat_maps *nm, uint8_t proto, rt_be32 int_addr,
+                               rt_be16 int_port, rt_be32 ext_addr)
 {
     uint32_t i = nm->by_int[map_hash(nm, proto, int_addr, ext_addr, int_port) &
                             nm->mask];
@@ -192,8 +191,8 @@ static struct nat_map *map_of(struct nat_maps *nm, const struct ct_conn *c)
     const struct ct_tuple *o = &c->tuple[CT_DIR_ORIGINAL];
     const struct ct_tuple *r = &c->tuple[CT_DIR_REPLY];
     if (c->status & CT_SRC_NAT) /* outbound: inside is the original source */
-        return map_by_int(nm, o->proto, o->src.v4, o->sport, r->dst.v4);
-    return map_by_int(nm, o->proto, r->src.v4, r->sport, o->dst.v4); /* inbound */
+        return nat_map_by_int(nm, o->proto, o->src.v4, o->sport, r->dst.v4);
+    return nat_map_by_int(nm, o->proto, r->src.v4, r->sport, o->dst.v4); /* inbound */
 }
 
 void nat_map_link(struct nat_maps *nm, const struct ct_conn *c, uint32_t slot)
@@ -275,7 +274,7 @@ bool nat_map_adopt(struct nat_maps *nm, uint8_t proto, rt_be32 int_addr,
                    rt_be16 int_port, rt_be32 ext_addr, rt_be16 ext_port,
                    rt_be32 peer)
 {
-    struct nat_map *m = map_by_int(nm, proto, int_addr, int_port, ext_addr);
+    struct nat_map *m = nat_map_by_int(nm, proto, int_addr, int_port, ext_addr);
     if (m && m->ext_port != ext_port)
         return false;
     if (!m) {
@@ -301,6 +300,8 @@ static bool port_free(struct ct_table *ct, struct nat_maps *nm,
                       const struct ct_tuple *r, rt_be16 port, bool eim,
                       uint64_t now_ms)
 {
+    if (nm && nm->pinned && r->family == 4 && pm_by_ext(nm->pinned, r->proto, port))
+        return false; /* a LAN host asked for it */
     struct nat_map *m = eim && nm ? nat_map_by_ext(nm, r->proto, r->dst.v4, port) : NULL;
     if (m && nat_map_live(ct, m, now_ms))
         return false;
@@ -323,7 +324,7 @@ bool nat_snat(struct ct_table *ct, struct nat_maps *nm, struct ct_conn *c,
     bool eim = np->eim && nm && nm->capacity && r->family == 4;
 
     if (eim) {
-        struct nat_map *m = map_by_int(nm, o->proto, o->src.v4, o->sport, addr);
+        struct nat_map *m = nat_map_by_int(nm, o->proto, o->src.v4, o->sport, addr);
         if (m)
             m = nat_map_live(ct, m, now_ms);
         if (m) {

@@ -6,6 +6,7 @@
 
 #include "ct.h"
 #include "parse.h"
+#include "portmap.h"
 
 /* Filtering of inbound packets to a mapping's external endpoint (RFC 4787
  * section 5); APDF lets in only what matches a connection. */
@@ -65,6 +66,8 @@ struct nat_maps {
     uint32_t *conn_next;       /* per connection slot: next on its mapping's */
     uint32_t *conn_prev;       /*   list, previous (NAT_UNLINKED: on none) */
     uint32_t conns;            /* connection slots those arrays cover */
+    const struct pm_table *pinned; /* ports LAN hosts asked for: never
+                                      given to another inside endpoint */
 };
 
 #define NAT_UNLINKED (CT_NIL - 1)
@@ -73,6 +76,11 @@ struct nat_maps {
 int nat_maps_init(struct nat_maps *nm, uint32_t capacity, uint32_t conns,
                   uint64_t seed);
 void nat_maps_destroy(struct nat_maps *nm);
+
+/* The mapping of inside endpoint ('proto', 'int_addr', 'int_port') on
+ * external address 'ext_addr', or NULL. */
+struct nat_map *nat_map_by_int(struct nat_maps *nm, uint8_t proto, rt_be32 int_addr,
+                               rt_be16 int_port, rt_be32 ext_addr);
 
 /* The mapping whose outside endpoint is ('proto', 'addr', 'port'), or NULL. */
 struct nat_map *nat_map_by_ext(struct nat_maps *nm, uint8_t proto, rt_be32 addr,

@@ -98,6 +98,54 @@ bool dp_mapping_target(struct rt_dp *dp, const struct pkt_meta *m,
     return true;
 }
 
+/* A mapping a LAN host asked for: the external interface's address and
+ * the mapped port, from a peer its filters admit.  Hairpinned connections
+ * from inside pass the same filters. */
+bool dp_portmap_target(const struct rt_dp *dp, const struct pkt_meta *m,
+                       struct dnat_target *t)
+{
+    if (!dp->pm.n4 || (m->proto != IPPROTO_TCP_ && m->proto != IPPROTO_UDP_))
+        return false;
+    const struct rt_portmap *e = pm_by_ext(&dp->pm, m->proto, m->tuple.dport);
+    if (!e || (uint32_t)e->iface >= dp->n_ifaces ||
+        dp->ifaces[e->iface].addr != m->tuple.dst.v4 ||
+        !pm_admits(e, &m->tuple.src, m->tuple.sport))
+        return false;
+    rt_be32 a;
+    memcpy(&a, e->int_addr, 4);
+    *t = (struct dnat_target){.addr = a, .port = htons(e->int_port), .ext = m->tuple.dst.v4,
+                              .backend = -1, .portmap = true};
+    return true;
+}
+
+bool dp_portmap_snat(struct rt_dp *dp, struct ct_conn *c, rt_be32 to, uint64_t now)
+{
+    const struct ct_tuple *o = &c->tuple[CT_DIR_ORIGINAL];
+    if (o->proto != IPPROTO_TCP_ && o->proto != IPPROTO_UDP_)
+        return false;
+    const struct rt_portmap *e = pm_by_int(&dp->pm, 4, o->proto, &o->src, o->sport);
+    if (!e || (uint32_t)e->iface >= dp->n_ifaces || dp->ifaces[e->iface].addr != to)
+        return false;
+    struct ct_tuple *r = &c->tuple[CT_DIR_REPLY];
+    r->dst.v4 = to;
+    r->dport = htons(e->ext_port);
+    if (ct_tuple_in_use(&dp->ct, r, now)) {
+        r->dst = o->src; /* back to the plain inverse: nat_snat starts over */
+        r->dport = o->sport;
+        return false;
+    }
+    c->status |= CT_SRC_NAT;
+    return true;
+}
+
+bool dp_pinhole_admits(const struct rt_dp *dp, int in, const struct pkt_meta *m)
+{
+    if (m->proto != IPPROTO_TCP_ && m->proto != IPPROTO_UDP_)
+        return false;
+    const struct rt_portmap *e = pm_by_int(&dp->pm, 6, m->proto, &m->tuple.dst, m->tuple.dport);
+    return e && e->iface == in && pm_admits(e, &m->tuple.src, m->tuple.sport);
+}
+
 /*
  * The address new connection 'm' is source-NATed to, or 0.  Full NAT takes
  * the output interface's address; a hairpinned connection (it leaves

@@ -480,6 +480,48 @@ uint32_t rt_dp_fw_stats(const struct rt_dp *dp, uint64_t *out, uint32_t n);
  * many backends there are. */
 uint32_t rt_dp_lb_stats(const struct rt_dp *dp, uint64_t *out, uint32_t n);
 
+/*
+ * Mappings LAN hosts asked for (PCP, NAT-PMP, UPnP IGD), loaded whole: see
+ * portmap.h.  Ports in host order; addresses in network order, IPv4 in the
+ * first 4 bytes.
+ */
+#define RT_PM_FILTERS 4  /* remote peer filters per entry (PCP FILTER) */
+#define RT_PM_MAX 65536  /* entries in one table */
+
+struct rt_pm_filter {
+    uint8_t addr[16];    /* remote peer network */
+    uint8_t plen;        /* its prefix length, 0 = any address */
+    uint8_t pad;
+    uint16_t port;       /* remote port, 0 = any */
+};
+
+struct rt_portmap {
+    uint8_t family;      /* 4: NAT44 mapping on the address of 'iface';
+                            6: IPv6 pinhole from 'iface' */
+    uint8_t proto;       /* 6 or 17 */
+    int16_t iface;       /* the external interface */
+    uint16_t ext_port;   /* external port (family 4), 1..65535 */
+    uint16_t int_port;   /* inside port, 1..65535 */
+    uint8_t int_addr[16]; /* inside host */
+    uint32_t n_filters;  /* 0: any remote peer; else one of 'filters' */
+    struct rt_pm_filter filters[RT_PM_FILTERS];
+};
+
+/* Replaces the table of mappings; 0, or -1 with rt_dp_error() telling why
+ * (the old table stays). */
+int rt_dp_set_portmaps(struct rt_dp *dp, const struct rt_portmap *e, uint32_t n);
+
+/* What holds the external port of NAT44 mapping 'e' (its inside endpoint
+ * aside): RT_PM_FREE, RT_PM_FORWARD (a port forward), RT_PM_TAKEN (another
+ * inside endpoint's mapping or connection), or -1 for a bad entry.
+ * '*existing': the external port of a live endpoint-independent mapping
+ * the inside endpoint already has on that interface, else 0. */
+#define RT_PM_FREE 0
+#define RT_PM_FORWARD 1
+#define RT_PM_TAKEN 2
+int rt_dp_portmap_probe(struct rt_dp *dp, const struct rt_portmap *e, uint64_t now_ms,
+                        uint16_t *existing);
+
 /* Test hooks: the TCP transition table and the checksum primitives. */
 uint8_t rt_tcp_transition(uint32_t dir, uint32_t flag_class, uint32_t state);
 uint32_t rt_tcp_flag_class(uint8_t flags);
@@ -495,7 +537,7 @@ void rt_csum_replace4(uint8_t *field, uint32_t old, uint32_t new_);
     X(rt_npt6_cfg) X(rt_masq6_cfg) X(rt_route6_cfg) X(rt_nat_cfg)              \
     X(rt_dnat_cfg) X(rt_lb_slot) X(rt_tables) X(rt_pkt) X(rt_worker_stats)     \
     X(rt_iface_stats) X(rt_sweep_result) X(rt_ct_entry) X(rt_event)            \
-    X(rt_capture)
+    X(rt_capture) X(rt_pm_filter) X(rt_portmap)
 uint32_t rt_abi_sizeof(const char *name);
 
 /*

@@ -74,8 +74,12 @@ static bool restore_permitted(struct rt_dp *dp, const struct ct_conn *c,
     int i = dp_fw_match(dp, &p, &m, RT_FW_FORWARD, out, RT_FW_NEW, &dst, dport);
     if (i >= 0)
         return dp->fw[i].action == RT_FW_ACCEPT;
+    if (v6 && dp->pm.n6 && dp_pinhole_admits(dp, in, &m))
+        return true;
     if (dnat && !v6) {
-        if (dp_dnat_match(dp, &m))
+        struct dnat_target t;
+        if (dp_dnat_match(dp, &m) ||
+            (dp_portmap_target(dp, &m, &t) && t.addr == r->src.v4 && t.port == r->sport))
             return true;
         struct nat_map *mp = nat_map_by_ext(&dp->nm, o->proto, o->dst.v4, o->dport);
         if (mp && dp->np.filtering != NAT_FILTER_APDF &&

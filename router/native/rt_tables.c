@@ -44,6 +44,7 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
         rt_dp_free(dp);
         return NULL;
     }
+    dp->nm.pinned = &dp->pm;
     dp->ct.on_delete = dp_on_ct_delete;
     dp->ct.on_delete_ctx = dp;
     dp->frag.key = p->seed * 0x94d049bb133111ebULL + 7;
@@ -80,6 +81,7 @@ void rt_dp_free(struct rt_dp *dp)
     io_free(dp);
     ct_destroy(&dp->ct);
     nat_maps_destroy(&dp->nm);
+    pm_free(&dp->pm);
     host_destroy(&dp->hosts);
     free(dp->fib.routes);
     free(dp->routes6);

@@ -132,6 +132,7 @@ enum rt_timeout { RT_TIMEOUTS(RT_TO_ENUM__) RT_N_TIMEOUTS };
     X(NAT_MAP_CLASH, "nat_map_clash") /* mapped port clashed: own port used */ \
     X(NAT_MAP_FULL, "nat_map_full")   /* no room for a mapping: not EIM */     \
     X(NAT_MAP_INBOUND, "nat_map_inbound") /* connections let in by a mapping */ \
+    X(PORTMAP_INBOUND, "portmap_inbound") /* ... by one a LAN host asked for */ \
     X(ICMP_SENT, "icmp_sent")       /* ICMP messages the router sent */       \
     X(ICMP_RATE_LIMITED, "icmp_rate_limited") /* errors not sent: rate limit */ \
     X(RX_PACKETS, "rx_packets")     /* packets read from all interfaces */    \
