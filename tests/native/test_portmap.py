@@ -166,7 +166,8 @@ def test_an_ipv6_pinhole_opens_one_endpoint_only() -> None:
     assert IPv6(r.data).dst == HOST6  # no translation
     assert lab.send(WAN6, syn6(port=444)).reason == "policy"
     assert lab.send(WAN6, syn6(dst="2001:db8:1::3")).reason == "policy"
-    assert lab.send(LAN, bytes(IP(src=LAN_HOST, dst=PEER) / TCP(dport=1, flags="S"))).out_iface == WAN
+    out = lab.send(LAN, bytes(IP(src=LAN_HOST, dst=PEER) / TCP(dport=1, flags="S")))
+    assert out.out_iface == WAN
     assert lab.dp.counters()["portmap_inbound"] == 1
 
 
