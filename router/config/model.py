@@ -358,6 +358,55 @@ class Lan:
     lease_file: str = knob("/var/lib/router/dhcp.leases")  # dnsmasq's, kept across restarts
 
 
+# Port mapping (router/portmap/): the one port PCP and NAT-PMP share (RFC
+# 6887 19.1, RFC 6886 3), where clients listen for announcements, and the
+# most entries one table may hold (the data plane's RT_PM_MAX).
+PCP_PORT = 5351
+PCP_CLIENT_PORT = 5350
+MAX_PORTMAPS = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class PortmapRule:
+    """``[[portmap.rule]]``, miniupnpd's permission lines: which inside hosts
+    and ports may map which external ports.  First match wins."""
+
+    allow: bool
+    ports: tuple[int, int] = (1, 65535)       # external ports
+    hosts: IPv4Network | IPv6Network = IPv4Network("0.0.0.0/0")  # inside hosts
+    host_ports: tuple[int, int] = (1, 65535)  # inside ports
+
+
+# With no rule in the file: any LAN host, unprivileged ports both sides.
+DEFAULT_PORTMAP_RULES = tuple(
+    PortmapRule(allow=True, ports=(1024, 65535), hosts=net, host_ports=(1024, 65535))
+    for net in (IPv4Network("0.0.0.0/0"), IPv6Network("::/0")))
+
+
+@dataclass(frozen=True, slots=True)
+class Portmap:
+    """``[portmap]``: mappings LAN hosts ask for, by PCP (RFC 6887), NAT-PMP
+    (RFC 6886) and UPnP IGD, on the links with ``[interface.lan]``.  Each
+    protocol is off until turned on."""
+
+    pcp: bool = knob(False)
+    natpmp: bool = knob(False)
+    upnp: bool = knob(False)
+    interface: str = knob("")       # the external interface (required when one is on)
+    upnp_port: int = knob(5000, lo=1024, hi=65535)  # the IGD's HTTP port on LAN addresses
+    min_lifetime: int = knob(120, lo=1, hi=86400)   # PCP: shorter asks get this (RFC 6887 15)
+    max_lifetime: int = knob(86400, lo=60, hi=604800)  # every protocol: longer asks get this
+    per_host: int = knob(64, lo=1, hi=MAX_PORTMAPS)  # mappings one inside host may hold
+    total: int = knob(1024, lo=1, hi=MAX_PORTMAPS)   # mappings in all
+    low_ports: bool = knob(False)   # external ports below 1024 may be mapped
+    third_party: bool = knob(False)  # a host may map for another (PCP THIRD_PARTY, UPnP)
+    rules: tuple[PortmapRule, ...] = DEFAULT_PORTMAP_RULES
+
+    @property
+    def enabled(self) -> bool:
+        return self.pcp or self.natpmp or self.upnp
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: str
@@ -375,6 +424,7 @@ class Config:
     dataplane: Dataplane = Dataplane()
     service: Service = Service()
     lan: Lan = Lan()
+    portmap: Portmap = Portmap()
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -390,4 +440,5 @@ SECTIONS: dict[str, type] = {
     "interface": Interface, "loadbalancer.backend": Backend, "nat": Nat, "firewall": Firewall,
     "conntrack": Conntrack, "control": Control, "metrics": Metrics, "log": Log,
     "dataplane": Dataplane, "service": Service, "lan": Lan, "interface.lan": LanServices,
+    "portmap": Portmap,
 }

@@ -19,6 +19,7 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from router.config.lan import host_link, lan_section, lan_services
+from router.config.portmap import portmap_section
 from router.config.model import (
     IFNAME_RE,
     MAX_INTERFACES,
@@ -59,7 +60,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
         raise ConfigError(path, "", "TOML syntax: arrays or tables nested too deep") from None
     r = Reader(path, text)
     r.known(doc, "", {"interface", "route", "nat", "firewall", "conntrack", "control", "log",
-                      "dataplane", "loadbalancer", "metrics", "service", "lan"})
+                      "dataplane", "loadbalancer", "metrics", "service", "lan", "portmap"})
     interfaces = _interfaces(r, doc)
     lan = lan_section(r, doc)
     hl = host_link(r, lan, interfaces)
@@ -72,11 +73,13 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     fw = firewall(r, doc, {i.zone for i in interfaces})
     lbs = loadbalancers(r, doc, names, the_nat.forwards)
     service = _service(r, doc)
+    portmap = portmap_section(r, doc, interfaces)
     return Config(path=path, sha256=hashlib.sha256(raw).hexdigest(), interfaces=interfaces,
                   routes=routes, routes6=routes6, nat=the_nat, firewall=fw, loadbalancers=lbs,
                   conntrack=_conntrack(r, doc), control=_control(r, doc),
                   metrics=_metrics(r, doc), log=Log(**r.section(doc, "log", Log)[1]),
-                  dataplane=_dataplane(r, doc), service=service, lan=lan)
+                  dataplane=_dataplane(r, doc), service=service, lan=lan,
+                  portmap=portmap)
 
 
 def _control(r: Reader, doc: Mapping[str, Any]) -> Control:

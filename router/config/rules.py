@@ -91,7 +91,7 @@ def nat(r: Reader, doc: Mapping[str, Any], ifaces: Mapping[str, Interface]) -> N
                masquerade6=tuple(masq6), **v)
 
 
-def _port_range(r: Reader, val: Any, key: str) -> tuple[int, int]:
+def port_range(r: Reader, val: Any, key: str) -> tuple[int, int]:
     if isinstance(val, int) and not isinstance(val, bool):
         lo = hi = val
     elif isinstance(val, str) and re.fullmatch(r"\d+-\d+", val):
@@ -116,7 +116,7 @@ def _forwards(r: Reader, t: Mapping[str, Any], ifaces: Mapping[str, Interface]
         protos = r.choice(f, "protocol", w, ("tcp", "udp", "both"), "tcp")
         if "port" not in f:
             raise r.fail(f"{w}.port", "is required")
-        lo, hi = _port_range(r, f["port"], f"{w}.port")
+        lo, hi = port_range(r, f["port"], f"{w}.port")
         to = r.address(r.get(f, "to", w, str, required=True), f"{w}.to")
         if to in own:
             raise r.fail(f"{w}.to", f"{to} is one of the router's own addresses")
@@ -237,7 +237,7 @@ def firewall(r: Reader, doc: Mapping[str, Any], zones: set[str]
         if "port" in p:
             if proto not in (6, 17):
                 raise r.fail(f"{w}.port", "needs protocol tcp or udp")
-            lo, hi = _port_range(r, p["port"], f"{w}.port")
+            lo, hi = port_range(r, p["port"], f"{w}.port")
         icmp_type = None
         if "icmp_type" in p:
             if proto != 1:

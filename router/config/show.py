@@ -100,6 +100,10 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         "dataplane": _knobs(cfg.dataplane),
         "service": _knobs(cfg.service),
         "lan": _knobs(cfg.lan),
+        "portmap": _knobs(cfg.portmap) | {"rule": [
+            {"action": "allow" if x.allow else "deny", "ports": _ports(x.ports),
+             "hosts": str(x.hosts), "host_ports": _ports(x.host_ports)}
+            for x in cfg.portmap.rules]},
         "conntrack": _knobs(cfg.conntrack) | {"timeouts": dict(cfg.conntrack.timeouts)},
         "nat": _knobs(cfg.nat) | {
                 "snat": [nat_rule(n) for n in cfg.nat.rules if n.to is not None],
@@ -130,6 +134,10 @@ def to_dict(cfg: Config) -> dict[str, Any]:
             | ({"gateway": str(r.gateway)} if r.gateway is not None else {})
             for r in cfg.routes6],
     }
+
+
+def _ports(r: tuple[int, int]) -> str:
+    return f"{r[0]}-{r[1]}"
 
 
 def rule_dict(x: Rule) -> dict[str, Any]:
