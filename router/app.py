@@ -29,6 +29,7 @@ from router.devices import Devices
 from router.keeper import StateKeeper
 from router.metrics import MetricsServer
 from router.pacing import Pacing, now_ms
+from router.portmap.service import PortmapService
 from router.tables import compile_tables
 from router.tun import Tun, TunError
 
@@ -86,6 +87,8 @@ class Router(Devices, Commands, Pacing):
                                       self._rule_text)
         self.capturing: str | None = None
         self.keeper = StateKeeper(lambda: self.cfg, self.dp, log.get("router"), now_ms)
+        self.portmap = PortmapService(lambda: self.cfg, self.dp, log.get("portmap"),
+                                      self.events.publish, now_ms, lambda: self.keeper.key)
         self._readers: list[int] = []
         self._workers: tuple[Any, ...] | None = None  # what the running workers were given
         self._worker_errors = 0
@@ -120,7 +123,9 @@ class Router(Devices, Commands, Pacing):
 
 
     def restore_state(self) -> None:
-        """After privileges drop: the connections the last run saved."""
+        """After privileges drop: the mappings LAN hosts asked for, then the
+        connections the last run saved (some came in through a mapping)."""
+        self.portmap.restore()
         self.keeper.restore()
 
     def save_state(self) -> None:
@@ -173,6 +178,7 @@ class Router(Devices, Commands, Pacing):
                 self.helpers = helpers.Helpers(self.cfg, log.get("helpers"))
             if self.helpers is not None:
                 self.helpers.start()
+            await self.portmap.start()
             self._log_warnings(self.cfg)
             self.log.info("router.started", version=__version__, config=self.cfg.path,
                           interfaces=[i.name for i in self.cfg.interfaces],
@@ -186,6 +192,7 @@ class Router(Devices, Commands, Pacing):
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.helpers is not None:
             await self.helpers.stop()
+        await self.portmap.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -257,6 +264,7 @@ class Router(Devices, Commands, Pacing):
         self.cfg = new
         await asyncio.get_running_loop().run_in_executor(None, self.sync_kernel_routes, new)
         self._attach()
+        await self.portmap.reconfigure()
         await self._reload_helpers(new)
         self.events.configure(new.firewall.logged, new.firewall.log_rate)
         self.config_hash = new.sha256
@@ -322,6 +330,9 @@ class Router(Devices, Commands, Pacing):
         self.cfg = wan.with_addresses(self.cfg, self.learned)
         self.tables = compile_tables(self.cfg, self._fds(), self.vnet_hdr)
         self.dp.load(self.tables)
+        task = asyncio.ensure_future(self.portmap.reconfigure())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
         flushed = 0
         if old is not None:
             gone = str(old.ip)

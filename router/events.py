@@ -91,7 +91,7 @@ class EventHub:
         self._apply()
 
     def _apply(self) -> None:
-        self.dp.enable_events(ct=bool(self.listeners), drop_reasons=self.log_drops,
+        self.dp.enable_events(ct=self._wants_ct(), drop_reasons=self.log_drops,
                               drop_rate=self.log_rate)
         self._wake.set()
 
@@ -99,11 +99,14 @@ class EventHub:
     def active(self) -> bool:
         return bool(self.listeners or self.log_drops)
 
+    def _wants_ct(self) -> bool:
+        return any(li.types & set(CT_EVENT_TYPES) for li in self.listeners)
+
     def subscribe(self, listener: Listener) -> None:
-        if not self.listeners:
-            self.listeners.add(listener)
-            self._apply()  # events on, ring empty: nothing old leaks in
+        before = self._wants_ct()
         self.listeners.add(listener)
+        if self._wants_ct() != before:
+            self._apply()  # events on, ring empty: nothing old leaks in
 
     @property
     def missed_total(self) -> int:
@@ -112,9 +115,19 @@ class EventHub:
     def unsubscribe(self, listener: Listener) -> None:
         if listener in self.listeners:
             self._missed_gone += listener.missed_ever
+        before = self._wants_ct()
         self.listeners.discard(listener)
-        if not self.listeners:
+        if self._wants_ct() != before:
             self._apply()
+
+    def publish(self, msg: Mapping[str, Any]) -> None:
+        """An event of the control plane's own (``type``: PORTMAP, say), for
+        the listeners that asked for its type."""
+        out = {"time": round(time.time(), 6), **msg}
+        for li in self.listeners:
+            if out["type"] in li.types:
+                li.offer(out)
+                self.delivered += 1
 
     # -- draining --------------------------------------------------------
 

@@ -51,11 +51,13 @@ base() {
 
 context() {
     rm -rf "$WORK/ctx"
-    mkdir -p "$WORK/ctx/router/native" "$WORK/ctx/router/config" "$WORK/ctx/conf" \
+    mkdir -p "$WORK/ctx/router/native" "$WORK/ctx/router/config" "$WORK/ctx/router/portmap" \
+             "$WORK/ctx/conf" \
              "$WORK/ctx/scripts" "$WORK/ctx/wheels"
     cp Containerfile pyproject.toml setup.py README.md "$WORK/ctx/"
     cp router/*.py router/*.sh "$WORK/ctx/router/"
     cp router/config/*.py "$WORK/ctx/router/config/"
+    cp router/portmap/*.py "$WORK/ctx/router/portmap/"
     cp router/native/*.c router/native/*.h router/native/*.py router/native/rt.cdef \
        "$WORK/ctx/router/native/"
     rm -f "$WORK/ctx/router/native/_rt.c"

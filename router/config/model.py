@@ -366,6 +366,9 @@ PCP_CLIENT_PORT = 5350
 MAX_PORTMAPS = 65536
 
 
+ANY4 = IPv4Network("0.0.0.0/0")
+
+
 @dataclass(frozen=True, slots=True)
 class PortmapRule:
     """``[[portmap.rule]]``, miniupnpd's permission lines: which inside hosts
@@ -373,14 +376,14 @@ class PortmapRule:
 
     allow: bool
     ports: tuple[int, int] = (1, 65535)       # external ports
-    hosts: IPv4Network | IPv6Network = IPv4Network("0.0.0.0/0")  # inside hosts
+    hosts: IPv4Network | IPv6Network = ANY4  # inside hosts
     host_ports: tuple[int, int] = (1, 65535)  # inside ports
 
 
 # With no rule in the file: any LAN host, unprivileged ports both sides.
 DEFAULT_PORTMAP_RULES = tuple(
     PortmapRule(allow=True, ports=(1024, 65535), hosts=net, host_ports=(1024, 65535))
-    for net in (IPv4Network("0.0.0.0/0"), IPv6Network("::/0")))
+    for net in (ANY4, IPv6Network("::/0")))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from router.config.lan import host_link, lan_section, lan_services
-from router.config.portmap import portmap_section
 from router.config.model import (
     IFNAME_RE,
     MAX_INTERFACES,
@@ -40,6 +39,7 @@ from router.config.model import (
     Route6,
     Service,
 )
+from router.config.portmap import portmap_section
 from router.config.reader import Reader, iface6, net6, plain_path
 from router.config.rules import firewall, loadbalancers, nat
 from router.native.names import TIMEOUT_DEFAULTS

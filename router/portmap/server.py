@@ -1,0 +1,182 @@
+"""UDP port 5351 of the router's own stack, where PCP and NAT-PMP requests
+arrive from the LAN through the host link: one socket per family, each
+request dispatched by its version byte (0: NAT-PMP, else PCP, RFC 6887
+section 9), answered at once.  And the announcements both protocols send
+to the LAN's all-hosts groups on port 5350.
+
+Hostile LAN hosts are expected: a datagram from an address on no LAN link
+is dropped, each source has a token bucket, and a handler's failure is
+logged and counted, never raised into the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address
+from typing import Any
+
+from router.config.model import PCP_CLIENT_PORT, PCP_PORT
+from router.portmap import natpmp_wire
+from router.portmap.natpmp import NatPmpServer
+from router.portmap.pcp import PcpServer
+
+RATE = 20.0      # requests per second per source, sustained
+BURST = 40.0     # and in a burst
+MAX_SOURCES = 4096
+MAX_DATAGRAM = 1100
+ALL_HOSTS4 = "224.0.0.1"   # RFC 6886 3.2.1, RFC 6887 14.1.3
+ALL_HOSTS6 = "ff02::1"
+# An announcement goes out 10 times, the interval doubling from 250 ms
+# (RFC 6886 3.2.1; RFC 6887 14.1.3 leaves the schedule open).
+ANNOUNCE_TIMES = 10
+ANNOUNCE_FIRST = 0.25
+
+
+@dataclass(frozen=True)
+class LanLink:
+    """Where announcements go: a LAN link's kernel interface."""
+
+    name: str                  # the kernel's name (the attached interface)
+    address: IPv4Address       # the router's address there
+    has_v6: bool
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, server: PortServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        answer = self.server.answer(data, addr[0])
+        if answer is not None and self.transport is not None:
+            self.transport.sendto(answer, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.server.counts["send_errors"] += 1
+
+
+class PortServer:
+    def __init__(self, pcp: PcpServer | None, natpmp: NatPmpServer | None,
+                 lans: Callable[[], list[IPv4Network | IPv6Network]], log: Any) -> None:
+        self.pcp = pcp
+        self.natpmp = natpmp
+        self._lans = lans
+        self._log = log
+        self.counts = {"requests": 0, "off_lan": 0, "rate_limited": 0, "errors": 0,
+                       "send_errors": 0}
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._protos: list[_Proto] = []
+        self._socks: list[socket.socket] = []
+        self._announcing: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+            else:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            s.bind((host, PCP_PORT))
+            s.setblocking(False)
+            _, proto = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=s)
+            self._protos.append(proto)
+            self._socks.append(s)
+
+    async def stop(self) -> None:
+        if self._announcing is not None:
+            self._announcing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._announcing
+        for p in self._protos:
+            if p.transport is not None:
+                p.transport.close()
+        self._protos, self._socks = [], []
+
+    # -- requests ------------------------------------------------------------
+
+    def answer(self, data: bytes, host: str) -> bytes | None:
+        src = ip_address(host.split("%", 1)[0])
+        if not any(src in n for n in self._lans()):
+            self.counts["off_lan"] += 1
+            return None
+        if not self._allow(str(src)):
+            self.counts["rate_limited"] += 1
+            return None
+        if not data or len(data) > MAX_DATAGRAM:
+            return None
+        self.counts["requests"] += 1
+        try:
+            if data[0] == natpmp_wire.VERSION:
+                if self.natpmp is not None:
+                    return self.natpmp.handle(data, src)
+                return natpmp_wire.error_answer(data[1] if len(data) > 1 else 0,
+                                                natpmp_wire.UNSUPP_VERSION, 0)
+            if self.pcp is not None:
+                return self.pcp.handle(data, src)
+            return None  # PCP off: a PCP client falls back to NAT-PMP by itself
+        except Exception as e:  # a bug must not end the service: logged, counted
+            self.counts["errors"] += 1
+            self._log.error("portmap.request_failed", client=str(src), error=repr(e))
+            return None
+
+    def _allow(self, key: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (BURST, now))
+        tokens = min(BURST, tokens + (now - last) * RATE)
+        if len(self._buckets) >= MAX_SOURCES and key not in self._buckets:
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 10}
+            if len(self._buckets) >= MAX_SOURCES:
+                return False
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        return True
+
+    # -- announcements -------------------------------------------------------
+
+    def announce(self, links: Sequence[LanLink], payloads: Callable[[], list[bytes]]) -> None:
+        """Sends ``payloads()`` (made afresh each time: the epoch moves on)
+        to the all-hosts groups of every LAN link, on the RFC's schedule; a
+        new announcement replaces one still going on."""
+        if self._announcing is not None:
+            self._announcing.cancel()
+        self._announcing = asyncio.create_task(self._announce(list(links), payloads))
+
+    async def _announce(self, links: list[LanLink], payloads: Callable[[], list[bytes]]
+                        ) -> None:
+        delay = ANNOUNCE_FIRST
+        for _ in range(ANNOUNCE_TIMES):
+            for msg in payloads():
+                for link in links:
+                    self._send_multicast(link, msg)
+            await asyncio.sleep(delay)
+            delay *= 2
+
+    def _send_multicast(self, link: LanLink, msg: bytes) -> None:
+        for s in self._socks:
+            try:
+                if s.family == socket.AF_INET:
+                    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, link.address.packed)
+                    s.sendto(msg, (ALL_HOSTS4, PCP_CLIENT_PORT))
+                elif link.has_v6 and msg[0] != natpmp_wire.VERSION:  # NAT-PMP: IPv4 only
+                    index = socket.if_nametoindex(link.name)
+                    s.sendto(msg, (ALL_HOSTS6, PCP_CLIENT_PORT, 0, index))
+            except OSError as e:
+                self.counts["send_errors"] += 1
+                self._log.debug("portmap.announce_failed", link=link.name, error=str(e))
+
