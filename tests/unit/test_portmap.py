@@ -48,8 +48,8 @@ def make(cfg: Portmap = ON, extra: str = "") -> tuple[Any, Table, list[tuple[str
 def ask(port: int = 6000, host: str = LAN_HOST, client: str | None = None, **kw: Any) -> Ask:
     a = ip_address(host)
     return Ask(via=kw.pop("via", "pcp"), client=ip_address(client or host),
-               proto=kw.pop("proto", 17), int_addr=a, int_port=kw.pop("int_port", port), lifetime=kw.pop("lifetime", 600),
-               ext_port=port, **kw)
+               proto=kw.pop("proto", 17), int_addr=a, int_port=kw.pop("int_port", port),
+               lifetime=kw.pop("lifetime", 600), ext_port=port, **kw)
 
 
 def test_grant_reaches_the_data_plane_and_expires() -> None:
