@@ -29,6 +29,7 @@ from router.devices import Devices
 from router.keeper import StateKeeper
 from router.metrics import MetricsServer
 from router.pacing import Pacing, now_ms
+from router.portmap import commands as portmap_commands
 from router.portmap.service import PortmapService
 from router.tables import compile_tables
 from router.tun import Tun, TunError
@@ -77,7 +78,6 @@ class Router(Devices, Commands, Pacing):
         self._stop = asyncio.Event()
         self._poll_errors = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self.control = ControlServer(cfg.control.socket, self._handlers())
         self.metrics = MetricsServer(cfg.metrics.listen, self._snapshot) \
             if cfg.metrics.listen else None
         self.gc_work = {"visited": 0, "expired": 0, "sweeps": 0}
@@ -89,6 +89,8 @@ class Router(Devices, Commands, Pacing):
         self.keeper = StateKeeper(lambda: self.cfg, self.dp, log.get("router"), now_ms)
         self.portmap = PortmapService(lambda: self.cfg, self.dp, log.get("portmap"),
                                       self.events.publish, now_ms, lambda: self.keeper.key)
+        self.control = ControlServer(cfg.control.socket, {
+            **self._handlers(), **portmap_commands.handlers(self.portmap, self.events)})
         self._readers: list[int] = []
         self._workers: tuple[Any, ...] | None = None  # what the running workers were given
         self._worker_errors = 0

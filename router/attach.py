@@ -85,7 +85,7 @@ def attach(iface: Interface) -> Attachment:
         tun = _index(ipr, iface.name, f"interface {iface.name}: TUN device")
         a = Attachment(iface, wire, tun)
         try:
-            ingress, egress = attach_programs(wire, tun)
+            ingress, egress = attach_programs(wire, tun, lan=iface.lan is not None)
         except DatapathError as e:
             raise AttachError(f"interface {iface.name}: {e}") from None
         try:

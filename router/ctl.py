@@ -13,6 +13,8 @@
     routerctl nat list
     routerctl lb list
     routerctl firewall list
+    routerctl portmap list | events [-t SECONDS]
+    routerctl portmap delete PROTO PORT [ADDRESS]
 """
 
 from __future__ import annotations
@@ -190,6 +192,19 @@ def parser() -> argparse.ArgumentParser:
     fwp.add_argument("what", choices=["list"], help="list: rules with their counters")
     lbp = sub.add_parser("lb", help="load balancers", parents=common)
     lbp.add_argument("what", choices=["list"], help="list: backends and their connections")
+    pm = sub.add_parser("portmap", help="mappings LAN hosts asked for (PCP, NAT-PMP, UPnP)",
+                        parents=common)
+    pmsub = pm.add_subparsers(dest="pmcmd", required=True)
+    pmsub.add_parser("list", help="the mappings, with protocol, client and lifetime left",
+                     parents=common)
+    pmd = pmsub.add_parser("delete", help="end one mapping", parents=common)
+    pmd.add_argument("protocol", choices=["tcp", "udp"])
+    pmd.add_argument("port", type=int, help="its external port (IPv6 pinhole: inside port)")
+    pmd.add_argument("address", nargs="?", help="a pinhole's inside IPv6 address")
+    pme = pmsub.add_parser("events", help="stream grants, refusals, expiries, deletions",
+                           parents=common)
+    pme.add_argument("-t", "--timeout", type=float, default=0,
+                     help="stop after this many seconds (default: never)")
     cfg = sub.add_parser("config", help="the running config", parents=common)
     cfg.add_argument("what", choices=["show"], help="show: print the running config as TOML")
     return ap
@@ -203,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             return _conntrack(args)
         if args.cmd == "capture":
             return _capture(args)
+        if args.cmd == "portmap":
+            return _portmap(args)
         cmd = {"config": "config.show", "nat": "nat.list", "lb": "lb.list",
                "firewall": "firewall.list"}.get(args.cmd, args.cmd)
         result = request(args.socket, cmd)
@@ -330,6 +347,49 @@ def _capture(args: argparse.Namespace) -> int:
     print(f"routerctl: {n} packets captured on {args.interface}"
           + (f", {lost} lost (capture ring full)" if lost else ""), file=sys.stderr)
     return 0
+
+
+def _portmap(args: argparse.Namespace) -> int:
+    if args.pmcmd == "events":
+        msgs = stream(args.socket, "portmap.events", {},
+                      idle=max(0.1, args.timeout) if args.timeout > 0 else 3600.0)
+        deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
+        try:
+            for msg in msgs:
+                print(json.dumps(msg), flush=True)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            msgs.close()
+        return 0
+    if args.pmcmd == "delete":
+        r = request(args.socket, "portmap.delete", {"protocol": args.protocol, "port": args.port,
+                                                    "address": args.address})
+        print(json.dumps(r, indent=2) if args.json else
+              "routerctl: deleted " + _portmap_line(r["deleted"]))
+        return 0
+    r = request(args.socket, "portmap.list")
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"external address {r['external'] or '(none)'}, PCP epoch {r['epoch']}")
+    print(f"{'proto':<6} {'external':<8} {'internal':<46} {'client':<39} {'via':<6} "
+          f"{'left':>7}  description")
+    for m in r["mappings"]:
+        print(_portmap_line(m))
+    print(f"routerctl: {len(r['mappings'])} mappings.", file=sys.stderr)
+    return 0
+
+
+def _portmap_line(m: dict[str, Any]) -> str:
+    inside = (f"[{m['internal']}]" if m["family"] == 6 else m["internal"]) + \
+        f":{m['internal_port']}"
+    ext = "pinhole" if m["family"] == 6 else str(m["external_port"])
+    extra = f" filter {', '.join(m['filters'])}" if m["filters"] else ""
+    return (f"{m['protocol']:<6} {ext:<8} {inside:<46} {m['client']:<39} {m['via']:<6} "
+            f"{m['lifetime_left']:>6}s  {m['description']}{extra}")
 
 
 def _conntrack(args: argparse.Namespace) -> int:

@@ -138,11 +138,12 @@ def flow_steering_program() -> int:
                 lambda _unused, log, size: lib.rt_steer_flow_load(log, size), 0)
 
 
-def attach_programs(wire: int, tun: int) -> tuple[int, int]:
+def attach_programs(wire: int, tun: int, lan: bool = False) -> tuple[int, int]:
     """The two programs of an attached interface (attach.c), for the ingress
     of kernel interface ``wire`` and of TUN device ``tun`` (interface
-    indexes)."""
-    ingress = _bpf("program of an attached interface", lib.rt_attach_ingress_load, tun)
+    indexes); on a LAN link (``lan``) multicast stays the kernel's."""
+    ingress = _bpf("program of an attached interface",
+                   lambda t, log, size: lib.rt_attach_ingress_load(t, int(lan), log, size), tun)
     try:
         return ingress, _bpf("program of an attached interface", lib.rt_attach_egress_load, wire)
     except DatapathError:

@@ -102,6 +102,9 @@ class Collector:
                 restarts.add_metric([name], h["restarts"])
             yield up
             yield restarts
+        pm = s.get("portmap")
+        if pm is not None:
+            yield from _portmap_metrics(pm)
         ev = s.get("events")
         if ev is not None:
             yield GaugeMetricFamily("router_event_listeners",
@@ -237,3 +240,30 @@ async def _read_request(reader: asyncio.StreamReader) -> list[str] | None:
             continue
         if not line.strip():
             return first
+
+
+def _portmap_metrics(pm: dict[str, Any]) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """Mappings LAN hosts asked for (router/portmap/)."""
+    now = GaugeMetricFamily("router_portmap_mappings", "Mappings LAN hosts hold now, by the "
+                            "protocol that asked and family (6: pinholes).",
+                            labels=["via", "family"])
+    held: dict[tuple[str, str], int] = {}
+    for m in pm["mappings"]:
+        k = (m["via"], str(m["family"]))
+        held[k] = held.get(k, 0) + 1
+    for (via, family), n in sorted(held.items()):
+        now.add_metric([via, family], n)
+    yield now
+    for what in ("granted", "refused"):
+        c = CounterMetricFamily(f"router_portmap_{what}", f"Mapping requests {what}, by "
+                                "protocol.", labels=["via"])
+        for via, n in pm[what].items():
+            c.add_metric([via], n)
+        yield c
+    yield CounterMetricFamily("router_portmap_expired", "Mappings that reached the end of "
+                              "their lifetime.", value=pm["expired"])
+    srv = CounterMetricFamily("router_portmap_requests_dropped", "PCP and NAT-PMP requests "
+                              "dropped unanswered, by reason.", labels=["reason"])
+    for reason in ("off_lan", "rate_limited", "errors"):
+        srv.add_metric([reason], pm["server"].get(reason, 0))
+    yield srv

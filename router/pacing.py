@@ -13,6 +13,7 @@ from typing import Any
 from router.config import Config
 from router.datapath import Datapath
 from router.events import EventHub
+from router.portmap.service import PortmapService
 
 GC_SLICE_MIN = 1024
 GC_SLICE_MAX = 65536
@@ -35,6 +36,7 @@ class Pacing:
     loop_lag: float
     reloads: dict[str, int]
     helper_states: Callable[[], dict[str, dict[str, Any]]]  # the router's (app.py)
+    portmap: PortmapService
     _worker_errors: int
 
     async def _gc(self) -> None:
@@ -84,6 +86,7 @@ class Pacing:
             "workers": self.dp.worker_stats(),
             "reloads": dict(self.reloads),
             "helpers": self.helper_states(),
+            "portmap": self.portmap.status() if self.cfg.portmap.enabled else None,
             "events": {"listeners": len(self.events.listeners),
                        "delivered": self.events.delivered,
                        "missed": self.events.missed_total,

@@ -14,7 +14,8 @@
  * DHCPv6 (UDP to ports 67, 68, 546 and 547), which stay the kernel's: link
  * configuration, for the DHCP client of a WAN interface and the LAN's DHCP
  * server, and the group memberships that keep snooping switches sending the
- * router its router solicitations and DHCPv6 requests.  On the TUN device's ingress, which is where the
+ * router its router solicitations and DHCPv6 requests; on a LAN link,
+ * multicast as well (SSDP, mDNS).  On the TUN device's ingress, which is where the
  * packets the router writes arrive, the second program gives each packet an
  * Ethernet header of its own protocol (bpf_skb_change_head, meant for this:
  * an L3 packet bound for an L2 device) and hands it to the interface with
@@ -40,58 +41,67 @@ static int load(const struct bpf_insn *prog, uint32_t n, char *log, uint32_t log
     return bpf_load(BPF_PROG_TYPE_SCHED_CLS, prog, n, log, log_size);
 }
 
-int rt_attach_ingress_load(uint32_t tun_ifindex, char *log, uint32_t log_size)
+int rt_attach_ingress_load(uint32_t tun_ifindex, uint32_t lan, char *log, uint32_t log_size)
 {
     /* LD_ABS reads from the Ethernet header (a tc program at ingress sees
      * the frame); a read past the packet ends the program with 0, TC_ACT_OK:
-     * the kernel's.  Jump offsets count from the next instruction. */
+     * the kernel's.  Jump offsets count from the next instruction.  On a LAN
+     * link ('lan'), multicast (IPv4 224/4 and above, IPv6 ff00::/8) is the
+     * kernel's too: SSDP discovery of the router's UPnP device and mDNS;
+     * elsewhere the compared values are ones no byte can have. */
+    const int32_t mc4 = lan ? 223 : 0x100;  /* IPv4: first byte above it */
+    const int32_t mc6 = lan ? 0xff : 0x100; /* IPv6: first byte equal to it */
     const struct bpf_insn prog[] = {
         MOV_REG(6, 1),                     /*  0: LD_ABS wants the skb in r6 */
         LD_ABS(BPF_H, 12),                 /*  1: EtherType */
-        JEQ(0, 0x0800, 22),                /*  2: IPv4 -> 25 */
-        JNE(0, 0x86dd, 40),                /*  3: neither (ARP, ...) -> 44 */
-        LD_ABS(BPF_B, ETH_HLEN_ + 6),      /*  4: IPv6 next header */
-        JEQ(0, 17, 17),                    /*  5: UDP -> 23 */
-        JEQ(0, 0, 5),                      /*  6: hop-by-hop options -> 12 */
-        JNE(0, 58, 32),                    /*  7: not ICMPv6 -> 40 */
-        LD_ABS(BPF_B, ETH_HLEN_ + 40),     /*  8: ICMPv6 type */
-        JLT(0, 133, 30),                   /*  9: below neighbour discovery -> 40 */
-        JGT(0, 137, 29),                   /* 10: above it -> 40 */
-        JA(32),                            /* 11: RS, RA, NS, NA, redirect -> 44 */
-        LD_ABS(BPF_B, ETH_HLEN_ + 40),     /* 12: after hop-by-hop options: */
-        JNE(0, 58, 26),                    /* 13: not ICMPv6 -> 40 */
-        LD_ABS(BPF_B, ETH_HLEN_ + 41),     /* 14: their length, in 8 octets */
-        ALU_IMM(BPF_ADD, 0, 1),            /* 15:   not counting the first */
-        ALU_IMM(BPF_LSH, 0, 3),            /* 16 */
-        MOV_REG(7, 0),                     /* 17 */
-        LD_IND(BPF_B, 7, ETH_HLEN_ + 40),  /* 18: ICMPv6 type */
-        JEQ(0, 143, 24),                   /* 19: MLDv2 report -> 44 */
-        JLT(0, 130, 19),                   /* 20: -> 40 */
-        JGT(0, 132, 18),                   /* 21: -> 40 */
-        JA(21),                            /* 22: MLD query, report, done -> 44 */
-        LD_ABS(BPF_H, ETH_HLEN_ + 40 + 2), /* 23: UDP destination port */
-        JA(11),                            /* 24 -> 36 */
-        LD_ABS(BPF_B, ETH_HLEN_ + 9),      /* 25: IPv4 protocol */
-        JEQ(0, 2, 17),                     /* 26: IGMP -> 44 */
-        JNE(0, 17, 12),                    /* 27: not UDP -> 40 */
-        LD_ABS(BPF_H, ETH_HLEN_ + 6),      /* 28: flags and fragment offset */
-        ALU_IMM(BPF_AND, 0, 0x1fff),       /* 29 */
-        JNE(0, 0, 9),                      /* 30: a later fragment -> 40 */
-        LD_ABS(BPF_B, ETH_HLEN_),          /* 31: version and IHL */
-        ALU_IMM(BPF_AND, 0, 0xf),          /* 32 */
-        ALU_IMM(BPF_LSH, 0, 2),            /* 33: IHL * 4 */
-        MOV_REG(7, 0),                     /* 34 */
-        LD_IND(BPF_H, 7, ETH_HLEN_ + 2),   /* 35: UDP destination port */
-        JEQ(0, 67, 7),                     /* 36: DHCP server -> 44 */
-        JEQ(0, 68, 6),                     /* 37: DHCP client -> 44 */
-        JEQ(0, 546, 5),                    /* 38: DHCPv6 client -> 44 */
-        JEQ(0, 547, 4),                    /* 39: DHCPv6 server -> 44 */
-        MOV_IMM(1, (int32_t)tun_ifindex),  /* 40: the router's: */
-        MOV_IMM(2, 0),                     /* 41: to the TUN's egress */
-        CALL(BPF_FUNC_redirect),           /* 42 */
-        EXIT(),                            /* 43 */
-        MOV_IMM(0, TC_ACT_OK_),            /* 44: the kernel's */
-        EXIT(),                            /* 45 */
+        JEQ(0, 0x0800, 24),                /*  2: IPv4 -> 27 */
+        JNE(0, 0x86dd, 44),                /*  3: neither (ARP, ...) -> 48 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 24),     /*  4: IPv6 destination, first byte */
+        JEQ(0, mc6, 42),                   /*  5: LAN multicast -> 48 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 6),      /*  6: IPv6 next header */
+        JEQ(0, 17, 17),                    /*  7: UDP -> 25 */
+        JEQ(0, 0, 5),                      /*  8: hop-by-hop options -> 14 */
+        JNE(0, 58, 34),                    /*  9: not ICMPv6 -> 44 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 40),     /* 10: ICMPv6 type */
+        JLT(0, 133, 32),                   /* 11: below neighbour discovery -> 44 */
+        JGT(0, 137, 31),                   /* 12: above it -> 44 */
+        JA(34),                            /* 13: RS, RA, NS, NA, redirect -> 48 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 40),     /* 14: after hop-by-hop options: */
+        JNE(0, 58, 28),                    /* 15: not ICMPv6 -> 44 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 41),     /* 16: their length, in 8 octets */
+        ALU_IMM(BPF_ADD, 0, 1),            /* 17:   not counting the first */
+        ALU_IMM(BPF_LSH, 0, 3),            /* 18 */
+        MOV_REG(7, 0),                     /* 19 */
+        LD_IND(BPF_B, 7, ETH_HLEN_ + 40),  /* 20: ICMPv6 type */
+        JEQ(0, 143, 26),                   /* 21: MLDv2 report -> 48 */
+        JLT(0, 130, 21),                   /* 22: -> 44 */
+        JGT(0, 132, 20),                   /* 23: -> 44 */
+        JA(23),                            /* 24: MLD query, report, done -> 48 */
+        LD_ABS(BPF_H, ETH_HLEN_ + 40 + 2), /* 25: UDP destination port */
+        JA(13),                            /* 26 -> 40 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 16),     /* 27: IPv4 destination, first byte */
+        JGT(0, mc4, 19),                   /* 28: LAN multicast, broadcast -> 48 */
+        LD_ABS(BPF_B, ETH_HLEN_ + 9),      /* 29: IPv4 protocol */
+        JEQ(0, 2, 17),                     /* 30: IGMP -> 48 */
+        JNE(0, 17, 12),                    /* 31: not UDP -> 44 */
+        LD_ABS(BPF_H, ETH_HLEN_ + 6),      /* 32: flags and fragment offset */
+        ALU_IMM(BPF_AND, 0, 0x1fff),       /* 33 */
+        JNE(0, 0, 9),                      /* 34: a later fragment -> 44 */
+        LD_ABS(BPF_B, ETH_HLEN_),          /* 35: version and IHL */
+        ALU_IMM(BPF_AND, 0, 0xf),          /* 36 */
+        ALU_IMM(BPF_LSH, 0, 2),            /* 37: IHL * 4 */
+        MOV_REG(7, 0),                     /* 38 */
+        LD_IND(BPF_H, 7, ETH_HLEN_ + 2),   /* 39: UDP destination port */
+        JEQ(0, 67, 7),                     /* 40: DHCP server -> 48 */
+        JEQ(0, 68, 6),                     /* 41: DHCP client -> 48 */
+        JEQ(0, 546, 5),                    /* 42: DHCPv6 client -> 48 */
+        JEQ(0, 547, 4),                    /* 43: DHCPv6 server -> 48 */
+        MOV_IMM(1, (int32_t)tun_ifindex),  /* 44: the router's: */
+        MOV_IMM(2, 0),                     /* 45: to the TUN's egress */
+        CALL(BPF_FUNC_redirect),           /* 46 */
+        EXIT(),                            /* 47 */
+        MOV_IMM(0, TC_ACT_OK_),            /* 48: the kernel's */
+        EXIT(),                            /* 49 */
     };
     return load(prog, sizeof prog / sizeof prog[0], log, log_size);
 }

@@ -402,11 +402,13 @@ int rt_steer_flow_load(char *log, uint32_t log_size);
 
 /* The two programs of an attached kernel interface (attach.c), for the tc
  * ingress hooks: on the interface, IP (but neighbour discovery) to the TUN
- * device 'tun_ifindex'; on the TUN device, what the router writes out
+ * device 'tun_ifindex' (on a LAN link, 'lan' != 0, multicast stays the
+ * kernel's too); on the TUN device, what the router writes out
  * through the interface 'wire_ifindex'.  Each returns the program's
  * descriptor or -errno (-EPERM without CAP_BPF); the verifier's log goes to
  * 'log'. */
-int rt_attach_ingress_load(uint32_t tun_ifindex, char *log, uint32_t log_size);
+int rt_attach_ingress_load(uint32_t tun_ifindex, uint32_t lan, char *log,
+                           uint32_t log_size);
 int rt_attach_egress_load(uint32_t wire_ifindex, char *log, uint32_t log_size);
 uint32_t rt_workers_count(const struct rt_dp *dp);
 /* Worker k's counters (since the data plane was made: they go on across

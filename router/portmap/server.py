@@ -17,8 +17,8 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address
-from typing import Any
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import Any, cast
 
 from router.config.model import PCP_CLIENT_PORT, PCP_PORT
 from router.portmap import natpmp_wire
@@ -35,6 +35,7 @@ ALL_HOSTS6 = "ff02::1"
 # (RFC 6886 3.2.1; RFC 6887 14.1.3 leaves the schedule open).
 ANNOUNCE_TIMES = 10
 ANNOUNCE_FIRST = 0.25
+IP_FREEBIND = 15  # <linux/in.h>; Python's socket module lacks it
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class LanLink:
 
     name: str                  # the kernel's name (the attached interface)
     address: IPv4Address       # the router's address there
-    has_v6: bool
+    address6: IPv6Address | None = None
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -52,8 +53,7 @@ class _Proto(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's own class
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         answer = self.server.answer(data, addr[0])
@@ -76,23 +76,34 @@ class PortServer:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._protos: list[_Proto] = []
         self._socks: list[socket.socket] = []
+        self.addresses: list[IPv4Address | IPv6Address] = []
         self._announcing: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, addresses: Sequence[IPv4Address | IPv6Address]) -> None:
+        """Listens on the router's LAN ``addresses``: an answer must come
+        from the address its request went to (NAT-PMP clients check), and a
+        wildcard socket's answers would leave from the host link's."""
         loop = asyncio.get_running_loop()
-        for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        self.addresses = list(addresses)
+        for a in addresses:
+            family = socket.AF_INET6 if a.version == 6 else socket.AF_INET
             s = socket.socket(family, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-            else:
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
-            s.bind((host, PCP_PORT))
-            s.setblocking(False)
-            _, proto = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=s)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+                    # IPV6_FREEBIND: the address may still be in DAD.
+                    s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+                else:
+                    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+                    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+                s.bind((str(a), PCP_PORT))
+                s.setblocking(False)
+                _, proto = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=s)
+            except OSError:
+                s.close()
+                raise
             self._protos.append(proto)
             self._socks.append(s)
 
@@ -170,13 +181,14 @@ class PortServer:
     def _send_multicast(self, link: LanLink, msg: bytes) -> None:
         for s in self._socks:
             try:
-                if s.family == socket.AF_INET:
+                if s.family == socket.AF_INET and s.getsockname()[0] == str(link.address):
                     s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, link.address.packed)
                     s.sendto(msg, (ALL_HOSTS4, PCP_CLIENT_PORT))
-                elif link.has_v6 and msg[0] != natpmp_wire.VERSION:  # NAT-PMP: IPv4 only
+                elif (s.family == socket.AF_INET6 and link.address6 is not None and
+                      s.getsockname()[0] == str(link.address6) and
+                      msg[0] != natpmp_wire.VERSION):  # NAT-PMP: IPv4 only
                     index = socket.if_nametoindex(link.name)
                     s.sendto(msg, (ALL_HOSTS6, PCP_CLIENT_PORT, 0, index))
             except OSError as e:
                 self.counts["send_errors"] += 1
                 self._log.debug("portmap.announce_failed", link=link.name, error=str(e))
-

@@ -14,11 +14,11 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from router.config import Config
-from router.config.model import UNADDRESSED
+from router.config.model import PCP_PORT, UNADDRESSED
 from router.datapath import Datapath
 from router.portmap import natpmp_wire, pcp_wire, store
 from router.portmap.natpmp import NatPmpServer
@@ -36,6 +36,7 @@ class PortmapService:
                  publish: Callable[[dict[str, Any]], None], now_ms: Callable[[], int],
                  key: Callable[[], bytes | None]) -> None:
         self._cfg = cfg
+        self._dp = dp
         self._log = log
         self._publish = publish
         self._key = key           # the state key (the keeper's), None: no state
@@ -64,8 +65,17 @@ class PortmapService:
         return out
 
     def lan_links(self) -> list[LanLink]:
-        return [LanLink(name=i.attach, address=i.address.ip, has_v6=i.address6 is not None)
+        return [LanLink(name=i.attach, address=i.address.ip,
+                        address6=i.address6.ip if i.address6 is not None else None)
                 for i in self._cfg().interfaces if i.lan is not None and i.attach]
+
+    def _addresses(self) -> list[IPv4Address | IPv6Address]:
+        out: list[IPv4Address | IPv6Address] = []
+        for link in self.lan_links():
+            out.append(link.address)
+            if link.address6 is not None:
+                out.append(link.address6)
+        return out
 
     def external_index(self) -> int | None:
         name = self._cfg().portmap.interface
@@ -77,6 +87,10 @@ class PortmapService:
             return None
         a = self._cfg().interfaces[n].address
         return None if a == UNADDRESSED else a.ip
+
+    def _wan_counters(self) -> dict[str, int]:
+        n = self.external_index()
+        return self._dp.iface_stats(n) if n is not None else {}
 
     def epoch(self) -> int:
         return int(time.time() - self.epoch_base)
@@ -139,15 +153,22 @@ class PortmapService:
     async def _apply(self, cfg: Config) -> None:
         pm = cfg.portmap
         want_udp = pm.pcp or pm.natpmp
+        if self.server is not None and (not want_udp or
+                                        self.server.addresses != self._addresses()):
+            await self.server.stop()
+            self.server = None
         if want_udp and self.server is None:
-            self.server = PortServer(self.pcp, self.natpmp, self.lan_networks, self._log)
-            await self.server.start()
+            server = PortServer(self.pcp, self.natpmp, self.lan_networks, self._log)
+            try:
+                await server.start(self._addresses())
+            except OSError as e:
+                await server.stop()
+                self._log.error("portmap.cannot_serve", port=PCP_PORT, reason=str(e))
+                return
+            self.server = server
             self._log.info("portmap.serving", pcp=pm.pcp, natpmp=pm.natpmp,
                            external=pm.interface, epoch=self.epoch())
             self._announce(pcp_announce=not self.restored)
-        elif not want_udp and self.server is not None:
-            await self.server.stop()
-            self.server = None
         if self.server is not None:
             self.server.pcp = self.pcp if pm.pcp else None
             self.server.natpmp = self.natpmp if pm.natpmp else None
@@ -163,7 +184,8 @@ class PortmapService:
         if want and self.upnp is None:
             from router.portmap.upnp import Igd  # aiohttp and the UPnP library: when on
             self.upnp = Igd(self.table, self.lan_links(), cfg.portmap.upnp_port,
-                            self.external_address, self._log, self._upnp_settings())
+                            self.external_address, self._wan_counters, self._log,
+                            self._upnp_settings())
             await self.upnp.start()
 
     def _upnp_settings(self) -> tuple[Any, ...]:

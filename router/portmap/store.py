@@ -73,10 +73,7 @@ def save(directory: str, epoch_base: float, maps: list[Mapping], key: bytes) -> 
 def load(directory: str, key: bytes) -> Saved | None:
     """The checked file, or None if there is none; raises StateError or
     OSError."""
-    try:
-        dfd = safepath.open_dir(directory)
-    except FileNotFoundError:
-        return None
+    dfd = safepath.open_dir(directory, create=0o700)
     try:
         try:
             fd, _ = safepath.open_private(NAME, dfd, MAX_BYTES)

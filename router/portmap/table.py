@@ -124,6 +124,10 @@ class Table:
         self._defer = False  # restoring: the data plane is told once, at the end
         self._rng = random.SystemRandom()
 
+    def config(self) -> Portmap:
+        """The running ``[portmap]``."""
+        return self._cfg()
+
     # -- asking ------------------------------------------------------------
 
     def grant(self, ask: Ask) -> Mapping:
