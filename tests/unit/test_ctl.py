@@ -13,7 +13,8 @@ COMMANDS = [["conntrack", "list"], ["conntrack", "get"], ["conntrack", "delete"]
             ["conntrack", "events"], ["conntrack", "count"], ["conntrack", "flush"],
             ["stats"], ["interfaces"], ["routes"], ["capture", "wan0", "-w", "-"], ["status"],
             ["reload"], ["nat", "list"], ["firewall", "list"], ["lb", "list"],
-            ["config", "show"]]
+            ["config", "show"], ["portmap", "list"], ["portmap", "delete", "udp", "7000"],
+            ["portmap", "events"]]
 
 
 def leaf_commands(p: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> set[str]:
@@ -24,7 +25,8 @@ def leaf_commands(p: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> s
 
 
 def test_the_list_is_every_command() -> None:
-    assert {" ".join(c[:2]) if c[0] == "conntrack" else c[0] for c in COMMANDS} == \
+    assert {" ".join(c[:2]) if c[0] in ("conntrack", "portmap") else c[0]
+            for c in COMMANDS} == \
         leaf_commands(parser())
 
 
