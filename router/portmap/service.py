@@ -52,6 +52,7 @@ class PortmapService:
         self._save_handle: asyncio.TimerHandle | None = None
         self._last_external: IPv4Address | None = None
         self.restored = False
+        self._pcp_pending = False  # an ANNOUNCE waits for the external address
 
     # -- what the config says -----------------------------------------------
 
@@ -148,7 +149,7 @@ class PortmapService:
         if ext != self._last_external:
             self._last_external = ext
             self._log.info("portmap.external_address", address=str(ext) if ext else None)
-            self._announce(pcp_announce=False)
+            self._announce()
 
     async def _apply(self, cfg: Config) -> None:
         pm = cfg.portmap
@@ -168,7 +169,11 @@ class PortmapService:
             self.server = server
             self._log.info("portmap.serving", pcp=pm.pcp, natpmp=pm.natpmp,
                            external=pm.interface, epoch=self.epoch())
-            self._announce(pcp_announce=not self.restored)
+            # Clients hear of a lost table (and the address) once mappings
+            # can be made again: with the WAN address (a DHCP lease may
+            # come seconds after the start).
+            self._pcp_pending = self._pcp_pending or not self.restored
+            self._announce()
         if self.server is not None:
             self.server.pcp = self.pcp if pm.pcp else None
             self.server.natpmp = self.natpmp if pm.natpmp else None
@@ -199,13 +204,15 @@ class PortmapService:
             await self.upnp.stop()
             self.upnp = None
 
-    def _announce(self, pcp_announce: bool) -> None:
+    def _announce(self) -> None:
         """NAT-PMP's external address to the LAN (at start and when it
         changes), and PCP's ANNOUNCE when the mappings were lost (a start
-        without state: the epoch began again, RFC 6887 14.1.3)."""
-        if self.server is None:
+        without state: the epoch began again, RFC 6887 14.1.3); both only
+        while there is an external address."""
+        if self.server is None or self.external_address() is None:
             return
         pm = self._cfg().portmap
+        pcp_announce, self._pcp_pending = self._pcp_pending, False
 
         def payloads() -> list[bytes]:
             out = []
@@ -220,8 +227,12 @@ class PortmapService:
     # -- expiry, events, saving ---------------------------------------------
 
     async def _expire(self) -> None:
+        """Ends each mapping when its lifetime is over (to within a tenth of
+        a second), looking at least once a second for new ones."""
         while True:
-            await asyncio.sleep(EXPIRY_INTERVAL)
+            soonest = min((m.expires for m in self.table.maps.values()), default=None)
+            wait = EXPIRY_INTERVAL if soonest is None else soonest - self.table.clock()
+            await asyncio.sleep(min(EXPIRY_INTERVAL, max(0.1, wait)))
             self.table.expire()
 
     def _on_event(self, what: str, fields: dict[str, Any]) -> None:

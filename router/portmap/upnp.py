@@ -295,12 +295,7 @@ class Ipv6Firewall(UpnpServerService):
             raise _error(INVALID_ARGS, "not an IPv6 address") from None
         if InternalPort == 0:
             raise _error(INVALID_ARGS, "internal port 0 (a wildcard) is not opened")
-        client = _client()
-        # A host asks over IPv4, for its IPv6 address: it may if both are
-        # the same machine on the link (one MAC address in the neighbour
-        # tables of the router's own stack).
-        asker = inside if client != inside and await neighbours.same_host(
-            client, inside, [link.name for link in self.gw.links]) else client
+        asker = await self._asker(inside)
         filters = ((remote, RemotePort),) if remote is not None else (
             ((IPv6Network("::/0"), RemotePort),) if RemotePort else ())
         try:
@@ -310,6 +305,17 @@ class Ipv6Firewall(UpnpServerService):
         except Refused as r:
             raise _refusal(r) from None
         return {"UniqueID": self.gw.new_pinhole_id(m.key)}
+
+    async def _asker(self, inside: IPv6Address) -> IPv4Address | IPv6Address:
+        """Who asks, as the table sees it: a host asking over IPv4 about its
+        own IPv6 address counts as that address if both are the same
+        machine on the link (one MAC address in the neighbour tables of the
+        router's own stack)."""
+        client = _client()
+        if client != inside and await neighbours.same_host(
+                client, inside, [link.name for link in self.gw.links]):
+            return inside
+        return client
 
     def _pinhole(self, uid: int) -> tuple[int, int, Any, int]:
         key = self.gw.pinholes.get(uid)
@@ -322,8 +328,11 @@ class Ipv6Firewall(UpnpServerService):
     async def update_pinhole(self, UniqueID: int, NewLeaseTime: int
                              ) -> dict[str, Any]:
         m = self.gw.table.maps[self._pinhole(UniqueID)]
+        asker = await self._asker(m.int_addr)  # type: ignore[arg-type]
+        if asker not in (m.client, m.int_addr):
+            raise _error(NOT_AUTHORIZED, "another machine's pinhole")
         try:
-            self.gw.table.grant(Ask(via="upnp", client=m.client, proto=m.proto,
+            self.gw.table.grant(Ask(via="upnp", client=asker, proto=m.proto,
                                     int_addr=m.int_addr, int_port=m.int_port,
                                     lifetime=NewLeaseTime, filters=m.filters))
         except Refused as r:
@@ -333,11 +342,9 @@ class Ipv6Firewall(UpnpServerService):
     @callable_action("DeletePinhole", {"UniqueID": "A_ARG_TYPE_UniqueID"}, {})
     async def delete_pinhole(self, UniqueID: int) -> dict[str, Any]:
         key = self._pinhole(UniqueID)
-        client = _client()
-        m = self.gw.table.maps[key]
-        by = m.client if client == m.client else client
+        asker = await self._asker(self.gw.table.maps[key].int_addr)  # type: ignore[arg-type]
         try:
-            self.gw.table.delete(key, "deleted by its client (UPnP)", by=by)
+            self.gw.table.delete(key, "deleted by its client (UPnP)", by=asker)
         except Refused as r:
             raise _refusal(r) from None
         del self.gw.pinholes[UniqueID]

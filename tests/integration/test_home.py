@@ -13,85 +13,18 @@ import json
 import os
 import pwd
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import PEERS, NetLab, run
+from tests.integration.conftest import PEERS, run
+from tests.integration.home import ROUTER_LAN, ROUTER_LAN6, WEB, Home, open_home, until
 
 pytestmark = pytest.mark.netns
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = str(ROOT / "scripts" / "home-lab.sh")
-ROUTER_LAN, ROUTER_LAN6, WEB, WEB6 = "192.168.1.1", "2001:db8:1::1", "198.51.100.80", \
-    "2001:db8:100::80"
-
-
-@dataclass
-class Home:
-    lab: NetLab
-    name: str
-    work: Path
-    mode: str
-    user: str | None  # the router's service user, if it drops to one
-
-    def ns(self, part: str) -> str:
-        return f"{self.name}-{part}"
-
-    def script(self, *args: str) -> None:
-        run(SCRIPT, "--name", self.name, "--work", str(self.work),
-            *(["--macvlan"] if self.mode == "macvlan" else []), *args, timeout=60)
-
-    def client(self, n: int, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.lab.ns(self.ns(f"c{n}"), *cmd, check=check)
-
-    def address(self, n: int, family: str = "-4") -> str:
-        out = run("ip", "-n", self.ns(f"c{n}"), family, "-o", "addr", "show", "dev", "eth0",
-                  "scope", "global").stdout
-        m = re.search(r"inet6? ([0-9a-f.:]+)/", out)
-        return m.group(1) if m else ""
-
-    def wan_address(self) -> str:
-        seen = [str(e["address"]).split("/")[0] for e in self.lab.events("wan.address")
-                if e.get("address")]
-        return seen[-1] if seen else ""
-
-    def pid(self, tag: str) -> int:
-        return int((self.work / f"{tag}.pid").read_text())
-
-
-def until(what: Callable[[], object], timeout: float, why: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        if time.monotonic() > deadline:
-            raise AssertionError(why)
-        time.sleep(0.2)
-
-
-def kernel_state(ns: str) -> dict[str, str]:
-    """What the router may change in its namespace besides its own TUN
-    devices: rules, routes of every table, addresses, hooks, sysctls."""
-    def ip(*cmd: str) -> str:
-        return run("ip", "netns", "exec", ns, *cmd).stdout
-
-    def without_tuns(text: str) -> str:
-        return "\n".join(line for line in text.splitlines()
-                         if not re.search(r"\b(lan0|wan0|rt-self)\b", line))
-
-    return {"rules": ip("ip", "rule") + ip("ip", "-6", "rule"),
-            "routes": without_tuns(ip("ip", "route", "show", "table", "all") +
-                                   ip("ip", "-6", "route", "show", "table", "all")),
-            "addresses": without_tuns(ip("ip", "-br", "addr")),
-            # (A macvlan's "noqueue" is listed once any qdisc was set on it.)
-            "hooks": "\n".join(q for q in ip("tc", "qdisc").splitlines() if "noqueue" not in q),
-            "accept_ra": ip("sysctl", "-n", "net.ipv6.conf.eth1.accept_ra")}
 
 
 @pytest.fixture(scope="module", params=["veth", "macvlan", "service-user"])
@@ -101,40 +34,8 @@ def home(request: pytest.FixtureRequest) -> Iterator[Home]:
     DHCP client and dnsmasq: helpers.py)."""
     mode = request.param
     user = request.getfixturevalue("service_user").pw_name if mode == "service-user" else None
-    # A work directory the service user may reach (it reads the config on
-    # reload) in a directory only root may write, as /var/lib/router and
-    # /run/router are (the router refuses a socket or state directory in a
-    # sticky one such as /tmp); the state directory inside becomes the user's.
-    work = Path(tempfile.mkdtemp(prefix=f"rt-home-{mode}-", dir="/run"))
-    work.chmod(0o755)
-    name = f"hm{mode[0]}{os.getpid() % 10000}"
-    config = work / "router.toml"
-    lab = NetLab(lan=f"{name}-c1", wan=f"{name}-isp", workdir=work, config=config,
-                 socket=str(work / "router.sock"))
-    h = Home(lab, name, work, "veth" if mode == "service-user" else mode, user)
-    h.script("up")
-    try:
-        text = run(SCRIPT, "--name", name, "--work", str(work), "config").stdout
-        config.write_text(text + (f'\n[service]\nuser = "{user}"\n' if user else ""))
-        config.chmod(0o644)
-        before = kernel_state(h.ns("rtr"))
-        lab.start_router(prefix=("ip", "netns", "exec", h.ns("rtr")))
-        h.script("clients")
-        until(lambda: h.address(1) and h.address(2) and h.address(1, "-6")
-              and h.address(2, "-6") and h.wan_address(), 30,
-              f"the LAN machines or the WAN got no address: {lab.log()[-3000:]}")
+    with open_home("veth" if user else mode, user) as h:
         yield h
-        lab.end_peers()
-        assert lab.stop_router() == 0
-        # Stopping the router leaves its namespace as it found it.
-        assert kernel_state(h.ns("rtr")) == before
-    finally:
-        if lab.router is not None:
-            lab.router.kill()
-            lab.router.wait()
-        h.script("down")
-        shutil.rmtree(work, ignore_errors=True)
-
 
 def test_the_lan_gets_addresses_and_a_resolver_from_the_router(home: Home) -> None:
     for n in (1, 2):
@@ -347,7 +248,9 @@ def test_a_reload_takes_the_services_away_and_brings_them_back(home: Home) -> No
     text = home.lab.config.read_text()
     start = text.index("[interface.lan]")
     end = text.index("[[interface]]", start)
-    home.lab.config.write_text(text[:start] + text[end:])
+    pm_start = text.index("# Port mapping for the LAN")  # a LAN service too
+    pm_end = text.index("[firewall]", pm_start)
+    home.lab.config.write_text(text[:start] + text[end:pm_start] + text[pm_end:])
     rtr = home.ns("rtr")
     try:
         r = home.lab.ctl_json("reload")
