@@ -20,17 +20,28 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from types import MappingProxyType
 from typing import Any, cast
 
+import voluptuous as vol
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import Application, AppRunner, Request, Response, TCPSite
 from async_upnp_client.const import DeviceInfo, ServiceInfo
-from async_upnp_client.exceptions import UpnpActionError
+from async_upnp_client.exceptions import UpnpActionError, UpnpError
 from async_upnp_client.server import (
+    SsdpAdvertisementAnnouncer,
+    SsdpSearchResponder,
     UpnpServer,
     UpnpServerDevice,
     UpnpServerService,
+    _create_error_action_response,
     action_handler,
     callable_action,
     create_state_var,
     to_xml,
+)
+from async_upnp_client.ssdp import (
+    SsdpProtocol,
+    decode_ssdp_packet,
+    get_ssdp_socket,
+    is_valid_ssdp_packet,
 )
 
 from router import __version__
@@ -433,8 +444,55 @@ def device_classes(gw: Gateway, base: str) -> type[UpnpServerDevice]:
 
 
 async def _with_client(service: UpnpServerService, request: Request) -> Response:
+    """The library's SOAP handler, knowing the control point's address.  An
+    argument its types refuse raises ValueError there (an integer that is
+    not one, say) or an argument is missing: Invalid Args (402), as UPnP
+    says, not a server error with a traceback in the log."""
     CLIENT.set(request.remote or "")
-    return await action_handler(service, request)
+    try:
+        return await action_handler(service, request)
+    except (ValueError, TypeError, vol.Invalid, UpnpError) as e:  # a missing argument too
+        return _create_error_action_response(_error(INVALID_ARGS, str(e)[:200]))
+
+
+# What a hostile datagram to port 1900 makes the library's decoder raise
+# (aiohttp's header parser: a duplicate header, say).
+SSDP_DECODE_ERRORS = (HttpProcessingError, ValueError, UnicodeError)
+
+
+def decode_search(data: bytes, local: Any, remote: Any) -> tuple[str, Any] | None:
+    """An SSDP datagram decoded by the library, or None: invalid packets
+    are dropped here instead of raising out of the protocol (which would
+    log a traceback per packet a LAN host sends)."""
+    if not is_valid_ssdp_packet(data):
+        return None
+    try:
+        return decode_ssdp_packet(data, local, remote)
+    except SSDP_DECODE_ERRORS:
+        return None
+
+
+class _SsdpProtocol(SsdpProtocol):
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        decoded = decode_search(data, self.local_addr, addr)
+        if decoded is not None and self.on_data is not None:
+            self.on_data(*decoded)
+
+
+class _SearchResponder(SsdpSearchResponder):
+    """The library's responder on a protocol that drops undecodable
+    datagrams (its async_start, as the library has it, with that class)."""
+
+    async def async_start(self) -> None:
+        response_sock, _, _ = get_ssdp_socket(self.source, self.target)
+        await self._loop.create_datagram_endpoint(
+            lambda: _SsdpProtocol(self._loop, on_connect=self._on_connect_response),
+            sock=response_sock)
+        sock, _, _ = get_ssdp_socket(self.source, self.target)
+        sock.bind(("", self.target[1]))
+        await self._loop.create_datagram_endpoint(
+            lambda: _SsdpProtocol(self._loop, on_connect=self._on_connect,
+                                  on_data=self._on_data), sock=sock)
 
 
 class _LinkServer(UpnpServer):
@@ -456,6 +514,15 @@ class _LinkServer(UpnpServer):
         self._site = TCPSite(runner, self.source[0], self.http_port, reuse_address=True)
         await self._site.start()
         self._runner = runner
+
+    async def _async_start_ssdp(self) -> None:
+        device = cast(UpnpServerDevice, self._device)
+        self._search_responder = _SearchResponder(device, source=self.source,
+                                                  target=self.target)
+        self._advertisement_announcer = SsdpAdvertisementAnnouncer(
+            device, source=self.source, target=self.target)
+        await self._search_responder.async_start()
+        await self._advertisement_announcer.async_start()
 
     async def _async_stop_http_server(self) -> None:
         await super()._async_stop_http_server()

@@ -11,7 +11,8 @@
  * lengths are inconsistent (mangle_quote).  Every few packets the table is swept.  A fresh data
  * plane per input keeps every run reproducible.  Connection events and drop
  * samples are on in half the variants, into a ring of 8 that fills up.  In
- * one variant in five a host link leads to the router's services.
+ * one variant in five a host link leads to the router's services; in one in
+ * three, mappings LAN hosts asked for (portmap.c) are loaded.
  */
 #include <stdbool.h>
 #include <stdlib.h>
@@ -110,6 +111,22 @@ static struct rt_dp *make_dp(uint8_t variant)
         t.flags |= RT_F_TCP_LIBERAL;
     if (rt_dp_load(dp, &t) != 0)
         abort();
+    /* In one variant in three, mappings LAN hosts asked for: UDP and TCP
+     * 7000 -> 192.168.1.2:6000 (the TCP one for one peer network), and a
+     * pinhole to fd00:1::2 port 443 from wan0. */
+    if (variant % 3 == 2) {
+        struct rt_portmap pm[3] = {
+            {.family = 4, .proto = 17, .iface = 1, .ext_port = 7000, .int_port = 6000,
+             .int_addr = {192, 168, 1, 2}},
+            {.family = 4, .proto = 6, .iface = 1, .ext_port = 7000, .int_port = 6000,
+             .int_addr = {192, 168, 1, 2}, .n_filters = 1,
+             .filters = {{.addr = {198, 51, 100}, .plen = 24}}},
+            {.family = 6, .proto = 6, .iface = 1, .int_port = 443,
+             .int_addr = {0xfd, 0, 0, 1, [15] = 2}},
+        };
+        if (rt_dp_set_portmaps(dp, pm, 3) != 0)
+            abort();
+    }
     /* Events on in half the variants, with a ring small enough to fill. */
     if ((variant & 1) &&
         rt_events_enable(dp, 1, ~0ull, (variant & 2) ? 2 : 1000, 8) != 0)

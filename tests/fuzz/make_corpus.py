@@ -73,6 +73,15 @@ def main() -> None:
             rec(0, IP(src=LAN, dst=SRV) / TCP(sport=4001, dport=80, flags="A", seq=5_000_000,
                                               ack=9001)),
         ],
+        "portmap": [  # mappings LAN hosts asked for (the variants that load them)
+            rec(1, IP(src=SRV, dst=WAN) / UDP(sport=5555, dport=7000) / Raw(b"in")),
+            rec(0, IP(src=LAN, dst=SRV) / UDP(sport=6000, dport=5555) / Raw(b"out")),
+            rec(0, IP(src=LAN, dst="198.51.100.99") / UDP(sport=6000, dport=53) / Raw(b"new")),
+            rec(1, IP(src=SRV, dst=WAN) / TCP(sport=4000, dport=7000, flags="S")),
+            rec(0, IP(src="192.168.1.3", dst=WAN) / UDP(sport=9, dport=7000) / Raw(b"hair")),
+            rec(1, IPv6(src="2001:db8:9::1", dst="fd00:1::2") / TCP(sport=4000, dport=443,
+                                                                    flags="S")),
+        ],
         "ipv6": [
             rec(0, IPv6(src="fd00:1::2", dst="2001:db8:9::1") / ICMPv6EchoRequest(id=3)),
             rec(0, IPv6(src="fd00:1::2", dst="2001:db8:9::1") / IPv6ExtHdrHopByHop() /
