@@ -10,13 +10,16 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 import pytest
+import toml
 
+from router.config import parse, to_dict
 from router.config.model import Portmap, PortmapRule
 from router.portmap import natpmp_wire, pcp_wire, store
 from router.portmap.natpmp import NatPmpServer
 from router.portmap.pcp import PcpServer
 from router.portmap.table import Ask, Refused, Table
 from router.state import StateError
+from tests.helpers import POOL, SERVICES_LAN, TWO_LINKS, refused
 from tests.native.conftest import LAN, LAN_HOST, LAN_HOST2, ROUTER_WAN, WAN, make_lab
 from tests.packets import IP, UDP
 
@@ -293,3 +296,112 @@ def test_natpmp_address_map_delete() -> None:
     assert s.handle(bytes([0, 9]), src) == bytes([0, 137, 0, 5, 0, 0, 0, 42])
     assert s.handle(bytes([0, 130]), src) is None
     assert s.handle(natpmp_wire.request(1, 6000, 7000, 60), HOST6) is None
+
+
+# ---- the config ------------------------------------------------------------
+
+HOME = SERVICES_LAN + POOL + """
+[[interface]]
+name = "wan0"
+address = "203.0.113.1/24"
+zone = "wan"
+"""
+
+
+def test_port_mapping_is_off_by_default() -> None:
+    cfg = parse(HOME.encode(), "home.toml")
+    assert not cfg.portmap.enabled
+    assert not (cfg.portmap.pcp or cfg.portmap.natpmp or cfg.portmap.upnp)
+
+
+@pytest.mark.parametrize(("extra", "key", "reason"), [
+    ("[portmap]\npcp = true\n", "portmap.interface", "is required"),
+    ('[portmap]\npcp = true\ninterface = "lan0"\n', "portmap.interface", "LAN link"),
+    ('[portmap]\npcp = true\ninterface = "nope"\n', "portmap.interface", "no interface"),
+    ('[portmap]\nupnp = true\ninterface = "wan0"\nmin_lifetime = 900\nmax_lifetime = 600\n',
+     "portmap.min_lifetime", "more than max_lifetime"),
+    ('[portmap]\nnatpmp = true\ninterface = "wan0"\nper_host = 20\ntotal = 10\n',
+     "portmap.per_host", "more than total"),
+    ('[portmap]\nupnp_port = 80\n', "portmap.upnp_port", "between 1024"),
+    ('[[portmap.rule]]\nports = "1-2"\n', "portmap.rule[0].action", "is required"),
+    ('[[portmap.rule]]\naction = "allow"\nhosts = "10.0.0.1/8"\n', "portmap.rule[0].hosts",
+     "not a network"),
+    ('[[portmap.rule]]\naction = "allow"\nports = "9-3"\n', "portmap.rule[0].ports",
+     "ascending"),
+])
+def test_bad_port_mapping_settings_are_refused(extra: str, key: str, reason: str) -> None:
+    e = refused(HOME + extra)
+    assert e.key == key and reason in e.reason, e
+
+
+def test_port_mapping_needs_a_lan_link() -> None:
+    e = refused(TWO_LINKS + '[portmap]\npcp = true\ninterface = "wan0"\n')
+    assert e.key == "portmap" and "[interface.lan]" in e.reason
+
+
+def test_rules_parse_and_show_round_trips() -> None:
+    text = HOME + ('[portmap]\nupnp = true\ninterface = "wan0"\n\n[[portmap.rule]]\n'
+                   'action = "deny"\nports = 6881\n\n[[portmap.rule]]\naction = "allow"\n'
+                   'hosts = "2001:db8:1::/64"\nhost_ports = "1024-2048"\n')
+    cfg = parse(text.encode(), "home.toml")
+    deny, allow = cfg.portmap.rules
+    assert not deny.allow and deny.ports == (6881, 6881) and deny.hosts == IPv4Network("0.0.0.0/0")
+    assert allow.allow and allow.hosts == IPv6Network("2001:db8:1::/64")
+    assert allow.host_ports == (1024, 2048) and allow.ports == (1, 65535)
+    again = parse(toml.dumps(to_dict(cfg)).encode(), "again.toml")
+    assert again.portmap == cfg.portmap
+
+
+# ---- the UPnP device: what the fuzzer found --------------------------------
+
+
+def test_soap_arguments_that_do_not_parse_get_invalid_args() -> None:
+    import asyncio
+
+    from router.portmap import upnp
+    from router.portmap.server import LanLink
+
+    _, t, _, _ = make(replace(ON, upnp=True))
+    gw = upnp.Gateway(t, lambda: IPv4Address(ROUTER_WAN),
+                      [LanLink("eth1", IPv4Address("192.168.1.1"))], lambda: {})
+    device = upnp.device_classes(gw, "http://192.168.1.1:5000")(None, "http://x")
+    (svc,) = [s for s in device.all_services if "WANIPConnection" in s.service_type]
+
+    class Req:
+        remote = LAN_HOST
+
+        def __init__(self, args: str) -> None:
+            self.headers = {"SOAPAction": f'"{svc.service_type}#AddPortMapping"'}
+            self.body = (f'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">'
+                         f'<s:Body><u:AddPortMapping xmlns:u="{svc.service_type}">{args}'
+                         f'</u:AddPortMapping></s:Body></s:Envelope>')
+
+        async def text(self) -> str:
+            return self.body
+
+    def call(args: str) -> Any:
+        return asyncio.run(upnp._with_client(svc, Req(args)))  # type: ignore[arg-type]
+
+    for args in ("<NewExternalPort>70x0</NewExternalPort>", "<NewProtocol>UDP</NewProtocol>"):
+        r = call(args)
+        assert r.status == 500 and b"<errorCode>402</errorCode>" in r.body, r.body
+    good = ("<NewRemoteHost></NewRemoteHost><NewExternalPort>7000</NewExternalPort>"
+            "<NewProtocol>UDP</NewProtocol><NewInternalPort>6000</NewInternalPort>"
+            f"<NewInternalClient>{LAN_HOST}</NewInternalClient><NewEnabled>1</NewEnabled>"
+            "<NewPortMappingDescription>x</NewPortMappingDescription>"
+            "<NewLeaseDuration>0</NewLeaseDuration>")
+    assert call(good).status == 200
+    (m,) = t.maps.values()
+    assert m.via == "upnp" and m.left(t.clock()) == ON.max_lifetime  # 0: the cap
+    other = good.replace(f">{LAN_HOST}<", f">{LAN_HOST2}<").replace(">7000<", ">7001<")
+    assert b"<errorCode>606</errorCode>" in call(other).body
+
+
+def test_undecodable_ssdp_datagrams_are_dropped() -> None:
+    from router.portmap import upnp
+
+    dup = (b'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nHOST: x\r\n'
+           b'MAN: "ssdp:discover"\r\nST: ssdp:all\r\n\r\n')
+    assert upnp.decode_search(dup, None, ("192.168.1.2", 1900)) is None
+    ok = upnp.decode_search(dup.replace(b"HOST: x\r\n", b""), None, ("192.168.1.2", 1900))
+    assert ok is not None and ok[0] == "M-SEARCH * HTTP/1.1"
