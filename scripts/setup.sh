@@ -20,8 +20,10 @@ TEST=0
 PKGS=(iproute2 iputils-ping curl gcc python3 python3-venv python3-dev libpython3-dev udhcpc
       dnsmasq-base)
 # The tests and benchmarks.
+# natpmpc and miniupnpc: the port mapping tests' clients; miniupnpd-nftables: the
+# gateway scripts/portmap-compare.py compares the router with (it ships no service).
 TEST_PKGS=(iperf3 nftables procps ethtool coturn tshark podman runc debootstrap uidmap clang
-           libclang-rt-14-dev)
+           libclang-rt-14-dev natpmpc miniupnpc miniupnpd-nftables)
 # Packages that ship a service enabled by default: the tests run the program
 # themselves, so the service stays off.
 SERVICES=(coturn)
