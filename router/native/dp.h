@@ -62,7 +62,6 @@ struct rt_dp {
     struct ct_params ctp;                     /* tracker knobs */
     struct nat_params np;                     /* NAT knobs */
     struct nat_maps nm;                       /* EIM mappings */
-    struct pm_table pm;                       /* mappings LAN hosts asked for */
     uint64_t rng;                             /* xorshift state */
     bool l4_csum;                             /* verify TCP/UDP checksums */
     uint16_t ip_id;                           /* id of packets we originate */
@@ -130,6 +129,8 @@ struct rt_dp {
     struct io_ctx *loop_io;                   /* rt_dp_poll()'s reader */
     struct rt_worker_stats worker_st[RT_MAX_WORKERS]; /* by worker number,
                                                  kept across restarts */
+    /* Last: the hot fields above keep their places (and cache lines). */
+    struct pm_table pm;                       /* mappings LAN hosts asked for */
 };
 
 /*
