@@ -69,10 +69,12 @@ zone = "wan"
 
 [[route]]
 destination = "0.0.0.0/0"
+interface = "wan0"
 gateway = "{ISP}"
 
 [[route]]
 destination = "::/0"
+interface = "wan0"
 gateway = "{ISP6}"
 
 [[nat.masquerade]]
@@ -118,7 +120,6 @@ action = "accept"
 MINIUPNPD_CONF = f"""ext_ifname=eth0
 ext_ifname6=eth0
 listening_ip=eth1
-ipv6_listening_ip={GW6}
 http_port=5000
 enable_natpmp=yes
 enable_upnp=yes
@@ -128,7 +129,6 @@ min_lifetime=2
 max_lifetime=86400
 uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b
 allow 1024-65535 192.168.1.0/24 1024-65535
-allow 1024-65535 2001:db8:1::/64 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
 """
 
@@ -352,9 +352,11 @@ def ops() -> list[tuple[str, Callable[[], bool]]]:
         return r.get("result") == 0 and udp_from(ISP, WAN, int(r.get("external_port", 0)))
 
     def pcp_filter() -> bool:
-        r = pcp("cmp-c1", "17", "6100", "7100", "60", "--filter", f"{ISP}/32:0")
-        return r.get("result") == 0 and udp_from(ISP, WAN, 7100) and \
-            not udp_from(OTHER, WAN, 7100)
+        server("cmp-c1", "udp-echo", "0.0.0.0", 6103)
+        r = pcp("cmp-c1", "17", "6103", "7103", "60", "--filter", f"{ISP}/32:0")
+        port = int(r.get("external_port", 0))
+        return r.get("result") == 0 and udp_from(ISP, WAN, port) and \
+            not udp_from(OTHER, WAN, port)
 
     def pcp_third_party() -> bool:
         return pcp("cmp-c1", "17", "6101", "7101", "60", "--third-party", C2).get("result") == 2
