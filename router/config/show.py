@@ -8,7 +8,7 @@ from dataclasses import fields
 from ipaddress import ip_address
 from typing import Any
 
-from router.config.model import PROTOCOLS, Config, Interface, Route, Rule, SourceNat
+from router.config.model import PCP_PORT, PROTOCOLS, Config, Interface, Route, Rule, SourceNat
 
 
 def _knobs(section: Any) -> dict[str, Any]:
@@ -35,7 +35,31 @@ def warnings(cfg: Config) -> list[str]:
         out.append("firewall.input: every service the router's own stack listens on is open "
                    "to the LAN links; name the ones you offer with input rules and set "
                    "input = \"drop\" (docs/deployment.md)")
+    pm = cfg.portmap
+    wanted = ([("udp", 17, PCP_PORT, "portmap.pcp/natpmp")] if pm.pcp or pm.natpmp else []) + \
+        ([("tcp", 6, pm.upnp_port, "portmap.upnp")] if pm.upnp else [])
+    for name, proto, port, key in wanted:
+        if not _input_accepts(cfg, proto, port, {i.zone for i in lan}):
+            out.append(f"{key}: no input rule accepts {name} port {port} from the LAN links' "
+                       "zones, so no LAN host reaches the service: add one "
+                       "(docs/portmap.md)")
     return out
+
+
+def _input_accepts(cfg: Config, proto: int, port: int, zones: set[str]) -> bool:
+    """Whether the input chain lets new connections to ``proto``/``port``
+    in from every one of ``zones`` (the first matching rule decides)."""
+    for zone in zones:
+        verdict = cfg.firewall.input
+        for x in cfg.firewall.rules:
+            if (x.chain == "input" and x.from_zone in (None, zone) and
+                    x.protocol in (0, proto) and not x.states and x.source is None and
+                    (x.port_min == 0 or x.port_min <= port <= x.port_max)):
+                verdict = x.action
+                break
+        if verdict != "accept":
+            return False
+    return True
 
 
 def _is_loopback(host: str) -> bool:

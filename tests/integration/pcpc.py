@@ -11,6 +11,9 @@ independent of the router's own code: no PCP client is packaged in Debian.
         its lifetime, listens on port 5350 for ANNOUNCE, and maps again when
         the server's epoch says it lost its state (RFC 6887 8.5); prints one
         JSON line per event ("mapped", "announce", "lost-state")
+    python pcpc.py listen SECONDS
+        prints what arrives on port 5350 (the all-hosts group joined) for
+        SECONDS: NAT-PMP address announcements and PCP ANNOUNCEs, as JSON
 """
 
 from __future__ import annotations
@@ -123,11 +126,7 @@ def cmd_keep(a: list[str]) -> None:
         float(a[4])
     nonce = os.urandom(12)
     me = own_address(server)
-    listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    listen.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listen.bind(("0.0.0.0", CLIENT_PORT))
-    listen.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                      socket.inet_aton("224.0.0.1") + socket.inet_aton("0.0.0.0"))
+    listen = announcements_socket()
     state: dict[str, float] = {}
 
     def do_map(why: str) -> None:
@@ -160,5 +159,33 @@ def cmd_keep(a: list[str]) -> None:
             do_map("lost-state")
 
 
+def announcements_socket() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", CLIENT_PORT))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                 socket.inet_aton("224.0.0.1") + socket.inet_aton("0.0.0.0"))
+    return s
+
+
+def cmd_listen(a: list[str]) -> None:
+    s = announcements_socket()
+    end = time.monotonic() + float(a[0])
+    print(json.dumps({"event": "listening"}), flush=True)
+    while (left := end - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            data, src = s.recvfrom(2048)
+        except TimeoutError:
+            break
+        if len(data) >= 12 and data[0] == 0:  # NAT-PMP (RFC 6886 3.2.1)
+            _, op, result, epoch = struct.unpack_from("!BBHI", data)
+            print(json.dumps({"event": "natpmp", "from": src[0], "opcode": op,
+                              "result": result, "epoch": epoch,
+                              "address": socket.inet_ntoa(data[8:12])}), flush=True)
+        elif len(data) >= 24 and data[0] == 2:
+            print(json.dumps({"event": "pcp", "from": src[0], **parse(data)}), flush=True)
+
+
 if __name__ == "__main__":
-    {"map": cmd_map, "keep": cmd_keep}[sys.argv[1]](sys.argv[2:])
+    {"map": cmd_map, "keep": cmd_keep, "listen": cmd_listen}[sys.argv[1]](sys.argv[2:])

@@ -226,9 +226,15 @@ def test_mappings_survive_a_restart_and_a_lost_table_is_announced(home: Home) ->
     assert "Mapped public port 7500" in natpmpc(home, 2, "-a", "7500", "6500", "udp", "600")
     home.lab.ctl_json("portmap", "list")
     time.sleep(1.5)  # the state file is written within a second of a change
+    # A machine listening for NAT-PMP's announcements of the external address.
+    listen = home.lab.spawn(home.ns("c2"), sys.executable, PCPC, "listen", "20")
+    assert listen.stdout is not None and "listening" in listen.stdout.readline()
     assert home.lab.stop_router() == 0
     home.lab.start_router(prefix=("ip", "netns", "exec", home.ns("rtr")))
     until(lambda: home.lab.events("portmap.serving"), 10, "not serving again")
+    heard = json.loads(listen.stdout.readline())  # once the WAN has its lease again
+    assert (heard["event"], heard["opcode"], heard["address"], heard["from"]) == \
+        ("natpmp", 128, wan, ROUTER_LAN), heard
     assert any(m["external_port"] == 7500 for m in mappings(home))
     until(lambda: send_from(home, ISP, wan, 7500).startswith("from"), 10,
           "the mapping did not come back")

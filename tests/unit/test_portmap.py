@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -405,3 +406,19 @@ def test_undecodable_ssdp_datagrams_are_dropped() -> None:
     assert upnp.decode_search(dup, None, ("192.168.1.2", 1900)) is None
     ok = upnp.decode_search(dup.replace(b"HOST: x\r\n", b""), None, ("192.168.1.2", 1900))
     assert ok is not None and ok[0] == "M-SEARCH * HTTP/1.1"
+
+
+def test_router_check_warns_of_a_service_the_input_chain_drops() -> None:
+    from router.config import warnings
+
+    text = HOME + '[portmap]\npcp = true\nupnp = true\ninterface = "wan0"\n' \
+        '[firewall]\ninput = "drop"\n'
+    found = [w for w in warnings(parse(text.encode(), "home.toml")) if w.startswith("portmap")]
+    assert [w.split(":")[0] for w in found] == ["portmap.pcp/natpmp", "portmap.upnp"]
+    rules = ('\n[[firewall.rule]]\nchain = "input"\nfrom = "lan"\nprotocol = "udp"\n'
+             'port = 5351\naction = "accept"\n')
+    found = [w for w in warnings(parse((text + rules).encode(), "home.toml"))
+             if w.startswith("portmap")]
+    assert [w.split(":")[0] for w in found] == ["portmap.upnp"]
+    home = (Path(__file__).parents[2] / "conf" / "home.toml").read_text()
+    assert not [w for w in warnings(parse(home.encode(), "home.toml")) if "portmap" in w]
