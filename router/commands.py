@@ -20,6 +20,7 @@ from router.control import CommandError, Stream
 from router.datapath import Datapath
 from router.metrics import MetricsServer
 from router.pacing import now_ms
+from router.portmap.service import PortmapService
 from router.tables import Tables
 from router.tun import Tun
 
@@ -43,6 +44,7 @@ class Commands:
     reload: Callable[[], Awaitable[dict[str, Any]]]  # the router's (app.py)
     helper_states: Callable[[], dict[str, dict[str, Any]]]  # the router's (app.py)
     learned: dict[str, IPv4Interface]
+    portmap: PortmapService
 
     def _handlers(self) -> dict[str, Any]:
         return {
@@ -83,6 +85,11 @@ class Commands:
             "wan": {i.name: str(self.learned[i.name]) if i.name in self.learned else None
                     for i in self.cfg.interfaces if i.dhcp},
             "helpers": self.helper_states(),
+            # Port mapping (routerctl portmap list has the mappings).
+            "portmap": {"mappings": len(self.portmap.table.maps), "epoch": self.portmap.epoch(),
+                        "serving": [p for p in ("pcp", "natpmp", "upnp")
+                                    if getattr(self.cfg.portmap, p)]}
+            if self.cfg.portmap.enabled else None,
         }
 
     def _filter(self, args: Mapping[str, Any]) -> Any:

@@ -188,7 +188,7 @@ def decode(data: bytes, key: bytes, max_entries: int, now: float | None = None) 
         raise StateError("damaged: no authentication line")
     body += b"\n"
     try:
-        mac = _loads(last).get("mac")
+        mac = json_line(last).get("mac")
     except (StateError, AttributeError):
         mac = None
     if not isinstance(mac, str):
@@ -198,7 +198,7 @@ def decode(data: bytes, key: bytes, max_entries: int, now: float | None = None) 
         raise StateError("authentication failed: not written by this router "
                          "(or with another state key)")
     lines = body.split(b"\n")[:-1]
-    head = _loads(lines[0])
+    head = json_line(lines[0])
     if not isinstance(head, dict) or head.get("format") != FORMAT:
         raise StateError("not a conntrack state file")
     if head.get("version") != VERSION:
@@ -219,7 +219,9 @@ def decode(data: bytes, key: bytes, max_entries: int, now: float | None = None) 
     return Saved(float(saved_at), count, entries)
 
 
-def _loads(line: bytes) -> Any:
+def json_line(line: bytes) -> Any:
+    """One line of a state file (this one's, or port mapping's), parsed as
+    strict JSON of at most MAX_ENTRY_BYTES; raises StateError."""
     if len(line) > MAX_ENTRY_BYTES:
         raise StateError(f"a line of {len(line)} bytes")
     try:
@@ -237,7 +239,7 @@ def _int(v: Any, lo: int, hi: int) -> bool:
 
 
 def _entry(line: bytes, n: int) -> CtEntry:
-    raw = _loads(line)
+    raw = json_line(line)
     if not isinstance(raw, dict):
         raise StateError(f"entry {n}: not an object")
 

@@ -25,12 +25,11 @@ from typing import Any
 from router import safepath
 from router.config.model import MAX_PORTMAPS
 from router.portmap.table import PROTO_NAMES, Mapping
-from router.state import StateError
+from router.state import MAX_ENTRY_BYTES, StateError, json_line
 
 FORMAT = "tun-router-portmap"
 VERSION = 1
 NAME = "portmap.state"
-MAX_ENTRY_BYTES = 1024
 MAX_BYTES = 4096 + MAX_PORTMAPS * MAX_ENTRY_BYTES
 VIA = ("pcp", "natpmp", "upnp")
 
@@ -92,14 +91,14 @@ def decode(data: bytes, key: bytes) -> Saved:
     if not sep:
         raise StateError("damaged: no authentication line")
     body += b"\n"
-    mac = _loads(last)
+    mac = json_line(last)
     want = hmac.new(key, body, hashlib.sha256).hexdigest()
     if not isinstance(mac, dict) or not isinstance(mac.get("mac"), str) or \
             not hmac.compare_digest(mac["mac"], want):
         raise StateError("authentication failed: not written by this router "
                          "(or with another state key)")
     lines = body.split(b"\n")[:-1]
-    head = _loads(lines[0])
+    head = json_line(lines[0])
     if not isinstance(head, dict) or head.get("format") != FORMAT or \
             head.get("version") != VERSION:
         raise StateError(f"not a version {VERSION} port mapping state file")
@@ -113,19 +112,6 @@ def decode(data: bytes, key: bytes) -> Saved:
     return Saved(float(base), [_mapping(line, n) for n, line in enumerate(lines[1:], 1)])
 
 
-def _loads(line: bytes) -> Any:
-    if len(line) > MAX_ENTRY_BYTES:
-        raise StateError(f"a line of {len(line)} bytes")
-    try:
-        return json.loads(line, parse_constant=_no_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise StateError(f"damaged: {e}") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise StateError(f"damaged: {name} is not a number")
-
-
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -135,7 +121,7 @@ def _port(v: Any) -> bool:
 
 
 def _mapping(line: bytes, n: int) -> Mapping:
-    raw = _loads(line)
+    raw = json_line(line)
 
     def bad(k: str, why: str) -> StateError:
         return StateError(f"entry {n}: {k}: {why}")

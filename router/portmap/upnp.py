@@ -89,6 +89,14 @@ def _text(s: str) -> str:
     return "".join(c for c in s if c.isprintable())[:MAX_DESCRIPTION]
 
 
+def _service(sid: str, kind: str, path: str, scpd: str) -> ServiceInfo:
+    """A service's identity and its URLs on the device's HTTP server."""
+    return ServiceInfo(service_id=f"urn:upnp-org:serviceId:{sid}",
+                       service_type=f"urn:schemas-upnp-org:service:{kind}",
+                       control_url=f"/ctl/{path}", event_sub_url=f"/evt/{path}",
+                       scpd_url=f"/{scpd}.xml", xml=ET.Element("server_service"))
+
+
 class Gateway:
     """What the services answer from: the table, the external address, the
     LAN links (for pinholes: who is who on the link)."""
@@ -122,11 +130,7 @@ class WanIpConnection(UpnpServerService):
     """WANIPConnection:2, which answers version 1 clients as well."""
 
     gw: Gateway
-    SERVICE_DEFINITION = ServiceInfo(
-        service_id="urn:upnp-org:serviceId:WANIPConn1",
-        service_type="urn:schemas-upnp-org:service:WANIPConnection:2",
-        control_url="/ctl/IPConn", event_sub_url="/evt/IPConn", scpd_url="/WANIPCn.xml",
-        xml=ET.Element("server_service"))
+    SERVICE_DEFINITION = _service("WANIPConn1", "WANIPConnection:2", "IPConn", "WANIPCn")
     STATE_VARIABLE_DEFINITIONS = MappingProxyType({
         "ConnectionType": create_state_var("string", default="IP_Routed"),
         "PossibleConnectionTypes": create_state_var("string", default="IP_Routed"),
@@ -268,11 +272,8 @@ class Ipv6Firewall(UpnpServerService):
     """WANIPv6FirewallControl:1: pinholes for the LAN's IPv6 hosts."""
 
     gw: Gateway
-    SERVICE_DEFINITION = ServiceInfo(
-        service_id="urn:upnp-org:serviceId:WANIPv6Firewall1",
-        service_type="urn:schemas-upnp-org:service:WANIPv6FirewallControl:1",
-        control_url="/ctl/IP6FCtl", event_sub_url="/evt/IP6FCtl", scpd_url="/WANIP6FC.xml",
-        xml=ET.Element("server_service"))
+    SERVICE_DEFINITION = _service("WANIPv6Firewall1", "WANIPv6FirewallControl:1", "IP6FCtl",
+                                  "WANIP6FC")
     STATE_VARIABLE_DEFINITIONS = MappingProxyType({
         "FirewallEnabled": create_state_var("boolean", default="1"),
         "InboundPinholeAllowed": create_state_var("boolean", default="1"),
@@ -367,11 +368,8 @@ class WanCommonInterface(UpnpServerService):
     service by which clients such as miniupnpc recognise a gateway)."""
 
     gw: Gateway
-    SERVICE_DEFINITION = ServiceInfo(
-        service_id="urn:upnp-org:serviceId:WANCommonIFC1",
-        service_type="urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1",
-        control_url="/ctl/CmnIfCfg", event_sub_url="/evt/CmnIfCfg", scpd_url="/WANCfg.xml",
-        xml=ET.Element("server_service"))
+    SERVICE_DEFINITION = _service("WANCommonIFC1", "WANCommonInterfaceConfig:1", "CmnIfCfg",
+                                  "WANCfg")
     STATE_VARIABLE_DEFINITIONS = MappingProxyType({
         "WANAccessType": create_state_var("string", default="Ethernet"),
         "Layer1UpstreamMaxBitRate": create_state_var("ui4", default="0"),
