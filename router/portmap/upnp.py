@@ -53,6 +53,7 @@ from router.portmap.table import CONFLICT, NOT_FOUND, Ask, Mapping, Refused, Tab
 # actions their arguments only).
 CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("upnp_client")
 MAX_DESCRIPTION = 256
+HTTP_KEEPALIVE = 15.0  # seconds
 PROTOCOLS = {"TCP": 6, "UDP": 17}
 PROTO_NAME = {6: "TCP", 17: "UDP"}
 
@@ -507,7 +508,9 @@ class _LinkServer(UpnpServer):
             app.router.add_get(service.SERVICE_DEFINITION.scpd_url, partial(to_xml, service))
             app.router.add_post(service.SERVICE_DEFINITION.control_url,
                                 partial(_with_client, service))
-        runner = AppRunner(app, access_log=None)
+        # An idle kept-alive connection of a LAN host is closed after 15 s
+        # (aiohttp's default is an hour), so idle sockets cannot pile up.
+        runner = AppRunner(app, access_log=None, keepalive_timeout=HTTP_KEEPALIVE)
         await runner.setup()
         self._site = TCPSite(runner, self.source[0], self.http_port, reuse_address=True)
         await self._site.start()
