@@ -422,3 +422,31 @@ def test_router_check_warns_of_a_service_the_input_chain_drops() -> None:
     assert [w.split(":")[0] for w in found] == ["portmap.upnp"]
     home = (Path(__file__).parents[2] / "conf" / "home.toml").read_text()
     assert not [w for w in warnings(parse(home.encode(), "home.toml")) if "portmap" in w]
+
+
+# ---- UDP 5351: who is answered -----------------------------------------------
+
+
+def test_the_server_drops_off_lan_flooding_and_oversized_requests() -> None:
+    from router.portmap.server import BURST, PortServer
+
+    _, t, _, _ = make()
+    nat = NatPmpServer(t, lambda: IPv4Address(ROUTER_WAN), lambda: 42)
+    errors: list[str] = []
+
+    class Log:
+        def error(self, event: str, **fields: Any) -> None:
+            errors.append(event)
+
+    srv = PortServer(pcp(t), nat, lambda: LANS, Log())
+    ask_address = natpmp_wire.request(0)
+    assert srv.answer(ask_address, "203.0.113.9") is None  # the WAN, or anywhere off the LAN
+    assert srv.answer(ask_address, "127.0.0.1") is None
+    assert srv.counts["off_lan"] == 2
+    answered = sum(srv.answer(ask_address, LAN_HOST) is not None for _ in range(int(BURST) + 20))
+    assert answered < BURST + 5 and srv.counts["rate_limited"] >= 15  # a flood is cut off
+    assert srv.answer(ask_address, LAN_HOST2) is not None  # ... and only its own
+    assert srv.answer(b"\x00" * 2000, LAN_HOST2) is None  # larger than any request
+    assert srv.answer(b"", LAN_HOST2) is None
+    assert srv.answer(map_req(6000), f"{HOST6}%eth1") is not None  # a scoped IPv6 source
+    assert srv.counts["errors"] == 0 and errors == []
