@@ -203,6 +203,17 @@ def map_body(r: Request, ext_port: int, ext_addr: Address | None) -> bytes:
     return bytes(body) + r.options
 
 
+def unsolicited_map(nonce: bytes, proto: int, int_port: int, ext_port: int,
+                    ext_addr: Address, lifetime: int, epoch: int,
+                    peer: tuple[Address, int] | None = None) -> bytes:
+    """A MAP (or PEER) response nobody asked for: a mapping's new external
+    address, sent to its client (RFC 6887 section 14.2)."""
+    body = nonce + struct.pack("!B3xHH", proto, int_port, ext_port) + mapped(ext_addr)
+    if peer is not None:
+        body += struct.pack("!H2x", peer[1]) + mapped(peer[0])
+    return answer(OP_PEER if peer else OP_MAP, SUCCESS, lifetime, epoch, body)
+
+
 def announce(epoch: int) -> bytes:
     """An unsolicited ANNOUNCE (RFC 6887 section 14.1.3)."""
     return answer(OP_ANNOUNCE, SUCCESS, 0, epoch, b"")

@@ -38,6 +38,9 @@ ANNOUNCE_FIRST = 0.25
 IP_FREEBIND = 15  # <linux/in.h>; Python's socket module lacks it
 
 
+NO_NETWORK = IPv4Network("0.0.0.0/32")
+
+
 @dataclass(frozen=True)
 class LanLink:
     """Where announcements go: a LAN link's kernel interface."""
@@ -45,6 +48,7 @@ class LanLink:
     name: str                  # the kernel's name (the attached interface)
     address: IPv4Address       # the router's address there
     address6: IPv6Address | None = None
+    network: IPv4Network = NO_NETWORK  # the link's IPv4 network
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -78,6 +82,7 @@ class PortServer:
         self._socks: list[socket.socket] = []
         self.addresses: list[IPv4Address | IPv6Address] = []
         self._announcing: asyncio.Task[None] | None = None
+        self._telling: asyncio.Task[None] | None = None
 
     async def start(self, addresses: Sequence[IPv4Address | IPv6Address]) -> None:
         """Listens on the router's LAN ``addresses``: an answer must come
@@ -108,10 +113,11 @@ class PortServer:
             self._socks.append(s)
 
     async def stop(self) -> None:
-        if self._announcing is not None:
-            self._announcing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._announcing
+        for task in (self._announcing, self._telling):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for p in self._protos:
             if p.transport is not None:
                 p.transport.close()
@@ -177,6 +183,27 @@ class PortServer:
                     self._send_multicast(link, msg)
             await asyncio.sleep(delay)
             delay *= 2
+
+    def tell(self, messages: Sequence[tuple[IPv4Address | IPv6Address, bytes]],
+             links: Sequence[LanLink]) -> None:
+        """Sends each (client, message) to the client's port 5350 from the
+        router's address on the client's link, three times (0, 0.25 and
+        0.75 s: a datagram may be lost); replaces a telling still going on."""
+        if self._telling is not None:
+            self._telling.cancel()
+        self._telling = asyncio.create_task(self._tell(list(messages), list(links)))
+
+    async def _tell(self, messages: list[tuple[IPv4Address | IPv6Address, bytes]],
+                    links: list[LanLink]) -> None:
+        for delay in (0.25, 0.5, 0.0):
+            for client, msg in messages:
+                source = next((str(link.address) for link in links
+                               if client.version == 4 and client in link.network), None)
+                for s in self._socks:
+                    if source is not None and s.getsockname()[0] == source:
+                        with contextlib.suppress(OSError):
+                            s.sendto(msg, (str(client), PCP_CLIENT_PORT))
+            await asyncio.sleep(delay)
 
     def _send_multicast(self, link: LanLink, msg: bytes) -> None:
         for s in self._socks:

@@ -67,7 +67,8 @@ class PortmapService:
 
     def lan_links(self) -> list[LanLink]:
         return [LanLink(name=i.attach, address=i.address.ip,
-                        address6=i.address6.ip if i.address6 is not None else None)
+                        address6=i.address6.ip if i.address6 is not None else None,
+                        network=i.address.network)
                 for i in self._cfg().interfaces if i.lan is not None and i.attach]
 
     def _addresses(self) -> list[IPv4Address | IPv6Address]:
@@ -150,6 +151,7 @@ class PortmapService:
             self._last_external = ext
             self._log.info("portmap.external_address", address=str(ext) if ext else None)
             self._announce()
+            self._tell_pcp_clients(ext)
 
     async def _apply(self, cfg: Config) -> None:
         pm = cfg.portmap
@@ -223,6 +225,20 @@ class PortmapService:
                 out.append(pcp_wire.announce(self.epoch()))
             return out
         self.server.announce(self.lan_links(), payloads)
+
+    def _tell_pcp_clients(self, ext: IPv4Address | None) -> None:
+        """A new external address: each PCP client hears its mappings' new
+        address at once (RFC 6887 14.2), not at its next renewal."""
+        if self.server is None or ext is None or not self._cfg().portmap.pcp:
+            return
+        now = self.table.clock()
+        msgs = [(m.client, pcp_wire.unsolicited_map(
+                    m.nonce, m.proto, m.int_port, m.ext_port, ext, m.left(now), self.epoch(),
+                    (m.filters[0][0].network_address, m.filters[0][1]) if m.peer else None))
+                for m in self.table.maps.values()
+                if m.via == "pcp" and m.int_addr.version == 4 and len(m.nonce) == 12]
+        if msgs:
+            self.server.tell(msgs, self.lan_links())
 
     # -- expiry, events, saving ---------------------------------------------
 

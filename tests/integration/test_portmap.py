@@ -14,6 +14,7 @@ upnpc then calls the gateway "not connected?" and goes on with -i.)
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -215,6 +216,40 @@ def test_listed_counted_and_evented(home: Home) -> None:
     assert any(e["code"] == "not_authorized" for e in home.lab.events("portmap.refused"))
     home.lab.ctl("portmap", "delete", "udp", "7400")
     assert not [m for m in mappings(home) if m["external_port"] == 7400]
+
+
+def test_a_new_wan_address_is_told_to_the_lan_and_the_mappings_follow(home: Home) -> None:
+    """The ISP renumbers: NAT-PMP's announcement gives the LAN the new
+    address, each PCP client hears its mapping's new address (RFC 6887
+    14.2), and the mapped port works on the new address."""
+    old = home.wan_address()
+    home.lab.server(home.ns("c1"), "udp-echo", "0.0.0.0", 6700)
+    r = pcp(home, 1, "17", "6700", "7700", "600")
+    assert r["result"] == 0
+    listen = home.lab.spawn(home.ns("c1"), sys.executable, PCPC, "listen", "25")
+    assert listen.stdout is not None and "listening" in listen.stdout.readline()
+    os.kill(home.pid("isp-dnsmasq"), 15)
+    home.lab.spawn(home.ns("isp"), "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                   "--pid-file=", "--no-hosts", "--no-resolv", "--interface=isp0",
+                   "--bind-interfaces", "--dhcp-authoritative",
+                   "--dhcp-range=198.51.100.200,198.51.100.209,255.255.255.0,2m",
+                   "--dhcp-option=option:router,198.51.100.1",
+                   f"--dhcp-leasefile={home.work}/isp2.leases")
+    os.kill(int(home.lab.events("dhcp.client.started")[-1]["pid"]), 10)  # renew now
+    until(lambda: home.wan_address() not in ("", old), 20, "no new WAN address")
+    new = home.wan_address()
+    heard: dict[str, dict[str, object]] = {}
+    deadline = time.monotonic() + 15
+    while len(heard) < 2 and time.monotonic() < deadline:
+        line = listen.stdout.readline()
+        if not line:
+            break
+        e = json.loads(line)
+        heard.setdefault(str(e["event"]), e)
+    assert heard["natpmp"]["address"] == new, heard
+    assert (heard["pcp"]["opcode"], heard["pcp"]["external"], heard["pcp"]["external_port"]) \
+        == (1, new, 7700), heard
+    assert send_from(home, ISP, new, 7700).startswith(f"from {ISP}:")
 
 
 def test_mappings_survive_a_restart_and_a_lost_table_is_announced(home: Home) -> None:
