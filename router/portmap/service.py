@@ -164,18 +164,18 @@ class PortmapService:
             server = PortServer(self.pcp, self.natpmp, self.lan_networks, self._log)
             try:
                 await server.start(self._addresses())
-            except OSError as e:
+            except OSError as e:  # the port is taken: said, and the rest goes on
                 await server.stop()
                 self._log.error("portmap.cannot_serve", port=PCP_PORT, reason=str(e))
-                return
-            self.server = server
-            self._log.info("portmap.serving", pcp=pm.pcp, natpmp=pm.natpmp,
-                           external=pm.interface, epoch=self.epoch())
-            # Clients hear of a lost table (and the address) once mappings
-            # can be made again: with the WAN address (a DHCP lease may
-            # come seconds after the start).
-            self._pcp_pending = self._pcp_pending or not self.restored
-            self._announce()
+            else:
+                self.server = server
+                self._log.info("portmap.serving", pcp=pm.pcp, natpmp=pm.natpmp,
+                               external=pm.interface, epoch=self.epoch())
+                # Clients hear of a lost table (and the address) once
+                # mappings can be made again: with the WAN address (a DHCP
+                # lease may come seconds after the start).
+                self._pcp_pending = self._pcp_pending or not self.restored
+                self._announce()
         if self.server is not None:
             self.server.pcp = self.pcp if pm.pcp else None
             self.server.natpmp = self.natpmp if pm.natpmp else None
@@ -190,10 +190,17 @@ class PortmapService:
             self.upnp = None
         if want and self.upnp is None:
             from router.portmap.upnp import Igd  # aiohttp and the UPnP library: when on
-            self.upnp = Igd(self.table, self.lan_links(), cfg.portmap.upnp_port,
-                            self.external_address, self._wan_counters, self._log,
-                            self._upnp_settings())
-            await self.upnp.start()
+            igd = Igd(self.table, self.lan_links(), cfg.portmap.upnp_port,
+                      self.external_address, self._wan_counters, self._log,
+                      self._upnp_settings())
+            try:
+                await igd.start()
+            except OSError as e:  # its HTTP or SSDP port is taken
+                await igd.stop()
+                self._log.error("portmap.cannot_serve", port=cfg.portmap.upnp_port,
+                                reason=str(e))
+                return
+            self.upnp = igd
 
     def _upnp_settings(self) -> tuple[Any, ...]:
         return (self._cfg().portmap.upnp_port, tuple(self.lan_links()))

@@ -11,6 +11,7 @@ No ``from __future__ import annotations`` here: the library reads the
 action methods' annotations as types.
 """
 
+import contextlib
 import contextvars
 import uuid
 import xml.etree.ElementTree as ET
@@ -551,7 +552,12 @@ class Igd:
             base = f"http://{link.address}:{self._port}"
             server = _LinkServer(device_classes(self.gw, base), source=(str(link.address), 0),
                                  http_port=self._port)
-            await server.async_start()
+            try:
+                await server.async_start()
+            except OSError:
+                with contextlib.suppress(Exception):  # what of it did start
+                    await server.async_stop()
+                raise
             self._servers.append(server)
             self._log.info("portmap.upnp_serving", link=link.name,
                            description=f"{base}/rootDesc.xml")

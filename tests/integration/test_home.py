@@ -61,6 +61,11 @@ def test_the_lan_gets_addresses_and_a_resolver_from_the_router(home: Home) -> No
     until(lambda: home.client(2, sys.executable, PEERS, "dns", ROUTER_LAN6,
                               "www.isp.example").stdout.split() == [WEB], 10,
           "no DNS answer on the router's IPv6 address")
+    # The machine is left as this test found it: its link bounced, it has its
+    # default route back (from the router's advertisements) before the next
+    # test reaches past the router over IPv6.
+    until(lambda: "default via" in run("ip", "-n", home.ns("c2"), "-6", "route").stdout, 15,
+          "c2 got no IPv6 default route back from the router's advertisements")
 
 
 def uid(pid: int) -> int:

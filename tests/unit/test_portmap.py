@@ -450,3 +450,33 @@ def test_the_server_drops_off_lan_flooding_and_oversized_requests() -> None:
     assert srv.answer(b"", LAN_HOST2) is None
     assert srv.answer(map_req(6000), f"{HOST6}%eth1") is not None  # a scoped IPv6 source
     assert srv.counts["errors"] == 0 and errors == []
+
+
+def test_an_igd_whose_port_is_taken_raises_and_leaves_nothing_open() -> None:
+    import asyncio
+    import socket
+
+    from router.portmap import upnp
+    from router.portmap.server import LanLink
+
+    _, t, _, _ = make(replace(ON, upnp=True))
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+
+    class Log:
+        def info(self, *a: Any, **k: Any) -> None:
+            pass
+
+    async def start() -> None:
+        igd = upnp.Igd(t, [LanLink("lo", IPv4Address("127.0.0.1"))], port,
+                       lambda: IPv4Address(ROUTER_WAN), lambda: {}, Log(), ())
+        with pytest.raises(OSError):
+            await igd.start()
+        await igd.stop()
+
+    try:
+        asyncio.run(start())
+    finally:
+        taken.close()
