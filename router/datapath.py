@@ -28,6 +28,8 @@ from router.native.names import (
     DROP_NAMES,
     DST_NAT,
     NAT_MAPPED,
+    PM_FILTERS,
+    PM_MAX,
     SEEN_REPLY,
     SRC_NAT,
     TCP_STATE_NAMES,
@@ -56,6 +58,7 @@ _BUILT = {
     "status bits": ((int(lib.RT_CT_SEEN_REPLY), int(lib.RT_CT_ASSURED), int(lib.RT_CT_SRC_NAT),
                      int(lib.RT_CT_DST_NAT), int(lib.RT_CT_NAT_MAPPED)),
                     (SEEN_REPLY, ASSURED, SRC_NAT, DST_NAT, NAT_MAPPED)),
+    "port mapping limits": ((int(lib.RT_PM_MAX), int(lib.RT_PM_FILTERS)), (PM_MAX, PM_FILTERS)),
 }
 for _what, (_built, _read) in _BUILT.items():
     if _built != _read:
@@ -78,7 +81,6 @@ def be32(addr: IPv4Address | None) -> int:
 
 
 PM_FREE, PM_FORWARD, PM_TAKEN = lib.RT_PM_FREE, lib.RT_PM_FORWARD, lib.RT_PM_TAKEN
-PM_FILTERS = lib.RT_PM_FILTERS
 
 
 @dataclass(frozen=True)

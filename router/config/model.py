@@ -27,7 +27,7 @@ from ipaddress import (
 )
 from typing import Any
 
-from router.native.names import TIMEOUT_DEFAULTS
+from router.native.names import PM_MAX, TIMEOUT_DEFAULTS
 
 # Whole-string patterns, used with fullmatch (a "$" would also match before
 # a trailing newline, and such a name fails only later, at run time).
@@ -363,7 +363,7 @@ class Lan:
 # most entries one table may hold (the data plane's RT_PM_MAX).
 PCP_PORT = 5351
 PCP_CLIENT_PORT = 5350
-MAX_PORTMAPS = 65536
+MAX_PORTMAPS = PM_MAX  # the data plane's RT_PM_MAX
 
 
 ANY4 = IPv4Network("0.0.0.0/0")

@@ -13,7 +13,6 @@ from typing import Any
 
 from router.config.model import (
     DEFAULT_PORTMAP_RULES,
-    MAX_PORTMAPS,
     Interface,
     Portmap,
     PortmapRule,
@@ -48,8 +47,6 @@ def portmap_section(r: Reader, doc: Mapping[str, Any], interfaces: tuple[Interfa
                      f"{pm.max_lifetime}")
     if pm.per_host > pm.total:
         raise r.fail("portmap.per_host", f"{pm.per_host} is more than total {pm.total}")
-    if pm.total > MAX_PORTMAPS:  # the knob's range says so too: one home, MAX_PORTMAPS
-        raise r.fail("portmap.total", f"at most {MAX_PORTMAPS}")
     return pm
 
 

@@ -49,6 +49,18 @@ def _status_bit(name: str) -> int:
     return int(m.group(1), 0)
 
 
+def _limit(name: str) -> int:
+    m = re.search(rf"^#define RT_{name}\s+(\d+)", _API, re.M)
+    if not m:
+        raise RuntimeError(f"rt.h: no RT_{name}")
+    return int(m.group(1))
+
+
+# The table of mappings LAN hosts ask for (portmap.h): its most entries, and
+# the most remote-peer filters of one entry.
+PM_MAX = _limit("PM_MAX")
+PM_FILTERS = _limit("PM_FILTERS")
+
 SEEN_REPLY = _status_bit("SEEN_REPLY")
 ASSURED = _status_bit("ASSURED")
 SRC_NAT = _status_bit("SRC_NAT")

@@ -13,13 +13,15 @@ import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
+from router.native.names import PM_FILTERS
+
 VERSION = 2
 MAX_MESSAGE = 1100  # RFC 6887 section 7: larger requests are malformed
 HEADER = 24
 OP_ANNOUNCE, OP_MAP, OP_PEER = 0, 1, 2
 OPCODE_DATA = {OP_ANNOUNCE: 0, OP_MAP: 36, OP_PEER: 56}
 OPT_THIRD_PARTY, OPT_PREFER_FAILURE, OPT_FILTER = 1, 2, 3
-MAX_FILTERS = 4  # the data plane's RT_PM_FILTERS
+MAX_FILTERS = PM_FILTERS  # FILTER options one mapping keeps (the data plane's)
 
 # Result codes (RFC 6887 section 7.4).
 SUCCESS = 0

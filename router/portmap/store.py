@@ -24,6 +24,7 @@ from typing import Any
 
 from router import safepath
 from router.config.model import MAX_PORTMAPS
+from router.native.names import PM_FILTERS
 from router.portmap.table import PROTO_NAMES, Mapping
 from router.state import MAX_ENTRY_BYTES, StateError, json_line
 
@@ -153,8 +154,8 @@ def _mapping(line: bytes, n: int) -> Mapping:
         raise bad("address", str(e)) from None
     if nonce is None or len(nonce) not in (0, 12):
         raise bad("nonce", "must be 12 bytes in hex, or empty")
-    if len(filters) > 4 or any(not _port(p) for _, p in filters):
-        raise bad("filters", "at most 4 of [network, port]")
+    if len(filters) > PM_FILTERS or any(not _port(p) for _, p in filters):
+        raise bad("filters", f"at most {PM_FILTERS} of [network, port]")
     return Mapping(via=raw["via"], client=client, proto=raw["proto"], int_addr=inside,
                    int_port=raw["internal_port"], ext_port=raw["external_port"],
                    expires=float(raw["expires"]), description=raw["description"],
