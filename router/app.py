@@ -26,6 +26,8 @@ from router.config import Config, ConfigError
 from router.control import ControlServer
 from router.datapath import Datapath, DatapathError, flow_steering_program, steering_program
 from router.devices import Devices
+from router.ha import commands as ha_commands
+from router.ha.service import HaService
 from router.keeper import StateKeeper
 from router.metrics import MetricsServer
 from router.pacing import Pacing, now_ms
@@ -89,8 +91,10 @@ class Router(Devices, Commands, Pacing):
         self.keeper = StateKeeper(lambda: self.cfg, self.dp, log.get("router"), now_ms)
         self.portmap = PortmapService(lambda: self.cfg, self.dp, log.get("portmap"),
                                       self.events.publish, now_ms, lambda: self.keeper.key)
+        self.ha = HaService(lambda: self.cfg, self.dp, log.get("ha"), self.events, now_ms)
         self.control = ControlServer(cfg.control.socket, {
-            **self._handlers(), **portmap_commands.handlers(self.portmap, self.events)})
+            **self._handlers(), **portmap_commands.handlers(self.portmap, self.events),
+            **ha_commands.handlers(self.ha, self.events)})
         self._readers: list[int] = []
         self._workers: tuple[Any, ...] | None = None  # what the running workers were given
         self._worker_errors = 0
@@ -181,6 +185,7 @@ class Router(Devices, Commands, Pacing):
             if self.helpers is not None:
                 self.helpers.start()
             await self.portmap.start()
+            await self.ha.start()
             self._log_warnings(self.cfg)
             self.log.info("router.started", version=__version__, config=self.cfg.path,
                           interfaces=[i.name for i in self.cfg.interfaces],
@@ -195,6 +200,7 @@ class Router(Devices, Commands, Pacing):
         if self.helpers is not None:
             await self.helpers.stop()
         await self.portmap.stop()
+        await self.ha.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -267,6 +273,7 @@ class Router(Devices, Commands, Pacing):
         await asyncio.get_running_loop().run_in_executor(None, self.sync_kernel_routes, new)
         self._attach()
         await self.portmap.reconfigure()
+        await self.ha.reconfigure()
         await self._reload_helpers(new)
         self.events.configure(new.firewall.logged, new.firewall.log_rate)
         self.config_hash = new.sha256

@@ -18,6 +18,7 @@ from router.config import Config
 from router.conntrack_text import entry_json, nat_mappings
 from router.control import CommandError, Stream
 from router.datapath import Datapath
+from router.ha.service import HaService
 from router.metrics import MetricsServer
 from router.pacing import now_ms
 from router.portmap.service import PortmapService
@@ -45,6 +46,7 @@ class Commands:
     helper_states: Callable[[], dict[str, dict[str, Any]]]  # the router's (app.py)
     learned: dict[str, IPv4Interface]
     portmap: PortmapService
+    ha: HaService
 
     def _handlers(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,9 @@ class Commands:
                         "serving": [p for p in ("pcp", "natpmp", "upnp")
                                     if getattr(self.cfg.portmap, p)]}
             if self.cfg.portmap.enabled else None,
+            # High availability (routerctl ha status has the rest).
+            "ha": {"role": self.ha.role, "ready": self.ha.ready, "peer": self.cfg.ha.peer}
+            if self.ha.enabled else None,
         }
 
     def _filter(self, args: Mapping[str, Any]) -> Any:

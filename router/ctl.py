@@ -15,6 +15,9 @@
     routerctl firewall list
     routerctl portmap list | events [-t SECONDS]
     routerctl portmap delete PROTO PORT [ADDRESS]
+    routerctl ha status | cache | resync | events [-t SECONDS]
+    routerctl ha master | backup | fault       (keepalived's notify_master, ...)
+    routerctl ha notify TYPE NAME STATE [PRIORITY]   (keepalived's notify)
 """
 
 from __future__ import annotations
@@ -205,6 +208,27 @@ def parser() -> argparse.ArgumentParser:
                            parents=common)
     pme.add_argument("-t", "--timeout", type=float, default=0,
                      help="stop after this many seconds (default: never)")
+    hap = sub.add_parser("ha", help="high availability: the pair's role and sync",
+                         parents=common)
+    hasub = hap.add_subparsers(dest="hacmd", required=True)
+    hasub.add_parser("status", help="role, peer, sync lag, messages, caches", parents=common)
+    hasub.add_parser("cache", help="the peer's connections, as conntrackd -e lists them",
+                     parents=common)
+    hasub.add_parser("resync", help="ask the peer for its whole table", parents=common)
+    for state in ("master", "backup", "fault"):
+        hasub.add_parser(state, help=f"keepalived's {state.upper()}: "
+                         + ("commit the peer's connections and forward"
+                            if state == "master" else "stand by"), parents=common)
+    han = hasub.add_parser("notify", help="keepalived's generic notify: TYPE NAME STATE "
+                           "[PRIORITY]", parents=common)
+    han.add_argument("type")
+    han.add_argument("name")
+    han.add_argument("state")
+    han.add_argument("priority", nargs="?")
+    hae = hasub.add_parser("events", help="stream role changes, commits, resyncs",
+                           parents=common)
+    hae.add_argument("-t", "--timeout", type=float, default=0,
+                     help="stop after this many seconds (default: never)")
     cfg = sub.add_parser("config", help="the running config", parents=common)
     cfg.add_argument("what", choices=["show"], help="show: print the running config as TOML")
     return ap
@@ -220,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             return _capture(args)
         if args.cmd == "portmap":
             return _portmap(args)
+        if args.cmd == "ha":
+            return _ha(args)
         cmd = {"config": "config.show", "nat": "nat.list", "lb": "lb.list",
                "firewall": "firewall.list"}.get(args.cmd, args.cmd)
         result = request(args.socket, cmd)
@@ -349,21 +375,64 @@ def _capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_events(args: argparse.Namespace, command: str) -> int:
+    msgs = stream(args.socket, command, {},
+                  idle=max(0.1, args.timeout) if args.timeout > 0 else 3600.0)
+    deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
+    try:
+        for msg in msgs:
+            print(json.dumps(msg), flush=True)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        msgs.close()
+    return 0
+
+
+def _ha(args: argparse.Namespace) -> int:
+    if args.hacmd == "events":
+        return _json_events(args, "ha.events")
+    if args.hacmd in ("master", "backup", "fault", "notify"):
+        state = args.state if args.hacmd == "notify" else args.hacmd
+        if args.hacmd == "notify" and args.type.upper() != "INSTANCE":
+            return 0  # a sync group's or the daemon's notice: the instance's comes too
+        r = request(args.socket, "ha.role", {"state": state.lower()})
+        print(json.dumps(r, indent=2) if args.json else f"routerctl: {r['role']}"
+              + (f", committed {r['commit']['committed']} connections"
+                 if r.get("commit") else ""))
+        return 0
+    if args.hacmd == "resync":
+        request(args.socket, "ha.resync")
+        print("routerctl: asked the peer for its table", file=sys.stderr)
+        return 0
+    if args.hacmd == "cache":
+        r = request(args.socket, "ha.cache")
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            for j in r["entries"]:
+                print(entry_line(j))
+        return 0
+    r = request(args.socket, "ha.status")
+    if args.json or r["role"] == "off":
+        print(json.dumps(r, indent=2) if args.json else "routerctl: high availability is off")
+        return 0
+    heard = "never" if r["last_heard"] is None else f"{r['last_heard']:.1f} s ago"
+    print(f"role {r['role']}{'' if r['ready'] else ' (not ready: syncing)'}, mode {r['mode']}, "
+          f"peer {r['peer']}:{r['port']} (last heard {heard})")
+    print(f"sync lag {r['lag']:.3f} s, {r['pending']} waiting, {r['unacked']} unacknowledged")
+    print(f"messages sent {r['sent']} ({r['sent_bytes']} bytes), received {r['received']}, "
+          f"lost {r['lost']}, resent {r['resent']}, malformed "
+          f"{sum(r['malformed'].values())}")
+    print(f"cache internal {r['internal']}, external {r['external']}; commits {r['commits']}")
+    return 0
+
+
 def _portmap(args: argparse.Namespace) -> int:
     if args.pmcmd == "events":
-        msgs = stream(args.socket, "portmap.events", {},
-                      idle=max(0.1, args.timeout) if args.timeout > 0 else 3600.0)
-        deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
-        try:
-            for msg in msgs:
-                print(json.dumps(msg), flush=True)
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-        except KeyboardInterrupt:
-            pass
-        finally:
-            msgs.close()
-        return 0
+        return _json_events(args, "portmap.events")
     if args.pmcmd == "delete":
         r = request(args.socket, "portmap.delete", {"protocol": args.protocol, "port": args.port,
                                                     "address": args.address})

@@ -574,6 +574,10 @@ class Datapath:
             raise DatapathError(f"cannot probe mapping {e}")
         return r, int(existing[0])
 
+    def set_standby(self, on: bool) -> None:
+        """High availability: a standby opens no forwarded connection."""
+        self._c(lib.rt_dp_set_standby, int(on))
+
     # -- events and capture ------------------------------------------------
 
     def enable_events(self, ct: bool, drop_reasons: Sequence[str] = (),

@@ -16,7 +16,7 @@ import base64
 import collections
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from router.conntrack_text import entry_json, proto_name
 from router.datapath import Datapath
@@ -67,6 +67,15 @@ class Listener:
                 yield self.queue.popleft()
 
 
+class CtSink(Protocol):
+    """A part of the router that takes connection events as they are
+    (high availability's sync), not as messages for a client."""
+
+    def ct_event(self, ev: Event) -> None: ...
+
+    def ct_lost(self, n: int) -> None: ...
+
+
 class EventHub:
     def __init__(self, dp: Datapath, log: Any, iface_names: Callable[[], list[str]],
                  rule_text: Callable[[int], str]) -> None:
@@ -75,6 +84,7 @@ class EventHub:
         self.iface_names = iface_names
         self.rule_text = rule_text
         self.listeners: set[Listener] = set()
+        self.sinks: list[CtSink] = []
         self.log_drops: tuple[str, ...] = ()
         self.log_rate = 10
         self._wake = asyncio.Event()
@@ -97,10 +107,22 @@ class EventHub:
 
     @property
     def active(self) -> bool:
-        return bool(self.listeners or self.log_drops)
+        return bool(self.listeners or self.log_drops or self.sinks)
 
     def _wants_ct(self) -> bool:
-        return any(li.types & set(CT_EVENT_TYPES) for li in self.listeners)
+        return bool(self.sinks) or any(li.types & set(CT_EVENT_TYPES) for li in self.listeners)
+
+    def add_sink(self, sink: CtSink) -> None:
+        before = self._wants_ct()
+        self.sinks.append(sink)
+        if not before:
+            self._apply()
+
+    def remove_sink(self, sink: CtSink) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+            if not self._wants_ct():
+                self._apply()
 
     def subscribe(self, listener: Listener) -> None:
         before = self._wants_ct()
@@ -156,6 +178,8 @@ class EventHub:
         if ct_lost:
             for li in self.listeners:
                 li.lose(ct_lost)
+            for sink in self.sinks:
+                sink.ct_lost(ct_lost)
         now = time.monotonic()
         if self._suppressed and now - self._suppressed_logged >= 1.0:
             self.log.info("packet.drop_log_suppressed", count=self._suppressed,
@@ -164,6 +188,10 @@ class EventHub:
             self._suppressed_logged = now
 
     def _fan_out(self, ev: Event) -> None:
+        for sink in self.sinks:
+            sink.ct_event(ev)
+        if not self.listeners:
+            return
         j = entry_json(ev.entry)
         msg = {"type": ev.type, "time": round(time.time(), 6), **j}
         for li in self.listeners:

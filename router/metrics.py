@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from router import log
+from router.ha.metrics import ha_metrics
 
 # conntrack -S / node_exporter names, in their order.
 CONNTRACK_STATS = ("found", "invalid", "ignore", "insert", "insert_failed", "drop",
@@ -105,6 +106,9 @@ class Collector:
         pm = s.get("portmap")
         if pm is not None:
             yield from _portmap_metrics(pm)
+        ha = s.get("ha")
+        if ha is not None:
+            yield from ha_metrics(ha)
         ev = s.get("events")
         if ev is not None:
             yield GaugeMetricFamily("router_event_listeners",

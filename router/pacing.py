@@ -13,6 +13,7 @@ from typing import Any
 from router.config import Config
 from router.datapath import Datapath
 from router.events import EventHub
+from router.ha.service import HaService
 from router.portmap.service import PortmapService
 
 GC_SLICE_MIN = 1024
@@ -37,6 +38,7 @@ class Pacing:
     reloads: dict[str, int]
     helper_states: Callable[[], dict[str, dict[str, Any]]]  # the router's (app.py)
     portmap: PortmapService
+    ha: HaService
     _worker_errors: int
 
     async def _gc(self) -> None:
@@ -87,6 +89,7 @@ class Pacing:
             "reloads": dict(self.reloads),
             "helpers": self.helper_states(),
             "portmap": self.portmap.status() if self.cfg.portmap.enabled else None,
+            "ha": self.ha.status() if self.ha.enabled else None,
             "events": {"listeners": len(self.events.listeners),
                        "delivered": self.events.delivered,
                        "missed": self.events.missed_total,

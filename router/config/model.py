@@ -410,6 +410,39 @@ class Portmap:
         return self.pcp or self.natpmp or self.upnp
 
 
+# High availability (router/ha/): conntrackd's sync protocol on its default
+# UDP port, and the tables that can travel.
+HA_PORT = 3780
+HA_TABLES = ("connections", "portmaps")
+
+
+@dataclass(frozen=True, slots=True)
+class Ha:
+    """``[ha]``: one router of an active/standby pair.  keepalived decides
+    which is active; the connection table travels to the peer in
+    conntrackd's sync protocol, so that the standby can take over the
+    active's connections (docs/ha.md)."""
+
+    mode: str = knob("off", choices=("off", "notrack", "ftfw"))
+    local: str = knob("")           # this router's address on the sync link
+    peer: str = knob("")            # the peer's address on the sync link
+    port: int = knob(HA_PORT, lo=1, hi=65535)
+    interface: str = knob("")       # the sync link (a kernel interface, not an [[interface]])
+    tables: tuple[str, ...] = knob(("connections",))
+    rate: int = knob(4_000_000, lo=10_000, hi=1_000_000_000)  # bytes/s the sync may send
+    mtu: int = knob(1500, lo=576, hi=9000)  # of the sync link: messages per datagram
+    window: int = knob(300, lo=1, hi=65535)  # FTFW: acknowledge every this many messages
+    resend_queue: int = knob(131072, lo=16, hi=4_194_304)  # FTFW: messages kept until acked
+    cache_max: int = knob(1_048_576, lo=16, hi=16_777_216)  # peer's connections kept at most
+    track_file: str = knob("")      # keepalived track_file: 0 ready, 1 not yet synced
+    resync_timeout: float = knob(5.0, lo=0.5, hi=600.0)  # a lone router is ready after this
+    watch: tuple[str, ...] = knob(())  # addresses whose arrival here means "active"
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: str
@@ -428,6 +461,7 @@ class Config:
     service: Service = Service()
     lan: Lan = Lan()
     portmap: Portmap = Portmap()
+    ha: Ha = Ha()
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -443,5 +477,5 @@ SECTIONS: dict[str, type] = {
     "interface": Interface, "loadbalancer.backend": Backend, "nat": Nat, "firewall": Firewall,
     "conntrack": Conntrack, "control": Control, "metrics": Metrics, "log": Log,
     "dataplane": Dataplane, "service": Service, "lan": Lan, "interface.lan": LanServices,
-    "portmap": Portmap,
+    "portmap": Portmap, "ha": Ha,
 }

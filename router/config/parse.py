@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
+from router.config.ha import ha_section
 from router.config.lan import host_link, lan_section, lan_services
 from router.config.model import (
     IFNAME_RE,
@@ -60,7 +61,8 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
         raise ConfigError(path, "", "TOML syntax: arrays or tables nested too deep") from None
     r = Reader(path, text)
     r.known(doc, "", {"interface", "route", "nat", "firewall", "conntrack", "control", "log",
-                      "dataplane", "loadbalancer", "metrics", "service", "lan", "portmap"})
+                      "dataplane", "loadbalancer", "metrics", "service", "lan", "portmap",
+                      "ha"})
     interfaces = _interfaces(r, doc)
     lan = lan_section(r, doc)
     hl = host_link(r, lan, interfaces)
@@ -79,7 +81,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
                   conntrack=_conntrack(r, doc), control=_control(r, doc),
                   metrics=_metrics(r, doc), log=Log(**r.section(doc, "log", Log)[1]),
                   dataplane=_dataplane(r, doc), service=service, lan=lan,
-                  portmap=portmap)
+                  portmap=portmap, ha=ha_section(r, doc, interfaces))
 
 
 def _control(r: Reader, doc: Mapping[str, Any]) -> Control:

@@ -131,6 +131,8 @@ struct rt_dp {
                                                  kept across restarts */
     /* Last: the hot fields above keep their places (and cache lines). */
     struct pm_table pm;                       /* mappings LAN hosts asked for */
+    uint32_t standby;                         /* HA standby: opens no forwarded
+                                                 connection (rt_dp_set_standby) */
 };
 
 /*

@@ -48,7 +48,10 @@ struct ct_conn *dp_conn_commit(struct rt_dp *dp, struct rt_pkt *p, const struct 
 {
     enum rt_drop_reason why = RT_DROP_NONE;
     struct ct_conn *slot = NULL;
-    if (ct_l4_for(m->proto)->update(c, w, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
+    if (__builtin_expect(__atomic_load_n(&dp->standby, __ATOMIC_RELAXED) != 0, 0) &&
+        !(c->status & (CT_TO_HOST | CT_FROM_HOST))) {
+        why = RT_DROP_HA_STANDBY; /* waits for the commit of the synced table */
+    } else if (ct_l4_for(m->proto)->update(c, w, m, CT_DIR_ORIGINAL, &dp->ctp, now) != CT_ACCEPT) {
         dp->counters[RT_CNT_INVALID]++;
         why = RT_DROP_CT_INVALID;
     } else {

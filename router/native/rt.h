@@ -524,6 +524,14 @@ int rt_dp_set_portmaps(struct rt_dp *dp, const struct rt_portmap *e, uint32_t n)
 int rt_dp_portmap_probe(struct rt_dp *dp, const struct rt_portmap *e, uint64_t now_ms,
                         uint16_t *existing);
 
+/* High availability: a standby router ('on' non-zero) opens no connection
+ * that it would forward: the first packet of one is dropped and counted as
+ * ha_standby, so that nothing reaching it before the connection table of
+ * the old active router is committed can take a NAT port or a state of its
+ * own.  Connections already in the table, and those to or from the
+ * router's own services, go on. */
+void rt_dp_set_standby(struct rt_dp *dp, uint32_t on);
+
 /* Test hooks: the TCP transition table and the checksum primitives. */
 uint8_t rt_tcp_transition(uint32_t dir, uint32_t flag_class, uint32_t state);
 uint32_t rt_tcp_flag_class(uint8_t flags);

@@ -253,3 +253,11 @@ uint64_t rt_capture_lost(const struct rt_dp *dp)
 {
     return dp->cap.lost;
 }
+
+void rt_dp_set_standby(struct rt_dp *dp, uint32_t on)
+{
+    /* Relaxed: the workers see it at their next new connection; a packet
+     * or two either side of the switch is no different from one arriving
+     * a moment earlier or later. */
+    __atomic_store_n(&dp->standby, on ? 1u : 0u, __ATOMIC_RELAXED);
+}

@@ -58,7 +58,8 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(LOCAL_DROP, "local_unhandled")    /* for the router, nothing answers */  \
     X(BAD_IFACE, "bad_interface")       /* packet from an unknown iface */     \
     X(BAD_OFFLOAD, "bad_offload")       /* inconsistent GSO/checksum metadata */ \
-    X(TX_ERROR, "tx_error")             /* write() to the output failed */
+    X(TX_ERROR, "tx_error")             /* write() to the output failed */    \
+    X(HA_STANDBY, "ha_standby")         /* new connection on a standby router */
 
 #define RT_DROP_ENUM__(name, str) RT_DROP_##name,
 enum rt_drop_reason { RT_DROP_REASONS(RT_DROP_ENUM__) RT_DROP_N_REASONS };

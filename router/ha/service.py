@@ -1,0 +1,313 @@
+"""One router of an active/standby pair: its role, the commit of the
+peer's connections when it becomes active, and the readiness it reports
+to keepalived.
+
+The order of a takeover, and why it resets no flow:
+1. A standby's data plane opens no forwarded connection
+   (``rt_dp_set_standby``): a packet that reaches it before the commit is
+   dropped (counted as ``ha_standby``) rather than given a connection, and
+   so a NAT port, of its own.  TCP resends it, a UDP application sends its
+   next datagram; either then finds the committed connection.
+2. keepalived adds the virtual addresses, then runs its notify script.
+   The router commits on whichever it sees first: a watched address
+   arriving (``[ha] watch``, read from rtnetlink, no process to start) or
+   ``routerctl ha master`` from the script.
+3. The commit puts every connection of the external cache into the data
+   plane (the source-NATed first, which rebuild their endpoint-independent
+   mappings before anything looks them up), then lets new connections in,
+   then sends the peer the whole table it now holds.
+
+A router that starts asks its peer for the whole table (RESYNC) and writes
+1 to ``track_file`` until that table has come (an ALIVE from the peer
+after it, or the peer silent for ``resync_timeout``): with keepalived's
+``track_file`` at weight 0 it cannot become MASTER empty-handed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from router import safepath
+from router.config import Config
+from router.config.model import Ha
+from router.datapath import Datapath
+from router.events import EventHub
+from router.ha.addrwatch import AddressWatch
+from router.ha.entries import NAT_MAPPED, from_entry, to_entry
+from router.ha.sync import SyncLink
+from router.ha.wire import T_CT_NEW, SyncCt
+from router.native.records import Event
+
+PURGE_DELAY = 3.0   # seconds a demoted router keeps forwarding what is in flight
+CHECK = 0.1         # seconds between readiness checks
+
+
+class HaService:
+    def __init__(self, cfg: Callable[[], Config], dp: Datapath, log: Any, hub: EventHub,
+                 now_ms: Callable[[], int]) -> None:
+        self._cfg = cfg
+        self.dp = dp
+        self.log = log
+        self.hub = hub
+        self.publish = hub.publish
+        self.now_ms = now_ms
+        self.ha: Ha | None = None
+        self.link: SyncLink | None = None
+        self.watch: AddressWatch | None = None
+        self.role = "off"
+        self.ready = False
+        self.since = time.time()
+        self.started = 0.0
+        self.resync_at = 0.0
+        self.events_lost = 0
+        self.commits = 0
+        self.last_commit: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._purge: asyncio.TimerHandle | None = None
+        if cfg().ha.enabled:
+            dp.set_standby(True)  # before the first packet: nothing opens until a role
+
+    @property
+    def enabled(self) -> bool:
+        return self.link is not None
+
+    # -- life ------------------------------------------------------------
+
+    async def start(self) -> None:
+        ha = self._cfg().ha
+        if not ha.enabled:
+            return
+        self.ha = ha
+        self._set_ready(False, "starting")
+        self._role("standby", "start")
+        link = SyncLink(ha, self.log)
+        link.on_resync = self._peer_resync
+        try:
+            await link.start()
+        except OSError as e:
+            self.log.error("ha.sync_unavailable", local=ha.local, port=ha.port, reason=str(e))
+            self._set_ready(True, "no sync link: this router stands alone")
+            return
+        self.link = link
+        self.hub.add_sink(self)
+        self.started = self.resync_at = time.monotonic()
+        link.ask_resync()
+        link.bulk(self._table())
+        if ha.watch:
+            self.watch = AddressWatch(ha.watch, self._addresses, self.log)
+            await self.watch.start()
+        self._task = asyncio.ensure_future(self._check())
+        self.log.info("ha.started", mode=ha.mode, local=ha.local, peer=ha.peer, port=ha.port)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._purge is not None:
+            self._purge.cancel()
+            self._purge = None
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch = None
+        if self.link is not None:
+            self.hub.remove_sink(self)
+            await self.link.stop()
+            self.link = None
+
+    async def reconfigure(self) -> None:
+        """A reload: a changed ``[ha]`` starts the sync anew, keeping the
+        role and the peer's connections already cached."""
+        if self._cfg().ha == self.ha:
+            return
+        cached = self.link.external.take() if self.link else []
+        role = self.role
+        await self.stop()
+        if not self._cfg().ha.enabled:
+            self.role = "off"
+            self.dp.set_standby(False)
+            self.ha = None
+            return
+        await self.start()
+        if self.link is not None:
+            for ct in cached:
+                self.link.external.apply(T_CT_NEW, ct)
+        if role == "active":
+            self.become_active("reload")
+
+    # -- the data plane's connection events (an EventHub sink) -------------
+
+    def ct_event(self, ev: Event) -> None:
+        if self.link is None:
+            return
+        ct = from_entry(ev.entry)
+        if ct is None:
+            return
+        if ev.type == "DESTROY":
+            self.link.ended(ct)
+        else:
+            self.link.changed(ct)
+
+    def ct_lost(self, n: int) -> None:
+        """Events lost to a full ring: the peer would fall behind silently,
+        so it gets the whole table again instead."""
+        self.events_lost += n
+        if self.link is not None:
+            self.log.warning("ha.events_lost", count=n, action="sending the whole table")
+            self.link.bulk(self._table())
+
+    def _table(self) -> list[SyncCt]:
+        out = []
+        for e in self.dp.conntrack(self.now_ms()):
+            ct = from_entry(e)
+            if ct is not None:
+                out.append(ct)
+        return out
+
+    # -- roles -------------------------------------------------------------
+
+    def become_active(self, reason: str) -> dict[str, Any]:
+        if self.link is None:
+            raise RuntimeError("high availability is off ([ha] mode)")
+        if self._purge is not None:
+            self._purge.cancel()
+            self._purge = None
+        if self.role == "active":
+            return self.last_commit
+        t0 = time.monotonic()
+        result = self._commit(self.link.external.take())
+        self.dp.set_standby(False)
+        self._role("active", reason)
+        self.link.bulk(self._table())
+        result["ms"] = round((time.monotonic() - t0) * 1000, 1)
+        self.commits += 1
+        self.last_commit = result | {"time": round(time.time(), 3), "reason": reason}
+        self.log.info("ha.committed", **self.last_commit)
+        self.publish({"type": "HA", "event": "commit", **self.last_commit})
+        return self.last_commit
+
+    def become_standby(self, reason: str) -> None:
+        if self.link is None:
+            raise RuntimeError("high availability is off ([ha] mode)")
+        if self.role == "standby":
+            return
+        self.dp.set_standby(True)
+        self._role("standby", reason)
+        self.link.ask_resync()
+        # What is in flight still passes for a moment; then the table goes,
+        # the peer holding it now.  Kept, stale windows and timers would
+        # only stand in the way of the next commit.
+        self._purge = asyncio.get_running_loop().call_later(PURGE_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self._purge = None
+        if self.role == "standby":
+            n = self.dp.count()
+            self.dp.flush()
+            self.log.info("ha.table_flushed", connections=n)
+
+    def resync(self) -> None:
+        if self.link is None:
+            raise RuntimeError("high availability is off ([ha] mode)")
+        self.link.ask_resync()
+        self.resync_at = time.monotonic()
+
+    def _commit(self, cts: list[SyncCt]) -> dict[str, Any]:
+        entries = [e for e in map(to_entry, cts) if e is not None]
+        entries.sort(key=lambda e: not e.status & NAT_MAPPED)
+        now = self.now_ms()
+        counts = {"committed": 0, "present": 0, "refused": 0, "invalid": len(cts) - len(entries)}
+        for e in entries:
+            r = self.dp.restore(e, now)
+            counts["committed" if r == 0 else "present" if r == -2 else
+                   "refused" if r == -3 else "invalid"] += 1
+        return counts
+
+    def _role(self, role: str, reason: str) -> None:
+        old, self.role = self.role, role
+        self.since = time.time()
+        if role == "standby":
+            self.dp.set_standby(True)
+        self.log.info("ha.role", role=role, was=old, reason=reason)
+        self.publish({"type": "HA", "event": "role", "role": role, "was": old,
+                      "reason": reason})
+
+    def _addresses(self, held: bool) -> None:
+        if held:
+            self.become_active("address arrived")
+        elif self.role == "active":
+            self.become_standby("address left")
+
+    def _peer_resync(self) -> None:
+        self.log.info("ha.resync_asked", by="peer")
+        self.publish({"type": "HA", "event": "resync", "by": "peer"})
+        if self.link is not None:
+            self.link.bulk(self._table())
+
+    # -- readiness -----------------------------------------------------------
+
+    async def _check(self) -> None:
+        while self.link is not None and not self.ready:
+            await asyncio.sleep(CHECK)
+            link = self.link
+            if link is None:
+                return
+            now = time.monotonic()
+            if link.last_alive > self.resync_at or (
+                    link.ha.mode == "notrack" and link.last_data > self.resync_at and
+                    now - link.last_data > 0.5):
+                self._set_ready(True, "synced")
+            elif now - self.resync_at > link.ha.resync_timeout:
+                heard = link.channel.last_heard > self.resync_at
+                self._set_ready(True, "peer silent: standing alone" if not heard else
+                                "resync not finished in time: taking what came")
+
+    def _set_ready(self, ready: bool, reason: str) -> None:
+        self.ready = ready
+        ha = self.ha or self._cfg().ha
+        if ready:
+            self.log.info("ha.ready", reason=reason,
+                          cached=len(self.link.external) if self.link else 0)
+            self.publish({"type": "HA", "event": "ready", "reason": reason})
+        if ha.track_file:
+            directory, name = os.path.split(ha.track_file)
+            try:
+                dfd = safepath.open_dir(directory, create=0o755)
+                try:
+                    safepath.write_new(name, dfd, b"0\n" if ready else b"1\n", mode=0o644)
+                finally:
+                    os.close(dfd)
+            except (OSError, safepath.UnsafePath) as e:
+                self.log.error("ha.track_file_unwritable", path=ha.track_file, reason=str(e))
+
+    # -- what routerctl ha status shows ----------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        ha = self._cfg().ha
+        if self.link is None:
+            return {"mode": ha.mode, "role": self.role}
+        link, ch = self.link, self.link.channel
+        now = time.monotonic()
+        st = ch.stats
+        return {
+            "mode": ha.mode, "role": self.role, "ready": self.ready,
+            "since": round(self.since, 3), "local": ha.local, "peer": ha.peer, "port": ha.port,
+            "last_heard": round(now - ch.last_heard, 3) if ch.last_heard else None,
+            "lag": round(ch.lag(now), 3), "pending": ch.pending, "unacked": ch.unacked,
+            "sent": st.sent, "sent_bytes": st.sent_bytes, "datagrams": st.datagrams,
+            "received": st.received, "lost": st.lost, "resent": st.resent,
+            "duplicates": st.duplicates, "nacks_sent": st.nacks_sent,
+            "resyncs_asked": st.resyncs_asked, "resend_overflow": st.resend_overflow,
+            "malformed": dict(st.malformed), "foreign": link.foreign,
+            "send_errors": link.send_errors, "events_lost": self.events_lost,
+            "internal": len(link.internal), "external": len(link.external),
+            "external_full": link.external.full, "commits": self.commits,
+            "last_commit": self.last_commit or None,
+            "watch": sorted(self.watch.here) if self.watch else [],
+        }
+
+    def cache(self) -> list[SyncCt]:
+        return list(self.link.external.entries.values()) if self.link else []
