@@ -85,7 +85,8 @@ def attach(iface: Interface) -> Attachment:
         tun = _index(ipr, iface.name, f"interface {iface.name}: TUN device")
         a = Attachment(iface, wire, tun)
         try:
-            ingress, egress = attach_programs(wire, tun, lan=iface.lan is not None)
+            ingress, egress = attach_programs(wire, tun,
+                                               lan=iface.lan is not None or iface.kernel_multicast)
         except DatapathError as e:
             raise AttachError(f"interface {iface.name}: {e}") from None
         try:

@@ -136,6 +136,9 @@ class Interface:
     # here reach them (through the host link) if the input chain accepts.
     lan: LanServices | None = None
     host_link: bool = False  # this is the host link (HOST_LINK), made by the router
+    # An attached link whose multicast stays the kernel's, as on a link with
+    # LAN services: keepalived's VRRP advertisements (224.0.0.18).
+    kernel_multicast: bool = knob(False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,7 +134,7 @@ def _interfaces(r: Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
     nets6: list[tuple[str, IPv6Network]] = []
     keys = {"name", "address", "zone", "mtu", "txqueuelen", "netns", "host_address",
             "host_routes", "rp_filter", "precreated", "address6", "host_address6",
-            "host_routes6", "attach", "lan"}
+            "host_routes6", "attach", "lan", "kernel_multicast"}
     for w, t in r.tables(doc, "interface", ""):
         r.known(t, w, keys)
         name = r.get(t, "name", w, str, required=True)
@@ -208,11 +208,14 @@ def _interfaces(r: Reader, doc: Mapping[str, Any]) -> tuple[Interface, ...]:
             raise r.fail(f"{w}.mtu", "IPv6 needs an MTU of at least 1280 (RFC 8200 5)")
         attach = _attach(r, t, w, name, [i.attach for i in out])
         lan = lan_services(r, t, w, addr, dhcp, addr6, attach)
+        kmc = r.knob(t, Interface, "kernel_multicast", w)
+        if kmc and attach is None:
+            raise r.fail(f"{w}.kernel_multicast", "applies to an attached interface only")
         out.append(Interface(name=name, address=addr, zone=zone, mtu=mtu, txqueuelen=txq,
                              netns=netns, host_address=host, host_routes=hroutes,
                              rp_filter=rpf, precreated=pre, address6=addr6,
                              host_address6=host6, host_routes6=hroutes6, attach=attach,
-                             dhcp=dhcp, lan=lan))
+                             dhcp=dhcp, lan=lan, kernel_multicast=kmc))
     if len({i.zone for i in out}) > MAX_ZONES:
         raise r.fail("interface", f"at most {MAX_ZONES} zones")
     return tuple(out)

@@ -13,7 +13,9 @@ peer reports missing:
   the message that was lost; control messages are resent as they were;
 - a node that starts says HELLO on its messages until the peer answers
   with HELLO_BACK: the peer then takes that sequence number as its start,
-  and drops its own resend queue, which the restarted node knows nothing of;
+  and sends again what waited in its resend queue, which the restarted node
+  will never acknowledge (conntrackd drops it: what was lost then stays
+  lost);
 - a RESYNC asks the peer to send its whole table again.
 """
 
@@ -119,14 +121,11 @@ class Channel:
         if m.flags & wire.F_HELLO_BACK and self.hello == "say":
             self.hello = "done"
         if self.ftfw and m.flags & wire.F_HELLO:
-            # The peer (re)started: its sequence starts here, and it knows
-            # nothing of what waits in our resend queue.
+            if not self.say_hello_back and not self.ctl_out and not self.obj_out:
+                self.ctl_out.append((wire.F_ALIVE, 0, 0))  # the HELLO_BACK, now
             self.say_hello_back = True
-            for key in self.rs_of:
-                self.on_acked(key)
-            self.rs.clear()
-            self.rs_of.clear()
-            self.last_recv = None
+            if self.last_recv is None or not self._near(m.seq):
+                self._peer_restarted(now)
         status = self._track(m.seq)
         if status == "before":
             self.stats.duplicates += 1
@@ -144,6 +143,28 @@ class Channel:
             self.stats.resyncs_asked += 1
             return "resync"
         return None
+
+    def _near(self, seq: int) -> bool:
+        """Whether ``seq`` can follow what came before: the next one, or a
+        gap no longer than the peer's resend queue could fill."""
+        assert self.last_recv is not None
+        return ((seq - self.last_recv - 1) & MASK) <= self.resend_max
+
+    def _peer_restarted(self, now: float) -> None:
+        """A HELLO far out of sequence: the peer (re)started, its sequence
+        starts here, and it will never acknowledge what waits in the resend
+        queue.  Its connections are sent again rather than dropped (what was
+        lost on the way would be lost for good); its control messages meant
+        nothing to the new peer.  (A HELLO in sequence is a peer that has
+        not heard our HELLO_BACK yet: it is answered again, nothing reset; a
+        gap before it is a loss, asked for again as any other.)"""
+        for key in self.rs_of:
+            self.obj_out.setdefault(key, now)
+        self.rs.clear()
+        self.rs_of.clear()
+        self.last_recv = None
+        self.ack_from = None
+        self.left = self.window
 
     def _track(self, seq: int) -> str:
         if self.last_recv is None:

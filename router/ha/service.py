@@ -297,6 +297,7 @@ class HaService:
             "since": round(self.since, 3), "local": ha.local, "peer": ha.peer, "port": ha.port,
             "last_heard": round(now - ch.last_heard, 3) if ch.last_heard else None,
             "lag": round(ch.lag(now), 3), "pending": ch.pending, "unacked": ch.unacked,
+            "handshake": ch.hello, "peer_seq": ch.last_recv,
             "sent": st.sent, "sent_bytes": st.sent_bytes, "datagrams": st.datagrams,
             "received": st.received, "lost": st.lost, "resent": st.resent,
             "duplicates": st.duplicates, "nacks_sent": st.nacks_sent,
