@@ -23,10 +23,10 @@ PKGS=(iproute2 iputils-ping curl gcc python3 python3-venv python3-dev libpython3
 # natpmpc and miniupnpc: the port mapping tests' clients; miniupnpd-nftables: the
 # gateway scripts/portmap-compare.py compares the router with (it ships no service).
 TEST_PKGS=(iperf3 nftables procps ethtool coturn tshark podman runc debootstrap uidmap clang
-           libclang-rt-14-dev natpmpc miniupnpc miniupnpd-nftables)
+           libclang-rt-14-dev natpmpc miniupnpc miniupnpd-nftables keepalived conntrackd conntrack)
 # Packages that ship a service enabled by default: the tests run the program
 # themselves, so the service stays off.
-SERVICES=(coturn)
+SERVICES=(coturn keepalived conntrackd)
 
 want=("${PKGS[@]}")
 ((TEST)) && want+=("${TEST_PKGS[@]}")

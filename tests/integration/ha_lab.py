@@ -128,6 +128,61 @@ vrrp_instance home {{
 """
 
 
+CONNTRACKD_CONF = """\
+Sync {{
+    Mode {mode} {{
+    }}
+    UDP {{
+        IPv4_address {local}
+        IPv4_Destination_Address {peer}
+        Port 3780
+        Interface sync
+        Checksum on
+    }}
+}}
+General {{
+    Systemd off
+    HashSize 8192
+    HashLimit 65535
+    LogFile {work}/conntrackd.log
+    Syslog off
+    LockFile {work}/conntrackd.lock
+    UNIX {{
+        Path {work}/conntrackd.ctl
+    }}
+    NetlinkBufferSize 2097152
+    NetlinkBufferSizeMaxGrowth 8388608
+    Filter From Userspace {{
+        Protocol Accept {{
+            TCP
+            UDP
+            ICMP
+        }}
+        Address Ignore {{
+            IPv4_address 127.0.0.1
+            IPv4_address {local}
+            IPv4_address 192.168.1.{own}
+            IPv4_address 198.51.100.{own}
+        }}
+    }}
+}}
+"""
+
+# The kernel's own NAT gateway: what keepalived + conntrackd pairs run.
+KERNEL_NAT = """\
+table ip hanat {
+    chain pre {
+        type nat hook prerouting priority dstnat;
+        iifname "eth0" ip daddr 198.51.100.10 tcp dport 8080 dnat to 192.168.1.10
+    }
+    chain post {
+        type nat hook postrouting priority srcnat;
+        oifname "eth0" ip saddr 192.168.1.0/24 snat to 198.51.100.10
+    }
+}
+"""
+
+
 @dataclass
 class Node:
     name: str
@@ -135,6 +190,7 @@ class Node:
     work: Path
     router: subprocess.Popen[bytes] | None = None
     keepalived: subprocess.Popen[bytes] | None = None
+    conntrackd: bool = False  # a kernel gateway's conntrackd runs (its lock file says)
 
     @property
     def socket(self) -> str:
@@ -231,6 +287,34 @@ class Pair:
         if keepalived:
             self.start_keepalived(n)
 
+    def start_kernel(self, n: str, vips: bool = True) -> None:
+        """Node ``n`` as the kernel's own NAT gateway with conntrackd, its
+        sync peer the other node; with ``vips``, holding the addresses."""
+        node = self.nodes[n]
+        other = "b" if n == "a" else "a"
+        part = f"r{n}"
+        self.sh(part, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for dev, addr in (("eth1", f"192.168.1.{OWN[n]}/24"), ("eth0", f"198.51.100.{OWN[n]}/24")):
+            self.sh(part, "ip", "addr", "add", addr, "dev", dev)
+        self.sh(part, "ip", "route", "add", "default", "via", ISP)
+        subprocess.run(["ip", "netns", "exec", self.ns(part), "nft", "-f", "-"], input=KERNEL_NAT,
+                       text=True, check=True)
+        if vips:
+            self.sh(part, "ip", "addr", "add", f"{GATEWAY}/24", "dev", "eth1")
+            self.sh(part, "ip", "addr", "add", f"{SHARED}/24", "dev", "eth0")
+        conf = node.work / "conntrackd.conf"
+        conf.write_text(CONNTRACKD_CONF.format(mode="FTFW" if self.mode == "ftfw" else "NOTRACK",
+                                               local=SYNC[n], peer=SYNC[other], work=node.work,
+                                               own=OWN[n]))
+        self.sh(part, "conntrackd", "-C", str(conf), "-d")
+        node.conntrackd = True
+        until(lambda: (node.work / "conntrackd.ctl").exists(), 10, "conntrackd did not start")
+
+    def conntrackd(self, n: str, *args: str) -> str:
+        node = self.nodes[n]
+        return self.sh(f"r{n}", "conntrackd", "-C", str(node.work / "conntrackd.conf"),
+                       *args).stdout
+
     def start_keepalived(self, n: str) -> None:
         node = self.nodes[n]
         conf = node.work / "keepalived.conf"
@@ -323,6 +407,9 @@ class Pair:
             vrrp = node.work / "vrrp.pid"
             with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
                 os.kill(int(vrrp.read_text()), signal.SIGKILL)
+            if node.conntrackd:  # its own way out: "conntrackd -k"
+                self.sh(f"r{node.name}", "conntrackd", "-C", str(node.work / "conntrackd.conf"),
+                        "-k", check=False)
         for part in ("sw", "ra", "rb", "c1", "isp"):
             run("ip", "netns", "del", self.ns(part), check=False)
 

@@ -21,6 +21,7 @@ reset or closed early (what a failover must never cause).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -70,7 +71,8 @@ def tcp_serve(addr: str, port: int, lifetime: float) -> None:
 
 def tcp_watch(dst: str, port: int, secs: float) -> None:
     c = socket.create_connection((dst, port), timeout=5)
-    local = "%s:%d" % c.getsockname()
+    host, lport = c.getsockname()
+    local = f"{host}:{lport}"
     c.setblocking(False)
     end = time.monotonic() + secs
     last = time.monotonic()
@@ -89,10 +91,8 @@ def tcp_watch(dst: str, port: int, secs: float) -> None:
                 gap = max(gap, now - last)
                 last = now
             if now >= next_send:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     c.send(PAYLOAD)
-                except BlockingIOError:
-                    pass
                 next_send = now + TICK
         gap = max(gap, time.monotonic() - last)
         if error is None:  # a clean end: ours first, then the server's
@@ -133,10 +133,8 @@ def udp_watch(dst: str, port: int, secs: float) -> None:
     while time.monotonic() < end:
         now = time.monotonic()
         if now >= next_send:
-            try:
+            with contextlib.suppress(OSError):
                 s.send(b"tick")
-            except OSError:
-                pass
             next_send = now + TICK
         r, _, _ = select.select([s], [], [], TICK)
         if r:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -149,3 +150,67 @@ def test_failover_both_ways_keeps_tcp_udp_and_forwarded_flows(ha: Pair) -> None:
         assert json.loads(line)["error"] is None, line
     drops = ha.ctl("a", "stats")["drops"]
     assert "ha_standby" in drops
+
+
+def test_a_kernel_gateway_hands_its_connections_to_the_router(tmp_path: Path) -> None:
+    """Interop with a real conntrackd: the kernel's NAT gateway (nftables,
+    conntrackd FTFW) holds the addresses and the flows; the router, its
+    sync peer, caches them; the addresses move to the router, which commits
+    them and carries the flows on; the router's table then shows in
+    conntrackd's external cache."""
+    with pair(tmp_path) as p:
+        p.start_kernel("b")
+        p.serve("isp", "tcp-serve", ISP, "9000", "40")
+        p.serve("isp", "udp-serve", ISP, "9001", "40")
+        srv_fwd = p.serve("c1", "tcp-serve", CLIENT, "8080", "40")
+        secs = "14"
+        tcp = p.spawn("c1", "tcp-watch", ISP, "9000", secs)
+        udp = p.spawn("c1", "udp-watch", ISP, "9001", secs)
+        fwd = p.spawn("isp", "tcp-watch", SHARED, "8080", secs)
+        time.sleep(1)
+        kernel = p.sh("rb", "conntrack", "-L", "-p", "udp", "--dport", "9001").stdout
+        port = kernel.split("dst=198.51.100.10 sport=9001 dport=")[1].split()[0]
+        p.start("a", keepalived=False)
+
+        def cached() -> bool:
+            f = flows(p, "a")
+            return all(any(k[0] == proto and k[4] == dport for k in f)
+                       for proto, dport in (("tcp", 9000), ("udp", 9001), ("tcp", 8080)))
+        until(cached, 15, "conntrackd's flows did not reach the router's cache")
+        u = next(e for k, e in flows(p, "a").items() if k[:1] == ("udp",) and k[4] == 9001)
+        assert u["reply"]["dst"] == SHARED and str(u["reply"]["dport"]) == port, u
+        assert p.ctl("a", "ha", "status")["role"] == "standby"
+
+        # The handover, as keepalived would do it: the kernel gateway leaves
+        # (its LAN and WAN unplugged, the sync link kept), the addresses
+        # come up on the router, the neighbours learn the new MAC.
+        for sw_port in ("b-lan", "b-isp"):
+            subprocess.run(["ip", "-n", p.ns("sw"), "link", "set", sw_port, "down"], check=True)
+        p.sh("rb", "ip", "addr", "del", "192.168.1.1/24", "dev", "eth1")
+        p.sh("rb", "ip", "addr", "del", f"{SHARED}/24", "dev", "eth0")
+        p.sh("ra", "ip", "addr", "add", "192.168.1.1/24", "dev", "eth1")
+        p.sh("ra", "ip", "addr", "add", f"{SHARED}/24", "dev", "eth0")
+        for part in ("c1", "isp"):
+            p.sh(part, "ip", "neigh", "flush", "all")
+        until(lambda: p.ctl("a", "ha", "status")["role"] == "active", 5,
+              "the router did not commit on the address")
+        assert p.ctl("a", "ha", "status")["last_commit"]["committed"] >= 3
+
+        results = {name: _result(proc, 40) for name, proc in (("tcp", tcp), ("udp", udp),
+                                                              ("forward", fwd))}
+        print("handover:", json.dumps(results))
+        for name, r in results.items():
+            assert r.get("error") is None, (name, r)
+        assert results["udp"]["seen"] == [port], results["udp"]  # the kernel's port, kept
+        assert srv_fwd.stdout is not None
+        assert json.loads(srv_fwd.stdout.readline())["error"] is None
+
+        # The router's connections, in conntrackd's external cache.
+        def in_conntrackd() -> bool:
+            ext = p.conntrackd("b", "-e")
+            return "dport=9000" in ext and "dport=9001" in ext and "sport=" in ext
+        until(in_conntrackd, 10, "the router's table did not reach conntrackd")
+        stats = p.conntrackd("b", "-s", "network")
+        bad = re.findall(r"(Malformed messages|Wrong protocol version|Malformed payload):\s+(\d+)",
+                         stats)
+        assert bad and all(n == "0" for _, n in bad), stats  # conntrackd took every message
