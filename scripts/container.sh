@@ -52,12 +52,14 @@ base() {
 context() {
     rm -rf "$WORK/ctx"
     mkdir -p "$WORK/ctx/router/native" "$WORK/ctx/router/config" "$WORK/ctx/router/portmap" \
+             "$WORK/ctx/router/ha" \
              "$WORK/ctx/conf" \
              "$WORK/ctx/scripts" "$WORK/ctx/wheels"
     cp Containerfile pyproject.toml setup.py README.md "$WORK/ctx/"
     cp router/*.py router/*.sh "$WORK/ctx/router/"
     cp router/config/*.py "$WORK/ctx/router/config/"
     cp router/portmap/*.py "$WORK/ctx/router/portmap/"
+    cp router/ha/*.py "$WORK/ctx/router/ha/"
     cp router/native/*.c router/native/*.h router/native/*.py router/native/rt.cdef \
        "$WORK/ctx/router/native/"
     rm -f "$WORK/ctx/router/native/_rt.c"

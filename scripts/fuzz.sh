@@ -22,7 +22,8 @@ build/fuzz/fuzz_batch -max_total_time="$SECONDS_TO_RUN" -timeout=10 -rss_limit_m
 # The Python-facing API under atheris: config parsing and validation, and
 # control socket requests, half the time each; then what LAN hosts send the
 # port mapping services (PCP and NAT-PMP datagrams, SOAP bodies, SSDP
-# datagrams) and the port mapping state file, a quarter each.
+# datagrams) and the port mapping state file, a quarter each; then the
+# datagrams of the high-availability sync, a quarter.
 PY_SECONDS=$(( (SECONDS_TO_RUN + 1) / 2 ))
 PM_SECONDS=$(( (SECONDS_TO_RUN + 3) / 4 ))
 fuzz_py() {  # harness target corpus seconds
@@ -38,3 +39,5 @@ done
 for pair in udp:pmudp soap:soap ssdp:ssdp state:pmstate; do
     fuzz_py fuzz_portmap.py "${pair%%:*}" "${pair##*:}" "$PM_SECONDS"
 done
+# What reaches the high-availability sync port: conntrackd's protocol.
+fuzz_py fuzz_ha.py sync hasync "$PM_SECONDS"

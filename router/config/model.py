@@ -414,9 +414,10 @@ class Portmap:
 
 
 # High availability (router/ha/): conntrackd's sync protocol on its default
-# UDP port, and the tables that can travel.
+# UDP port, and the tables that can travel (connections, with their NAT
+# bindings; the endpoint-independent mappings are rebuilt from them).
 HA_PORT = 3780
-HA_TABLES = ("connections", "portmaps")
+HA_TABLES = ("connections",)
 
 
 @dataclass(frozen=True, slots=True)

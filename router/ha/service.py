@@ -42,6 +42,7 @@ from router.ha.sync import SyncLink
 from router.ha.wire import T_CT_NEW, SyncCt
 from router.native.records import Event
 
+RESYNC_MIN_INTERVAL = 1.0  # seconds between whole tables sent on the peer's asking
 PURGE_DELAY = 3.0   # seconds a demoted router keeps forwarding what is in flight
 CHECK = 0.1         # seconds between readiness checks
 
@@ -65,6 +66,9 @@ class HaService:
         self.resync_at = 0.0
         self.events_lost = 0
         self.commits = 0
+        self.resyncs_deferred = 0
+        self._last_bulk = 0.0
+        self._deferred: asyncio.TimerHandle | None = None
         self.last_commit: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
         self._purge: asyncio.TimerHandle | None = None
@@ -107,9 +111,10 @@ class HaService:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        if self._purge is not None:
-            self._purge.cancel()
-            self._purge = None
+        for timer in (self._purge, self._deferred):
+            if timer is not None:
+                timer.cancel()
+        self._purge = self._deferred = None
         if self.watch is not None:
             self.watch.stop()
             self.watch = None
@@ -242,6 +247,21 @@ class HaService:
             self.become_standby("address left")
 
     def _peer_resync(self) -> None:
+        # At most one whole table a second, however often the peer asks: a
+        # flood of RESYNCs must not become a flood of bulks.  One asked too
+        # soon is sent when the second is up (once, for all asked till then).
+        now = time.monotonic()
+        wait = self._last_bulk + RESYNC_MIN_INTERVAL - now
+        if wait > 0:
+            self.resyncs_deferred += 1
+            if self._deferred is None:
+                self._deferred = asyncio.get_running_loop().call_later(wait, self._send_bulk)
+            return
+        self._send_bulk()
+
+    def _send_bulk(self) -> None:
+        self._deferred = None
+        self._last_bulk = time.monotonic()
         self.log.info("ha.resync_asked", by="peer")
         self.publish({"type": "HA", "event": "resync", "by": "peer"})
         if self.link is not None:
@@ -301,7 +321,8 @@ class HaService:
             "sent": st.sent, "sent_bytes": st.sent_bytes, "datagrams": st.datagrams,
             "received": st.received, "lost": st.lost, "resent": st.resent,
             "duplicates": st.duplicates, "nacks_sent": st.nacks_sent,
-            "resyncs_asked": st.resyncs_asked, "resend_overflow": st.resend_overflow,
+            "resyncs_asked": st.resyncs_asked, "resyncs_deferred": self.resyncs_deferred,
+            "resend_overflow": st.resend_overflow,
             "malformed": dict(st.malformed), "foreign": link.foreign,
             "send_errors": link.send_errors, "events_lost": self.events_lost,
             "internal": len(link.internal), "external": len(link.external),

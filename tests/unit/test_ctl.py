@@ -14,7 +14,9 @@ COMMANDS = [["conntrack", "list"], ["conntrack", "get"], ["conntrack", "delete"]
             ["stats"], ["interfaces"], ["routes"], ["capture", "wan0", "-w", "-"], ["status"],
             ["reload"], ["nat", "list"], ["firewall", "list"], ["lb", "list"],
             ["config", "show"], ["portmap", "list"], ["portmap", "delete", "udp", "7000"],
-            ["portmap", "events"]]
+            ["portmap", "events"], ["ha", "status"], ["ha", "cache"], ["ha", "resync"],
+            ["ha", "master"], ["ha", "backup"], ["ha", "fault"],
+            ["ha", "notify", "INSTANCE", "home", "MASTER", "100"], ["ha", "events"]]
 
 
 def leaf_commands(p: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> set[str]:
@@ -25,7 +27,7 @@ def leaf_commands(p: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> s
 
 
 def test_the_list_is_every_command() -> None:
-    assert {" ".join(c[:2]) if c[0] in ("conntrack", "portmap") else c[0]
+    assert {" ".join(c[:2]) if c[0] in ("conntrack", "portmap", "ha") else c[0]
             for c in COMMANDS} == \
         leaf_commands(parser())
 
