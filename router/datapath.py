@@ -512,6 +512,15 @@ class Datapath:
             for i in range(k):
                 out.append(_ct_entry(self._entries[i]))
 
+    def conntrack_chunk(self, cursor: int, now_ms: int) -> tuple[list[CtEntry], int]:
+        """Live connections from slot ``cursor`` on, a chunk at a time: the
+        entries and the cursor to go on from (0 once past the end), so that
+        a caller on the event loop can walk a large table in steps."""
+        c = ffi.new("uint32_t *", cursor)
+        k = self._c(lib.rt_ct_dump, c, self._entries, DUMP_CHUNK, now_ms)
+        out = [_ct_entry(self._entries[i]) for i in range(k)]
+        return out, (int(c[0]) if k else 0)
+
     def restore(self, e: CtEntry, now_ms: int) -> int:
         """Puts back a saved connection: 0, or -1 (invalid) / -2 (clash, full) /
         -3 (the running config would not let it open)."""

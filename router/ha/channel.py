@@ -66,8 +66,12 @@ class Channel:
         self.hello = "init"        # init -> say -> done (FTFW)
         self.say_hello_back = False
         self.ctl_out: collections.deque[tuple[int, int, int]] = collections.deque()
-        self.obj_out: dict[Key, float] = {}  # insertion ordered: key -> time queued
-        self.rs: dict[int, tuple[Key | None, int, int, int, float]] = {}  # seq -> item
+        # Both in sending order, taken from the front: OrderedDicts, whose
+        # first item is found at once (a dict's, after deletions at the
+        # front, only by a scan over the holes).
+        self.obj_out: collections.OrderedDict[Key, float] = collections.OrderedDict()
+        self.rs: collections.OrderedDict[int, tuple[Key | None, int, int, int, float]] = \
+            collections.OrderedDict()  # seq -> (key or None, ctl flags, from, to, queued)
         self.rs_of: dict[Key, int] = {}      # object -> its sequence number in rs
         self.last_sent = 0.0
         # receiving
@@ -255,8 +259,8 @@ class Channel:
         if item[0] is not None:
             self.rs_of[item[0]] = seq
         while len(self.rs) > self.resend_max:
-            old = next(iter(self.rs))
-            key = self.rs.pop(old)[0]
+            old, item = self.rs.popitem(last=False)
+            key = item[0]
             self.stats.resend_overflow += 1
             if key is not None and self.rs_of.get(key) == old:
                 del self.rs_of[key]
@@ -286,8 +290,7 @@ class Channel:
             if self.ftfw and flags & wire.RANGE_FLAGS:
                 self._remember(seq, (None, flags, a, b, now))
         while self.obj_out and spent < budget:
-            key = next(iter(self.obj_out))
-            queued = self.obj_out.pop(key)
+            key, queued = self.obj_out.popitem(last=False)
             what = lookup(key)
             if what is None:
                 continue

@@ -37,6 +37,7 @@ from router.config.model import Ha
 from router.datapath import Datapath
 from router.events import EventHub
 from router.ha.addrwatch import AddressWatch
+from router.ha.channel import Key
 from router.ha.entries import NAT_MAPPED, from_entry, to_entry
 from router.ha.sync import SyncLink
 from router.ha.wire import T_CT_NEW, SyncCt
@@ -45,6 +46,7 @@ from router.native.records import Event
 RESYNC_MIN_INTERVAL = 1.0  # seconds between whole tables sent on the peer's asking
 PURGE_DELAY = 3.0   # seconds a demoted router keeps forwarding what is in flight
 CHECK = 0.1         # seconds between readiness checks
+IN_FLIGHT = 0.25    # seconds a message of the peer's may have been on its way
 
 
 class HaService:
@@ -67,6 +69,9 @@ class HaService:
         self.events_lost = 0
         self.commits = 0
         self.resyncs_deferred = 0
+        self.bulks = 0
+        self._bulk_task: asyncio.Task[None] | None = None
+        self._bulk_again = False
         self._last_bulk = 0.0
         self._deferred: asyncio.TimerHandle | None = None
         self.last_commit: dict[str, Any] = {}
@@ -100,7 +105,7 @@ class HaService:
         self.hub.add_sink(self)
         self.started = self.resync_at = time.monotonic()
         link.ask_resync()
-        link.bulk(self._table())
+        self._bulk("start")
         if ha.watch:
             self.watch = AddressWatch(ha.watch, self._addresses, self.log)
             await self.watch.start()
@@ -111,6 +116,9 @@ class HaService:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self._bulk_task is not None:
+            self._bulk_task.cancel()
+            self._bulk_task = None
         for timer in (self._purge, self._deferred):
             if timer is not None:
                 timer.cancel()
@@ -162,15 +170,37 @@ class HaService:
         self.events_lost += n
         if self.link is not None:
             self.log.warning("ha.events_lost", count=n, action="sending the whole table")
-            self.link.bulk(self._table())
+            self._bulk("events lost")
 
-    def _table(self) -> list[SyncCt]:
-        out = []
-        for e in self.dp.conntrack(self.now_ms()):
-            ct = from_entry(e)
-            if ct is not None:
-                out.append(ct)
-        return out
+    def _bulk(self, why: str) -> None:
+        """The whole table to the peer, read from the data plane a chunk per
+        turn of the event loop (a large table never holds the loop); one
+        asked while another runs makes one more after it."""
+        if self._bulk_task is not None and not self._bulk_task.done():
+            self._bulk_again = True
+            return
+        self._bulk_again = False
+        self._bulk_task = asyncio.ensure_future(self._run_bulk(why))
+
+    async def _run_bulk(self, why: str) -> None:
+        while self.link is not None:
+            seen: set[Key] = set()
+            cursor = 0
+            while True:
+                entries, cursor = self.dp.conntrack_chunk(cursor, self.now_ms())
+                cts = [ct for ct in map(from_entry, entries) if ct is not None]
+                self.link.bulk_part(cts)
+                seen.update(ct.key for ct in cts)
+                if not cursor:
+                    break
+                await asyncio.sleep(0)
+                if self.link is None:
+                    return
+            self.link.bulk_done(seen)
+            self.bulks += 1
+            if not self._bulk_again:
+                return
+            self._bulk_again = False
 
     # -- roles -------------------------------------------------------------
 
@@ -186,7 +216,7 @@ class HaService:
         result = self._commit(self.link.external.take())
         self.dp.set_standby(False)
         self._role("active", reason)
-        self.link.bulk(self._table())
+        self._bulk("commit")
         result["ms"] = round((time.monotonic() - t0) * 1000, 1)
         self.commits += 1
         self.last_commit = result | {"time": round(time.time(), 3), "reason": reason}
@@ -264,8 +294,7 @@ class HaService:
         self._last_bulk = time.monotonic()
         self.log.info("ha.resync_asked", by="peer")
         self.publish({"type": "HA", "event": "resync", "by": "peer"})
-        if self.link is not None:
-            self.link.bulk(self._table())
+        self._bulk("peer asked")
 
     # -- readiness -----------------------------------------------------------
 
@@ -276,7 +305,9 @@ class HaService:
             if link is None:
                 return
             now = time.monotonic()
-            if link.last_alive > self.resync_at or (
+            # An ALIVE sent before the peer saw our RESYNC may still be on
+            # its way: only one that left well after it ends the bulk.
+            if link.last_alive > self.resync_at + IN_FLIGHT or (
                     link.ha.mode == "notrack" and link.last_data > self.resync_at and
                     now - link.last_data > 0.5):
                 self._set_ready(True, "synced")
@@ -326,7 +357,7 @@ class HaService:
             "malformed": dict(st.malformed), "foreign": link.foreign,
             "send_errors": link.send_errors, "events_lost": self.events_lost,
             "internal": len(link.internal), "external": len(link.external),
-            "external_full": link.external.full, "commits": self.commits,
+            "external_full": link.external.full, "commits": self.commits, "bulks": self.bulks,
             "last_commit": self.last_commit or None,
             "watch": sorted(self.watch.here) if self.watch else [],
         }

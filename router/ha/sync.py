@@ -105,6 +105,22 @@ class SyncLink:
         now = time.monotonic()
         for key in list(self.internal.live) + list(self.internal.dead):
             self.channel.queue(key, now)
+        self.bulk_done()
+
+    def bulk_part(self, cts: list[SyncCt]) -> None:
+        """A chunk of a bulk read from the data plane in steps."""
+        now = time.monotonic()
+        for ct in cts:
+            self.channel.queue(self.internal.update(ct), now)
+        self._wake.set()
+
+    def bulk_done(self, seen: set[Key] | None = None) -> None:
+        """The end of a bulk (read in steps: ``seen``, the keys it found; the
+        rest of what was live has ended meanwhile)."""
+        if seen is not None:
+            now = time.monotonic()
+            for key in [k for k in self.internal.live if k not in seen]:
+                self.channel.queue(self.internal.destroy(self.internal.live[key]), now)
         self._bulk_end = True
         self._wake.set()
 

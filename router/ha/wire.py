@@ -19,9 +19,10 @@ truncated, bad type, bad payload) and skipped, never trusted.
 
 from __future__ import annotations
 
+import socket
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv6Address
 
 VERSION = 1
 
@@ -137,7 +138,7 @@ def _attr(kind: int, value: bytes) -> bytes:
 
 
 def _addr(family: int, a: str) -> bytes:
-    return IPv4Address(a).packed if family == 4 else IPv6Address(a).packed
+    return socket.inet_pton(socket.AF_INET if family == 4 else socket.AF_INET6, a)
 
 
 def ct_msg(mtype: int, flags: int, seq: int, ct: SyncCt) -> bytes:
@@ -160,9 +161,9 @@ def ct_msg(mtype: int, flags: int, seq: int, ct: SyncCt) -> bytes:
         out.append(_attr(NTA_MARK, struct.pack("!I", ct.mark)))
     if fam == 4:
         if ct.snat is not None:
-            out.append(_attr(NTA_SNAT_IPV4, IPv4Address(ct.snat).packed))
+            out.append(_attr(NTA_SNAT_IPV4, _addr(4, ct.snat)))
         if ct.dnat is not None:
-            out.append(_attr(NTA_DNAT_IPV4, IPv4Address(ct.dnat).packed))
+            out.append(_attr(NTA_DNAT_IPV4, _addr(4, ct.dnat)))
         if ct.spat is not None:
             out.append(_attr(NTA_SPAT_PORT, struct.pack("!H", ct.spat)))
         if ct.dpat is not None:
@@ -235,9 +236,11 @@ def parse_ct(body: bytes) -> SyncCt:
 def _ct(a: dict[int, bytes]) -> SyncCt:
     if NTA_IPV4 in a:
         fam, raw = 4, a[NTA_IPV4]
-        src, dst = str(IPv4Address(raw[:4])), str(IPv4Address(raw[4:]))
+        src, dst = socket.inet_ntop(socket.AF_INET, raw[:4]), socket.inet_ntop(socket.AF_INET,
+                                                                               raw[4:])
     elif NTA_IPV6 in a:
         fam, raw = 6, a[NTA_IPV6]
+        # ipaddress's text: the one form (RFC 5952) the router's records use.
         src, dst = str(IPv6Address(raw[:16])), str(IPv6Address(raw[16:]))
     else:
         raise Malformed("bad_payload")
@@ -259,7 +262,7 @@ def _ct(a: dict[int, bytes]) -> SyncCt:
         return struct.unpack("!I", a[k])[0] if k in a else 0
 
     def v4(k: int) -> str | None:
-        return str(IPv4Address(a[k])) if k in a and fam == 4 else None
+        return socket.inet_ntop(socket.AF_INET, a[k]) if k in a and fam == 4 else None
 
     def port(k: int) -> int | None:
         return struct.unpack("!H", a[k])[0] if k in a else None

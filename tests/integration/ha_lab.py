@@ -47,6 +47,7 @@ listen = ""
 [conntrack]
 state_file = ""
 gc_interval = 1.0
+{conntrack}
 
 [[interface]]
 name = "lan0"
@@ -79,6 +80,7 @@ to = "192.168.1.10"
 
 [firewall]
 forward = "drop"
+{firewall}
 
 [[firewall.policy]]
 from = "lan"
@@ -121,10 +123,23 @@ vrrp_instance home {{
     track_file {{
         ready
     }}
-    notify_master "{ctl} ha master"
-    notify_backup "{ctl} ha backup"
-    notify_fault "{ctl} ha fault"
+    notify_master "{notify} master"
+    notify_backup "{notify} backup"
+    notify_fault "{notify} fault"
 }}
+"""
+
+# keepalived's notify for a kernel gateway with conntrackd, as conntrack-tools'
+# primary-backup.sh (and VyOS) do it: commit the external cache, flush it,
+# resync the internal one from the kernel, send it all to the peer; or, on
+# standing by, shorten the kernel's timers and ask the peer for its table.
+KERNEL_NOTIFY = """\
+#!/bin/sh
+C="conntrackd -C {work}/conntrackd.conf"
+case "$1" in
+master) $C -c; $C -f; $C -R; $C -B ;;
+backup|fault) $C -t; $C -n ;;
+esac
 """
 
 
@@ -216,6 +231,8 @@ class Pair:
     work: Path
     mode: str = "ftfw"
     advert: str = "0.2"
+    firewall: str = ""  # more [firewall] keys
+    conntrack: str = ""  # more [conntrack] keys
     nodes: dict[str, Node] = field(default_factory=dict)
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
@@ -273,7 +290,8 @@ class Pair:
         other = "b" if n == "a" else "a"
         conf = node.work / "router.toml"
         conf.write_text(ROUTER_CONF.format(work=node.work, own=OWN[n], mode=self.mode,
-                                           local=SYNC[n], peer=SYNC[other]))
+                                           local=SYNC[n], peer=SYNC[other],
+                                           firewall=self.firewall, conntrack=self.conntrack))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(node.socket)
         started = len(node.events("router.started"))
@@ -287,9 +305,10 @@ class Pair:
         if keepalived:
             self.start_keepalived(n)
 
-    def start_kernel(self, n: str, vips: bool = True) -> None:
+    def start_kernel(self, n: str, vips: bool = True, keepalived: bool = False) -> None:
         """Node ``n`` as the kernel's own NAT gateway with conntrackd, its
-        sync peer the other node; with ``vips``, holding the addresses."""
+        sync peer the other node; with ``vips``, holding the addresses;
+        with ``keepalived``, keepalived moving them instead."""
         node = self.nodes[n]
         other = "b" if n == "a" else "a"
         part = f"r{n}"
@@ -299,7 +318,7 @@ class Pair:
         self.sh(part, "ip", "route", "add", "default", "via", ISP)
         subprocess.run(["ip", "netns", "exec", self.ns(part), "nft", "-f", "-"], input=KERNEL_NAT,
                        text=True, check=True)
-        if vips:
+        if vips and not keepalived:
             self.sh(part, "ip", "addr", "add", f"{GATEWAY}/24", "dev", "eth1")
             self.sh(part, "ip", "addr", "add", f"{SHARED}/24", "dev", "eth0")
         conf = node.work / "conntrackd.conf"
@@ -309,17 +328,29 @@ class Pair:
         self.sh(part, "conntrackd", "-C", str(conf), "-d")
         node.conntrackd = True
         until(lambda: (node.work / "conntrackd.ctl").exists(), 10, "conntrackd did not start")
+        if keepalived:
+            self.start_keepalived(n, kernel=True)
 
     def conntrackd(self, n: str, *args: str) -> str:
         node = self.nodes[n]
         return self.sh(f"r{n}", "conntrackd", "-C", str(node.work / "conntrackd.conf"),
                        *args).stdout
 
-    def start_keepalived(self, n: str) -> None:
+    def start_keepalived(self, n: str, kernel: bool = False) -> None:
+        """keepalived on node ``n``, its notify the router's routerctl, or
+        (``kernel``) conntrackd's commands."""
         node = self.nodes[n]
         conf = node.work / "keepalived.conf"
+        if kernel:
+            script = node.work / "notify.sh"
+            script.write_text(KERNEL_NOTIFY.format(work=node.work))
+            script.chmod(0o700)
+            (node.work / "ready").write_text("0\n")  # conntrackd tells keepalived nothing
+            notify = str(script)
+        else:
+            notify = f"{self.ctl_cmd(n)} ha"
         conf.write_text(KEEPALIVED_CONF.format(name=f"r{n}", work=node.work, advert=self.advert,
-                                               ctl=self.ctl_cmd(n)))
+                                               notify=notify))
         log = open(node.work / "keepalived.log", "ab")  # noqa: SIM115
         node.keepalived = subprocess.Popen(
             ["ip", "netns", "exec", node.ns, "keepalived", "-n", "-l", "-D", "--vrrp",
@@ -330,6 +361,10 @@ class Pair:
     def ctl(self, n: str, *args: str) -> Any:
         r = run(sys.executable, "-m", "router.ctl", "-S", self.nodes[n].socket, "--json", *args)
         return json.loads(r.stdout)
+
+    def holder(self) -> str | None:
+        """The node holding the gateway address (keepalived's MASTER)."""
+        return next((n for n in self.nodes if self.holds_gateway(n)), None)
 
     def active(self) -> str | None:
         for n, node in self.nodes.items():
