@@ -587,6 +587,10 @@ class Datapath:
         """High availability: a standby opens no forwarded connection."""
         self._c(lib.rt_dp_set_standby, int(on))
 
+    def set_lb_key(self, key: int) -> None:
+        """The load balancers' hash key: the same on both routers of a pair."""
+        self._c(lib.rt_dp_set_lb_key, key & 0xFFFFFFFFFFFFFFFF)
+
     # -- events and capture ------------------------------------------------
 
     def enable_events(self, ct: bool, drop_reasons: Sequence[str] = (),

@@ -26,6 +26,7 @@ after it, or the peer silent for ``resync_timeout``): with keepalived's
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -47,6 +48,17 @@ RESYNC_MIN_INTERVAL = 1.0  # seconds between whole tables sent on the peer's ask
 PURGE_DELAY = 3.0   # seconds a demoted router keeps forwarding what is in flight
 CHECK = 0.1         # seconds between readiness checks
 IN_FLIGHT = 0.25    # seconds a message of the peer's may have been on its way
+
+
+def lb_key(cfg: Config) -> int:
+    """The load balancers' hash key of a pair: from what both routers'
+    configs share (the pair's sync addresses, the load balancers), so that
+    both send a new connection to the same backend and either can take one
+    over it never heard of.  Not a secret from the pair's operator; from
+    anyone else as much as the config is."""
+    pair = sorted((cfg.ha.local, cfg.ha.peer))
+    text = f"{pair}|{cfg.ha.port}|{cfg.loadbalancers!r}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
 class HaService:
@@ -91,6 +103,7 @@ class HaService:
         if not ha.enabled:
             return
         self.ha = ha
+        self.dp.set_lb_key(lb_key(self._cfg()))
         self._set_ready(False, "starting")
         self._role("standby", "start")
         link = SyncLink(ha, self.log)
@@ -134,6 +147,8 @@ class HaService:
     async def reconfigure(self) -> None:
         """A reload: a changed ``[ha]`` starts the sync anew, keeping the
         role and the peer's connections already cached."""
+        if self._cfg().ha.enabled:  # the load balancers may have changed
+            self.dp.set_lb_key(lb_key(self._cfg()))
         if self._cfg().ha == self.ha:
             return
         cached = self.link.external.take() if self.link else []

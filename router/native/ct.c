@@ -46,11 +46,22 @@ static inline uint64_t mum(uint64_t a, uint64_t b)
     return (uint64_t)r ^ (uint64_t)(r >> 64);
 }
 
+void ct_hash_keys(uint64_t seed, uint64_t keys[6])
+{
+    uint64_t s = seed;
+    for (int i = 0; i < 6; i++)
+        keys[i] = splitmix64(&s) | 1;
+}
+
 uint32_t ct_hash(const struct ct_table *ct, const struct ct_tuple *t)
+{
+    return ct_hash_with(ct->keys, t);
+}
+
+uint32_t ct_hash_with(const uint64_t k[6], const struct ct_tuple *t)
 {
     uint64_t w[5];
     memcpy(w, t, sizeof w);
-    const uint64_t *k = ct->keys;
     uint64_t h = mum(w[0] ^ k[0], w[1] ^ k[1]) ^ mum(w[2] ^ k[2], w[3] ^ k[3]) ^
                  mum(w[4] ^ k[4], k[5]);
     return (uint32_t)(h ^ (h >> 32));
@@ -106,9 +117,7 @@ int ct_init(struct ct_table *ct, uint32_t capacity, uint64_t seed,
     ct->capacity = capacity;
     ct->bucket_mask = nb - 1;
     ct->seed = seed;
-    uint64_t s = seed;
-    for (int i = 0; i < 6; i++)
-        ct->keys[i] = splitmix64(&s) | 1;
+    ct_hash_keys(seed, ct->keys);
     ct->counters = counters;
     return 0;
 }

@@ -122,6 +122,9 @@ void ct_destroy(struct ct_table *ct);
 
 /* Keyed hash of a tuple.  Changes to struct ct_tuple must be mirrored. */
 uint32_t ct_hash(const struct ct_table *ct, const struct ct_tuple *t);
+/* The same hash under other keys, and the keys derived from a seed. */
+uint32_t ct_hash_with(const uint64_t k[6], const struct ct_tuple *t);
+void ct_hash_keys(uint64_t seed, uint64_t keys[6]);
 
 /* Prefetches the bucket of 'hash', and then the first connection in it
  * (with its TCP window state for a TCP packet). */

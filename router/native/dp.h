@@ -133,6 +133,10 @@ struct rt_dp {
     struct pm_table pm;                       /* mappings LAN hosts asked for */
     uint32_t standby;                         /* HA standby: opens no forwarded
                                                  connection (rt_dp_set_standby) */
+    uint64_t lb_keys[6];                      /* the load balancers' hash keys
+                                                 (rt_dp_set_lb_key) */
+    struct rt_lb_slot *lb_backends;           /* each backend once, by number
+                                                 (n_backends of them) */
 };
 
 /*
@@ -307,6 +311,8 @@ struct dnat_target {
 /* The port forward for a new TCP/UDP packet, or NULL. */
 const struct rt_dnat_cfg *dp_dnat_match(const struct rt_dp *dp, const struct pkt_meta *m);
 /* A port forward (or load balancer) for 'm'; a mapping that lets 'm' in. */
+/* Whether addr:port (network order) is a load balancer's backend. */
+bool dp_lb_backend(const struct rt_dp *dp, rt_be32 addr, rt_be16 port);
 bool dp_forward_target(const struct rt_dp *dp, const struct pkt_meta *m,
                        struct dnat_target *t);
 bool dp_mapping_target(struct rt_dp *dp, const struct pkt_meta *m,

@@ -104,6 +104,17 @@ static void process_new(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m,
         }
         dn = &tgt;
     }
+    if (!dn && m->proto == IPPROTO_TCP_ && !(m->tcp_flags & TCP_SYN) && dp->n_backends &&
+        dp_lb_backend(dp, m->tuple.src.v4, m->tuple.sport)) {
+        /* A load balancer's backend answering a connection this router
+         * does not know (taken over from a peer that never sent it): picked
+         * up, it would leave source-NATed to a port the client never used,
+         * which answers with a reset.  Dropped, it waits for the client's
+         * next segment, which reopens the connection on the same backend
+         * (the pair shares the load balancers' hash key). */
+        dp_drop(dp, p, RT_DROP_LB_ORPHAN);
+        return;
+    }
     union rt_addr dst = {.w = {0, 0}};
     dst.v4 = dn ? dn->addr : m->tuple.dst.v4;
     if (!dn && dp->host_iface >= 0 && dp_route4(dp, dst.v4) == dp->host_iface) {

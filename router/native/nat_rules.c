@@ -38,13 +38,24 @@ const struct rt_dnat_cfg *dp_dnat_match(const struct rt_dp *dp, const struct pkt
 
 /* The slot of a load balancer for new connection 'm': a keyed hash of its
  * tuple, so that one client's connections spread over the backends and a
- * connection's packets never move (conntrack keeps the choice). */
+ * connection's packets never move (conntrack keeps the choice).  The key is
+ * the load balancers' own: a pair of routers given the same one picks the
+ * same backend for the same tuple (rt_dp_set_lb_key). */
 static const struct rt_lb_slot *lb_pick(const struct rt_dp *dp,
                                         const struct rt_dnat_cfg *d,
                                         const struct pkt_meta *m)
 {
-    uint32_t h = ct_hash(&dp->ct, &m->tuple);
+    uint32_t h = ct_hash_with(dp->lb_keys, &m->tuple);
     return &dp->lb_slots[d->lb_first + h % d->lb_size];
+}
+
+bool dp_lb_backend(const struct rt_dp *dp, rt_be32 addr, rt_be16 port)
+{
+    uint16_t p = ntohs(port);
+    for (uint32_t i = 0; i < dp->n_backends; i++)
+        if (dp->lb_backends[i].addr == addr && dp->lb_backends[i].port == p)
+            return true;
+    return false;
 }
 
 /* A port forward for 'm', or false. */

@@ -532,6 +532,12 @@ int rt_dp_portmap_probe(struct rt_dp *dp, const struct rt_portmap *e, uint64_t n
  * router's own services, go on. */
 void rt_dp_set_standby(struct rt_dp *dp, uint32_t on);
 
+/* The load balancers' hash key (default: the connection table's, random per
+ * start).  Two routers of a pair given the same key send a new connection
+ * to the same backend, so that either can take a connection over that it
+ * never heard of (docs/ha.md). */
+void rt_dp_set_lb_key(struct rt_dp *dp, uint64_t key);
+
 /* Test hooks: the TCP transition table and the checksum primitives. */
 uint8_t rt_tcp_transition(uint32_t dir, uint32_t flag_class, uint32_t state);
 uint32_t rt_tcp_flag_class(uint8_t flags);

@@ -261,3 +261,11 @@ void rt_dp_set_standby(struct rt_dp *dp, uint32_t on)
      * a moment earlier or later. */
     __atomic_store_n(&dp->standby, on ? 1u : 0u, __ATOMIC_RELAXED);
 }
+
+void rt_dp_set_lb_key(struct rt_dp *dp, uint64_t key)
+{
+    /* Between batches (the control plane holds the workers' lock for every
+     * call): a connection's backend is in its entry, so only new
+     * connections see the new key. */
+    ct_hash_keys(key, dp->lb_keys);
+}

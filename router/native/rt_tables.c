@@ -37,6 +37,8 @@ struct rt_dp *rt_dp_new(const struct rt_dp_params *p)
         free(dp);
         return NULL;
     }
+    /* The load balancers hash with the table's keys until told otherwise. */
+    memcpy(dp->lb_keys, dp->ct.keys, sizeof dp->lb_keys);
     /* Every mapping has a connection, and most inside endpoints have
      * several: half the connection count is plenty. */
     uint32_t maps = p->ct_capacity / 2 > 64 ? p->ct_capacity / 2 : 64;
@@ -91,6 +93,7 @@ void rt_dp_free(struct rt_dp *dp)
     free(dp->dnat);
     free(dp->lb_slots);
     free(dp->lb_conns);
+    free(dp->lb_backends);
     free(dp->nat_pool);
     free(dp->fw);
     free(dp->fw_counts);
@@ -118,6 +121,7 @@ struct staged {
     struct rt_dnat_cfg *dnat;
     struct rt_lb_slot *lb;
     uint64_t *lbc;
+    struct rt_lb_slot *lbb;
     rt_be32 *pool;
     struct rt_fw_rule *fw;
     uint64_t *fwc;
@@ -134,6 +138,7 @@ static void staged_free(struct staged *s)
     free(s->dnat);
     free(s->lb);
     free(s->lbc);
+    free(s->lbb);
     free(s->pool);
     free(s->fw);
     free(s->fwc);
@@ -294,13 +299,15 @@ static int load_lb(struct rt_dp *dp, const struct rt_tables *t, struct staged *s
 {
     s->lb = table(t->n_lb_slots, sizeof *s->lb);
     s->lbc = table(t->n_backends, sizeof *s->lbc);
-    if (!s->lb || !s->lbc)
+    s->lbb = table(t->n_backends, sizeof *s->lbb);
+    if (!s->lb || !s->lbc || !s->lbb)
         return fail(dp, "out of memory");
     for (uint32_t i = 0; i < t->n_lb_slots; i++) {
         if (t->lb_slots[i].backend >= t->n_backends || t->lb_slots[i].addr == 0 ||
             t->lb_slots[i].port == 0)
             return fail(dp, "load balancer slot %u: bad backend", i);
         s->lb[i] = t->lb_slots[i];
+        s->lbb[t->lb_slots[i].backend] = t->lb_slots[i];
     }
     return 0;
 }
@@ -452,6 +459,7 @@ static void swap_tables(struct rt_dp *dp, const struct rt_tables *t, const struc
     SWAP(dp->lb_slots, s->lb);
     dp->n_lb_slots = t->n_lb_slots;
     SWAP(dp->lb_conns, s->lbc);
+    SWAP(dp->lb_backends, s->lbb);
     dp->n_backends = t->n_backends;
 }
 

@@ -59,7 +59,8 @@ typedef uint32_t rt_be32; /* 32-bit value in network byte order */
     X(BAD_IFACE, "bad_interface")       /* packet from an unknown iface */     \
     X(BAD_OFFLOAD, "bad_offload")       /* inconsistent GSO/checksum metadata */ \
     X(TX_ERROR, "tx_error")             /* write() to the output failed */    \
-    X(HA_STANDBY, "ha_standby")         /* new connection on a standby router */
+    X(HA_STANDBY, "ha_standby")         /* new connection on a standby router */ \
+    X(LB_ORPHAN, "lb_orphan_reply")     /* a backend's segment, connection unknown */
 
 #define RT_DROP_ENUM__(name, str) RT_DROP_##name,
 enum rt_drop_reason { RT_DROP_REASONS(RT_DROP_ENUM__) RT_DROP_N_REASONS };

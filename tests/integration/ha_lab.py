@@ -81,6 +81,7 @@ to = "192.168.1.10"
 [firewall]
 forward = "drop"
 {firewall}
+{extra}
 
 [[firewall.policy]]
 from = "lan"
@@ -233,6 +234,7 @@ class Pair:
     advert: str = "0.2"
     firewall: str = ""  # more [firewall] keys
     conntrack: str = ""  # more [conntrack] keys
+    extra: str = ""      # more sections
     nodes: dict[str, Node] = field(default_factory=dict)
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
@@ -291,7 +293,8 @@ class Pair:
         conf = node.work / "router.toml"
         conf.write_text(ROUTER_CONF.format(work=node.work, own=OWN[n], mode=self.mode,
                                            local=SYNC[n], peer=SYNC[other],
-                                           firewall=self.firewall, conntrack=self.conntrack))
+                                           firewall=self.firewall, conntrack=self.conntrack,
+                                           extra=self.extra))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(node.socket)
         started = len(node.events("router.started"))

@@ -214,3 +214,60 @@ def test_a_kernel_gateway_hands_its_connections_to_the_router(tmp_path: Path) ->
         bad = re.findall(r"(Malformed messages|Wrong protocol version|Malformed payload):\s+(\d+)",
                          stats)
         assert bad and all(n == "0" for _, n in bad), stats  # conntrackd took every message
+
+
+LB = """
+[[loadbalancer]]
+name = "web"
+interface = "wan0"
+address = "198.51.100.10"
+protocol = "tcp"
+port = 8081
+
+[[loadbalancer.backend]]
+address = "192.168.1.10"
+
+[[loadbalancer.backend]]
+address = "192.168.1.11"
+"""
+
+
+def test_load_balanced_flows_the_standby_never_heard_of_go_on(tmp_path: Path) -> None:
+    """Load-balanced connections opened while the sync link drops
+    everything: after the failover the new active knows none of them, and
+    they go on anyway — each on the backend it started on, because both
+    routers pick backends with one key, and a backend's segment that comes
+    first is held back (lb_orphan_reply) for the client's, which reopens
+    the connection."""
+    with pair(tmp_path) as p:
+        p.extra = LB
+        p.sh("c1", "ip", "addr", "add", "192.168.1.11/24", "dev", "eth0")
+        p.start("a")
+        until(lambda: p.active() == "a", 15, "router a did not become active")
+        p.start("b")
+        until(lambda: p.ctl("b", "ha", "status")["ready"], 15, "router b never got ready")
+        servers = [p.serve("c1", "tcp-serve", addr, "8081", "40")
+                   for addr in ("192.168.1.10", "192.168.1.11")]
+        subprocess.run(["ip", "netns", "exec", p.ns("rb"), "nft", "-f", "-"], check=True,
+                       text=True, input="table ip hatest {\n chain in {\n"
+                       "  type filter hook input priority 0;\n  udp dport 3780 drop\n }\n}\n")
+        watchers = [p.spawn("isp", "tcp-watch", SHARED, "8081", "10") for _ in range(6)]
+        time.sleep(2)
+        assert not any(k[4] == 8081 for k in flows(p, "b"))  # nothing reached b
+        p.crash("a")
+        until(lambda: p.active() == "b", 10, "router b did not take over")
+        results = [_result(w, 40) for w in watchers]
+        print("load balanced:", json.dumps(results))
+        for r in results:
+            assert r["error"] is None and r["gap"] < 3, r
+        # Each connection ended at the backend where it began: one line per
+        # connection from the servers, none of them reset.
+        ends = []
+        for srv in servers:
+            assert srv.stdout is not None
+            srv.kill()
+            out, _ = srv.communicate(timeout=10)
+            ends += [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+        assert all(e["error"] is None for e in ends), ends
+        assert sorted(e["peer"].split(":")[1] for e in ends) == \
+            sorted(r["local"].split(":")[1] for r in results)
