@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.ha_lab import CLIENT, ISP, SHARED, Pair, pair, until  # noqa: E402
+from tests.integration.ha_lab import ISP, SHARED, Pair, pair, until  # noqa: E402
 
 FLOW_SECS = 14
 
@@ -59,12 +59,7 @@ def failover(kind: str, advert: str) -> dict[str, Any]:
             until(lambda: p.holder() == "a", 20, "a did not take the addresses")
             p.start_kernel("b", keepalived=True)
             time.sleep(2)
-        p.serve("isp", "tcp-serve", ISP, "9000", "40")
-        p.serve("isp", "udp-serve", ISP, "9001", "40")
-        p.serve("c1", "tcp-serve", CLIENT, "8080", "40")
-        procs = {"tcp": p.spawn("c1", "tcp-watch", ISP, "9000", str(FLOW_SECS)),
-                 "udp": p.spawn("c1", "udp-watch", ISP, "9001", str(FLOW_SECS)),
-                 "forward": p.spawn("isp", "tcp-watch", SHARED, "8080", str(FLOW_SECS))}
+        procs, _ = p.three_flows("40", str(FLOW_SECS))
         time.sleep(4)  # the flows are synced
         t0 = time.monotonic()
         p.crash("a")

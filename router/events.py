@@ -220,6 +220,21 @@ class EventHub:
         self.log.info("packet.dropped", **fields)
 
 
+def stream(hub: EventHub, types: frozenset[str]) -> AsyncIterator[dict[str, Any]]:
+    """Every event of ``types`` as it comes (a control command's stream of
+    the control plane's own events: PORTMAP, HA), subscribed while read."""
+    listener = Listener(types, lambda _j: True)
+
+    async def messages() -> AsyncIterator[dict[str, Any]]:
+        hub.subscribe(listener)
+        try:
+            async for msg in listener.messages():
+                yield msg
+        finally:
+            hub.unsubscribe(listener)
+    return messages()
+
+
 async def capture(dp: Datapath, iface: int, count: int, duration: float,
                   snaplen: int) -> AsyncIterator[dict[str, Any]]:
     """Captured packets of interface ``iface`` as messages, until ``count``

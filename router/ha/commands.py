@@ -51,16 +51,7 @@ def handlers(service: HaService, hub: events.EventHub) -> dict[str, Any]:
         return {"entries": out}
 
     async def events_(args: Mapping[str, Any]) -> Any:
-        listener = events.Listener(frozenset({"HA"}), lambda _j: True)
-
-        async def messages() -> Any:
-            hub.subscribe(listener)
-            try:
-                async for msg in listener.messages():
-                    yield msg
-            finally:
-                hub.unsubscribe(listener)
-        return Stream(messages())
+        return Stream(events.stream(hub, frozenset({"HA"})))
 
     return {"ha.status": status, "ha.role": role, "ha.resync": resync, "ha.cache": cache,
             "ha.events": events_}

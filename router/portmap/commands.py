@@ -46,15 +46,6 @@ def handlers(service: PortmapService, hub: events.EventHub) -> dict[str, Any]:
         return {"deleted": m.as_dict(service.table.clock())}
 
     async def events_(args: Mapping[str, Any]) -> Any:
-        listener = events.Listener(frozenset({"PORTMAP"}), lambda _j: True)
-
-        async def messages() -> Any:
-            hub.subscribe(listener)
-            try:
-                async for msg in listener.messages():
-                    yield msg
-            finally:
-                hub.unsubscribe(listener)
-        return Stream(messages())
+        return Stream(events.stream(hub, frozenset({"PORTMAP"})))
 
     return {"portmap.list": list_, "portmap.delete": delete, "portmap.events": events_}

@@ -18,6 +18,7 @@ as a restart with clean interfaces.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -426,6 +427,20 @@ class Pair:
         assert line.strip() == "ready", line
         return p
 
+    def three_flows(self, lifetime: str, secs: str
+                    ) -> tuple[dict[str, subprocess.Popen[str]], list[subprocess.Popen[str]]]:
+        """The flows a failover must keep: a TCP stream and a UDP flow from
+        c1 to the ISP, and a TCP stream from the ISP to c1 through the port
+        forward, each measuring itself for ``secs`` seconds.  Returns the
+        watchers by name and the two TCP servers (tcp, forward)."""
+        servers = [self.serve("isp", "tcp-serve", ISP, "9000", lifetime)]
+        self.serve("isp", "udp-serve", ISP, "9001", lifetime)
+        servers.append(self.serve("c1", "tcp-serve", CLIENT, "8080", lifetime))
+        watchers = {"tcp": self.spawn("c1", "tcp-watch", ISP, "9000", secs),
+                    "udp": self.spawn("c1", "udp-watch", ISP, "9001", secs),
+                    "forward": self.spawn("isp", "tcp-watch", SHARED, "8080", secs)}
+        return watchers, servers
+
     # -- the end -------------------------------------------------------------
 
     def teardown(self) -> None:
@@ -461,9 +476,15 @@ def until(what: Callable[[], object], timeout: float, why: str) -> None:
     raise AssertionError(why)
 
 
+_pairs = itertools.count()
+
+
 @contextlib.contextmanager
 def pair(tmp: Path, mode: str = "ftfw", advert: str = "0.2") -> Iterator[Pair]:
-    p = Pair(f"ha{os.getpid() % 100000}", tmp, mode, advert)
+    # Namespaces and devices named after the process and a count, short
+    # enough for device names ("h" + 4 + 2 digits + "isp-isp": 14 < 16),
+    # so that two pairs of one process never meet.
+    p = Pair(f"h{os.getpid() % 10000}{next(_pairs) % 100}", tmp, mode, advert)
     try:
         p.build()
         yield p

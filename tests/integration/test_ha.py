@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.ha_lab import CLIENT, ISP, SHARED, Pair, pair, until
+from tests.integration.ha_lab import ISP, SHARED, Pair, pair, until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
 
@@ -101,13 +101,7 @@ def _result(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
 
 
 def test_failover_both_ways_keeps_tcp_udp_and_forwarded_flows(ha: Pair) -> None:
-    srv_tcp = ha.serve("isp", "tcp-serve", ISP, "9000", "60")
-    ha.serve("isp", "udp-serve", ISP, "9001", "60")
-    srv_fwd = ha.serve("c1", "tcp-serve", CLIENT, "8080", "60")
-    secs = "30"
-    tcp = ha.spawn("c1", "tcp-watch", ISP, "9000", secs)
-    udp = ha.spawn("c1", "udp-watch", ISP, "9001", secs)
-    fwd = ha.spawn("isp", "tcp-watch", SHARED, "8080", secs)
+    watchers, servers = ha.three_flows("60", "30")
 
     def synced(n: str) -> bool:
         f = flows(ha, n)
@@ -136,15 +130,14 @@ def test_failover_both_ways_keeps_tcp_udp_and_forwarded_flows(ha: Pair) -> None:
     ha.crash("b")
     until(lambda: ha.active() == "a", 10, "router a did not take over")
 
-    results = {name: _result(p, 60) for name, p in (("tcp", tcp), ("udp", udp),
-                                                    ("forward", fwd))}
+    results = {name: _result(p, 60) for name, p in watchers.items()}
     print("failover:", json.dumps(results), f"first takeover {took:.2f} s")
     for name, r in results.items():
         assert r["gap"] < GAP_TARGET, (name, r)
         assert r.get("error") is None, (name, r)
     assert results["tcp"]["received"] > 0 and results["forward"]["received"] > 0
     assert len(results["udp"]["seen"]) == 1, results["udp"]  # one external port throughout
-    for srv in (srv_tcp, srv_fwd):  # the servers' side saw no reset either
+    for srv in servers:  # the servers' side saw no reset either
         assert srv.stdout is not None
         line = srv.stdout.readline()
         assert json.loads(line)["error"] is None, line
@@ -160,13 +153,7 @@ def test_a_kernel_gateway_hands_its_connections_to_the_router(tmp_path: Path) ->
     conntrackd's external cache."""
     with pair(tmp_path) as p:
         p.start_kernel("b")
-        p.serve("isp", "tcp-serve", ISP, "9000", "40")
-        p.serve("isp", "udp-serve", ISP, "9001", "40")
-        srv_fwd = p.serve("c1", "tcp-serve", CLIENT, "8080", "40")
-        secs = "14"
-        tcp = p.spawn("c1", "tcp-watch", ISP, "9000", secs)
-        udp = p.spawn("c1", "udp-watch", ISP, "9001", secs)
-        fwd = p.spawn("isp", "tcp-watch", SHARED, "8080", secs)
+        watchers, servers = p.three_flows("40", "14")
         time.sleep(1)
         kernel = p.sh("rb", "conntrack", "-L", "-p", "udp", "--dport", "9001").stdout
         port = kernel.split("dst=198.51.100.10 sport=9001 dport=")[1].split()[0]
@@ -196,14 +183,14 @@ def test_a_kernel_gateway_hands_its_connections_to_the_router(tmp_path: Path) ->
               "the router did not commit on the address")
         assert p.ctl("a", "ha", "status")["last_commit"]["committed"] >= 3
 
-        results = {name: _result(proc, 40) for name, proc in (("tcp", tcp), ("udp", udp),
-                                                              ("forward", fwd))}
+        results = {name: _result(proc, 40) for name, proc in watchers.items()}
         print("handover:", json.dumps(results))
         for name, r in results.items():
             assert r.get("error") is None, (name, r)
         assert results["udp"]["seen"] == [port], results["udp"]  # the kernel's port, kept
-        assert srv_fwd.stdout is not None
-        assert json.loads(srv_fwd.stdout.readline())["error"] is None
+        for srv in servers:
+            assert srv.stdout is not None
+            assert json.loads(srv.stdout.readline())["error"] is None
 
         # The router's connections, in conntrackd's external cache.
         def in_conntrackd() -> bool:
