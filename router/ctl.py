@@ -419,6 +419,9 @@ def _ha(args: argparse.Namespace) -> int:
     if args.json or r["role"] == "off":
         print(json.dumps(r, indent=2) if args.json else "routerctl: high availability is off")
         return 0
+    if r["sync"] != "up":
+        print(f"role {r['role']}, mode {r['mode']}, sync link down: {r['error']}")
+        return 0
     heard = "never" if r["last_heard"] is None else f"{r['last_heard']:.1f} s ago"
     print(f"role {r['role']}{'' if r['ready'] else ' (not ready: syncing)'}, mode {r['mode']}, "
           f"peer {r['peer']}:{r['port']} (last heard {heard})")

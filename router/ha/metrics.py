@@ -20,6 +20,10 @@ def ha_metrics(st: dict[str, Any]) -> Iterator[CounterMetricFamily | GaugeMetric
     yield GaugeMetricFamily("router_ha_ready", "1 once a starting router has the peer's "
                             "table (what track_file tells keepalived).",
                             value=1 if st["ready"] else 0)
+    yield GaugeMetricFamily("router_ha_sync_up", "1 while the sync link's socket is open.",
+                            value=1 if st["sync"] == "up" else 0)
+    if st["sync"] != "up":
+        return
     if st["last_heard"] is not None:
         yield GaugeMetricFamily("router_ha_peer_silence_seconds", "Seconds since the peer's "
                                 "last message.", value=st["last_heard"])

@@ -48,6 +48,7 @@ RESYNC_MIN_INTERVAL = 1.0  # seconds between whole tables sent on the peer's ask
 PURGE_DELAY = 3.0   # seconds a demoted router keeps forwarding what is in flight
 CHECK = 0.1         # seconds between readiness checks
 IN_FLIGHT = 0.25    # seconds a message of the peer's may have been on its way
+LINK_RETRY = 2.0    # seconds between tries to open a sync link that did not open
 
 
 def lb_key(cfg: Config) -> int:
@@ -89,12 +90,14 @@ class HaService:
         self.last_commit: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
         self._purge: asyncio.TimerHandle | None = None
+        self.link_error: str | None = None  # why the sync link did not open
+        self._last_try = 0.0
         if cfg().ha.enabled:
             dp.set_standby(True)  # before the first packet: nothing opens until a role
 
     @property
     def enabled(self) -> bool:
-        return self.link is not None
+        return self.ha is not None
 
     # -- life ------------------------------------------------------------
 
@@ -106,24 +109,36 @@ class HaService:
         self.dp.set_lb_key(lb_key(self._cfg()))
         self._set_ready(False, "starting")
         self._role("standby", "start")
-        link = SyncLink(ha, self.log)
-        link.on_resync = self._peer_resync
-        try:
-            await link.start()
-        except OSError as e:
-            self.log.error("ha.sync_unavailable", local=ha.local, port=ha.port, reason=str(e))
-            self._set_ready(True, "no sync link: this router stands alone")
-            return
-        self.link = link
-        self.hub.add_sink(self)
         self.started = self.resync_at = time.monotonic()
-        link.ask_resync()
-        self._bulk("start")
+        await self._open_link()
         if ha.watch:
             self.watch = AddressWatch(ha.watch, self._addresses, self.log)
             await self.watch.start()
         self._task = asyncio.ensure_future(self._check())
-        self.log.info("ha.started", mode=ha.mode, local=ha.local, peer=ha.peer, port=ha.port)
+        self.log.info("ha.started", mode=ha.mode, local=ha.local, peer=ha.peer, port=ha.port,
+                      sync="up" if self.link else "down")
+
+    async def _open_link(self) -> None:
+        """The sync link's socket; if its address is not there yet (the link
+        comes up later), the router goes on without and tries again."""
+        assert self.ha is not None
+        self._last_try = time.monotonic()
+        link = SyncLink(self.ha, self.log)
+        link.on_resync = self._peer_resync
+        try:
+            await link.start()
+        except OSError as e:
+            if self.link_error != str(e):
+                self.log.error("ha.sync_unavailable", local=self.ha.local, port=self.ha.port,
+                               reason=str(e), retry_in=LINK_RETRY)
+            self.link_error = str(e)
+            return
+        self.link_error = None
+        self.link = link
+        self.hub.add_sink(self)
+        self.resync_at = time.monotonic()
+        link.ask_resync()
+        self._bulk("start")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -143,6 +158,7 @@ class HaService:
             self.hub.remove_sink(self)
             await self.link.stop()
             self.link = None
+        self.ha = None
 
     async def reconfigure(self) -> None:
         """A reload: a changed ``[ha]`` starts the sync anew, keeping the
@@ -220,15 +236,13 @@ class HaService:
     # -- roles -------------------------------------------------------------
 
     def become_active(self, reason: str) -> dict[str, Any]:
-        if self.link is None:
-            raise RuntimeError("high availability is off ([ha] mode)")
         if self._purge is not None:
             self._purge.cancel()
             self._purge = None
         if self.role == "active":
             return self.last_commit
         t0 = time.monotonic()
-        result = self._commit(self.link.external.take())
+        result = self._commit(self.link.external.take() if self.link else [])
         self.dp.set_standby(False)
         self._role("active", reason)
         self._bulk("commit")
@@ -240,13 +254,12 @@ class HaService:
         return self.last_commit
 
     def become_standby(self, reason: str) -> None:
-        if self.link is None:
-            raise RuntimeError("high availability is off ([ha] mode)")
         if self.role == "standby":
             return
         self.dp.set_standby(True)
         self._role("standby", reason)
-        self.link.ask_resync()
+        if self.link is not None:
+            self.link.ask_resync()
         # What is in flight still passes for a moment; then the table goes,
         # the peer holding it now.  Kept, stale windows and timers would
         # only stand in the way of the next commit.
@@ -261,7 +274,7 @@ class HaService:
 
     def resync(self) -> None:
         if self.link is None:
-            raise RuntimeError("high availability is off ([ha] mode)")
+            raise RuntimeError(f"the sync link is down: {self.link_error}")
         self.link.ask_resync()
         self.resync_at = time.monotonic()
 
@@ -314,12 +327,19 @@ class HaService:
     # -- readiness -----------------------------------------------------------
 
     async def _check(self) -> None:
-        while self.link is not None and not self.ready:
+        """Readiness, and a sync link that did not open, tried again."""
+        while self.ha is not None:
             await asyncio.sleep(CHECK)
+            now = time.monotonic()
             link = self.link
             if link is None:
-                return
-            now = time.monotonic()
+                if now - self._last_try >= LINK_RETRY:
+                    await self._open_link()
+                if not self.ready and now - self.started > self.ha.resync_timeout:
+                    self._set_ready(True, "no sync link: standing alone")
+                continue
+            if self.ready:
+                continue
             # An ALIVE sent before the peer saw our RESYNC may still be on
             # its way: only one that left well after it ends the bulk.
             if link.last_alive > self.resync_at + IN_FLIGHT or (
@@ -354,12 +374,13 @@ class HaService:
     def status(self) -> dict[str, Any]:
         ha = self._cfg().ha
         if self.link is None:
-            return {"mode": ha.mode, "role": self.role}
+            return {"mode": ha.mode, "role": self.role, "ready": self.ready,
+                    "sync": "down" if self.ha else "off", "error": self.link_error}
         link, ch = self.link, self.link.channel
         now = time.monotonic()
         st = ch.stats
         return {
-            "mode": ha.mode, "role": self.role, "ready": self.ready,
+            "mode": ha.mode, "role": self.role, "ready": self.ready, "sync": "up",
             "since": round(self.since, 3), "local": ha.local, "peer": ha.peer, "port": ha.port,
             "last_heard": round(now - ch.last_heard, 3) if ch.last_heard else None,
             "lag": round(ch.lag(now), 3), "pending": ch.pending, "unacked": ch.unacked,
