@@ -400,7 +400,7 @@ def _ha(args: argparse.Namespace) -> int:
             return 0  # a sync group's or the daemon's notice: the instance's comes too
         r = request(args.socket, "ha.role", {"state": state.lower()})
         print(json.dumps(r, indent=2) if args.json else f"routerctl: {r['role']}"
-              + (f", committed {r['commit']['committed']} connections"
+              + (f", committed {r['commit'].get('committed', 0)} connections"
                  if r.get("commit") else ""))
         return 0
     if args.hacmd == "resync":

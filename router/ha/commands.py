@@ -32,7 +32,7 @@ def handlers(service: HaService, hub: events.EventHub) -> dict[str, Any]:
             raise CommandError(f"give a keepalived state: {', '.join(ROLES)}")
         reason = f"keepalived {state.upper()}"
         if ROLES[state] == "active":
-            return {"role": "active", "commit": service.become_active(reason)}
+            return {"role": "active", "commit": await service.become_active(reason)}
         service.become_standby(reason)
         return {"role": service.role}
 

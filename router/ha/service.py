@@ -48,6 +48,7 @@ RESYNC_MIN_INTERVAL = 1.0  # seconds between whole tables sent on the peer's ask
 PURGE_DELAY = 3.0   # seconds a demoted router keeps forwarding what is in flight
 CHECK = 0.1         # seconds between readiness checks
 IN_FLIGHT = 0.25    # seconds a message of the peer's may have been on its way
+COMMIT_CHUNK = 512  # connections committed per turn of the event loop
 LINK_RETRY = 2.0    # seconds between tries to open a sync link that did not open
 
 
@@ -91,6 +92,8 @@ class HaService:
         self._task: asyncio.Task[None] | None = None
         self._purge: asyncio.TimerHandle | None = None
         self.link_error: str | None = None  # why the sync link did not open
+        self._committing: asyncio.Future[dict[str, Any]] | None = None
+        self._activating: asyncio.Future[dict[str, Any]] | None = None
         self._last_try = 0.0
         if cfg().ha.enabled:
             dp.set_standby(True)  # before the first packet: nothing opens until a role
@@ -147,6 +150,10 @@ class HaService:
         if self._bulk_task is not None:
             self._bulk_task.cancel()
             self._bulk_task = None
+        for fut in (self._committing, self._activating):
+            if fut is not None and not fut.done():
+                fut.cancel()
+        self._committing = self._activating = None
         for timer in (self._purge, self._deferred):
             if timer is not None:
                 timer.cancel()
@@ -180,7 +187,7 @@ class HaService:
             for ct in cached:
                 self.link.external.apply(T_CT_NEW, ct)
         if role == "active":
-            self.become_active("reload")
+            await self.become_active("reload")
 
     # -- the data plane's connection events (an EventHub sink) -------------
 
@@ -235,14 +242,28 @@ class HaService:
 
     # -- roles -------------------------------------------------------------
 
-    def become_active(self, reason: str) -> dict[str, Any]:
+    async def become_active(self, reason: str) -> dict[str, Any]:
+        """Commits the peer's connections, then opens new ones; returns the
+        commit's counts.  Asked again while a commit runs, it waits for that
+        one."""
         if self._purge is not None:
             self._purge.cancel()
             self._purge = None
         if self.role == "active":
             return self.last_commit
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.ensure_future(self._activate(reason))
+        fut = self._committing
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if not fut.cancelled():
+                raise  # the asker was cancelled, not the commit
+            return {"cancelled": "told to stand by before the commit ended"}
+
+    async def _activate(self, reason: str) -> dict[str, Any]:
         t0 = time.monotonic()
-        result = self._commit(self.link.external.take() if self.link else [])
+        result = await self._commit(self.link.external.take() if self.link else [])
         self.dp.set_standby(False)
         self._role("active", reason)
         self._bulk("commit")
@@ -254,7 +275,10 @@ class HaService:
         return self.last_commit
 
     def become_standby(self, reason: str) -> None:
-        if self.role == "standby":
+        if self._committing is not None and not self._committing.done():
+            self._committing.cancel()  # what it put in goes with the purge below
+            self._committing = None
+        elif self.role == "standby":
             return
         self.dp.set_standby(True)
         self._role("standby", reason)
@@ -278,15 +302,22 @@ class HaService:
         self.link.ask_resync()
         self.resync_at = time.monotonic()
 
-    def _commit(self, cts: list[SyncCt]) -> dict[str, Any]:
+    async def _commit(self, cts: list[SyncCt]) -> dict[str, Any]:
+        """The peer's connections into the data plane, COMMIT_CHUNK per turn
+        of the event loop (a large table never holds it; the standby keeps
+        dropping new connections until the last is in, and the ones already
+        in forward at once)."""
         entries = [e for e in map(to_entry, cts) if e is not None]
         entries.sort(key=lambda e: not e.status & NAT_MAPPED)
-        now = self.now_ms()
         counts = {"committed": 0, "present": 0, "refused": 0, "invalid": len(cts) - len(entries)}
-        for e in entries:
-            r = self.dp.restore(e, now)
-            counts["committed" if r == 0 else "present" if r == -2 else
-                   "refused" if r == -3 else "invalid"] += 1
+        for i in range(0, len(entries), COMMIT_CHUNK):
+            if i:
+                await asyncio.sleep(0)
+            now = self.now_ms()
+            for e in entries[i:i + COMMIT_CHUNK]:
+                r = self.dp.restore(e, now)
+                counts["committed" if r == 0 else "present" if r == -2 else
+                       "refused" if r == -3 else "invalid"] += 1
         return counts
 
     def _role(self, role: str, reason: str) -> None:
@@ -300,8 +331,8 @@ class HaService:
 
     def _addresses(self, held: bool) -> None:
         if held:
-            self.become_active("address arrived")
-        elif self.role == "active":
+            self._activating = asyncio.ensure_future(self.become_active("address arrived"))
+        elif self.role == "active" or self._committing is not None:
             self.become_standby("address left")
 
     def _peer_resync(self) -> None:

@@ -160,8 +160,12 @@ class SyncLink:
     async def _run(self) -> None:
         last = time.monotonic()
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can lose
+            # a cancellation that comes as the event is set (and then stop()
+            # would wait for this loop forever).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK):
+                    await self._wake.wait()
             self._wake.clear()
             now = time.monotonic()
             self._tokens = min(self.ha.rate * BURST, self._tokens + (now - last) * self.ha.rate)

@@ -12,8 +12,20 @@ from typing import Any
 
 from router import events
 from router.config import parse
-from router.ha.service import HaService
-from tests.native.conftest import BASE, LAN, LAN_HOST, ROUTER_WAN, SERVER, WAN, Lab, make_lab
+from router.ha.entries import from_entry
+from router.ha.service import COMMIT_CHUNK, HaService
+from router.ha.wire import T_CT_NEW
+from tests.native.conftest import (
+    BASE,
+    LAN,
+    LAN_HOST,
+    NO_SHARE,
+    ROUTER_WAN,
+    SERVER,
+    WAN,
+    Lab,
+    make_lab,
+)
 from tests.packets import IP, UDP
 
 PORT = 37800
@@ -59,7 +71,7 @@ def test_a_connection_travels_and_is_committed_with_its_binding() -> None:
         await a.start()
         await b.start()
         try:
-            a.become_active("test")
+            await a.become_active("test")
             # A standby opens nothing; the active does, and says so.
             assert b_lab.send(LAN, udp(7000)).reason == "ha_standby"
             r = a_lab.send(LAN, udp(7000))
@@ -68,7 +80,7 @@ def test_a_connection_travels_and_is_committed_with_its_binding() -> None:
             await until(lambda: len(b.cache()) == 1)
             await until(lambda: b.ready)
             drain.cancel()
-            commit = b.become_active("test")
+            commit = await b.become_active("test")
             assert commit["committed"] == 1 and b.role == "active"
             r = b_lab.send(WAN, bytes(IP(src=SERVER, dst=ROUTER_WAN) / UDP(sport=53, dport=ext) /
                                       b"a"))
@@ -91,7 +103,7 @@ def test_a_sync_link_that_cannot_open_leaves_a_router_that_can_take_over() -> No
             assert st["sync"] == "down" and "assign" in st["error"].lower()
             assert any(e == "ha.sync_unavailable" for e, _ in log.lines)
             assert lab.send(LAN, udp(7001)).reason == "ha_standby"
-            svc.become_active("keepalived MASTER")
+            await svc.become_active("keepalived MASTER")
             assert lab.send(LAN, udp(7001)).out_iface == WAN
             await until(lambda: svc.ready, 3.0)  # alone, after resync_timeout
         finally:
@@ -105,7 +117,7 @@ def test_a_reload_keeps_the_role_and_the_cache() -> None:
         svc, _ = service(lab, "127.0.0.1", "127.0.0.2")
         await svc.start()
         try:
-            svc.become_active("test")
+            await svc.become_active("test")
             cfg = svc._cfg()
             new = dataclasses.replace(cfg, ha=dataclasses.replace(cfg.ha, rate=100_000))
             svc._cfg = lambda: new
@@ -113,4 +125,38 @@ def test_a_reload_keeps_the_role_and_the_cache() -> None:
             assert svc.role == "active" and svc.status()["sync"] == "up"
         finally:
             await svc.stop()
+    asyncio.run(main())
+
+
+def test_a_large_commit_goes_a_chunk_per_loop_turn() -> None:
+    """5000 connections committed while another task keeps running: the
+    loop is never held for the whole table."""
+    async def main() -> None:
+        a_lab, b_lab = make_lab(NO_SHARE, capacity=16384, seed=1), \
+            make_lab(NO_SHARE, capacity=16384, seed=2)
+        b, _ = service(b_lab, "127.0.0.1", "127.0.0.2")
+        await b.start()
+        try:
+            for port in range(10000, 15000):
+                a_lab.send(LAN, bytes(IP(src=f"192.168.1.{2 + port % 50}", dst=SERVER) /
+                                      UDP(sport=port, dport=53) / b"q"))
+            assert b.link is not None
+            for e in a_lab.entries():
+                ct = from_entry(e)
+                assert ct is not None
+                b.link.external.apply(T_CT_NEW, ct)
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+            t = asyncio.ensure_future(ticker())
+            commit = await b.become_active("test")
+            t.cancel()
+            assert commit["committed"] == 5000 and b.role == "active"
+            assert ticks >= 5000 // COMMIT_CHUNK  # the loop turned between chunks
+        finally:
+            await b.stop()
     asyncio.run(main())
