@@ -33,17 +33,6 @@ class Internal:
         self.dead[key] = old or ct
         return key
 
-    def reload(self, cts: list[SyncCt]) -> None:
-        """Starts again from the data plane's table (after a commit, or a
-        loss of events): what is no longer there is ended."""
-        fresh = {ct.key: ct for ct in cts}
-        for key, ct in self.live.items():
-            if key not in fresh:
-                self.dead[key] = ct
-        self.live = fresh
-        for key in fresh:
-            self.dead.pop(key, None)
-
     def lookup(self, key: Key) -> tuple[int, SyncCt] | None:
         ct = self.live.get(key)
         if ct is not None:

@@ -423,6 +423,7 @@ class HaService:
             "resend_overflow": st.resend_overflow,
             "malformed": dict(st.malformed), "foreign": link.foreign,
             "send_errors": link.send_errors, "events_lost": self.events_lost,
+            "expectations_ignored": link.expectations,
             "internal": len(link.internal), "external": len(link.external),
             "external_full": link.external.full, "commits": self.commits, "bulks": self.bulks,
             "last_commit": self.last_commit or None,

@@ -96,17 +96,6 @@ class SyncLink:
         self.channel.queue(self.internal.destroy(ct), time.monotonic())
         self._wake.set()
 
-    def bulk(self, table: list[SyncCt] | None = None) -> None:
-        """Sends the whole table (``table``: the data plane's, read anew),
-        then ALIVE, which tells a peer of this router's kind that the bulk
-        is over."""
-        if table is not None:
-            self.internal.reload(table)
-        now = time.monotonic()
-        for key in list(self.internal.live) + list(self.internal.dead):
-            self.channel.queue(key, now)
-        self.bulk_done()
-
     def bulk_part(self, cts: list[SyncCt]) -> None:
         """A chunk of a bulk read from the data plane in steps."""
         now = time.monotonic()
@@ -114,13 +103,13 @@ class SyncLink:
             self.channel.queue(self.internal.update(ct), now)
         self._wake.set()
 
-    def bulk_done(self, seen: set[Key] | None = None) -> None:
-        """The end of a bulk (read in steps: ``seen``, the keys it found; the
-        rest of what was live has ended meanwhile)."""
-        if seen is not None:
-            now = time.monotonic()
-            for key in [k for k in self.internal.live if k not in seen]:
-                self.channel.queue(self.internal.destroy(self.internal.live[key]), now)
+    def bulk_done(self, seen: set[Key]) -> None:
+        """The end of a bulk: ``seen``, the keys it found (what else was live
+        has ended meanwhile).  ALIVE follows the last message, which tells a
+        peer of this router's kind that the bulk is over."""
+        now = time.monotonic()
+        for key in [k for k in self.internal.live if k not in seen]:
+            self.channel.queue(self.internal.destroy(self.internal.live[key]), now)
         self._bulk_end = True
         self._wake.set()
 
