@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 from typing import Any
 
 from router import events
 from router.config import parse
+from router.ha import wire
 from router.ha.entries import from_entry
 from router.ha.service import COMMIT_CHUNK, HaService
-from router.ha.wire import T_CT_NEW
+from router.ha.wire import T_CT_NEW, SyncCt
 from tests.native.conftest import (
     BASE,
     LAN,
@@ -159,4 +161,33 @@ def test_a_large_commit_goes_a_chunk_per_loop_turn() -> None:
             assert ticks >= 5000 // COMMIT_CHUNK  # the loop turned between chunks
         finally:
             await b.stop()
+    asyncio.run(main())
+
+
+def test_the_sync_port_takes_only_the_peers_datagrams_and_survives_garbage() -> None:
+    """Hostile input on the sync port: a datagram from another address is
+    counted and dropped unread; garbage from the peer's is counted as
+    malformed by reason; a valid message afterwards is still taken."""
+    async def main() -> None:
+        lab = make_lab()
+        svc, _ = service(lab, "127.0.0.1", "127.0.0.2")
+        await svc.start()
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            other.bind(("127.0.0.3", 0))
+            peer.bind(("127.0.0.2", 0))
+            ct = SyncCt(4, 17, "192.168.1.2", SERVER, 9000, 53, 0x0A, 30)
+            other.sendto(wire.ct_msg(wire.T_CT_NEW, 0, 1, ct), ("127.0.0.1", PORT))
+            peer.sendto(b"\x10\x00\x00\x04garbage", ("127.0.0.1", PORT))
+            peer.sendto(b"\x20" + wire.ct_msg(wire.T_CT_NEW, 0, 2, ct)[1:], ("127.0.0.1", PORT))
+            peer.sendto(wire.ct_msg(wire.T_CT_NEW, 0, 3, ct), ("127.0.0.1", PORT))
+            await until(lambda: svc.status()["external"] == 1)
+            st = svc.status()
+            assert st["foreign"] == 1
+            assert st["malformed"]["bad_size"] == 1 and st["malformed"]["bad_version"] == 1
+        finally:
+            other.close()
+            peer.close()
+            await svc.stop()
     asyncio.run(main())
