@@ -60,6 +60,7 @@ PROTO_NAME = {6: "TCP", 17: "UDP"}
 
 # UPnP IGD error codes (WANIPConnection:2 and WANIPv6FirewallControl:1).
 INVALID_ARGS = 402
+ARG_OUT_OF_RANGE = 601
 ACTION_FAILED = 501
 NOT_AUTHORIZED = 606
 ARRAY_INDEX_INVALID = 713
@@ -185,6 +186,7 @@ class WanIpConnection(UpnpServerService):
 
     def _ask(self, remote: str, ext: int, proto: str, port: int, client: str, desc: str,
              lease: int, exact: bool) -> Ask:
+        _in_range(ext=ext, port=port)
         if proto not in PROTOCOLS:
             raise _error(INVALID_ARGS, f"protocol {proto!r}: TCP or UDP")
         if ext == 0 and exact:
@@ -300,6 +302,7 @@ class Ipv6Firewall(UpnpServerService):
     async def add_pinhole(self, RemoteHost: str, RemotePort: int,
                           InternalClient: str, InternalPort: int, Protocol: int,
                           LeaseTime: int) -> dict[str, Any]:
+        _in_range(port=InternalPort, remote_port=RemotePort)
         if Protocol not in (6, 17):
             raise _error(PROTOCOL_NOT_SUPPORTED, "TCP (6) or UDP (17)")
         try:
@@ -441,6 +444,15 @@ def device_classes(gw: Gateway, base: str) -> type[UpnpServerDevice]:
         "DEVICE_DEFINITION": _device("InternetGatewayDevice:2", "tun-router", udn("igd"),
                                      "/rootDesc.xml"),
         "EMBEDDED_DEVICES": [wan], "SERVICES": []})
+
+
+def _in_range(**ports: int) -> None:
+    """Ports are ui2 in the service description, but the library takes any
+    integer: one past 65535 is Argument Value Out of Range (601), before it
+    reaches the table (or the data plane's 16-bit fields)."""
+    for name, value in ports.items():
+        if not 0 <= value <= 65535:
+            raise _error(ARG_OUT_OF_RANGE, f"{name} {value}: a port is 0-65535")
 
 
 async def _with_client(service: UpnpServerService, request: Request) -> Response:

@@ -396,6 +396,12 @@ def test_soap_arguments_that_do_not_parse_get_invalid_args() -> None:
     assert m.via == "upnp" and m.left(t.clock()) == ON.max_lifetime  # 0: the cap
     other = good.replace(f">{LAN_HOST}<", f">{LAN_HOST2}<").replace(">7000<", ">7001<")
     assert b"<errorCode>606</errorCode>" in call(other).body
+    # A port past 16 bits (the fuzzer's: it reached the data plane's uint16
+    # and raised OverflowError): Argument Value Out of Range, nothing mapped.
+    for big in (good.replace(">7000<", ">70300<"), good.replace(">6000<", ">65536<")):
+        r = call(big)
+        assert r.status == 500 and b"<errorCode>601</errorCode>" in r.body, r.body
+    assert len(t.maps) == 1
 
 
 def test_undecodable_ssdp_datagrams_are_dropped() -> None:
