@@ -85,6 +85,12 @@ def kernel_state(ns: str) -> dict[str, str]:
             "accept_ra": ip("sysctl", "-n", "net.ipv6.conf.eth1.accept_ra")}
 
 
+def _ipv6_ready(ns: str) -> bool:
+    routes = run("ip", "-n", ns, "-6", "route").stdout
+    addrs = run("ip", "-n", ns, "-6", "addr", "show", "dev", "eth0").stdout
+    return "default via" in routes and "tentative" not in addrs
+
+
 @contextlib.contextmanager
 def open_home(mode: str, user: str | None = None,
               edit: Callable[[str], str] = lambda text: text, prefix: str = "hm"
@@ -115,6 +121,11 @@ def open_home(mode: str, user: str | None = None,
         until(lambda: h.address(1) and h.address(2) and h.address(1, "-6")
               and h.address(2, "-6") and h.wan_address(), 30,
               f"the LAN machines or the WAN got no address: {lab.log()[-3000:]}")
+        # IPv6 usable, not only assigned: the default route from the
+        # router's advertisements, and no address still doing DAD (a
+        # tentative source is not used, and curl -6 then fails to connect).
+        until(lambda: all(_ipv6_ready(h.ns(f"c{n}")) for n in (1, 2)), 30,
+              "a LAN machine's IPv6 never became usable (default route, DAD)")
         yield h
         lab.end_peers()
         assert lab.stop_router() == 0
