@@ -12,7 +12,7 @@ mkdir -p build bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 echo "== C core micro-benchmark"
 gcc -O2 -Wall -Wextra -Werror -std=gnu11 -pthread -Irouter/native router/native/*.c bench/core_bench.c \
-    -o build/core_bench
+    -lpcap -o build/core_bench
 build/core_bench "${ENTRIES:-1048576}" | tee "bench/results/$stamp-core.json"
 echo
 echo "== router vs kernel NAT"

@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from ipaddress import IPv4Interface, ip_address
 from typing import Any
 
-from router import __version__, config, events
+from router import __version__, config, ctfilter, events
 from router.config import Config
 from router.conntrack_text import entry_json, nat_mappings
 from router.control import CommandError, Stream
-from router.datapath import Datapath
+from router.datapath import CaptureFilterError, Datapath
 from router.ha.service import HaService
 from router.metrics import MetricsServer
 from router.pacing import now_ms
@@ -56,6 +56,7 @@ class Commands:
             "conntrack.flush": self._h_ct_flush,
             "conntrack.delete": self._h_ct_delete,
             "conntrack.get": self._h_ct_get,
+            "conntrack.update": self._h_ct_update,
             "stats": self._h_stats,
             "interfaces": self._h_interfaces,
             "reload": self._h_reload,
@@ -97,16 +98,22 @@ class Commands:
             if self.ha.enabled else None,
         }
 
-    def _filter(self, args: Mapping[str, Any]) -> Any:
-        """The conntrack filter of a request, as a predicate on entry JSON."""
-        filt = {k: args[k] for k in FILTER_KEYS if args.get(k) is not None}
-        zone = args.get("zone")
+    def _filter(self, args: Mapping[str, Any], default_family: str | None = "ipv4") -> Any:
+        """The conntrack filter of a request (conntrack-tools' options, see
+        router/ctfilter.py), as a predicate on entry JSON."""
+        try:
+            filt = ctfilter.parse(args, default_family)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        zone = args.get("fw_zone")
         if zone is not None and zone not in self.cfg.zones:
-            raise CommandError(f"no zone {zone!r} (zones: {', '.join(self.cfg.zones)})")
+            raise CommandError(f"--fw-zone: no zone {zone!r} (zones: "
+                               f"{', '.join(self.cfg.zones)})")
 
         def match(j: Mapping[str, Any]) -> bool:
-            return _matches(j, filt) and (zone is None or
-                                          self._zone_of(j["original"]["src"]) == zone)
+            return filt.match(j) and (zone is None or
+                                      self._zone_of(j["original"]["src"]) == zone)
+        match.empty = filt.empty and zone is None  # type: ignore[attr-defined]
         return match
 
     def _zone_of(self, addr: str) -> str | None:
@@ -130,12 +137,12 @@ class Commands:
     async def _h_ct_delete(self, args: Mapping[str, Any]) -> Any:
         """Deletes the connections matching the filters, like conntrack -D;
         without any filter it refuses (use flush)."""
-        if not any(args.get(k) is not None for k in (*FILTER_KEYS, "zone")):
+        if self._filter(args).empty:
             raise CommandError("delete needs at least one filter (or use conntrack flush)")
-        matching = await self._h_ct_list(args)
-        n = sum(self.dp.delete(e["id"]) for e in matching)
-        self.log.info("ct.deleted", entries=n, **{k: v for k, v in args.items() if v})
-        return {"deleted": n}
+        deleted = [e for e in await self._h_ct_list(args) if self.dp.delete(e["id"])]
+        self.log.info("ct.deleted", entries=len(deleted),
+                      **{k: v for k, v in args.items() if v is not None})
+        return {"deleted": len(deleted), "entries": deleted}
 
     async def _h_ct_get(self, args: Mapping[str, Any]) -> Any:
         """The connection with exactly this original tuple, like conntrack -G."""
@@ -147,6 +154,21 @@ class Commands:
         if not found:
             raise CommandError("0 flow entries: no such connection")
         return found[0]
+
+    async def _h_ct_update(self, args: Mapping[str, Any]) -> Any:
+        """Sets the time left of the matching connections, like conntrack
+        -U --timeout; returns them as they are now."""
+        timeout = args.get("timeout")
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or \
+                not 0 <= timeout <= config.MAX_TIMEOUT:
+            raise CommandError(f"--timeout: seconds from 0 to {config.MAX_TIMEOUT} (update sets "
+                               f"the time left; it is the only field it changes)")
+        now = now_ms()
+        updated = [j["id"] for j in await self._h_ct_list(args)
+                   if self.dp.set_timeout(j["id"], now, timeout)]
+        self.log.info("ct.updated", entries=len(updated), timeout=timeout)
+        match = set(updated)
+        return [j for j in map(entry_json, self.dp.conntrack(now_ms())) if j["id"] in match]
 
     async def _h_ct_count(self, args: Mapping[str, Any]) -> Any:
         return {"count": self.dp.count(), "max": self.dp.capacity}
@@ -206,7 +228,7 @@ class Commands:
         types = args.get("types") or list(events.CT_EVENT_TYPES)
         if not isinstance(types, list) or not set(types) <= set(events.CT_EVENT_TYPES):
             raise CommandError(f"event types are {', '.join(events.CT_EVENT_TYPES)}")
-        listener = events.Listener(frozenset(types), self._filter(args))
+        listener = events.Listener(frozenset(types), self._filter(args, default_family=None))
         hub = self.events
 
         async def messages() -> Any:
@@ -221,30 +243,42 @@ class Commands:
         return Stream(messages())
 
     async def _h_capture(self, args: Mapping[str, Any]) -> Any:
-        """Streams the packets of one interface (both directions) for at
-        most ``count`` packets or ``duration`` seconds."""
+        """Streams the packets of one interface or of every one (``any``),
+        both directions, matching a tcpdump filter, for at most ``count``
+        packets or ``duration`` seconds (0: until the reader leaves)."""
         names = [i.name for i in self.cfg.interfaces]
         name = args.get("interface")
-        if name not in names:
-            raise CommandError(f"no interface {name!r} (interfaces: {', '.join(names)})")
+        if name != "any" and name not in names:
+            raise CommandError(f"no interface {name!r} (interfaces: {', '.join(names)}, "
+                               f"or any)")
         count = args.get("count", 0)
         duration = args.get("duration", 10.0)
         snaplen = args.get("snaplen", 2048)
+        filt = args.get("filter") or ""
         if not isinstance(count, int) or count < 0:
             raise CommandError("count must be a whole number >= 0")
-        if not isinstance(duration, (int, float)) or not 0 < duration <= 3600:
-            raise CommandError("duration must be between 0 and 3600 seconds")
+        if not isinstance(duration, (int, float)) or not 0 <= duration <= 3600:
+            raise CommandError("duration must be between 0 (until stopped) and 3600 seconds")
         if not isinstance(snaplen, int) or not 20 <= snaplen <= 65535:
             raise CommandError("snaplen must be between 20 and 65535")
+        if not isinstance(filt, str) or len(filt) > 4096 or "\0" in filt:
+            raise CommandError("filter: a tcpdump expression of at most 4096 characters")
+        try:
+            Datapath.capture_check(filt, snaplen)
+        except CaptureFilterError as e:
+            raise CommandError(f"filter {filt!r}: {e}") from None
         if self.capturing is not None:
             raise CommandError(f"a capture on {self.capturing} is running; one at a time")
+        ifaces = list(range(len(names))) if name == "any" else [names.index(name)]
         self.capturing = name
 
         async def messages() -> Any:
-            self.log.info("capture.started", interface=name, count=count, duration=duration)
+            self.log.info("capture.started", interface=name, count=count, duration=duration,
+                          filter=filt)
             try:
-                async for msg in events.capture(self.dp, names.index(name), count,
-                                                float(duration), snaplen):
+                yield {"type": "INTERFACES", "names": [names[i] for i in ifaces]}
+                async for msg in events.capture(self.dp, ifaces, count, float(duration),
+                                                snaplen, filt):
                     yield msg
             finally:
                 self.capturing = None
@@ -282,28 +316,3 @@ class Commands:
         if not r["applied"]:
             raise CommandError(f"reload rejected: {r['error']}")
         return r
-
-
-FILTER_KEYS = ("proto", "src", "dst", "sport", "dport", "state")
-
-
-def _same_address(a: str, b: str) -> bool:
-    """Address equality whatever the spelling (2001:DB8::1 is 2001:db8:0::1)."""
-    try:
-        return ip_address(a) == ip_address(b)
-    except ValueError:
-        return a == b
-
-
-def _matches(j: Mapping[str, Any], filt: Mapping[str, Any]) -> bool:
-    o = j["original"]
-    for k, v in filt.items():
-        if k == "proto" and str(v) not in (j["proto"], str(j["protonum"])):
-            return False
-        if k == "state" and (j["state"] or "").upper() != str(v).upper():
-            return False
-        if k in ("src", "dst") and not _same_address(str(v), o[k]):
-            return False
-        if k in ("sport", "dport") and int(v) != o.get(k):
-            return False
-    return True

@@ -9,6 +9,7 @@ form into the exact text of ``conntrack -L`` (with accounting on, so
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from router.native.names import ASSURED, DST_NAT, NAT_MAPPED, SEEN_REPLY, SRC_NAT
@@ -20,6 +21,34 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 47: "gre", 132: "sc
 
 def proto_name(proto: int) -> str:
     return PROTO_NAMES.get(proto, "unknown")
+
+
+@dataclass(frozen=True)
+class Output:
+    """conntrack's ``-o``: ``extended`` puts the layer 3 name and number
+    first, ``id`` the entry's id last, ``timestamp`` (events) the time the
+    event was seen before the line."""
+    extended: bool = False
+    id: bool = False
+    timestamp: bool = False
+
+
+PLAIN = Output()
+L3_NUMBERS = {"ipv4": 2, "ipv6": 10}   # AF_INET, AF_INET6, as conntrack prints them
+# conntrack -S's fields, in the order conntrack 1.4.7 prints them on Linux 6.
+STATS_FIELDS = ("found", "invalid", "insert", "insert_failed", "drop", "early_drop", "error",
+                "search_restart", "clash_resolve", "chaintoolong")
+
+
+def _l3(j: Mapping[str, Any]) -> str:
+    return f"{j['family']:<8} {L3_NUMBERS[j['family']]} "
+
+
+def stats_line(counters: Mapping[str, int], cpu: int = 0) -> str:
+    """One ``conntrack -S`` line: the cpu padded to eight columns, a tab,
+    then each field and a space."""
+    return f"{'cpu=' + str(cpu):<8}\t" + "".join(f"{k}={counters.get(k, 0)} "
+                                                  for k in STATS_FIELDS)
 
 
 def entry_json(e: CtEntry) -> dict[str, Any]:
@@ -60,15 +89,20 @@ def _tuple_text(t: Mapping[str, Any], proto: int) -> str:
     return " ".join(parts)
 
 
-def event_line(j: Mapping[str, Any]) -> str:
+def event_line(j: Mapping[str, Any], opts: Output = PLAIN) -> str:
     """One ``conntrack -E`` line: the event type right-aligned in nine
-    columns; DESTROY carries the counters and no timeout or state."""
-    head = f"{'[' + j['type'] + ']':>9} {j['proto']:<8} {j['protonum']}"
+    columns; DESTROY carries the counters and the state, not the timeout
+    (as Linux reports a connection that expired)."""
+    head = f"{'[' + j['type'] + ']':>9} " + (_l3(j) if opts.extended else "") + \
+        f"{j['proto']:<8} {j['protonum']}"
     destroy = j["type"] == "DESTROY"
     if not destroy:
         head += f" {j['timeout']}"
-        if j.get("state"):
-            head += f" {j['state']}"
+    if j.get("state"):
+        head += f" {j['state']}"
+    if opts.timestamp:
+        sec, usec = divmod(round(float(j["time"]) * 1_000_000), 1_000_000)
+        head = f"[{sec:08d}.{usec:06d}]\t{head}"
 
     def tup(t: Mapping[str, Any]) -> str:
         text = _tuple_text(t, j["protonum"])
@@ -80,12 +114,14 @@ def event_line(j: Mapping[str, Any]) -> str:
     out.append(tup(j["reply"]))
     if j["assured"]:
         out.append("[ASSURED]")
+    if opts.id:
+        out.append(f"id={j['id']}")
     return " ".join(out)
 
 
-def entry_line(j: Mapping[str, Any]) -> str:
+def entry_line(j: Mapping[str, Any], opts: Output = PLAIN) -> str:
     """One ``conntrack -L`` line from the JSON form."""
-    head = f"{j['proto']:<8} {j['protonum']} {j['timeout']}"
+    head = (_l3(j) if opts.extended else "") + f"{j['proto']:<8} {j['protonum']} {j['timeout']}"
     if j.get("state"):
         head += f" {j['state']}"
     out = [head, _tuple_text(j["original"], j["protonum"])]
@@ -95,6 +131,8 @@ def entry_line(j: Mapping[str, Any]) -> str:
     if j["assured"]:
         out.append("[ASSURED]")
     out.append(f"mark={j['mark']} use={j['use']}")
+    if opts.id:
+        out.append(f"id={j['id']}")
     return " ".join(out)
 
 

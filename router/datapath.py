@@ -157,6 +157,10 @@ class DatapathError(Exception):
     pass
 
 
+class CaptureFilterError(ValueError):
+    """A capture filter libpcap would not compile (its reason)."""
+
+
 NEEDS_CSUM = int(lib.RT_PKT_NEEDS_CSUM)
 CSUM_VALID = int(lib.RT_PKT_CSUM_VALID)
 GSO_NONE = int(lib.RT_GSO_NONE)
@@ -550,6 +554,11 @@ class Datapath:
         """Removes the connection in ``slot``; False if there is none."""
         return int(self._c(lib.rt_ct_delete, slot)) == 0
 
+    def set_timeout(self, slot: int, now_ms: int, timeout_s: int) -> bool:
+        """Gives the connection in ``slot`` ``timeout_s`` seconds to live
+        (``conntrack -U --timeout``); False if there is none."""
+        return int(self._c(lib.rt_ct_set_timeout, slot, now_ms, timeout_s * 1000)) == 0
+
     def count(self) -> int:
         return int(self._c(lib.rt_ct_count))
 
@@ -636,15 +645,29 @@ class Datapath:
         return out
 
     def capture_start(self, ifaces: Sequence[int], snaplen: int = 2048,
-                      slots: int = 4096) -> None:
+                      slots: int = 4096, filt: str = "") -> None:
+        """Captures the interfaces' packets; ``filt`` is a tcpdump
+        expression, compiled by libpcap (its error: CaptureFilterError)."""
         mask = 0
         for i in ifaces:
             mask |= 1 << i
-        if self._c(lib.rt_capture_start, mask, snaplen, slots) != 0:
-            raise DatapathError("cannot start the capture (bad size or no memory)")
+        err = ffi.new("char[]", 256)
+        if self._c(lib.rt_capture_start, mask, snaplen, slots, filt.encode(), err, 256) != 0:
+            reason = ffi.string(err).decode(errors="replace")
+            if filt:
+                raise CaptureFilterError(reason)
+            raise DatapathError(f"cannot start the capture: {reason}")
         self._cap_snap = snaplen
         self._cap_recs = ffi.new("struct rt_capture[]", 256)
         self._cap_data = ffi.new("uint8_t[]", 256 * snaplen)
+
+    @staticmethod
+    def capture_check(filt: str, snaplen: int) -> None:
+        """Raises CaptureFilterError with libpcap's reason if it would not
+        compile ``filt``."""
+        err = ffi.new("char[]", 256)
+        if lib.rt_capture_check(filt.encode(), snaplen, err, 256) != 0:
+            raise CaptureFilterError(ffi.string(err).decode(errors="replace"))
 
     def capture_read(self) -> list[Captured]:
         if self._cap_recs is None or self._cap_data is None:
@@ -664,6 +687,10 @@ class Datapath:
 
     def capture_lost(self) -> int:
         return int(self._c(lib.rt_capture_lost))
+
+    def capture_filtered(self) -> int:
+        """Packets the running capture's filter did not match."""
+        return int(self._c(lib.rt_capture_filtered))
 
     # -- counters ----------------------------------------------------------
 

@@ -25,6 +25,7 @@ from router.native.records import Event
 DRAIN_INTERVAL = 0.05
 QUEUE_MAX = 10000
 CT_EVENT_TYPES = ("NEW", "UPDATE", "DESTROY")
+LINKTYPE_RAW = 101   # pcap's link type of a raw IPv4 or IPv6 packet, as a TUN carries it
 TCP_FLAG_NAMES = "FSRPAUEC"
 
 
@@ -235,22 +236,26 @@ def stream(hub: EventHub, types: frozenset[str]) -> AsyncIterator[dict[str, Any]
     return messages()
 
 
-async def capture(dp: Datapath, iface: int, count: int, duration: float,
-                  snaplen: int) -> AsyncIterator[dict[str, Any]]:
-    """Captured packets of interface ``iface`` as messages, until ``count``
-    packets (0: any number) or ``duration`` seconds.  The caller must allow
-    only one capture at a time."""
-    dp.capture_start([iface], snaplen=snaplen)
-    lost0 = dp.capture_lost()
-    deadline = time.monotonic() + duration
+async def capture(dp: Datapath, ifaces: list[int], count: int, duration: float,
+                  snaplen: int, filt: str = "") -> AsyncIterator[dict[str, Any]]:
+    """Captured packets of interfaces ``ifaces`` as messages, until
+    ``count`` packets (0: any number) or ``duration`` seconds (0: until the
+    reader leaves).  ``filt``: a tcpdump expression the data plane runs
+    before copying a packet (CaptureFilterError if libpcap refuses it,
+    raised before the first message).  The caller must allow only one
+    capture at a time."""
+    dp.capture_start(ifaces, snaplen=snaplen, filt=filt)
+    lost0, filtered0 = dp.capture_lost(), dp.capture_filtered()
+    deadline = time.monotonic() + duration if duration > 0 else None
     n = 0
     try:
-        yield {"type": "START", "linktype": 101, "snaplen": snaplen}
-        while time.monotonic() < deadline and (count == 0 or n < count):
+        yield {"type": "START", "linktype": LINKTYPE_RAW, "snaplen": snaplen}
+        while (deadline is None or time.monotonic() < deadline) and (count == 0 or n < count):
             await asyncio.sleep(0.02)
             while batch := dp.capture_read():
                 for c in batch:
                     yield {"type": "PACKET", "ts_us": c.ts_us, "len": c.length,
+                           "iface": ifaces.index(c.iface) if c.iface in ifaces else 0,
                            "dir": "out" if c.outgoing else "in",
                            "data": base64.b64encode(c.data).decode()}
                     n += 1
@@ -258,6 +263,7 @@ async def capture(dp: Datapath, iface: int, count: int, duration: float,
                         break
                 if count and n >= count:
                     break
-        yield {"type": "END", "packets": n, "lost": dp.capture_lost() - lost0}
+        yield {"type": "END", "packets": n, "lost": dp.capture_lost() - lost0,
+               "filtered": dp.capture_filtered() - filtered0}
     finally:
         dp.capture_stop()

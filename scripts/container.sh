@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the router's container image with podman, with no registry:
 #   1. a Debian 12 base image made with debootstrap from this machine's apt
-#      mirror (once; kept as localhost/tun-router-base:bookworm-3),
+#      mirror (once; kept as localhost/tun-router-base:bookworm-4),
 #   2. wheels of the Python dependencies from this machine's package index,
 #   3. podman build of the Containerfile (the C core is compiled inside).
 # Usage: bash scripts/container.sh build     (as root)
@@ -11,7 +11,7 @@
 # docs/deployment.md): crun refuses this machine's hybrid cgroup layout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BASE=localhost/tun-router-base:bookworm-3
+BASE=localhost/tun-router-base:bookworm-4
 IMAGE=${IMAGE:-localhost/tun-router:latest}
 WORK=build/container
 PODMAN=(podman --runtime runc)
@@ -42,7 +42,7 @@ base() {
     local root
     root=$(mktemp -d /tmp/rtbase.XXXXXX)
     echo "container: debootstrap bookworm from $(mirror)"
-    debootstrap --variant=minbase --include=python3,python3-venv,iproute2,udhcpc,dnsmasq-base,ca-certificates,passwd \
+    debootstrap --variant=minbase --include=python3,python3-venv,iproute2,udhcpc,dnsmasq-base,libpcap0.8,ca-certificates,passwd \
         bookworm "$root" "$(mirror)" >"$root.log" 2>&1 || { tail -n 20 "$root.log"; exit 1; }
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
     tar -C "$root" -c . | "${PODMAN[@]}" import - "$BASE" >/dev/null
@@ -52,6 +52,7 @@ base() {
 context() {
     rm -rf "$WORK/ctx"
     mkdir -p "$WORK/ctx/router/native" "$WORK/ctx/router/config" "$WORK/ctx/router/portmap" \
+             "$WORK/ctx/router/ctl" \
              "$WORK/ctx/router/ha" \
              "$WORK/ctx/conf" \
              "$WORK/ctx/scripts" "$WORK/ctx/wheels"
@@ -60,6 +61,7 @@ context() {
     cp router/config/*.py "$WORK/ctx/router/config/"
     cp router/portmap/*.py "$WORK/ctx/router/portmap/"
     cp router/ha/*.py "$WORK/ctx/router/ha/"
+    cp router/ctl/*.py "$WORK/ctx/router/ctl/"
     cp router/native/*.c router/native/*.h router/native/*.py router/native/rt.cdef \
        "$WORK/ctx/router/native/"
     rm -f "$WORK/ctx/router/native/_rt.c"

@@ -11,7 +11,7 @@ SECONDS_TO_RUN=${1:-60}
 mkdir -p build/fuzz/corpus
 clang -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
       -fno-sanitize-recover=undefined -Wall -Wextra -Werror -Irouter/native \
-      router/native/*.c tests/fuzz/fuzz_batch.c -o build/fuzz/fuzz_batch
+      router/native/*.c tests/fuzz/fuzz_batch.c -lpcap -o build/fuzz/fuzz_batch
 .venv/bin/python tests/fuzz/make_corpus.py build/fuzz/corpus
 if [ -d tests/fuzz/regressions ] && [ -n "$(ls -A tests/fuzz/regressions 2>/dev/null)" ]; then
     build/fuzz/fuzz_batch tests/fuzz/regressions/*

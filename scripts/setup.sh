@@ -16,17 +16,20 @@ TEST=0
 
 # The lab: namespaces, ping and curl, and what builds the C data plane; the
 # DHCP client of a WAN interface with address = "dhcp"; dnsmasq (its -base
-# package: no service) for the LAN services of [interface.lan].
+# package: no service) for the LAN services of [interface.lan]; libpcap compiles
+# the tcpdump filters of routerctl capture (the data plane links it).
 PKGS=(iproute2 iputils-ping curl gcc python3 python3-venv python3-dev libpython3-dev udhcpc
-      dnsmasq-base)
+      dnsmasq-base libpcap-dev)
 # The tests and benchmarks.
 # natpmpc and miniupnpc: the port mapping tests' clients; miniupnpd-nftables: the
 # gateway scripts/portmap-compare.py compares the router with (it ships no service).
+# nfdump: nfcapd, the IPFIX collector the flow export tests send to.
 TEST_PKGS=(iperf3 nftables procps ethtool coturn tshark podman runc debootstrap uidmap clang
-           libclang-rt-14-dev natpmpc miniupnpc miniupnpd-nftables keepalived conntrackd conntrack)
+           libclang-rt-14-dev natpmpc miniupnpc miniupnpd-nftables keepalived conntrackd conntrack
+           nfdump)
 # Packages that ship a service enabled by default: the tests run the program
 # themselves, so the service stays off.
-SERVICES=(coturn keepalived conntrackd)
+SERVICES=(coturn keepalived conntrackd nfdump)
 
 want=("${PKGS[@]}")
 ((TEST)) && want+=("${TEST_PKGS[@]}")

@@ -45,6 +45,8 @@ def make_builder(sanitize: bool = False, thread: bool = False, elsewhere: bool =
         else [str(HERE / s) for s in SOURCES],
         include_dirs=[str(HERE)] if absolute else ["router/native"],
         extra_compile_args=flags,
+        # libpcap compiles and runs the capture filters (rt_capture_start).
+        libraries=["pcap"],
         extra_link_args=(["-fsanitize=thread"] if thread else
                          ["-fsanitize=address,undefined"] if sanitize else []),
     )

@@ -137,6 +137,7 @@ struct rt_dp {
                                                  (rt_dp_set_lb_key) */
     struct rt_lb_slot *lb_backends;           /* each backend once, by number
                                                  (n_backends of them) */
+    struct cap_filter capf;                   /* the capture's filter */
 };
 
 /*

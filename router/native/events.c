@@ -3,6 +3,8 @@
  */
 #include <string.h>
 #include <time.h>
+#include <sys/types.h>
+#include <pcap/bpf.h>
 #include "events.h"
 
 struct rt_event *ev_push(struct ev_ring *r, uint8_t type)
@@ -17,9 +19,16 @@ struct rt_event *ev_push(struct ev_ring *r, uint8_t type)
     return e;
 }
 
-void cap_push(struct cap_ring *r, uint16_t iface, uint8_t dir,
+void cap_push(struct cap_ring *r, struct cap_filter *f, uint16_t iface, uint8_t dir,
               const uint8_t *data, uint32_t len)
 {
+    /* libpcap's own interpreter (bpf_filter() checks every load against
+     * the length, so a crafted packet cannot read past it); wirelen and
+     * buflen are both the whole packet, not yet cut at the snap length. */
+    if (f->insns && bpf_filter(f->insns, data, len, len) == 0) {
+        f->rejected++;
+        return;
+    }
     if (r->head - r->tail >= r->size) {
         r->lost++;
         return;

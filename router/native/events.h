@@ -14,6 +14,8 @@
 
 #include "rt.h"
 
+struct bpf_insn; /* libpcap's <pcap/bpf.h>, included where it runs */
+
 struct ev_ring {
     struct rt_event *ev;   /* 'size' slots, NULL when off */
     uint32_t size;         /* a power of two */
@@ -30,12 +32,21 @@ struct cap_ring {
     uint64_t lost;
 };
 
+/* A capture's filter: classic BPF compiled by libpcap from a tcpdump
+ * expression, run on each packet before it is copied (none: every packet). */
+struct cap_filter {
+    struct bpf_insn *insns; /* NULL: no filter */
+    uint32_t len;
+    uint64_t rejected;      /* packets the filter did not match */
+};
+
 /* Appends an event; counts it lost when the ring is full.  Returns the
  * slot to fill, or NULL. */
 struct rt_event *ev_push(struct ev_ring *r, uint8_t type);
 
-/* Copies packet 'data' ('len' bytes) into the capture ring. */
-void cap_push(struct cap_ring *r, uint16_t iface, uint8_t dir,
+/* Copies packet 'data' ('len' bytes) into the capture ring if filter 'f'
+ * matches it. */
+void cap_push(struct cap_ring *r, struct cap_filter *f, uint16_t iface, uint8_t dir,
               const uint8_t *data, uint32_t len);
 
 static inline bool cap_on(const struct cap_ring *r, uint32_t iface)

@@ -188,7 +188,8 @@ static void prepare_out(struct io_ctx *io, uint32_t i)
         return;
     }
     if (cap_on(&dp->cap, (uint32_t)p->out_iface))
-        cap_push(&dp->cap, (uint16_t)p->out_iface, RT_CAP_TX, p->data, p->len);
+        cap_push(&dp->cap, &dp->capf, (uint16_t)p->out_iface, RT_CAP_TX, p->data,
+                 p->len);
     io->out_fd[i] = fd;
     io->out_vnet[i] = vnet;
 }
@@ -320,7 +321,8 @@ static int poll_one(struct io_ctx *io, uint32_t iface, int fd, uint32_t budget,
     }
     if (cap_on(&dp->cap, iface))
         for (uint32_t i = 0; i < n; i++)
-            cap_push(&dp->cap, (uint16_t)iface, RT_CAP_RX, io->pkts[i].data, io->pkts[i].len);
+            cap_push(&dp->cap, &dp->capf, (uint16_t)iface, RT_CAP_RX, io->pkts[i].data,
+                     io->pkts[i].len);
     rt_dp_process(dp, io->pkts, n, now_ms);
     for (uint32_t i = 0; i < n; i++) {
         prepare_out(io, i);

@@ -449,6 +449,11 @@ int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
 /* Removes the connection in 'slot' (from rt_ct_dump); returns 0, or -1 if
  * the slot holds none. */
 int rt_ct_delete(struct rt_dp *dp, uint32_t slot);
+/* Sets the time left of the connection in 'slot' to 'timeout_ms' from
+ * 'now_ms' (conntrack -U --timeout); its next packet sets it again as its
+ * state wants.  Returns 0, or -1 if the slot holds none. */
+int rt_ct_set_timeout(struct rt_dp *dp, uint32_t slot, uint64_t now_ms,
+                      uint64_t timeout_ms);
 
 uint32_t rt_ct_count(const struct rt_dp *dp);
 /* Endpoint-independent NAT mappings in use. */
@@ -574,10 +579,16 @@ uint64_t rt_events_lost(const struct rt_dp *dp, uint32_t type);
 /*
  * Packet capture on the interfaces of mask 'ifaces' (bit i: interface i),
  * both directions, packets as read and as written, cut at 'snaplen' bytes,
- * in a ring of 'slots' (a power of two).  Returns 0 or -1.
+ * in a ring of 'slots' (a power of two).  'filter' (NULL or "": none) is a
+ * tcpdump expression, compiled by libpcap and run on each packet before it
+ * is copied.  Returns 0, or -1 with the reason (libpcap's for a filter) in
+ * 'err'.
  */
 int rt_capture_start(struct rt_dp *dp, uint64_t ifaces, uint32_t snaplen,
-                     uint32_t slots);
+                     uint32_t slots, const char *filter, char *err, uint32_t errlen);
+/* Compiles 'filter' as rt_capture_start() would, and only that: 0, or -1
+ * with libpcap's reason in 'err'. */
+int rt_capture_check(const char *filter, uint32_t snaplen, char *err, uint32_t errlen);
 void rt_capture_stop(struct rt_dp *dp);
 /* Moves up to 'n' captured packets out: records to 'recs', their bytes to
  * 'data' at i * snaplen.  Returns how many. */
@@ -585,5 +596,7 @@ uint32_t rt_capture_read(struct rt_dp *dp, struct rt_capture *recs,
                          uint8_t *data, uint32_t n);
 /* Packets not captured because the ring was full. */
 uint64_t rt_capture_lost(const struct rt_dp *dp);
+/* Packets the capture's filter did not match. */
+uint64_t rt_capture_filtered(const struct rt_dp *dp);
 
 #endif /* RT_H */

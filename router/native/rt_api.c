@@ -4,8 +4,11 @@
  * helpers for the tests, struct sizes for the ABI check, and the event and
  * capture rings the control plane drains.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <pcap/pcap.h>
 #include "dp.h"
 #include "csum.h"
 
@@ -204,16 +207,64 @@ uint64_t rt_events_lost(const struct rt_dp *dp, uint32_t type)
     return type < RT_EV_N_TYPES ? dp->ev.lost[type] : 0;
 }
 
-int rt_capture_start(struct rt_dp *dp, uint64_t ifaces, uint32_t snaplen,
-                     uint32_t slots)
+/* Compiles tcpdump expression 'expr' for raw IP packets (LINKTYPE_RAW, as
+ * the TUN devices carry them) into 'f'.  Returns 0, or -1 with libpcap's
+ * reason in 'err'. */
+static int capture_compile(struct cap_filter *f, const char *expr, uint32_t snaplen,
+                           char *err, uint32_t errlen)
 {
-    if (!ifaces || snaplen < 20 || snaplen > 65535 || !pow2_in(slots, 1u << 16))
+    pcap_t *p = pcap_open_dead(DLT_RAW, (int)snaplen);
+    if (!p) {
+        snprintf(err, errlen, "libpcap: out of memory");
+        return -1;
+    }
+    struct bpf_program prog;
+    if (pcap_compile(p, &prog, expr, 1, PCAP_NETMASK_UNKNOWN) != 0) {
+        snprintf(err, errlen, "%s", pcap_geterr(p));
+        pcap_close(p);
+        return -1;
+    }
+    f->insns = calloc(prog.bf_len ? prog.bf_len : 1, sizeof *f->insns);
+    if (f->insns)
+        memcpy(f->insns, prog.bf_insns, prog.bf_len * sizeof *f->insns);
+    f->len = prog.bf_len;
+    pcap_freecode(&prog);
+    pcap_close(p);
+    if (!f->insns) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+int rt_capture_check(const char *filter, uint32_t snaplen, char *err, uint32_t errlen)
+{
+    struct cap_filter f = {0};
+    if (capture_compile(&f, filter, snaplen, err, errlen) != 0)
+        return -1;
+    free(f.insns);
+    return 0;
+}
+
+int rt_capture_start(struct rt_dp *dp, uint64_t ifaces, uint32_t snaplen,
+                     uint32_t slots, const char *filter, char *err, uint32_t errlen)
+{
+    if (errlen)
+        err[0] = 0;
+    if (!ifaces || snaplen < 20 || snaplen > 65535 || !pow2_in(slots, 1u << 16)) {
+        snprintf(err, errlen, "bad interfaces, snap length or ring size");
+        return -1;
+    }
+    struct cap_filter f = {0};
+    if (filter && filter[0] && capture_compile(&f, filter, snaplen, err, errlen) != 0)
         return -1;
     struct rt_capture *rec = calloc(slots, sizeof *rec);
     uint8_t *data = malloc((size_t)slots * snaplen);
     if (!rec || !data) {
         free(rec);
         free(data);
+        free(f.insns);
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
     rt_capture_stop(dp);
@@ -222,6 +273,7 @@ int rt_capture_start(struct rt_dp *dp, uint64_t ifaces, uint32_t snaplen,
     dp->cap.size = slots;
     dp->cap.snaplen = snaplen;
     dp->cap.ifaces = ifaces;
+    dp->capf = f;
     return 0;
 }
 
@@ -232,6 +284,14 @@ void rt_capture_stop(struct rt_dp *dp)
     uint64_t lost = dp->cap.lost;
     memset(&dp->cap, 0, sizeof dp->cap);
     dp->cap.lost = lost;
+    free(dp->capf.insns);
+    dp->capf.insns = NULL;
+    dp->capf.len = 0;
+}
+
+uint64_t rt_capture_filtered(const struct rt_dp *dp)
+{
+    return dp->capf.rejected;
 }
 
 uint32_t rt_capture_read(struct rt_dp *dp, struct rt_capture *recs,

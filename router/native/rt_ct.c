@@ -188,6 +188,15 @@ int rt_ct_delete(struct rt_dp *dp, uint32_t slot)
     return 0;
 }
 
+int rt_ct_set_timeout(struct rt_dp *dp, uint32_t slot, uint64_t now_ms,
+                      uint64_t timeout_ms)
+{
+    if (slot >= dp->ct.high_water || !ct_live(&dp->ct.conns[slot]))
+        return -1;
+    ct_set_timeout(&dp->ct.conns[slot], now_ms, timeout_ms);
+    return 0;
+}
+
 uint32_t rt_ct_count(const struct rt_dp *dp) { return dp->ct.count; }
 uint32_t rt_nat_map_count(const struct rt_dp *dp) { return dp->nm.count; }
 

@@ -62,3 +62,41 @@ def test_only_interfaces_written_to_are_read_again(
     assert dp.poll(WAN, 64, 1_000_000) == 0
     os.set_blocking(lan_host.fileno(), False)
     assert IP(lan_host.recv(2048)).proto == 1  # ICMP time exceeded
+
+
+def test_capture_filter_runs_before_the_copy(
+        wired: tuple[Datapath, socket.socket, socket.socket]) -> None:
+    """libpcap's program, run in the I/O path: of three flows only port
+    5002's packets (both directions, recorded as such) reach the ring; the
+    rest are counted as not matching, never copied."""
+    dp, lan_host, wan_host = wired
+    dp.capture_start([LAN, WAN], snaplen=128, slots=64, filt="udp port 5002")
+    for port in (5001, 5002, 5003):
+        lan_host.send(bytes(IP(src=LAN_HOST, dst=SERVER) / UDP(sport=port, dport=53) /
+                            Raw(b"q")))
+        dp.poll(LAN, 64, 1_000_000)
+        wan_host.recv(2048)
+    got = dp.capture_read()
+    assert [(c.iface, c.outgoing) for c in got] == [(LAN, False), (WAN, True)]
+    assert IP(got[0].data).src == LAN_HOST and IP(got[1].data).src == ROUTER_WAN
+    assert dp.capture_filtered() == 4   # two flows, in and out
+    dp.capture_stop()
+
+
+def test_capture_filter_libpcap_refuses_is_a_clear_error() -> None:
+    from router.datapath import CaptureFilterError
+    with pytest.raises(CaptureFilterError, match="syntax error|unknown|port"):
+        Datapath.capture_check("udp port banana", 2048)
+    with pytest.raises(CaptureFilterError):
+        Datapath.capture_check("ether host 01:02:03:04:05:06", 2048)  # no link layer on a TUN
+    Datapath.capture_check("ip6 and tcp port 443 or icmp[icmptype] == icmp-echo", 2048)
+
+
+def test_capture_ip6_filter_sees_only_ipv6(
+        wired: tuple[Datapath, socket.socket, socket.socket]) -> None:
+    dp, lan_host, _wan_host = wired
+    dp.capture_start([LAN], snaplen=128, slots=64, filt="ip6")
+    lan_host.send(bytes(IP(src=LAN_HOST, dst=SERVER) / UDP(sport=1, dport=53)))
+    dp.poll(LAN, 64, 1_000_000)
+    assert dp.capture_read() == [] and dp.capture_filtered() == 1
+    dp.capture_stop()
