@@ -98,11 +98,11 @@ class Commands:
             if self.ha.enabled else None,
         }
 
-    def _filter(self, args: Mapping[str, Any], default_family: str | None = "ipv4") -> Any:
+    def _filter(self, args: Mapping[str, Any]) -> Any:
         """The conntrack filter of a request (conntrack-tools' options, see
         router/ctfilter.py), as a predicate on entry JSON."""
         try:
-            filt = ctfilter.parse(args, default_family)
+            filt = ctfilter.parse(args)
         except ValueError as e:
             raise CommandError(str(e)) from None
         zone = args.get("fw_zone")
@@ -228,7 +228,7 @@ class Commands:
         types = args.get("types") or list(events.CT_EVENT_TYPES)
         if not isinstance(types, list) or not set(types) <= set(events.CT_EVENT_TYPES):
             raise CommandError(f"event types are {', '.join(events.CT_EVENT_TYPES)}")
-        listener = events.Listener(frozenset(types), self._filter(args, default_family=None))
+        listener = events.Listener(frozenset(types), self._filter(args))
         hub = self.events
 
         async def messages() -> Any:

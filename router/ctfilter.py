@@ -165,9 +165,9 @@ def _either(a: Test, b: Test) -> Test:
     return lambda j: a(j) or b(j)
 
 
-def parse(args: Mapping[str, Any], default_family: str | None) -> Filter:
-    """The filter of a request.  ``default_family``: the family listed when
-    none is asked for and no address names one (conntrack -L lists IPv4)."""
+def parse(args: Mapping[str, Any]) -> Filter:
+    """The filter of a request.  Without ``family`` both are listed (as
+    conntrack 1.4.7 does on Linux 6) unless an address given names one."""
     f = Filter()
     fam = args.get("family")
     six = None
@@ -186,8 +186,6 @@ def parse(args: Mapping[str, Any], default_family: str | None) -> Filter:
         f.family = str(fam).lower()
     elif six is not None:
         f.family = "ipv6" if six else "ipv4"
-    else:
-        f.family = default_family
     proto = args.get("proto")
     if proto is not None:
         f.tests.append(lambda j: str(proto).lower() in (j["proto"], str(j["protonum"])))

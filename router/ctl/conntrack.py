@@ -4,7 +4,7 @@ The subcommands are conntrack's commands by name (``list``, ``get``,
 ``delete``, ``update``, ``events``, ``count``, ``flush``, ``stats``) or by
 its letters (``routerctl conntrack -L -p tcp`` is ``conntrack list -p tcp``),
 and the options are conntrack 1.4.7's, with its meanings: ``-f`` the family
-(a list shows IPv4 unless asked for IPv6, as conntrack -L does), ``-u`` the
+(both unless asked, as conntrack 1.4.7 lists them on Linux 6), ``-u`` the
 status, ``-n/-g/-j`` the NAT filters, ``-m`` the mark, ``-w`` the numeric
 conntrack zone, ``-o extended,id,timestamp`` the output.  The router's own
 filter, the firewall zone of the original source, is ``--fw-zone`` so that
@@ -65,8 +65,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
                    help="original destination port")
     p.add_argument("--state", help="TCP state, e.g. ESTABLISHED")
     p.add_argument("-f", "--family", choices=["ipv4", "ipv6"],
-                   help="address family (list, get, delete, update: ipv4 unless an address "
-                        "given is IPv6; events: both)")
+                   help="address family (default: both, unless an address given names one)")
     p.add_argument("-u", "--status", help="ASSURED, SEEN_REPLY, UNREPLIED, ... (comma: all)")
     p.add_argument("-n", "--src-nat", dest="src_nat", nargs="?", const="", metavar="IP[:PORT]",
                    help="source-NATed (to this address, port)")

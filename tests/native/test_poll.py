@@ -85,7 +85,7 @@ def test_capture_filter_runs_before_the_copy(
 
 def test_capture_filter_libpcap_refuses_is_a_clear_error() -> None:
     from router.datapath import CaptureFilterError
-    with pytest.raises(CaptureFilterError, match="syntax error|unknown|port"):
+    with pytest.raises(CaptureFilterError, match=r"syntax error|unknown|port"):
         Datapath.capture_check("udp port banana", 2048)
     with pytest.raises(CaptureFilterError):
         Datapath.capture_check("ether host 01:02:03:04:05:06", 2048)  # no link layer on a TUN

@@ -1,6 +1,6 @@
 """The text of `routerctl conntrack list` is the text of `conntrack -L`."""
 
-from router.conntrack_text import entry_json, entry_line
+from router.conntrack_text import Output, entry_json, entry_line
 from router.datapath import ASSURED, SEEN_REPLY, SRC_NAT, CtEntry
 
 
@@ -82,8 +82,22 @@ def test_event_lines_like_conntrack_e() -> None:
     assert event_line({**base, "type": "UPDATE", "unreplied": False}).startswith(
         " [UPDATE] tcp      6 120 SYN_SENT src=")
     assert event_line({**base, "type": "DESTROY", "assured": True, "unreplied": False}) == (
-        "[DESTROY] tcp      6 src=10.0.0.2 dst=10.0.0.1 sport=43210 dport=22 packets=1 "
+        "[DESTROY] tcp      6 SYN_SENT src=10.0.0.2 dst=10.0.0.1 sport=43210 dport=22 packets=1 "
         "bytes=60 src=10.0.0.1 dst=10.0.0.2 sport=22 dport=43210 packets=0 bytes=0 [ASSURED]")
+    # -o timestamp,extended,id, as conntrack prints them.
+    opts = Output(extended=True, id=True, timestamp=True)
+    line = event_line({**base, "type": "NEW", "family": "ipv4", "id": 7,
+                       "time": 1764553200.012345}, opts)
+    assert line == ("[1764553200.012345]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT "
+                    "src=10.0.0.2 dst=10.0.0.1 sport=43210 dport=22 [UNREPLIED] src=10.0.0.1 "
+                    "dst=10.0.0.2 sport=22 dport=43210 id=7")
+
+
+def test_stats_line_like_conntrack_s() -> None:
+    from router.conntrack_text import stats_line
+    assert stats_line({"found": 3, "invalid": 1}) == (
+        "cpu=0   \tfound=3 invalid=1 insert=0 insert_failed=0 drop=0 early_drop=0 error=0 "
+        "search_restart=0 clash_resolve=0 chaintoolong=0 ")
 
 
 def test_a_full_listener_counts_what_it_missed() -> None:
@@ -134,11 +148,14 @@ def test_nat66_mappings_are_per_connection() -> None:
 
 
 def test_conntrack_filter_takes_any_spelling_of_an_address() -> None:
-    from router.commands import _matches
+    import pytest
+
+    from router.ctfilter import parse
 
     j = entry_json(entry(family=6, proto=17, state=None, src=("2001:db8:77::2", "2001:db8::9"),
                          dst=("2001:db8::9", "2001:db8:77::2")))
-    assert _matches(j, {"src": "2001:DB8:77:0::2"})
-    assert _matches(j, {"src": "2001:db8:77::2", "dst": "2001:db8:0:0::9"})
-    assert not _matches(j, {"src": "2001:db8:77::3"})
-    assert not _matches(j, {"src": "not-an-address"})
+    assert parse({"src": "2001:DB8:77:0::2"}).match(j)
+    assert parse({"src": "2001:db8:77::2", "dst": "2001:db8:0:0::9"}).match(j)
+    assert not parse({"src": "2001:db8:77::3"}).match(j)
+    with pytest.raises(ValueError, match="not an IP address"):
+        parse({"src": "not-an-address"})
