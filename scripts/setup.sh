@@ -24,7 +24,7 @@ PKGS=(iproute2 iputils-ping curl gcc python3 python3-venv python3-dev libpython3
 # natpmpc and miniupnpc: the port mapping tests' clients; miniupnpd-nftables: the
 # gateway scripts/portmap-compare.py compares the router with (it ships no service).
 # nfdump: nfcapd, the IPFIX collector the flow export tests send to.
-TEST_PKGS=(iperf3 nftables procps ethtool coturn tshark podman runc debootstrap uidmap clang
+TEST_PKGS=(iperf3 nftables procps ethtool coturn tshark tcpdump podman runc debootstrap uidmap clang
            libclang-rt-14-dev natpmpc miniupnpc miniupnpd-nftables keepalived conntrackd conntrack
            nfdump)
 # Packages that ship a service enabled by default: the tests run the program

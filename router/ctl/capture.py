@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import itertools
 import struct
 import sys
 from typing import Any, BinaryIO
@@ -101,11 +102,13 @@ def run(args: argparse.Namespace) -> int:
         "snaplen": args.snaplen, "filter": " ".join(words)},
         idle=(args.timeout + 10) if args.timeout > 0 else 3600.0)
     live = args.write == "-"
+    # The router's answer first: a refused filter leaves no file behind.
+    first = next(msgs, None)
     out: BinaryIO = sys.stdout.buffer if live else open(args.write, "wb")  # noqa: SIM115
     n = lost = filtered = 0
     names = [iface]
     try:
-        for msg in msgs:
+        for msg in itertools.chain([first] if first else [], msgs):
             if msg["type"] == "INTERFACES":
                 names = msg["names"]
             elif msg["type"] == "START":
