@@ -66,7 +66,7 @@ def test_a_stuck_events_reader_slows_nobody(netlab: NetLab) -> None:
     stuck.connect(netlab.socket)
     stuck.sendall(b'{"cmd":"conntrack.events","args":{}}\n')
     good = ctl_proc(netlab, "--json", "conntrack", "events", "-e", "NEW", "-p", "udp",
-                    "-c", "1500", "-t", "40")
+                    "-c", "1500", "--duration", "40")
     wait_for_log(netlab, "events.listener_joined", 2)
     sender = ("import socket\n"
               "for p in range(20000, 21500):\n"
