@@ -26,6 +26,7 @@ from router.config import Config, ConfigError
 from router.control import ControlServer
 from router.datapath import Datapath, DatapathError, flow_steering_program, steering_program
 from router.devices import Devices
+from router.flowlog.exporter import FlowExporter
 from router.ha import commands as ha_commands
 from router.ha.service import HaService
 from router.keeper import StateKeeper
@@ -92,6 +93,7 @@ class Router(Devices, Commands, Pacing):
         self.portmap = PortmapService(lambda: self.cfg, self.dp, log.get("portmap"),
                                       self.events.publish, now_ms, lambda: self.keeper.key)
         self.ha = HaService(lambda: self.cfg, self.dp, log.get("ha"), self.events, now_ms)
+        self.flowlog = FlowExporter(lambda: self.cfg, self.events, log.get("ipfix"))
         self.control = ControlServer(cfg.control.socket, {
             **self._handlers(), **portmap_commands.handlers(self.portmap, self.events),
             **ha_commands.handlers(self.ha, self.events)})
@@ -186,6 +188,7 @@ class Router(Devices, Commands, Pacing):
                 self.helpers.start()
             await self.portmap.start()
             await self.ha.start()
+            await self.flowlog.start()
             self._log_warnings(self.cfg)
             self.log.info("router.started", version=__version__, config=self.cfg.path,
                           interfaces=[i.name for i in self.cfg.interfaces],
@@ -201,6 +204,7 @@ class Router(Devices, Commands, Pacing):
             await self.helpers.stop()
         await self.portmap.stop()
         await self.ha.stop()
+        await self.flowlog.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -274,6 +278,7 @@ class Router(Devices, Commands, Pacing):
         self._attach()
         await self.portmap.reconfigure()
         await self.ha.reconfigure()
+        await self.flowlog.reconfigure()
         await self._reload_helpers(new)
         self.events.configure(new.firewall.logged, new.firewall.log_rate)
         self.config_hash = new.sha256
@@ -345,7 +350,7 @@ class Router(Devices, Commands, Pacing):
         flushed = 0
         if old is not None:
             gone = str(old.ip)
-            flushed = sum(self.dp.delete(e.slot) for e in self.dp.conntrack(now_ms())
+            flushed = sum(self.dp.delete(e.slot, now_ms()) for e in self.dp.conntrack(now_ms())
                           if gone in (e.dst[0], e.dst[1]))
         self.log.info("wan.address", interface=name, address=str(address) if address else None,
                       previous=str(old) if old else None, connections_flushed=flushed)

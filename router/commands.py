@@ -18,6 +18,7 @@ from router.config import Config
 from router.conntrack_text import entry_json, nat_mappings
 from router.control import CommandError, Stream
 from router.datapath import CaptureFilterError, Datapath
+from router.flowlog.exporter import FlowExporter
 from router.ha.service import HaService
 from router.metrics import MetricsServer
 from router.pacing import now_ms
@@ -47,6 +48,7 @@ class Commands:
     learned: dict[str, IPv4Interface]
     portmap: PortmapService
     ha: HaService
+    flowlog: FlowExporter
 
     def _handlers(self) -> dict[str, Any]:
         return {
@@ -93,6 +95,8 @@ class Commands:
                         "serving": [p for p in ("pcp", "natpmp", "upnp")
                                     if getattr(self.cfg.portmap, p)]}
             if self.cfg.portmap.enabled else None,
+            # The flow log's counters.
+            "ipfix": self.flowlog.status() if self.flowlog.enabled else None,
             # High availability (routerctl ha status has the rest).
             "ha": {"role": self.ha.role, "ready": self.ha.ready, "peer": self.cfg.ha.peer}
             if self.ha.enabled else None,
@@ -139,7 +143,7 @@ class Commands:
         without any filter it refuses (use flush)."""
         if self._filter(args).empty:
             raise CommandError("delete needs at least one filter (or use conntrack flush)")
-        deleted = [e for e in await self._h_ct_list(args) if self.dp.delete(e["id"])]
+        deleted = [e for e in await self._h_ct_list(args) if self.dp.delete(e["id"], now_ms())]
         self.log.info("ct.deleted", entries=len(deleted),
                       **{k: v for k, v in args.items() if v is not None})
         return {"deleted": len(deleted), "entries": deleted}
@@ -175,7 +179,7 @@ class Commands:
 
     async def _h_ct_flush(self, args: Mapping[str, Any]) -> Any:
         n = self.dp.count()
-        self.dp.flush()
+        self.dp.flush(now_ms())
         self.log.info("ct.flushed", entries=n)
         return {"flushed": n}
 

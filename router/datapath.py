@@ -550,9 +550,9 @@ class Datapath:
                  c.tcp_flags[d], c.tcp_maxack[d]) = e.tcp_window[d]
         return int(self._c(lib.rt_ct_restore, c, now_ms))
 
-    def delete(self, slot: int) -> bool:
+    def delete(self, slot: int, now_ms: int) -> bool:
         """Removes the connection in ``slot``; False if there is none."""
-        return int(self._c(lib.rt_ct_delete, slot)) == 0
+        return int(self._c(lib.rt_ct_delete, slot, now_ms)) == 0
 
     def set_timeout(self, slot: int, now_ms: int, timeout_s: int) -> bool:
         """Gives the connection in ``slot`` ``timeout_s`` seconds to live
@@ -566,8 +566,8 @@ class Datapath:
         """Endpoint-independent mappings in use."""
         return int(self._c(lib.rt_nat_map_count))
 
-    def flush(self) -> None:
-        self._c(lib.rt_ct_flush)
+    def flush(self, now_ms: int) -> None:
+        self._c(lib.rt_ct_flush, now_ms)
 
     # -- mappings LAN hosts asked for (router/portmap) ----------------------
 

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from router import log
+from router.flowlog.metrics import ipfix_metrics
 from router.ha.metrics import ha_metrics
 
 # conntrack -S / node_exporter names, in their order.
@@ -109,6 +110,9 @@ class Collector:
         ha = s.get("ha")
         if ha is not None:
             yield from ha_metrics(ha)
+        flows = s.get("ipfix")
+        if flows is not None:
+            yield from ipfix_metrics(flows)
         ev = s.get("events")
         if ev is not None:
             yield GaugeMetricFamily("router_event_listeners",

@@ -13,6 +13,7 @@ from typing import Any
 from router.config import Config
 from router.datapath import Datapath
 from router.events import EventHub
+from router.flowlog.exporter import FlowExporter
 from router.ha.service import HaService
 from router.portmap.service import PortmapService
 
@@ -39,6 +40,7 @@ class Pacing:
     helper_states: Callable[[], dict[str, dict[str, Any]]]  # the router's (app.py)
     portmap: PortmapService
     ha: HaService
+    flowlog: FlowExporter
     _worker_errors: int
 
     async def _gc(self) -> None:
@@ -90,6 +92,7 @@ class Pacing:
             "helpers": self.helper_states(),
             "portmap": self.portmap.status() if self.cfg.portmap.enabled else None,
             "ha": self.ha.status() if self.ha.enabled else None,
+            "ipfix": self.flowlog.status() if self.flowlog.enabled else None,
             "events": {"listeners": len(self.events.listeners),
                        "delivered": self.events.delivered,
                        "missed": self.events.missed_total,

@@ -52,7 +52,7 @@ base() {
 context() {
     rm -rf "$WORK/ctx"
     mkdir -p "$WORK/ctx/router/native" "$WORK/ctx/router/config" "$WORK/ctx/router/portmap" \
-             "$WORK/ctx/router/ctl" \
+             "$WORK/ctx/router/ctl" "$WORK/ctx/router/flowlog" \
              "$WORK/ctx/router/ha" \
              "$WORK/ctx/conf" \
              "$WORK/ctx/scripts" "$WORK/ctx/wheels"
@@ -62,6 +62,7 @@ context() {
     cp router/portmap/*.py "$WORK/ctx/router/portmap/"
     cp router/ha/*.py "$WORK/ctx/router/ha/"
     cp router/ctl/*.py "$WORK/ctx/router/ctl/"
+    cp router/flowlog/*.py "$WORK/ctx/router/flowlog/"
     cp router/native/*.c router/native/*.h router/native/*.py router/native/rt.cdef \
        "$WORK/ctx/router/native/"
     rm -f "$WORK/ctx/router/native/_rt.c"

@@ -55,3 +55,4 @@ def _addr(r: Reader, val: Any, key: str, any_family: bool = False) -> Any:
     if a.is_multicast or a.is_unspecified or a.is_loopback:
         raise r.fail(key, f"{a} is not a unicast host address")
     return a
+

@@ -447,6 +447,28 @@ class Ha:
         return self.mode != "off"
 
 
+# Flow and NAT logging (router/flowlog/): IPFIX over UDP to the collector's
+# IANA port unless told otherwise.
+IPFIX_PORT = 4739
+
+
+@dataclass(frozen=True, slots=True)
+class Ipfix:
+    """``[ipfix]``: connection and NAT events exported as IPFIX (RFC 7011)
+    with RFC 8158's NAT event elements, to one collector over UDP."""
+
+    collector: str = knob("")       # "ADDRESS:PORT" or "[IPv6]:PORT"; "" exports nothing
+    events: str = knob("nat", choices=("nat", "all"))  # nat: translated connections only
+    rate: int = knob(2000, lo=1, hi=1_000_000)  # records per second at most; more are counted
+    template_interval: int = knob(60, lo=1, hi=3600)  # seconds between templates (UDP)
+    domain: int = knob(1, lo=0, hi=0xFFFFFFFF)  # the observation domain id
+    mtu: int = knob(1400, lo=576, hi=9000)  # bytes of one message at most
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.collector)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: str
@@ -466,6 +488,7 @@ class Config:
     lan: Lan = Lan()
     portmap: Portmap = Portmap()
     ha: Ha = Ha()
+    ipfix: Ipfix = Ipfix()
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -481,5 +504,5 @@ SECTIONS: dict[str, type] = {
     "interface": Interface, "loadbalancer.backend": Backend, "nat": Nat, "firewall": Firewall,
     "conntrack": Conntrack, "control": Control, "metrics": Metrics, "log": Log,
     "dataplane": Dataplane, "service": Service, "lan": Lan, "interface.lan": LanServices,
-    "portmap": Portmap, "ha": Ha,
+    "portmap": Portmap, "ha": Ha, "ipfix": Ipfix,
 }

@@ -19,6 +19,7 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from router.config.ha import ha_section
+from router.config.ipfix import ipfix_section
 from router.config.lan import host_link, lan_section, lan_services
 from router.config.model import (
     IFNAME_RE,
@@ -62,7 +63,7 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
     r = Reader(path, text)
     r.known(doc, "", {"interface", "route", "nat", "firewall", "conntrack", "control", "log",
                       "dataplane", "loadbalancer", "metrics", "service", "lan", "portmap",
-                      "ha"})
+                      "ha", "ipfix"})
     interfaces = _interfaces(r, doc)
     lan = lan_section(r, doc)
     hl = host_link(r, lan, interfaces)
@@ -81,7 +82,8 @@ def parse(raw: bytes, path: str = "<config>") -> Config:
                   conntrack=_conntrack(r, doc), control=_control(r, doc),
                   metrics=_metrics(r, doc), log=Log(**r.section(doc, "log", Log)[1]),
                   dataplane=_dataplane(r, doc), service=service, lan=lan,
-                  portmap=portmap, ha=ha_section(r, doc, interfaces))
+                  portmap=portmap, ha=ha_section(r, doc, interfaces),
+                  ipfix=ipfix_section(r, doc))
 
 
 def _control(r: Reader, doc: Mapping[str, Any]) -> Control:

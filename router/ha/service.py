@@ -293,7 +293,7 @@ class HaService:
         self._purge = None
         if self.role == "standby":
             n = self.dp.count()
-            self.dp.flush()
+            self.dp.flush(self.now_ms())
             self.log.info("ha.table_flushed", connections=n)
 
     def resync(self) -> None:

@@ -389,6 +389,15 @@ void dp_process_local(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, ui
 /* The table's hook: connection 'c' is being deleted. */
 void dp_on_ct_delete(void *ctx, const struct ct_conn *c);
 
+/* The control plane's calls that delete connections (sweep, delete, flush)
+ * move the clock on first: a DESTROY event's age and a NAT log's end are
+ * read from it (packets move it in rt_dp_process). */
+static inline void dp_clock(struct rt_dp *dp, uint64_t now_ms)
+{
+    if (now_ms > dp->now_ms)
+        dp->now_ms = now_ms;
+}
+
 /* ---- dp_ip4.c, dp_ip6.c -------------------------------------------------- */
 
 /* A family's path for a parsed packet whose tuple hashes to 'hash':

@@ -446,9 +446,9 @@ uint64_t rt_ct_table_bytes(const struct rt_dp *dp);
 int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
                   uint64_t now_ms);
 
-/* Removes the connection in 'slot' (from rt_ct_dump); returns 0, or -1 if
- * the slot holds none. */
-int rt_ct_delete(struct rt_dp *dp, uint32_t slot);
+/* Removes the connection in 'slot' (from rt_ct_dump) at 'now_ms' (the time
+ * its DESTROY event ends it); returns 0, or -1 if the slot holds none. */
+int rt_ct_delete(struct rt_dp *dp, uint32_t slot, uint64_t now_ms);
 /* Sets the time left of the connection in 'slot' to 'timeout_ms' from
  * 'now_ms' (conntrack -U --timeout); its next packet sets it again as its
  * state wants.  Returns 0, or -1 if the slot holds none. */
@@ -459,7 +459,7 @@ uint32_t rt_ct_count(const struct rt_dp *dp);
 /* Endpoint-independent NAT mappings in use. */
 uint32_t rt_nat_map_count(const struct rt_dp *dp);
 uint32_t rt_ct_capacity(const struct rt_dp *dp);
-void rt_ct_flush(struct rt_dp *dp);
+void rt_ct_flush(struct rt_dp *dp, uint64_t now_ms);
 
 /* Copies up to 'n' counters (enum rt_counter order) or drop counters (enum
  * rt_drop_reason order); returns how many exist. */

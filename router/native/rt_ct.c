@@ -13,6 +13,7 @@ void rt_ct_sweep(struct rt_dp *dp, uint64_t now_ms, uint32_t max_slots,
                  struct rt_sweep_result *out)
 {
     memset(out, 0, sizeof *out);
+    dp_clock(dp, now_ms);  /* the DESTROY events of what expires say when */
     out->wrapped =
         ct_sweep(&dp->ct, now_ms, max_slots, &out->visited, &out->expired);
     out->count = dp->ct.count;
@@ -179,10 +180,11 @@ int rt_ct_restore(struct rt_dp *dp, const struct rt_ct_entry *e,
     return 0;
 }
 
-int rt_ct_delete(struct rt_dp *dp, uint32_t slot)
+int rt_ct_delete(struct rt_dp *dp, uint32_t slot, uint64_t now_ms)
 {
     if (slot >= dp->ct.high_water || !ct_live(&dp->ct.conns[slot]))
         return -1;
+    dp_clock(dp, now_ms);
     ct_delete(&dp->ct, &dp->ct.conns[slot]);
     dp->counters[RT_CNT_DELETED]++;
     return 0;
@@ -208,7 +210,8 @@ uint64_t rt_ct_table_bytes(const struct rt_dp *dp)
 }
 uint32_t rt_ct_capacity(const struct rt_dp *dp) { return dp->ct.capacity; }
 
-void rt_ct_flush(struct rt_dp *dp)
+void rt_ct_flush(struct rt_dp *dp, uint64_t now_ms)
 {
+    dp_clock(dp, now_ms);
     ct_flush(&dp->ct);
 }

@@ -28,7 +28,7 @@ def test_connection_life_gives_new_updates_destroy(lab: Lab) -> None:
     lab.send(LAN, out_seg("A", 101, 501))
     lab.send(LAN, out_seg("A", 101, 501))  # nothing changes: no event
     lab.send(WAN, in_seg("R", 501))
-    lab.dp.flush()
+    lab.dp.flush(lab.now)
     evs = lab.dp.read_events()
     assert [(e.type, e.entry.state) for e in evs] == [
         ("NEW", "SYN_SENT"), ("UPDATE", "SYN_RECV"), ("UPDATE", "ESTABLISHED"),
@@ -108,3 +108,20 @@ def test_capture_refuses_bad_sizes(lab: Lab) -> None:
     assert lab.dp.capture_read() == []
     lab.dp.capture_stop()
     assert lab.dp.capture_lost() == 0
+
+
+def test_destroy_carries_the_age_at_its_own_time(lab: Lab) -> None:
+    """A connection ended by the control plane (expiry in a sweep, delete,
+    flush) long after its last packet: its DESTROY says how long it lived
+    until then, not until that packet (the flow log's start and end)."""
+    lab.dp.enable_events(ct=True)
+    for sport in (1, 2):
+        lab.send(LAN, bytes(IP(src=LAN_HOST, dst=SERVER) / UDP(sport=sport, dport=53)))
+    lab.dp.read_events()
+    lab.advance(10)
+    (first, _second) = lab.entries()
+    assert lab.dp.delete(first.slot, lab.now)
+    lab.advance(5)
+    lab.dp.flush(lab.now)
+    ages = [(e.type, round(e.entry.age_ms / 1000)) for e in lab.dp.read_events()]  # 64 ms steps
+    assert ages == [("DESTROY", 10), ("DESTROY", 15)]

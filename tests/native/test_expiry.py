@@ -118,7 +118,7 @@ def test_full_table_never_evicts_assured(lab_factory: LabFactory) -> None:
 def test_flush(lab: Lab) -> None:
     for i in range(5):
         lab.send(LAN, udp(sport=9000 + i))
-    lab.dp.flush()
+    lab.dp.flush(lab.now)
     assert lab.dp.count() == 0 and lab.entries() == []
 
 

@@ -38,8 +38,8 @@ def test_a_pair_given_one_key_picks_one_backend(lab_factory: LabFactory) -> None
     assert any(a != b for a, b in (x.split("/") for x in apart))  # random keys differ
     one.dp.set_lb_key(12345)
     two.dp.set_lb_key(12345)
-    one.dp.flush()
-    two.dp.flush()
+    one.dp.flush(one.now)
+    two.dp.flush(two.now)
     assert all(a == b for a, b in (x.split("/") for x in picks()))
 
 

@@ -235,7 +235,7 @@ def test_ipv6_entry_survives_dump_and_restore() -> None:
     lab = lab6()
     lab.send(LAN6, out6(TCP(sport=40000, dport=443, flags="S", seq=1)))
     (e,) = lab.entries()
-    lab.dp.flush()
+    lab.dp.flush(lab.now)
     assert lab.dp.restore(e, lab.now) == 0
     (again,) = lab.entries()
     assert again.src == e.src and again.family == 6

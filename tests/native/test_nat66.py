@@ -235,7 +235,7 @@ def test_nat66_entry_survives_dump_and_restore() -> None:
     r = lab.send(LAN6, out6(UDP(sport=6000, dport=53), src=HOST6B))
     port = IPv6(r.data)[UDP].sport
     entries = lab.entries()
-    lab.dp.flush()
+    lab.dp.flush(lab.now)
     for e in entries:
         assert lab.dp.restore(e, lab.now) == 0
     r = lab.send(WAN6, bytes(IPv6(src=SERVER6, dst=ROUTER_WAN6) / UDP(sport=53, dport=port)))

@@ -354,7 +354,7 @@ def test_hostile_options_are_harmless(lab: Lab, opts: bytes) -> None:
 def test_window_state_survives_dump_and_restore(lab: Lab) -> None:
     handshake(lab, c_opts=[("WScale", 7)], s_opts=[("WScale", 7)], s_win=1000)
     e = entry(lab)
-    lab.dp.flush()
+    lab.dp.flush(lab.now)
     assert lab.dp.restore(e, lab.now) == 0
     assert entry(lab).tcp_window == e.tcp_window
     # Still strict: far beyond the window is refused.
@@ -364,7 +364,7 @@ def test_window_state_survives_dump_and_restore(lab: Lab) -> None:
 def test_restore_without_windows_is_liberal(lab: Lab) -> None:
     handshake(lab)
     e = entry(lab)
-    lab.dp.flush()
+    lab.dp.flush(lab.now)
     assert lab.dp.restore(replace(e, tcp_window=None), lab.now) == 0
     w = entry(lab).tcp_window
     assert w is not None and all(d[4] & lib.RT_TCPF_BE_LIBERAL for d in w)
