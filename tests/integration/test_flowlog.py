@@ -119,8 +119,8 @@ def test_nfdump_shows_who_used_which_outside_port_when(
         netlab.ns(netlab.lan, sys.executable, PEERS, "udp-send", SERVER, "9070", "x",
                   str(port))
     _wait(lambda: _records(netlab)["send_error"] > 0, "send errors counted")
-    r = netlab.ns(netlab.lan, "curl", "-sS", "-m", "5", f"http://{SERVER}:8070/")
-    assert r.stdout.startswith(f"you are {ROUTER_WAN}:")
+    page = netlab.ns(netlab.lan, "curl", "-sS", "-m", "5", f"http://{SERVER}:8070/")
+    assert page.stdout.startswith(f"you are {ROUTER_WAN}:")
     metrics = netlab.ctl_json("status")["metrics"]
     body = run("ip", "netns", "exec", _ns, "curl", "-sS", f"http://{metrics}/metrics").stdout
     m = re.search(r'router_ipfix_records_total\{outcome="send_error"\} (\d+)', body)
