@@ -210,7 +210,20 @@ def _find_line(lines: list[str], key: str) -> int | None:
         found = _inline(lines, comps)
     if found is None and not comps[-1][1]:
         found = _line_in(lines, comps[:-1], leaf)
-    if found is None:
+    if found is not None and comps[-1][1] and \
+            re.search(rf"\b{re.escape(leaf)}\s*=", lines[found - 1].split("#")[0]):
+        # sources[1]: the element's own line, when the array spans several.
+        line = lines[found - 1]
+        at = re.search(rf"\b{re.escape(leaf)}\s*=", line)
+        assert at is not None
+        lines2 = [*lines[:found - 1], line[at.start():], *lines[found:]]
+        span = _element(lines2, found, int(comps[-1][1]))
+        if span is not None:
+            found = span[0]
+    if found is None and len(comps) > 1:
+        # Last resort, inside a section that is there: the first line that
+        # names the key.  A top-level key that is absent has no line (the
+        # word elsewhere, say a route's "interface", is not it).
         found = next((n for n, line in enumerate(lines, 1)
                       if re.search(rf"\b{re.escape(leaf)}\b", line.split("#")[0])), None)
     return found
@@ -218,21 +231,78 @@ def _find_line(lines: list[str], key: str) -> int | None:
 
 def _inline(lines: list[str], comps: list[tuple[str, str]]) -> int | None:
     """For a key inside an inline table or array (``policy = [{ ... }]``):
-    the line of the key's name at or after the line that assigns its nearest
-    ancestor, before the next table header."""
+    the line of the key's name within the element the key path indexes (or
+    at or after the line that assigns its nearest ancestor), before the
+    next table header."""
     leaf = comps[-1][0]
     for cut in range(len(comps) - 1, 0, -1):
         start = _line_in(lines, comps[:cut - 1], comps[cut - 1][0], assignment_only=True)
         if start is None:
             continue
-        for n in range(start, len(lines) + 1):
+        first, last = start, len(lines)
+        if comps[cut - 1][1]:
+            span = _element(lines, start, int(comps[cut - 1][1]))
+            if span is not None:
+                first, last = span
+        for n in range(first, last + 1):
             line = lines[n - 1]
             if n > start and _HEADER.match(line):
                 break
+            if n == start and first == start:
+                line = line.split("=", 1)[1] if "=" in line else line
             if re.search(rf"\b{re.escape(leaf)}\b", line.split("#")[0]):
                 return n
-        return start
+        return first
     return None
+
+
+def _element(lines: list[str], start: int, index: int) -> tuple[int, int] | None:
+    """The first and last line of element ``index`` of the inline array
+    assigned on line ``start`` (strings and comments skipped)."""
+    depth, count, quote, expect = 0, -1, "", False
+    begin: int | None = None
+    text = lines[start - 1].split("=", 1)[1] if "=" in lines[start - 1] else ""
+    n = start
+    while True:
+        i = 0
+        while i < len(text):
+            ch = text[i]
+            if quote:
+                if ch == "\\" and quote == '"':
+                    i += 1
+                elif ch == quote:
+                    quote = ""
+            elif ch == "#":
+                break
+            elif depth == 1 and expect and ch not in " \t]":
+                expect = False
+                count += 1
+                if count == index:
+                    begin = n
+                    if ch not in "[{":
+                        return n, n       # a plain value starts on this line
+                if ch in "[{":
+                    depth += 1
+                elif ch in "\"'":
+                    quote = ch
+            elif ch in "\"'":
+                quote = ch
+            elif ch in "[{":
+                depth += 1
+                expect = depth == 1
+            elif ch in "]}":
+                depth -= 1
+                if depth == 1 and begin is not None:
+                    return begin, n
+                if depth <= 0:
+                    return None
+            elif ch == "," and depth == 1:
+                expect = True
+            i += 1
+        n += 1
+        if n > len(lines):
+            return None
+        text = lines[n - 1]
 
 
 def _line_in(lines: list[str], table: list[tuple[str, str]], leaf: str | None,
