@@ -1,7 +1,7 @@
 """Router versus the Linux kernel's own NAT, on the same topology, same run.
 
     python bench/nat_bench.py [--rounds 3] [--secs 5] [--tests tcp1,tcp4,udp64,ping,crr1,crr4,flood]
-                              [--baseline] [--busy-poll US] [--queues 1,loop,2]
+                              [--baseline] [--busy-poll US] [--queues 1,loop,2] [--ipfix]
 
 Topology (identical addresses for both):
 
@@ -21,6 +21,9 @@ Topology (identical addresses for both):
   (multi-queue devices, a worker thread per queue), compared with the
   kernel and with the first --queues value in the same rounds; router-qloop
   (--queues 1,loop): the event loop moving the packets (workers = false).
+* router-ipfix (with --ipfix): the router again with the flow log on for
+  every connection ([ipfix] events = "all", no rate limit) to a UDP socket
+  of this script on loopback: what exporting costs the data path.
 
 Each round runs every configuration once, interleaved, and the ratio
 router/kernel is taken per round; the summary shows medians and ranges.  Every
@@ -49,6 +52,7 @@ import os
 import platform
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -133,8 +137,10 @@ class MinFwd:
 
 
 class Router:
-    def __init__(self, workdir: Path, queues: str = "1", name: str = "router") -> None:
+    def __init__(self, workdir: Path, queues: str = "1", name: str = "router",
+                 extra: str = "") -> None:
         self.name = name
+        self.extra = extra
         self.queues = queues
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
@@ -162,7 +168,7 @@ class Router:
         elif int(self.queues) > 1:
             text = text.replace("batch = 64", f"batch = 64\nqueues = {self.queues}")
         cfg = self.workdir / "bench.toml"
-        cfg.write_text(text)
+        cfg.write_text(text + self.extra)
         log = open(self.workdir / "router.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "router", "run", "-c", str(cfg)],
                                      stdout=log, stderr=log)
@@ -363,11 +369,20 @@ def main() -> int:
                     help="also run bench/minfwd.c, a minimal TUN forwarder, each round")
     ap.add_argument("--baseline-flags", default="", metavar="FLAGS",
                     help='flags for minfwd: "-o" offloads, "-q N" queues and threads')
+    ap.add_argument("--ipfix", action="store_true",
+                    help="also run the router with the flow log on (router-ipfix)")
     ap.add_argument("--queues", default="1", metavar="N[,M...]",
                     help="dataplane.queues of the router; more values run it again with each "
                          "(router-qM), e.g. 1,2; 'loop': the event loop moves the packets")
     args = ap.parse_args()
     queues = args.queues.split(",")
+    extra_names = [f"router-q{q}" for q in queues[1:]] + (["router-ipfix"] if args.ipfix else [])
+    ipfix_cfg = ""
+    if args.ipfix:  # the collector: a socket nobody reads (the kernel drops what overflows)
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))  # kept open until the end (main() returns)
+        ipfix_cfg = (f'\n[ipfix]\ncollector = "127.0.0.1:{sink.getsockname()[1]}"\n'
+                     'events = "all"\nrate = 1000000\n')
     if any(q != "loop" and not (q.isdigit() and int(q) >= 1) for q in queues):
         ap.error("--queues: numbers of queues (1 or more) or 'loop'")
     MINFWD_FLAGS[:] = args.baseline_flags.split()
@@ -392,6 +407,8 @@ def main() -> int:
             for rnd in range(args.rounds):
                 cfgs: list[Kernel | Router | MinFwd] = [Kernel(), Router(Path(tmp), queues[0])]
                 cfgs += [Router(Path(tmp), q, f"router-q{q}") for q in queues[1:]]
+                if args.ipfix:
+                    cfgs.append(Router(Path(tmp), queues[0], "router-ipfix", ipfix_cfg))
                 if args.baseline:
                     cfgs.append(MinFwd())
                 for cfg in cfgs:
@@ -444,8 +461,7 @@ def main() -> int:
                 print(f"{'p99':<6} {fmt_range(fp, 1) + ' us':>26} "
                       f"{fmt_range([b / a for a, b in zip(kp, fp, strict=True)], 2):>20} "
                       f"{fmt_range([b / a for a, b in zip(fp, up, strict=True)], 2):>20}")
-    for q in queues[1:]:
-        name = f"router-q{q}"
+    for name in extra_names:
         print(f"\n{'test':<6} {name:>26} {name + '/kernel':>20} {name + '/router':>20}")
         for t in tests:
             for m in (METRIC[t], "p99_us") if t == "ping" else (METRIC[t],):
