@@ -357,6 +357,22 @@ def fmt_range(vals: list[float], digits: int) -> str:
 BUSY_POLL = 0
 
 
+def print_variants(results: list[dict[str, Any]], tests: list[str], names: list[str]) -> None:
+    """Each extra configuration (router-qN, router-ipfix) against the kernel
+    and the router, same rounds."""
+    for name in names:
+        print(f"\n{'test':<6} {name:>26} {name + '/kernel':>20} {name + '/router':>20}")
+        for t in tests:
+            for m in (METRIC[t], "p99_us") if t == "ping" else (METRIC[t],):
+                k = [r[m] for r in results if r["test"] == t and r["config"] == "kernel"]
+                u = [r[m] for r in results if r["test"] == t and r["config"] == "router"]
+                v = [r[m] for r in results if r["test"] == t and r["config"] == name]
+                d = 0 if m == "conn_per_s" else 2
+                print(f"{t if m != 'p99_us' else 'p99':<6} {fmt_range(v, d) + ' ' + UNIT[m]:>26} "
+                      f"{fmt_range([b / a for a, b in zip(k, v, strict=True)], 2):>20} "
+                      f"{fmt_range([b / a for a, b in zip(u, v, strict=True)], 2):>20}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -461,17 +477,7 @@ def main() -> int:
                 print(f"{'p99':<6} {fmt_range(fp, 1) + ' us':>26} "
                       f"{fmt_range([b / a for a, b in zip(kp, fp, strict=True)], 2):>20} "
                       f"{fmt_range([b / a for a, b in zip(fp, up, strict=True)], 2):>20}")
-    for name in extra_names:
-        print(f"\n{'test':<6} {name:>26} {name + '/kernel':>20} {name + '/router':>20}")
-        for t in tests:
-            for m in (METRIC[t], "p99_us") if t == "ping" else (METRIC[t],):
-                k = [r[m] for r in results if r["test"] == t and r["config"] == "kernel"]
-                u = [r[m] for r in results if r["test"] == t and r["config"] == "router"]
-                v = [r[m] for r in results if r["test"] == t and r["config"] == name]
-                d = 0 if m == "conn_per_s" else 2
-                print(f"{t if m != 'p99_us' else 'p99':<6} {fmt_range(v, d) + ' ' + UNIT[m]:>26} "
-                      f"{fmt_range([b / a for a, b in zip(k, v, strict=True)], 2):>20} "
-                      f"{fmt_range([b / a for a, b in zip(u, v, strict=True)], 2):>20}")
+    print_variants(results, tests, extra_names)
     meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus "
                        f"kernel {platform.release()}",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any
@@ -602,14 +602,19 @@ class Datapath:
 
     # -- events and capture ------------------------------------------------
 
-    def enable_events(self, ct: bool, drop_reasons: Sequence[str] = (),
+    def enable_events(self, ct: bool | Collection[str], drop_reasons: Sequence[str] = (),
                       drop_rate: int = 10, ring: int = 16384) -> None:
-        """Connection events on or off, and which drop reasons to sample at
-        most ``drop_rate`` times a second."""
+        """Connection events: all (True), none (False) or those of the types
+        named ("NEW", "UPDATE", "DESTROY"); and which drop reasons to sample
+        at most ``drop_rate`` times a second."""
         mask = 0
         for r in drop_reasons:
             mask |= 1 << DROP_NAMES.index(r)
-        if self._c(lib.rt_events_enable, int(ct), mask, drop_rate, ring) != 0:
+        types = ("NEW", "UPDATE", "DESTROY") if ct is True else () if ct is False else ct
+        ct_mask = 0
+        for t in types:
+            ct_mask |= 1 << int(getattr(lib, f"RT_EV_{t}"))
+        if self._c(lib.rt_events_enable, ct_mask, mask, drop_rate, ring) != 0:
             raise DatapathError(f"cannot enable events with a ring of {ring}")
 
     def read_events(self, n: int = 1024) -> list[Event]:

@@ -70,7 +70,10 @@ class Listener:
 
 class CtSink(Protocol):
     """A part of the router that takes connection events as they are
-    (high availability's sync), not as messages for a client."""
+    (high availability's sync, the flow log), not as messages for a client;
+    ``ct_types`` are the types it wants (the data plane reports no other)."""
+
+    ct_types: frozenset[str]
 
     def ct_event(self, ev: Event) -> None: ...
 
@@ -102,33 +105,41 @@ class EventHub:
         self._apply()
 
     def _apply(self) -> None:
-        self.dp.enable_events(ct=self._wants_ct(), drop_reasons=self.log_drops,
+        self.dp.enable_events(ct=self._ct_types(), drop_reasons=self.log_drops,
                               drop_rate=self.log_rate)
         self._wake.set()
+
+    def _ct_types(self) -> frozenset[str]:
+        """The connection event types someone wants, and only those: a
+        flow log alone (NEW, DESTROY) costs no UPDATE per state change."""
+        want: set[str] = set()
+        for sink in self.sinks:
+            want |= sink.ct_types
+        for li in self.listeners:
+            want |= li.types
+        return frozenset(want & set(CT_EVENT_TYPES))
 
     @property
     def active(self) -> bool:
         return bool(self.listeners or self.log_drops or self.sinks)
 
-    def _wants_ct(self) -> bool:
-        return bool(self.sinks) or any(li.types & set(CT_EVENT_TYPES) for li in self.listeners)
-
     def add_sink(self, sink: CtSink) -> None:
-        before = self._wants_ct()
+        before = self._ct_types()
         self.sinks.append(sink)
-        if not before:
+        if self._ct_types() != before:
             self._apply()
 
     def remove_sink(self, sink: CtSink) -> None:
         if sink in self.sinks:
+            before = self._ct_types()
             self.sinks.remove(sink)
-            if not self._wants_ct():
+            if self._ct_types() != before:
                 self._apply()
 
     def subscribe(self, listener: Listener) -> None:
-        before = self._wants_ct()
+        before = self._ct_types()
         self.listeners.add(listener)
-        if self._wants_ct() != before:
+        if self._ct_types() != before:
             self._apply()  # events on, ring empty: nothing old leaks in
 
     @property
@@ -138,9 +149,9 @@ class EventHub:
     def unsubscribe(self, listener: Listener) -> None:
         if listener in self.listeners:
             self._missed_gone += listener.missed_ever
-        before = self._wants_ct()
+        before = self._ct_types()
         self.listeners.discard(listener)
-        if self._wants_ct() != before:
+        if self._ct_types() != before:
             self._apply()
 
     def publish(self, msg: Mapping[str, Any]) -> None:
@@ -190,7 +201,8 @@ class EventHub:
 
     def _fan_out(self, ev: Event) -> None:
         for sink in self.sinks:
-            sink.ct_event(ev)
+            if ev.type in sink.ct_types:
+                sink.ct_event(ev)
         if not self.listeners:
             return
         j = entry_json(ev.entry)

@@ -63,6 +63,9 @@ def flow_record(ev: Event, now_ms: int) -> tuple[ipfix.FlowRecord, bool]:
 class FlowExporter:
     """The ``[ipfix]`` exporter: a CtSink while a collector is configured."""
 
+    # A mapping's start and end: the data plane reports no UPDATE for it.
+    ct_types = frozenset(("NEW", "DESTROY"))
+
     def __init__(self, cfg: Callable[[], Config], hub: EventHub, log: Any) -> None:
         self._cfg = cfg
         self.hub = hub
@@ -127,8 +130,6 @@ class FlowExporter:
     # -- the hub's sink ------------------------------------------------------
 
     def ct_event(self, ev: Event) -> None:
-        if ev.type == "UPDATE":
-            return
         rec, nat = flow_record(ev, int(time.time() * 1000))
         if self.conf.events == "nat" and not nat:
             return

@@ -64,6 +64,9 @@ def lb_key(cfg: Config) -> int:
 
 
 class HaService:
+    # Every change travels to the peer (a connection's state, its NAT, its end).
+    ct_types = frozenset(("NEW", "UPDATE", "DESTROY"))
+
     def __init__(self, cfg: Callable[[], Config], dp: Datapath, log: Any, hub: EventHub,
                  now_ms: Callable[[], int]) -> None:
         self._cfg = cfg

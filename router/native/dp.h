@@ -113,7 +113,8 @@ struct rt_dp {
                                                  (its share), 0 = any */
     struct frag_state frag;                   /* fragments in flight */
     struct ev_ring ev;                        /* events for the control plane */
-    bool ct_events;                           /* report NEW/UPDATE/DESTROY */
+    uint32_t ct_events;                       /* bit t: report events of type t
+                                                 (NEW, UPDATE, DESTROY) */
     uint64_t drop_sample;                     /* bit r: sample drops for r */
     uint32_t drop_rate;                       /* samples per second */
     uint64_t drop_tokens;                     /* token bucket, in 1/1000 */

@@ -81,7 +81,7 @@ struct ct_conn *dp_conn_commit(struct rt_dp *dp, struct rt_pkt *p, const struct 
             dp->hosts.active++;
         slot->status |= CT_HOST_COUNTED;
     }
-    if (dp->ct_events)
+    if (dp->ct_events & (1u << RT_EV_NEW))
         dp_ct_event(dp, slot, RT_EV_NEW);
     return slot;
 }
@@ -116,7 +116,8 @@ static enum track_verdict track(struct rt_dp *dp, struct rt_pkt *p, const struct
     switch (l4->update(c, ct_tcp_win(&dp->ct, c), m, dir, &dp->ctp, now)) {
     case CT_ACCEPT:
         dp_account(c, m, dir);
-        if (dp->ct_events && (c->state != old_state || c->status != old_status))
+        if ((dp->ct_events & (1u << RT_EV_UPDATE)) &&
+            (c->state != old_state || c->status != old_status))
             dp_ct_event(dp, c, RT_EV_UPDATE);
         return TRACK_FORWARD;
     case CT_IGNORE:
@@ -313,7 +314,7 @@ void dp_process_local(struct rt_dp *dp, struct rt_pkt *p, struct pkt_meta *m, ui
 void dp_on_ct_delete(void *ctx, const struct ct_conn *c)
 {
     struct rt_dp *dp = ctx;
-    if (dp->ct_events)
+    if (dp->ct_events & (1u << RT_EV_DESTROY))
         dp_ct_event(dp, c, RT_EV_DESTROY);
     if (c->status & CT_NAT_MAPPED)
         nat_map_release(&dp->nm, c, ct_slot(&dp->ct, c));

@@ -562,7 +562,9 @@ void rt_csum_replace4(uint8_t *field, uint32_t old, uint32_t new_);
 uint32_t rt_abi_sizeof(const char *name);
 
 /*
- * Events.  'ct_events' turns connection events on; 'drop_reasons' has bit r
+ * Events.  'ct_events' has bit t set for each connection event type t
+ * (1 << RT_EV_NEW, RT_EV_UPDATE, RT_EV_DESTROY) to report, so that a reader
+ * of NEW and DESTROY alone costs no UPDATE per state change; 'drop_reasons' has bit r
  * set for each enum rt_drop_reason to sample, at most 'drop_rate' samples
  * per second (burst as large).  'ring' is the ring size, a power of two up
  * to 1 << 20; with nothing on, the ring is freed.  Returns 0, or -1 on a bad

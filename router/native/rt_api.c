@@ -167,7 +167,8 @@ static bool pow2_in(uint32_t v, uint32_t max)
 int rt_events_enable(struct rt_dp *dp, uint32_t ct_events,
                      uint64_t drop_reasons, uint32_t drop_rate, uint32_t ring)
 {
-    bool on = ct_events || drop_reasons;
+    bool on = (ct_events & ((1u << RT_EV_NEW) | (1u << RT_EV_UPDATE) |
+                            (1u << RT_EV_DESTROY))) || drop_reasons;
     if (on && !pow2_in(ring, 1u << 20))
         return -1;
     if (!on) {
@@ -184,8 +185,9 @@ int rt_events_enable(struct rt_dp *dp, uint32_t ct_events,
         dp->ev.size = ring;
         dp->ev.head = dp->ev.tail = 0; /* queued events are not kept */
     }
-    dp->ct_events = ct_events != 0;
-    dp->ct.notify_all = dp->ct_events;
+    dp->ct_events = ct_events & ((1u << RT_EV_NEW) | (1u << RT_EV_UPDATE) |
+                                 (1u << RT_EV_DESTROY));
+    dp->ct.notify_all = (dp->ct_events & (1u << RT_EV_DESTROY)) != 0;
     dp->drop_sample = drop_reasons & ((1ull << RT_DROP_N_REASONS) - 1) &
                       ~(1ull << RT_DROP_NONE);
     dp->drop_rate = drop_rate;
