@@ -181,8 +181,11 @@ def run(args: argparse.Namespace) -> int:
                     {**_filter_args(args), "timeout": args.timeout})
         _entries(args, r, out, "updated")
     elif args.ctcmd == "get":
-        _entries(args, [request(args.socket, "conntrack.get", _filter_args(args))], out,
-                 "shown")
+        one = request(args.socket, "conntrack.get", _filter_args(args))
+        if args.json:
+            print(json.dumps(one, indent=2))   # the entry itself, as before
+        else:
+            _entries(args, [one], out, "shown")
     elif args.ctcmd == "delete":
         r = request(args.socket, "conntrack.delete", _filter_args(args))
         if args.json:
