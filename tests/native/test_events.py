@@ -125,3 +125,15 @@ def test_destroy_carries_the_age_at_its_own_time(lab: Lab) -> None:
     lab.dp.flush(lab.now)
     ages = [(e.type, round(e.entry.age_ms / 1000)) for e in lab.dp.read_events()]  # 64 ms steps
     assert ages == [("DESTROY", 10), ("DESTROY", 15)]
+
+
+def test_only_the_types_asked_for_are_written(lab: Lab) -> None:
+    """A reader of NEW and DESTROY alone (the flow log) costs no UPDATE."""
+    lab.dp.enable_events(ct={"NEW", "DESTROY"})
+    lab.send(LAN, out_seg("S", 100))
+    lab.send(WAN, in_seg("SA", 500, 101))
+    lab.send(LAN, out_seg("A", 101, 501))
+    lab.send(WAN, in_seg("R", 501))
+    lab.dp.flush(lab.now)
+    assert [e.type for e in lab.dp.read_events()] == ["NEW", "DESTROY"]
+    assert lab.dp.events_lost()["UPDATE"] == 0   # not written, so not lost either
