@@ -40,12 +40,13 @@ def flow_record(ev: Event, now_ms: int) -> tuple[ipfix.FlowRecord, bool]:
     """The record of a NEW or DESTROY event, and whether it was translated."""
     e: CtEntry = ev.entry
     nat = bool(e.status & (SRC_NAT | DST_NAT))
-    sport, dport = e.sport[0], e.dport[0]
+    sport, dport, type_code = e.sport[0], e.dport[0], 0
     if e.proto in (1, 58):
-        # ICMP: the identifier stands for the source port (translated as
-        # one), type and code for the destination port (the NetFlow
-        # convention collectors print).
-        post_sport, post_dport = e.sport[1], e.dport[0]
+        # ICMP: the identifier is what translation rewrites, so it stands
+        # for the source port (RFC 8158's postNAPTSourceTransportPort the
+        # translated one); type and code go in their own element.
+        sport, dport, type_code = e.sport[0], 0, e.dport[0]
+        post_sport, post_dport = e.sport[1], 0
     else:  # after translation: the reply tuple turned around
         post_sport, post_dport = e.dport[1], e.sport[1]
     create = ev.type == "NEW"
@@ -57,6 +58,7 @@ def flow_record(ev: Event, now_ms: int) -> tuple[ipfix.FlowRecord, bool]:
         nat_event=event, observed_ms=now_ms, start_ms=start,
         end_ms=start if create else now_ms,
         packets=(0, 0) if create else e.packets, octets=(0, 0) if create else e.bytes,
+        icmp_type_code=type_code,
     ), nat
 
 

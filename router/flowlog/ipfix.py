@@ -32,14 +32,15 @@ NO_NAT = 0
 # (Information Element id, length) of each template, in record order, from
 # IANA's registry: observationTimeMilliseconds 323, flowStartMilliseconds
 # 152, flowEndMilliseconds 153, protocolIdentifier 4, source/destination
-# IPv4 8/12 and IPv6 27/28, ports 7/11, packetDeltaCount 2 and
+# IPv4 8/12 and IPv6 27/28, ports 7/11, ICMP type and code (collectors print
+# an ICMP flow by it, nfdump among them), packetDeltaCount 2 and
 # octetDeltaCount 1 (both ways: the connection is the flow), initiator and
 # responder packets 298/299 and octets 231/232; then the translation:
 # postNAT IPv4 225/226 (IPv6 281/282), postNAPT ports 227/228, natEvent 230.
 COMMON = ((323, 8), (152, 8), (153, 8), (4, 1))
 COUNTS = ((2, 8), (1, 8), (298, 8), (299, 8), (231, 8), (232, 8))
-ENDS4 = ((8, 4), (7, 2), (12, 4), (11, 2))
-ENDS6 = ((27, 16), (7, 2), (28, 16), (11, 2))
+ENDS4 = ((8, 4), (7, 2), (12, 4), (11, 2), (32, 2))      # icmpTypeCodeIPv4 32
+ENDS6 = ((27, 16), (7, 2), (28, 16), (11, 2), (139, 2))  # icmpTypeCodeIPv6 139
 TEMPLATES = {
     NAT4: (*COMMON, *ENDS4, *COUNTS, (225, 4), (227, 2), (226, 4), (228, 2), (230, 1)),
     PLAIN4: (*COMMON, *ENDS4, *COUNTS),
@@ -47,9 +48,9 @@ TEMPLATES = {
     # addresses and ports after translation, equal to the first when none.
     PLAIN6: (*COMMON, *ENDS6, *COUNTS, (281, 16), (227, 2), (282, 16), (228, 2)),
 }
-FORMATS = {NAT4: struct.Struct("!QQQB4sH4sHQQQQQQ4sH4sHB"),
-           PLAIN4: struct.Struct("!QQQB4sH4sHQQQQQQ"),
-           PLAIN6: struct.Struct("!QQQB16sH16sHQQQQQQ16sH16sH")}
+FORMATS = {NAT4: struct.Struct("!QQQB4sH4sHHQQQQQQ4sH4sHB"),
+           PLAIN4: struct.Struct("!QQQB4sH4sHHQQQQQQ"),
+           PLAIN6: struct.Struct("!QQQB16sH16sHHQQQQQQ16sH16sH")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class FlowRecord:
     end_ms: int
     packets: tuple[int, int] = (0, 0)
     octets: tuple[int, int] = (0, 0)
+    icmp_type_code: int = 0   # ICMP: type << 8 | code (its ports: the identifier, 0)
 
     @property
     def template(self) -> int:
@@ -86,7 +88,7 @@ class FlowRecord:
         counts = (sum(self.packets), sum(self.octets), *self.packets, *self.octets)
         head = (self.observed_ms, self.start_ms, self.end_ms, self.proto,
                 ip_address(self.src).packed, self.sport, ip_address(self.dst).packed,
-                self.dport, *counts)
+                self.dport, self.icmp_type_code, *counts)
         if t == PLAIN4:
             return FORMATS[t].pack(*head)
         post = (ip_address(self.post_src).packed, self.post_sport,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.integration.conftest import ROOT, NetLab, make_config, run
+from tests.integration.conftest import ROOT, NetLab, make_config, namespaces, run
 from tests.integration.ctools_lab import (
     Flows,
     count_message,
@@ -55,10 +55,6 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twins]:
     tmp = tmp_path_factory.mktemp("ctools")
     tag = f"ct{os.getpid() % 100000}"
     lan, wan = f"{tag}l", f"{tag}w"
-    for ns in (lan, wan):
-        run("ip", "netns", "del", ns, check=False)
-        run("ip", "netns", "add", ns)
-        run("ip", "-n", ns, "link", "set", "lo", "up")
     sock = str(tmp / "router.sock")
     cfg = tmp / "router.toml"
     # The default timeouts on both: nothing expires while the lists are compared.
@@ -66,20 +62,18 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twins]:
                    + FORWARD)
     lab = NetLab(lan=lan, wan=wan, workdir=tmp, config=cfg, socket=sock)
     flows: list[Flows] = []
-    try:
-        lab.start_router()
-        with kernel_twin(f"k{tag}") as (c, g, s):
-            flows.append(open_flows(lan, wan))
-            flows.append(open_flows(c, s))
-            yield Twins(lab, g, c, s)
-    finally:
-        for f in flows:
-            f.end()
-        if lab.router is not None:
-            lab.stop_router()
-        for ns in (lan, wan):
-            run("ip", "netns", "del", ns, check=False)
-
+    with namespaces(lan, wan):
+        try:
+            lab.start_router()
+            with kernel_twin(f"k{tag}") as (c, g, s):
+                flows.append(open_flows(lan, wan))
+                flows.append(open_flows(c, s))
+                yield Twins(lab, g, c, s)
+        finally:
+            for f in flows:
+                f.end()
+            if lab.router is not None:
+                lab.stop_router()
 
 LIST_OPTIONS = [
     (), ("-f", "ipv4"), ("-f", "ipv6"), ("-o", "extended"), ("-o", "id"),

@@ -104,6 +104,7 @@ def test_nfdump_shows_who_used_which_outside_port_when(
             assert (r[3], r[4], r[5], r[6]) == (inside, dst, outside, dst), r
     icmp = by[("ICMP", "DELETE")]
     assert icmp[3].startswith(LAN_HOST) and icmp[5].startswith(ROUTER_WAN), icmp
+    assert icmp[4] == f"{SERVER}:8.0", icmp   # echo request: type 8, code 0
     # Start and end: the delete record spans the connection's life.
     for proto in ("ICMP", "TCP", "UDP"):
         add, delete = by[(proto, "ADD")], by[(proto, "DELETE")]

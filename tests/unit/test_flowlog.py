@@ -54,7 +54,7 @@ def test_a_source_nat_record_names_inside_and_outside() -> None:
     raw = rec.encode()
     assert len(raw) == ipfix.FORMATS[ipfix.NAT4].size
     vals = ipfix.FORMATS[ipfix.NAT4].unpack(raw)
-    assert vals[8:10] == (5, 200)          # packets and octets, both ways
+    assert vals[8] == 0 and vals[9:11] == (5, 200)   # no ICMP type; packets, octets
     assert vals[-1] == ipfix.NAT44_DELETE
 
 
@@ -66,6 +66,13 @@ def test_a_forward_record_has_the_inside_host_as_post_nat_destination() -> None:
     assert nat and rec.nat_event == ipfix.NAT44_CREATE and rec.end_ms == rec.start_ms
     assert (rec.post_dst, rec.post_dport, rec.post_src, rec.post_sport) == \
         ("192.168.77.2", 80, "198.51.100.7", 50000)
+
+
+def test_an_icmp_record_has_its_identifier_as_port_and_its_type() -> None:
+    e = entry(proto=1, sport=(0x4242, 1031), dport=(8 << 8, 0))
+    rec, _ = flow_record(Event("NEW", e), 10**12)
+    assert (rec.sport, rec.dport, rec.post_sport, rec.post_dport, rec.icmp_type_code) == \
+        (0x4242, 0, 1031, 0, 8 << 8)
 
 
 def test_message_header_counts_and_splits() -> None:
