@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -159,7 +160,7 @@ def test_events_match_conntrack_E(twins: Twins) -> None:
     kern = _listen(["ip", "netns", "exec", twins.gateway, "timeout", "10", "conntrack", "-E",
                     *opts])
     rout = _listen([sys.executable, "-m", "router.ctl", "-S", twins.lab.socket, "conntrack",
-                    "-E", *opts, "--duration", "10"])
+                    "-E", *opts, "-c", "3", "--duration", "10"])
     time.sleep(1.0)
     for ns in (twins.client, twins.lab.lan):
         run("ip", "netns", "exec", ns, sys.executable, str(ROOT / "tests/integration/peers.py"),
@@ -167,10 +168,12 @@ def test_events_match_conntrack_E(twins: Twins) -> None:
     for side in (twins.kernel, twins.router):
         assert count_message(side("-U", "-f", "ipv4", "-p", "udp", "--sport", "40010", "-t",
                                   "2").stderr) == 1
-    time.sleep(4)
+    time.sleep(2.5)
     twins.kernel("-L")
+    r_out, _ = rout.communicate(timeout=20)   # its three events, then it ends
+    time.sleep(0.3)
+    kern.send_signal(signal.SIGINT)           # conntrack -E ends on ^C
     k_out, _ = kern.communicate(timeout=20)
-    r_out, _ = rout.communicate(timeout=20)
 
     def lines(text: str) -> list[str]:
         out = []
@@ -186,7 +189,7 @@ def test_events_match_conntrack_E(twins: Twins) -> None:
 def test_event_masks(twins: Twins) -> None:
     rout = _listen([sys.executable, "-m", "router.ctl", "-S", twins.lab.socket, "conntrack",
                     "-E", "-e", "new,DESTROY", "-p", "udp", "--sport", "40011",
-                    "--duration", "6"])
+                    "-c", "2", "--duration", "6"])
     time.sleep(1.0)
     run("ip", "netns", "exec", twins.lab.lan, sys.executable,
         str(ROOT / "tests/integration/peers.py"), "udp-send", "203.0.113.10", "9000", "x",
