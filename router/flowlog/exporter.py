@@ -32,6 +32,8 @@ from router.native.names import DST_NAT, SRC_NAT
 from router.native.records import CtEntry, Event
 
 PACE = 0.1           # seconds between sends
+DOWN_FOR = 10.0      # a failed send counts the collector down this long (UDP
+                     # learns of it only on the send after the one refused)
 QUEUE_MAX = 65536    # records waiting at most
 OUTCOMES = ("sent", "rate_limited", "queue_full", "send_error")
 
@@ -83,7 +85,8 @@ class FlowExporter:
         self._templates_at = 0.0
         self._sock: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
-        self.error: str | None = None
+        self.error: str | None = None    # the last send's failure
+        self._failed_at = -DOWN_FOR
 
     @property
     def enabled(self) -> bool:
@@ -101,6 +104,7 @@ class FlowExporter:
             self._sock.connect((addr, port))
         except OSError as e:  # no route yet: the sends count it, the next start retries
             self.error = e.strerror or str(e)
+            self._failed_at = time.monotonic()
             self.log.warning("ipfix.connect_failed", collector=self.conf.collector,
                              error=self.error)
         self._tokens = float(self.conf.rate)
@@ -163,16 +167,21 @@ class FlowExporter:
             self._sock.send(data)
         except OSError as e:   # refused, unreachable, buffer full: counted, never waited on
             self.counts["send_error"] += records
-            if self.error != (e.strerror or str(e)):
-                self.error = e.strerror or str(e)
+            if not self.down:
                 self.log.warning("ipfix.send_failed", collector=self.conf.collector,
-                                 error=self.error)
+                                 error=e.strerror or str(e))
+            self.error = e.strerror or str(e)
+            self._failed_at = time.monotonic()
             return
         self.messages += 1
         if records:
             self.counts["sent"] += records
             self.sequence += records
-        self.error = None
+
+    @property
+    def down(self) -> bool:
+        """A send failed in the last DOWN_FOR seconds."""
+        return time.monotonic() - self._failed_at < DOWN_FOR
 
     def _flush(self) -> None:
         if self._sock is None:
@@ -193,4 +202,5 @@ class FlowExporter:
     def status(self) -> dict[str, Any]:
         return {"collector": self.conf.collector, "events": self.conf.events,
                 "records": dict(self.counts), "messages": self.messages,
-                "events_lost": self.lost, "queued": len(self.queue), "error": self.error}
+                "events_lost": self.lost, "queued": len(self.queue),
+                "error": self.error if self.down else None}

@@ -21,5 +21,5 @@ def ipfix_metrics(st: dict[str, Any]) -> Iterator[CounterMetricFamily | GaugeMet
     yield CounterMetricFamily("router_ipfix_events_lost", "Connection events the data "
                               "plane's ring dropped while the flow log read it.",
                               value=st["events_lost"])
-    yield GaugeMetricFamily("router_ipfix_collector_up", "0 while the last send to the "
-                            "collector failed.", value=0 if st["error"] else 1)
+    yield GaugeMetricFamily("router_ipfix_collector_up", "0 while a send to the collector "
+                            "failed in the last 10 s.", value=0 if st["error"] else 1)
