@@ -133,7 +133,7 @@ class LanServices:
         self.proc = Supervised("dnsmasq", self._argv, log)
         self.task: asyncio.Task[None] | None = None
         self.watch: asyncio.Task[None] | None = None
-        self.accept_ra: dict[str, str] = {}  # LAN interfaces' values before, to put back
+        self.saved: dict[Path, str] = {}  # LAN interfaces' sysctls before, to put back
 
     def _argv(self) -> list[str]:
         return argv(self.cfg, self.program, self.learned)
@@ -149,21 +149,31 @@ class LanServices:
             self.watch = asyncio.create_task(self._watch())
 
     def _no_ra(self) -> None:
-        """The LAN's router advertisements are dnsmasq's, sent from the LAN
-        interfaces: the kernel must not configure itself from them (its
-        accept_ra is put back at stop).  Where /proc/sys is read-only (a
-        container) it may: harmless, the router's own addresses and routes
-        are the ones it uses."""
+        """The kernel of the router's namespace, on each attached LAN
+        interface: it takes no router advertisements (they are dnsmasq's,
+        sent from there), and it is a router there (IPv6 ``forwarding`` on
+        that interface alone), so that its neighbour advertisements for the
+        link's addresses carry the Router flag.  Without it a host that
+        checks the router's reachability hears "not a router" and drops
+        its default route (RFC 4861 7.2.5), and its IPv6 stops until the
+        next advertisement.  ``all.forwarding`` stays as it was: the kernel
+        forwards nothing (every IP packet goes to the router anyway).  Both
+        are put back at stop.  Where /proc/sys is read-only (a container)
+        the container's own settings apply."""
         for i in self.cfg.interfaces:
-            if i.lan is not None and i.attach is not None and i.attach not in self.accept_ra:
-                with contextlib.suppress(OSError):
-                    self.accept_ra[i.attach] = _sysctl(_accept_ra(i.attach), "0")
+            if i.lan is None or i.attach is None:
+                continue
+            for key, value in (("accept_ra", "0"), ("forwarding", "1")):
+                path = Path("/proc/sys/net/ipv6/conf", i.attach, key)
+                if path not in self.saved:
+                    with contextlib.suppress(OSError):
+                        self.saved[path] = _sysctl(path, value)
 
     def _ra_back(self) -> None:
-        for wire, value in self.accept_ra.items():
+        for path, value in self.saved.items():
             with contextlib.suppress(OSError):
-                _sysctl(_accept_ra(wire), value)
-        self.accept_ra.clear()
+                _sysctl(path, value)
+        self.saved.clear()
 
     async def _watch(self) -> None:
         """Follows the file the WAN's DHCP client writes its servers to."""
@@ -212,10 +222,6 @@ class LanServices:
                     await t
         self.task = self.watch = None
         self._ra_back()
-
-
-def _accept_ra(wire: str) -> Path:
-    return Path("/proc/sys/net/ipv6/conf", wire, "accept_ra")
 
 
 def _sysctl(path: Path, value: str) -> str:

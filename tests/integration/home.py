@@ -82,7 +82,8 @@ def kernel_state(ns: str) -> dict[str, str]:
             "addresses": without_tuns(ip("ip", "-br", "addr")),
             # (A macvlan's "noqueue" is listed once any qdisc was set on it.)
             "hooks": "\n".join(q for q in ip("tc", "qdisc").splitlines() if "noqueue" not in q),
-            "accept_ra": ip("sysctl", "-n", "net.ipv6.conf.eth1.accept_ra")}
+            "sysctls": ip("sysctl", "-n", "net.ipv6.conf.eth1.accept_ra",
+                          "net.ipv6.conf.eth1.forwarding", "net.ipv6.conf.all.forwarding")}
 
 
 def _ipv6_ready(ns: str) -> bool:

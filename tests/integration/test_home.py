@@ -118,6 +118,29 @@ def test_names_resolve_through_the_router_and_pages_load_over_both_families(
     assert any(c["original"]["dst"] == WEB and c["reply"]["dst"] == wan for c in conns)
 
 
+def test_a_machine_checking_its_router_keeps_it_as_default(home: Home) -> None:
+    """A host that checks the router's reachability (neighbour solicitation
+    to its link-local address) hears a router: the kernel of the router's
+    namespace answers with the Router flag, so the host keeps its default
+    route (RFC 4861 7.2.5: a "not a router" answer makes it drop it, and
+    its IPv6 stopped until the next advertisement)."""
+    c2 = home.ns("c2")
+    route = run("ip", "-n", c2, "-6", "route", "show", "default").stdout
+    m = re.search(r"default via (\S+)", route)
+    assert m, route
+    gateway = m.group(1)
+    run("ip", "-n", c2, "-6", "neigh", "flush", "dev", "eth0")
+    # Any packet to it makes the host solicit the router's address first
+    # (the echo itself gets no answer: the data plane has the link, and the
+    # router's own stack has no link-local address to answer from).
+    home.client(2, "ping", "-6", "-c", "1", "-W", "1", f"{gateway}%eth0", check=False)
+    neigh = run("ip", "-n", c2, "-6", "neigh", "show", gateway).stdout
+    assert "router" in neigh, neigh
+    assert "default via" in run("ip", "-n", c2, "-6", "route", "show", "default").stdout
+    r = home.client(2, "curl", "-6", "-sS", "-m", "5", "http://www.isp.example/")
+    assert r.stdout.strip() == f"you are {home.address(2, '-6')}"
+
+
 def _ipv6_state(home: Home) -> str:
     out = []
     for part in ("c2", "isp", "rtr"):
