@@ -167,6 +167,7 @@ container() {
     "${PODMAN[@]}" run "$@" --name "$NAME-router" --security-opt "seccomp=$WORK/seccomp.json" \
         --network "$NAME-isp:interface_name=eth0" --network "$NAME-lan:interface_name=eth1" \
         --cap-add=NET_ADMIN,NET_RAW,BPF --device /dev/net/tun \
+        --sysctl net.ipv6.conf.eth1.forwarding=1 \
         --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
         -v "$WORK/router.toml:/etc/router/router.toml:ro" "$IMAGE"
 }
