@@ -40,6 +40,7 @@ def tcp_serve(addr: str, port: int, lifetime: float) -> None:
     srv.listen(16)
     srv.settimeout(0.2)
     end = time.monotonic() + lifetime
+    printing = threading.Lock()
     print("ready", flush=True)
 
     def serve(c: socket.socket, peer: str) -> None:
@@ -58,7 +59,9 @@ def tcp_serve(addr: str, port: int, lifetime: float) -> None:
         except OSError as e:
             error = str(e)
         c.close()
-        print(json.dumps({"peer": peer, "sent": sent, "error": error}), flush=True)
+        with printing:  # one whole line per connection: print() from two
+            # threads at once can put both objects on one line
+            print(json.dumps({"peer": peer, "sent": sent, "error": error}), flush=True)
 
     while time.monotonic() < end:
         try:
