@@ -55,12 +55,19 @@ def _address(opt: str, v: Any) -> str:
         raise ValueError(f"{opt}: {v!r} is not an IP address") from None
 
 
+def _whole(v: Any) -> int | None:
+    """A whole number from a request (JSON: an integer, or its digits as a
+    string), or None: a float, a bool, infinity are not."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().isdigit() and len(v) < 12:
+        return int(v)
+    return None
+
+
 def _port(opt: str, v: Any) -> int:
-    try:
-        n = int(v)
-    except (TypeError, ValueError):
-        n = -1
-    if not 0 <= n <= 65535:
+    n = _whole(v)
+    if n is None or not 0 <= n <= 65535:
         raise ValueError(f"{opt}: {v!r} is not a port (0-65535)")
     return n
 
@@ -204,12 +211,11 @@ def parse(args: Mapping[str, Any]) -> Filter:
         f.tests.append(_mark_test(args["mark"]))
     zone = args.get("zone")
     if zone is not None:
-        try:
-            z = int(zone)
-        except (TypeError, ValueError):
+        z = _whole(zone)
+        if z is None:
             raise ValueError(f"--zone: {zone!r} is a conntrack zone number in conntrack-tools "
                              f"(the router has one table, zone 0); a firewall zone is "
-                             f"--fw-zone NAME") from None
+                             f"--fw-zone NAME")
         f.tests.append(lambda j: z == 0)
     nat = [(k, args[k]) for k in ("src_nat", "dst_nat", "any_nat") if args.get(k) is not None]
     for k, v in nat:

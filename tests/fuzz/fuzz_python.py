@@ -72,10 +72,12 @@ def _make_router() -> Router:
 
 
 COMMANDS = ["status", "conntrack.list", "conntrack.count", "conntrack.delete",
-            "conntrack.get", "conntrack.events", "capture", "stats", "interfaces", "routes",
-            "reload", "config.show", "nat.list", "lb.list", "firewall.list", "nope"]
+            "conntrack.get", "conntrack.update", "conntrack.events", "capture", "stats",
+            "interfaces", "routes", "reload", "config.show", "nat.list", "lb.list",
+            "firewall.list", "nope"]
 KEYS = ["proto", "src", "dst", "sport", "dport", "state", "zone", "types", "interface",
-        "count", "duration", "snaplen", "x"]
+        "count", "duration", "snaplen", "x", "family", "status", "src_nat", "dst_nat",
+        "any_nat", "mark", "fw_zone", "reply_src", "reply_dst", "filter", "timeout"]
 
 
 def _value(fdp: atheris.FuzzedDataProvider) -> object:

@@ -74,6 +74,9 @@ def test_filters_match_as_conntrack(args: dict[str, Any], want: list[bool]) -> N
     ({"src": "300.1.2.3"}, "--src"), ({"mark": "x"}, "--mark"),
     ({"src_nat": "1.2.3.4:99999"}, "--src-nat"), ({"family": "ipx"}, "--family"),
     ({"state": "SLEEPING"}, "--state"), ({"dport": "http"}, "--dport"),
+    # What a hostile client can put in JSON (the control fuzzer found the first).
+    ({"zone": float("inf")}, "--zone"), ({"sport": float("nan")}, "--sport"),
+    ({"dport": True}, "--dport"), ({"zone": [0]}, "--zone"), ({"sport": "9" * 40}, "--sport"),
 ])
 def test_bad_filters_name_the_option(args: dict[str, Any], where: str) -> None:
     with pytest.raises(ValueError, match=where):
