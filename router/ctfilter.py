@@ -28,7 +28,8 @@ from router.native.names import ASSURED, SEEN_REPLY, TCP_STATE_NAMES
 # timeout or offloads, so those match nothing (as on a kernel that did not).
 STATUS_NAMES = ("EXPECTED", "SEEN_REPLY", "ASSURED", "FIXED_TIMEOUT", "OFFLOAD", "UNREPLIED")
 FAMILIES = ("ipv4", "ipv6")
-# The request keys of a filter; "fw_zone" is resolved by the caller.
+# The request keys of a filter (routerctl sends these); "fw_zone" is resolved by
+# the caller.
 KEYS = ("proto", "src", "dst", "reply_src", "reply_dst", "sport", "dport", "state", "family",
         "status", "src_nat", "dst_nat", "any_nat", "mark", "zone", "fw_zone")
 

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from router.conntrack_text import Output, entry_line, event_line, stats_line
+from router.ctfilter import KEYS as FILTERS  # the filter options a request carries
 from router.ctl.client import CtlError, request, stream
 
 # conntrack's command letters and the subcommand each is.
@@ -27,9 +28,6 @@ LETTERS = {"-L": "list", "-G": "get", "-D": "delete", "-U": "update", "-E": "eve
            "-C": "count", "-F": "flush", "-S": "stats"}
 LONG = {"--dump": "list", "--get": "get", "--delete": "delete", "--update": "update",
         "--event": "events", "--count": "count", "--flush": "flush", "--stats": "stats"}
-# The filter options a request carries (router/ctfilter.py reads them).
-FILTERS = ("proto", "src", "dst", "reply_src", "reply_dst", "sport", "dport", "state", "family",
-           "status", "src_nat", "dst_nat", "any_nat", "mark", "zone", "fw_zone")
 OUTPUTS = ("extended", "id", "timestamp")
 EVENT_NAMES = {"NEW": "NEW", "UPDATE": "UPDATE", "UPDATES": "UPDATE", "DESTROY": "DESTROY"}
 
